@@ -1,0 +1,364 @@
+//! `backup`: one run that writes one snapshot.
+//!
+//! Algorithm: a walker thread visits the source in depth-first name order (see [`walk`]),
+//! reusing the parent snapshot's chunk list for files whose size, mtime, ctime and inode are
+//! unchanged (incremental), and queueing the others for the file workers (see [`pipeline`]).
+//! This thread builds the directory listings bottom-up from the walker's events, waiting for
+//! each file's chunk list in order, and stores each listing as a tree blob. At the end, the
+//! partly filled packs are stored, then one index object naming every new pack, then the
+//! snapshot: write order packs → index → snapshot, so a snapshot never references anything
+//! that is not durable.
+//!
+//! Interrupted at any point, the repository stays valid: packs written so far are unreferenced
+//! (a later backup reuses nothing from them, prune removes them) and no snapshot is written.
+
+pub mod exclude;
+pub mod pipeline;
+pub mod walk;
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::progress::Progress;
+use crate::repo::{
+    BackupKind, BlobKind, Node, NodeKind, Repository, Snapshot, SourceError, Summary, Tree,
+};
+use exclude::Excludes;
+use pipeline::{ChunkJob, FileOutcome, Shared};
+use walk::{Event, Targets, Walker};
+
+/// Options of one backup run.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// What to back up (made absolute).
+    pub paths: Vec<PathBuf>,
+    /// Read every file, ignoring the parent's metadata.
+    pub full: bool,
+    /// Exclude patterns (see [`exclude`]).
+    pub excludes: Vec<String>,
+    /// Stay on the filesystem of each backup path.
+    pub one_file_system: bool,
+    pub tags: Vec<String>,
+    /// Host name recorded in the snapshot.
+    pub host: String,
+    /// Worker threads for reading and for compressing (0: one per core).
+    pub threads: usize,
+}
+
+/// A finished backup.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+}
+
+/// Makes a path absolute and removes `.` and `..` components lexically.
+pub fn normalize_path(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io("resolve path", p, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a backup and writes its snapshot.
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time = Utc::now();
+    if opts.paths.is_empty() {
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut paths = Vec::new();
+    for p in &opts.paths {
+        let n = normalize_path(p)?;
+        if n.to_str().is_none() {
+            return Err(Error::Invalid(format!(
+                "backup path {} is not valid UTF-8; back up its parent directory instead",
+                n.display()
+            )));
+        }
+        paths.push(n);
+    }
+    paths.sort();
+    paths.dedup();
+    // A path inside another path is covered by it.
+    let covered: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| !paths.iter().any(|q| q != *p && p.starts_with(q)))
+        .cloned()
+        .collect();
+    let path_strings: Vec<String> = covered
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let mut exclude_patterns = opts.excludes.clone();
+    exclude_patterns.retain(|p| !p.trim().is_empty());
+    let excludes = Excludes::new(&exclude_patterns)?;
+    // Never back up the repository into itself.
+    let exclude_paths: Vec<PathBuf> = repo
+        .storage()
+        .local_path()
+        .and_then(|p| normalize_path(&p).ok())
+        .into_iter()
+        .collect();
+
+    let index = Arc::new(repo.load_index()?);
+    let parent = repo
+        .load_snapshots()?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.host == opts.host && s.has_paths(&path_strings));
+    let parent_tree = match &parent {
+        Some((_, s)) if !opts.full => repo.load_tree(&index, &s.tree).ok().map(Arc::new),
+        _ => None,
+    };
+    let kind = if opts.full || parent_tree.is_none() {
+        BackupKind::Full
+    } else {
+        BackupKind::Incremental
+    };
+
+    let shared = Shared::new(repo.clone(), index, progress);
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let summary = std::thread::scope(|s| -> Result<(BlobId, Summary)> {
+        let (job_tx, job_rx) = crossbeam_channel::unbounded();
+        let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(threads * 2);
+        let (pack_tx, pack_rx) = crossbeam_channel::bounded(2);
+        let (event_tx, event_rx) = crossbeam_channel::bounded(8192);
+        let shared = &shared;
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let (jobs, chunks) = (job_rx.clone(), chunk_tx.clone());
+            workers.push(s.spawn(move || pipeline::file_worker(shared, jobs, chunks)));
+        }
+        drop(job_rx);
+        let mut compressors = Vec::new();
+        for _ in 0..threads {
+            let (chunks, packs) = (chunk_rx.clone(), pack_tx.clone());
+            compressors.push(s.spawn(move || pipeline::compressor(shared, chunks, packs)));
+        }
+        drop(chunk_rx);
+        let mut uploaders = Vec::new();
+        for _ in 0..2 {
+            let packs = pack_rx.clone();
+            uploaders.push(s.spawn(move || pipeline::uploader(shared, packs)));
+        }
+        drop(pack_rx);
+        let targets = Targets::new(&covered);
+        let mut walker = Walker {
+            shared,
+            excludes,
+            exclude_paths,
+            one_file_system: opts.one_file_system,
+            full: opts.full,
+            events: event_tx,
+            jobs: job_tx,
+            users: Default::default(),
+            groups: Default::default(),
+        };
+        let walk = s.spawn(move || {
+            let _ = walker.run(&targets, parent_tree);
+        });
+
+        let built = build_trees(shared, event_rx, &chunk_tx);
+        // Shut the pipeline down in order: walker and readers, compressors, then uploaders.
+        let _ = walk.join();
+        for w in workers {
+            let _ = w.join();
+        }
+        drop(chunk_tx);
+        for c in compressors {
+            let _ = c.join();
+        }
+        for pack in shared.take_partial_packs() {
+            if pack_tx.send(pack).is_err() {
+                break;
+            }
+        }
+        drop(pack_tx);
+        for u in uploaders {
+            let _ = u.join();
+        }
+        if let Some(e) = shared.take_error() {
+            return Err(e);
+        }
+        built
+    })?;
+    let (root, mut summary) = summary;
+
+    // Write order: packs (done above), then the index that names them, then the snapshot.
+    let written = shared.take_written();
+    summary.bytes_added = written
+        .iter()
+        .map(|(_, entries)| entries.iter().map(|e| u64::from(e.stored_len)).sum::<u64>())
+        .sum();
+    if !written.is_empty() {
+        repo.save_index(&written)?;
+    }
+    summary.duration_secs = started.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        time,
+        host: opts.host.clone(),
+        username: nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default(),
+        paths: path_strings,
+        tags: opts.tags.clone(),
+        kind,
+        parent: parent.map(|(id, _)| id),
+        tree: root,
+        summary,
+        program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome { id, snapshot })
+}
+
+/// Consumes the walker's events and stores the directory listings bottom-up.
+fn build_trees(
+    shared: &Shared,
+    events: crossbeam_channel::Receiver<Event>,
+    chunks: &crossbeam_channel::Sender<ChunkJob>,
+) -> Result<(BlobId, Summary)> {
+    let mut summary = Summary::default();
+    let mut stack: Vec<(Node, Vec<Node>)> = Vec::new();
+    let mut root = None;
+    for event in events {
+        if shared.has_failed() {
+            break;
+        }
+        match event {
+            Event::Enter(node) => stack.push((node, Vec::new())),
+            Event::Leave => {
+                let Some((mut dir, children)) = stack.pop() else {
+                    break;
+                };
+                summary.dirs += 1;
+                let tree = Tree { nodes: children };
+                let bytes = tree.to_bytes();
+                let id = BlobId::hash(&bytes);
+                if shared.claim(&id) {
+                    let job = ChunkJob {
+                        kind: BlobKind::Tree,
+                        id,
+                        data: bytes,
+                    };
+                    if chunks.send(job).is_err() {
+                        break;
+                    }
+                }
+                dir.subtree = Some(id);
+                match stack.last_mut() {
+                    Some((_, siblings)) => siblings.push(dir),
+                    None => root = Some(id),
+                }
+            }
+            Event::Entry(node) => push(&mut stack, node),
+            Event::Unchanged(node) => {
+                summary.files_unchanged += 1;
+                summary.total_bytes += node.size;
+                push(&mut stack, node);
+            }
+            Event::File {
+                mut node,
+                path,
+                outcome,
+                previous,
+            } => {
+                let outcome = outcome
+                    .recv()
+                    .unwrap_or_else(|_| FileOutcome::Failed("backup stopped".into()));
+                match outcome {
+                    FileOutcome::Read {
+                        content,
+                        size,
+                        meta,
+                        unstable,
+                    } => {
+                        if let Some(m) = meta {
+                            let fresh = walk::node_from_metadata(Vec::new(), &m);
+                            node.mtime = fresh.mtime;
+                            node.ctime = fresh.ctime;
+                            node.mode = fresh.mode;
+                        }
+                        node.size = size;
+                        match previous {
+                            None => summary.files_new += 1,
+                            Some(prev) if prev == content => summary.files_unchanged += 1,
+                            Some(_) => summary.files_changed += 1,
+                        }
+                        if unstable {
+                            summary.errors.push(SourceError {
+                                path: path.to_string_lossy().into_owned(),
+                                error: "changed while it was read; stored as of the last read"
+                                    .into(),
+                            });
+                        }
+                        node.content = content;
+                        summary.total_bytes += size;
+                        Progress::add(&shared.progress.files, 1);
+                        push(&mut stack, node);
+                    }
+                    FileOutcome::Failed(error) => {
+                        if shared.has_failed() {
+                            break;
+                        }
+                        tracing::warn!(path = %path.display(), %error, "skipped unreadable file");
+                        summary.errors.push(SourceError {
+                            path: path.to_string_lossy().into_owned(),
+                            error,
+                        });
+                    }
+                }
+            }
+            Event::Error { path, error } => {
+                tracing::warn!(path = %path.display(), %error, "skipped");
+                summary.errors.push(SourceError {
+                    path: path.to_string_lossy().into_owned(),
+                    error,
+                });
+            }
+        }
+    }
+    if let Some(e) = shared.take_error() {
+        return Err(e);
+    }
+    let root = root.ok_or(Error::Interrupted)?;
+    summary.bytes_read = Progress::get(&shared.progress.bytes_read);
+    Ok((root, summary))
+}
+
+fn push(stack: &mut [(Node, Vec<Node>)], node: Node) {
+    if let Some((_, children)) = stack.last_mut() {
+        children.push(node);
+    }
+}
+
+/// Whether a node's kind holds content chunks.
+pub fn has_content(node: &Node) -> bool {
+    node.kind == NodeKind::File
+}

@@ -1,0 +1,337 @@
+//! The parallel part of a backup: reading and chunking files, compressing new chunks, filling
+//! packs and storing them.
+//!
+//! ```text
+//! file jobs ─▶ file workers (read, FastCDC, BLAKE3, dedup) ─▶ new chunks ─▶ compressors
+//!          (zstd, seal, verify) ─▶ pack builders ─▶ full packs ─▶ uploaders (store, fsync)
+//! ```
+//!
+//! Every channel is bounded except the job queue (whose length the walker's event queue bounds),
+//! so memory stays flat whatever the size of files or of the dataset. On the first error, the
+//! pipeline is marked failed: workers drain their queues without doing work, and the error is
+//! handed to the caller, which writes no snapshot. Packs already stored stay unreferenced until
+//! a later backup reuses them or prune removes them.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use fastcdc::v2020::StreamCDC;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId};
+use crate::progress::Progress;
+use crate::repo::config::ChunkerParams;
+use crate::repo::pack::{encode_blob, read_pack_header, PackBuilder};
+use crate::repo::{BlobKind, Index, PackEntry, Repository};
+
+/// A chunk on its way to a pack.
+pub struct ChunkJob {
+    pub kind: BlobKind,
+    pub id: BlobId,
+    pub data: Vec<u8>,
+}
+
+/// A file to read.
+pub struct FileJob {
+    pub path: PathBuf,
+    pub inode: u64,
+    pub reply: Sender<FileOutcome>,
+}
+
+/// What reading a file gave.
+#[derive(Debug)]
+pub enum FileOutcome {
+    /// Content chunks, size read, and the file's metadata at the time of the read.
+    Read {
+        content: Vec<BlobId>,
+        size: u64,
+        meta: Option<std::fs::Metadata>,
+        /// The file kept changing while it was read; stored as of the last read.
+        unstable: bool,
+    },
+    /// The file could not be read.
+    Failed(String),
+}
+
+/// State shared by all threads of one backup.
+pub struct Shared {
+    pub repo: Repository,
+    pub index: Arc<Index>,
+    pub progress: Arc<Progress>,
+    seen: Mutex<HashSet<BlobId>>,
+    packers: [Mutex<PackBuilder>; 2],
+    written: Mutex<Vec<(PackId, Vec<PackEntry>)>>,
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+    chunker: ChunkerParams,
+    level: i32,
+    pack_size: usize,
+}
+
+impl Shared {
+    /// Shared state for a backup into `repo` whose existing blobs are in `index`.
+    pub fn new(repo: Repository, index: Arc<Index>, progress: Arc<Progress>) -> Self {
+        let cfg = repo.config().clone();
+        Shared {
+            repo,
+            index,
+            progress,
+            seen: Mutex::new(HashSet::new()),
+            packers: [Mutex::default(), Mutex::default()],
+            written: Mutex::new(Vec::new()),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            chunker: cfg.chunker,
+            level: cfg.compression_level,
+            pack_size: cfg.pack_size as usize,
+        }
+    }
+
+    /// Records the first error and stops the pipeline.
+    pub fn fail(&self, err: Error) {
+        let mut slot = self.error.lock();
+        if slot.is_none() {
+            *slot = Some(err);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the pipeline has failed.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Takes the recorded error.
+    pub fn take_error(&self) -> Option<Error> {
+        self.error.lock().take()
+    }
+
+    /// Claims a blob for storing: true if neither the repository nor this run has it yet.
+    pub fn claim(&self, id: &BlobId) -> bool {
+        !self.index.contains(id) && self.seen.lock().insert(*id)
+    }
+
+    /// Packs stored by this run.
+    pub fn take_written(&self) -> Vec<(PackId, Vec<PackEntry>)> {
+        std::mem::take(&mut self.written.lock())
+    }
+
+    fn packer(&self, kind: BlobKind) -> &Mutex<PackBuilder> {
+        match kind {
+            BlobKind::Data => &self.packers[0],
+            BlobKind::Tree => &self.packers[1],
+        }
+    }
+
+    /// Takes the partly filled packs at the end of a run.
+    pub fn take_partial_packs(&self) -> Vec<PackBuilder> {
+        self.packers
+            .iter()
+            .map(|p| std::mem::take(&mut *p.lock()))
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+}
+
+/// Reads one file: chunks, hashes and hands new chunks on. Retries a file that changes while it
+/// is read (size, mtime or ctime differ before and after), up to three reads.
+pub fn read_file(shared: &Shared, job: &FileJob, chunks: &Sender<ChunkJob>) -> FileOutcome {
+    const ATTEMPTS: usize = 3;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match read_once(shared, job, chunks) {
+            Ok((content, size, before, stable)) => {
+                if stable {
+                    return FileOutcome::Read {
+                        content,
+                        size,
+                        meta: Some(before),
+                        unstable: false,
+                    };
+                }
+                last = Some((content, size, before));
+            }
+            Err(e) => return FileOutcome::Failed(e),
+        }
+        if shared.has_failed() {
+            break;
+        }
+    }
+    match last {
+        Some((content, size, meta)) => FileOutcome::Read {
+            content,
+            size,
+            meta: Some(meta),
+            unstable: true,
+        },
+        None => FileOutcome::Failed("backup stopped".into()),
+    }
+}
+
+type ReadResult = std::result::Result<(Vec<BlobId>, u64, std::fs::Metadata, bool), String>;
+
+fn open_no_follow(path: &PathBuf) -> io::Result<File> {
+    // O_NOATIME spares the inode update but is only allowed to the owner (or root).
+    let noatime = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .open(path);
+    match noatime {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path),
+        other => other,
+    }
+}
+
+fn read_once(shared: &Shared, job: &FileJob, chunks: &Sender<ChunkJob>) -> ReadResult {
+    let file = open_no_follow(&job.path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => "replaced by a symlink while backing up".to_string(),
+        Some(libc::ENOENT) => "vanished before it could be read".to_string(),
+        _ => e.to_string(),
+    })?;
+    let before = file.metadata().map_err(|e| e.to_string())?;
+    if !before.is_file() {
+        return Err("replaced by something that is not a regular file".into());
+    }
+    if before.ino() != job.inode {
+        return Err("replaced by another file while backing up".into());
+    }
+    let c = shared.chunker;
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    let reader = CountingReader {
+        inner: &file,
+        progress: &shared.progress,
+    };
+    for chunk in StreamCDC::new(reader, c.min_size, c.avg_size, c.max_size) {
+        if shared.has_failed() {
+            return Err("backup stopped".into());
+        }
+        let chunk = chunk.map_err(|e| io::Error::from(e).to_string())?;
+        let id = BlobId::hash(&chunk.data);
+        size += chunk.data.len() as u64;
+        if shared.claim(&id) {
+            let job = ChunkJob {
+                kind: BlobKind::Data,
+                id,
+                data: chunk.data,
+            };
+            if chunks.send(job).is_err() {
+                return Err("backup stopped".into());
+            }
+        }
+        content.push(id);
+    }
+    let after = file.metadata().map_err(|e| e.to_string())?;
+    let stable = after.len() == size
+        && before.len() == size
+        && after.mtime() == before.mtime()
+        && after.mtime_nsec() == before.mtime_nsec()
+        && after.ctime() == before.ctime()
+        && after.ctime_nsec() == before.ctime_nsec();
+    Ok((content, size, before, stable))
+}
+
+struct CountingReader<'a> {
+    inner: &'a File,
+    progress: &'a Progress,
+}
+
+impl Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        Progress::add(&self.progress.bytes_read, n as u64);
+        Ok(n)
+    }
+}
+
+/// A file worker: reads files from `jobs` until the queue closes.
+pub fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, chunks: Sender<ChunkJob>) {
+    for job in jobs {
+        let outcome = if shared.has_failed() {
+            FileOutcome::Failed("backup stopped".into())
+        } else {
+            read_file(shared, &job, &chunks)
+        };
+        // The builder may be gone after a failure; nothing to do then.
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// A compressor: encodes chunks into the pack builders; hands full packs to the uploaders.
+pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<PackBuilder>) {
+    for job in chunks {
+        if shared.has_failed() {
+            continue;
+        }
+        let blob = match encode_blob(
+            shared.repo.sealer(),
+            job.kind,
+            job.id,
+            &job.data,
+            shared.level,
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                shared.fail(e);
+                continue;
+            }
+        };
+        drop(job);
+        let full = {
+            let mut p = shared.packer(blob.kind).lock();
+            p.add(&blob);
+            if p.len() >= shared.pack_size {
+                Some(std::mem::replace(
+                    &mut *p,
+                    PackBuilder::with_capacity(shared.pack_size + (1 << 20)),
+                ))
+            } else {
+                None
+            }
+        };
+        if let Some(pack) = full {
+            if packs.send(pack).is_err() {
+                shared.fail(Error::Interrupted);
+            }
+        }
+    }
+}
+
+/// An uploader: finishes packs, verifies them and stores them.
+pub fn uploader(shared: &Shared, packs: Receiver<PackBuilder>) {
+    for pack in packs {
+        if shared.has_failed() {
+            continue;
+        }
+        if let Err(e) = store_pack(shared, pack) {
+            shared.fail(e);
+        }
+    }
+}
+
+fn store_pack(shared: &Shared, pack: PackBuilder) -> Result<()> {
+    let sealer = shared.repo.sealer();
+    let (bytes, entries) = pack.finish(sealer);
+    // Verify before storing: the header must parse back to exactly what was written.
+    let parsed = read_pack_header(sealer, &bytes, "new pack")?;
+    if parsed != entries {
+        return Err(Error::corrupt(
+            "new pack",
+            "header does not read back as written",
+        ));
+    }
+    let id = shared.repo.save_pack(&bytes)?;
+    Progress::add(&shared.progress.bytes_written, bytes.len() as u64);
+    shared.written.lock().push((id, entries));
+    Ok(())
+}

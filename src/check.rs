@@ -1,0 +1,458 @@
+//! `check`: proves that every snapshot can be restored.
+//!
+//! Structure check (always): every index object is readable; every pack the index names exists
+//! in storage; every snapshot is readable; every directory listing of every snapshot is in the
+//! index (as a listing), reads back and verifies; every file chunk is in the index (as file
+//! data) and its pack exists.
+//!
+//! With `read_data`, every pack is then read whole: its bytes must match its name, its header
+//! must parse and agree with the index, and every blob must decompress and match its hash.
+//! Damaged chunks are traced to the snapshots and files that use them.
+//!
+//! `check` only reads; it never changes the repository.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::id::{BlobId, PackId};
+use crate::progress::Progress;
+use crate::repo::pack::{decode_blob, read_pack_header};
+use crate::repo::{BlobKind, Index, NodeKind, Repository};
+use crate::storage::FileKind;
+
+/// Options of `check`.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Read and verify every pack.
+    pub read_data: bool,
+    /// Parallel pack readers (0: one per core).
+    pub threads: usize,
+}
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// The damaged or missing object (its path in the repository), or the snapshot.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+    /// Files affected, as "snapshot <id>: <path>".
+    pub affects: Vec<String>,
+}
+
+/// What `check` found.
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub blobs: usize,
+    pub bytes_read: u64,
+    pub errors: Vec<Problem>,
+    /// Harmless findings (unreferenced packs).
+    pub warnings: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether no error was found.
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum BlobProblem {
+    Missing,
+    PackMissing(PackId),
+    Damaged(PackId, String),
+}
+
+impl BlobProblem {
+    fn object(&self, id: &BlobId) -> String {
+        match self {
+            BlobProblem::Missing => format!("chunk {id}"),
+            BlobProblem::PackMissing(p) | BlobProblem::Damaged(p, _) => {
+                FileKind::Pack.path(&p.to_hex())
+            }
+        }
+    }
+}
+
+/// Runs the check.
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: Arc<Progress>,
+) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let stored: HashMap<String, u64> = repo.storage().list(FileKind::Pack)?.into_iter().collect();
+
+    // Index objects.
+    let mut index = Index::default();
+    let mut indexed_packs: HashSet<PackId> = HashSet::new();
+    for (name, _) in repo.storage().list(FileKind::Index)? {
+        match load_one_index(repo, &name) {
+            Ok(packs) => {
+                for (pack, entries) in packs {
+                    indexed_packs.insert(pack);
+                    index.add_pack(pack, &entries);
+                }
+            }
+            Err(e) => report.errors.push(Problem {
+                object: FileKind::Index.path(&name),
+                message: e.to_string(),
+                affects: Vec::new(),
+            }),
+        }
+    }
+    report.blobs = index.len();
+    report.packs = stored.len();
+    let mut bad_packs: HashMap<PackId, String> = HashMap::new();
+    for pack in &indexed_packs {
+        if !stored.contains_key(&pack.to_hex()) {
+            bad_packs.insert(*pack, "missing from storage".into());
+        }
+    }
+    for name in stored.keys() {
+        match PackId::from_hex(name) {
+            Ok(id) if indexed_packs.contains(&id) => {}
+            _ => report.warnings.push(format!(
+                "{} is not named by any index (left by an interrupted backup; prune removes it)",
+                FileKind::Pack.path(name)
+            )),
+        }
+    }
+
+    // Pack data.
+    let mut bad_blobs: HashMap<BlobId, BlobProblem> = HashMap::new();
+    if opts.read_data {
+        let damaged = read_all_packs(repo, &index, &stored, opts.threads, &progress);
+        report.bytes_read = Progress::get(&progress.bytes_read);
+        for (pack, problem) in damaged {
+            match problem {
+                PackProblem::Whole(msg) => {
+                    bad_packs.insert(pack, msg);
+                }
+                PackProblem::Blobs(blobs) => {
+                    for (blob, msg) in blobs {
+                        bad_blobs.insert(blob, BlobProblem::Damaged(pack, msg));
+                    }
+                }
+            }
+        }
+    }
+    let mut pack_messages: Vec<(PackId, String)> =
+        bad_packs.iter().map(|(p, m)| (*p, m.clone())).collect();
+    pack_messages.sort();
+    for (id, entry) in index.iter() {
+        let pack = index.pack_id(entry.pack);
+        if let Some(msg) = bad_packs.get(&pack) {
+            bad_blobs
+                .entry(*id)
+                .or_insert_with(|| BlobProblem::Damaged(pack, msg.clone()));
+            if msg.starts_with("missing") {
+                bad_blobs.insert(*id, BlobProblem::PackMissing(pack));
+            }
+        }
+    }
+
+    // Snapshots and their trees.
+    let mut affects: HashMap<String, (String, Vec<String>)> = HashMap::new();
+    let mut snapshot_names = repo.storage().list(FileKind::Snapshot)?;
+    snapshot_names.sort();
+    let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    for (name, _) in snapshot_names {
+        let Ok(id) = crate::id::SnapshotId::from_hex(&name) else {
+            report.errors.push(Problem {
+                object: FileKind::Snapshot.path(&name),
+                message: "name is not a snapshot id".into(),
+                affects: Vec::new(),
+            });
+            continue;
+        };
+        let snap = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            Err(e) => {
+                report.errors.push(Problem {
+                    object: FileKind::Snapshot.path(&name),
+                    message: e.to_string(),
+                    affects: Vec::new(),
+                });
+                continue;
+            }
+        };
+        report.snapshots += 1;
+        let label = format!("snapshot {}", id.short());
+        let mut stack = vec![(snap.tree, String::new())];
+        while let Some((tree_id, dir)) = stack.pop() {
+            let tree_path = if dir.is_empty() {
+                "/".to_string()
+            } else {
+                dir.clone()
+            };
+            let problem = match index.get(&tree_id) {
+                None => Some(BlobProblem::Missing),
+                Some(e) if e.kind != BlobKind::Tree => Some(BlobProblem::Damaged(
+                    index.pack_id(e.pack),
+                    "file data where a directory listing is expected".into(),
+                )),
+                Some(_) => bad_blobs.get(&tree_id).cloned(),
+            };
+            if let Some(p) = problem {
+                note(
+                    &mut affects,
+                    &tree_id,
+                    &p,
+                    format!("{label}: {tree_path} (directory listing)"),
+                );
+                continue;
+            }
+            // Each listing is verified once; its files are still attributed per snapshot.
+            let first_visit = seen_trees.insert(tree_id);
+            let tree = match repo.load_tree(&index, &tree_id) {
+                Ok(t) => t,
+                Err(e) => {
+                    let pack = index.get(&tree_id).map(|e| index.pack_id(e.pack));
+                    let p = match pack {
+                        Some(pack) => BlobProblem::Damaged(pack, e.to_string()),
+                        None => BlobProblem::Missing,
+                    };
+                    note(
+                        &mut affects,
+                        &tree_id,
+                        &p,
+                        format!("{label}: {tree_path} (directory listing)"),
+                    );
+                    continue;
+                }
+            };
+            let _ = first_visit;
+            for node in &tree.nodes {
+                let path = format!("{dir}/{}", String::from_utf8_lossy(&node.name));
+                if !node.name_is_safe() {
+                    report.errors.push(Problem {
+                        object: format!("directory listing {tree_id}"),
+                        message: format!(
+                            "unsafe entry name {:?} (corrupt or tampered)",
+                            String::from_utf8_lossy(&node.name)
+                        ),
+                        affects: vec![format!("{label}: {tree_path}")],
+                    });
+                    continue;
+                }
+                match node.kind {
+                    NodeKind::Dir => match node.subtree {
+                        Some(sub) => stack.push((sub, path)),
+                        None => report.errors.push(Problem {
+                            object: format!("directory listing {tree_id}"),
+                            message: "directory without a listing".into(),
+                            affects: vec![format!("{label}: {path}")],
+                        }),
+                    },
+                    NodeKind::File => {
+                        for chunk in &node.content {
+                            let problem = match index.get(chunk) {
+                                None => Some(BlobProblem::Missing),
+                                Some(e) if e.kind != BlobKind::Data => Some(BlobProblem::Damaged(
+                                    index.pack_id(e.pack),
+                                    "a directory listing where file data is expected".into(),
+                                )),
+                                Some(_) => bad_blobs.get(chunk).cloned(),
+                            };
+                            if let Some(p) = problem {
+                                note(&mut affects, chunk, &p, format!("{label}: {path}"));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    let mut problems: Vec<Problem> = affects
+        .into_iter()
+        .map(|(object, (message, mut files))| {
+            files.sort();
+            files.dedup();
+            Problem {
+                object,
+                message,
+                affects: files,
+            }
+        })
+        .collect();
+    // Damaged packs that no snapshot uses are still errors: the index names them.
+    for (pack, msg) in pack_messages {
+        let object = FileKind::Pack.path(&pack.to_hex());
+        if !problems.iter().any(|p| p.object == object) {
+            problems.push(Problem {
+                object,
+                message: msg,
+                affects: Vec::new(),
+            });
+        }
+    }
+    for (blob, p) in &bad_blobs {
+        let object = p.object(blob);
+        if !problems.iter().any(|q| q.object == object) {
+            if let BlobProblem::Damaged(_, msg) = p {
+                problems.push(Problem {
+                    object,
+                    message: msg.clone(),
+                    affects: Vec::new(),
+                });
+            }
+        }
+    }
+    problems.sort_by(|a, b| a.object.cmp(&b.object));
+    report.errors.extend(problems);
+    Ok(report)
+}
+
+fn note(
+    affects: &mut HashMap<String, (String, Vec<String>)>,
+    blob: &BlobId,
+    problem: &BlobProblem,
+    what: String,
+) {
+    let message = match problem {
+        BlobProblem::Missing => "is not in the index (missing)".to_string(),
+        BlobProblem::PackMissing(_) => "is missing from storage".to_string(),
+        BlobProblem::Damaged(_, msg) => msg.clone(),
+    };
+    let entry = affects
+        .entry(problem.object(blob))
+        .or_insert_with(|| (message, Vec::new()));
+    entry.1.push(what);
+}
+
+fn load_one_index(
+    repo: &Repository,
+    name: &str,
+) -> Result<Vec<(PackId, Vec<crate::repo::PackEntry>)>> {
+    repo.load_index_file(name)
+}
+
+enum PackProblem {
+    Whole(String),
+    Blobs(Vec<(BlobId, String)>),
+}
+
+fn read_all_packs(
+    repo: &Repository,
+    index: &Index,
+    stored: &HashMap<String, u64>,
+    threads: usize,
+    progress: &Progress,
+) -> Vec<(PackId, PackProblem)> {
+    // Blobs the index expects in each pack.
+    let mut expected: HashMap<PackId, Vec<(BlobId, crate::repo::IndexEntry)>> = HashMap::new();
+    for (id, e) in index.iter() {
+        expected
+            .entry(index.pack_id(e.pack))
+            .or_default()
+            .push((*id, *e));
+    }
+    let mut names: Vec<&String> = stored.keys().collect();
+    names.sort();
+    let queue = Mutex::new(names.into_iter());
+    let results = Mutex::new(Vec::new());
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        threads
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let Some(name) = queue.lock().next() else {
+                    break;
+                };
+                let Ok(pack) = PackId::from_hex(name) else {
+                    continue;
+                };
+                if let Some(p) = verify_pack(repo, &pack, expected.get(&pack), progress) {
+                    results.lock().push((pack, p));
+                }
+            });
+        }
+    });
+    results.into_inner()
+}
+
+fn verify_pack(
+    repo: &Repository,
+    pack: &PackId,
+    expected: Option<&Vec<(BlobId, crate::repo::IndexEntry)>>,
+    progress: &Progress,
+) -> Option<PackProblem> {
+    let name = pack.to_hex();
+    let what = FileKind::Pack.path(&name);
+    let bytes = match repo.storage().read(FileKind::Pack, &name) {
+        Ok(b) => b,
+        Err(e) => return Some(PackProblem::Whole(format!("cannot be read: {e}"))),
+    };
+    Progress::add(&progress.bytes_read, bytes.len() as u64);
+    let hash_ok = PackId::hash(&bytes) == *pack;
+    let sealer = repo.sealer();
+    let header = read_pack_header(sealer, &bytes, &what);
+    let mut bad = Vec::new();
+    match &header {
+        Ok(entries) => {
+            for e in entries {
+                let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+                if let Err(err) = decode_blob(sealer, e, stored, &what) {
+                    bad.push((e.id, format!("damaged: {err}")));
+                }
+            }
+            // The index must agree with the pack about every blob it places here.
+            for (id, ie) in expected.into_iter().flatten() {
+                let found = entries.iter().find(|e| e.id == *id);
+                match found {
+                    Some(e)
+                        if e.offset == ie.offset
+                            && e.stored_len == ie.stored_len
+                            && e.kind == ie.kind => {}
+                    Some(_) => bad.push((
+                        *id,
+                        "the index places this chunk at a wrong offset (corrupt or tampered)"
+                            .into(),
+                    )),
+                    None => bad.push((*id, "named by the index but not in the pack".into())),
+                }
+            }
+        }
+        Err(e) => {
+            // Without a header, verify each blob the index places here on its own.
+            for (id, ie) in expected.into_iter().flatten() {
+                let end = (ie.offset as usize).saturating_add(ie.stored_len as usize);
+                let ok = bytes
+                    .get(ie.offset as usize..end)
+                    .map(|stored| {
+                        decode_blob(sealer, &ie.to_pack_entry(*id), stored, &what).is_ok()
+                    })
+                    .unwrap_or(false);
+                if !ok {
+                    bad.push((*id, format!("damaged: {e}")));
+                }
+            }
+            if bad.is_empty() {
+                return Some(PackProblem::Whole(format!("damaged pack header: {e}")));
+            }
+        }
+    }
+    if !hash_ok && bad.is_empty() {
+        return Some(PackProblem::Whole(
+            "content does not match its name (damaged)".into(),
+        ));
+    }
+    if bad.is_empty() {
+        None
+    } else {
+        Some(PackProblem::Blobs(bad))
+    }
+}

@@ -1,0 +1,110 @@
+//! `lifeboat backup`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use lifeboat::backup::exclude::Excludes;
+use lifeboat::backup::{backup, BackupOptions};
+use lifeboat::restore::human;
+
+use super::output::Reporter;
+use super::{RepoArgs, EXIT_INCOMPLETE};
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Read every file again instead of trusting the parent snapshot's metadata.
+    #[arg(long)]
+    full: bool,
+    /// Exclude entries matching GLOB (a file name, or an absolute path if it has a `/`).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Read exclude patterns from a file, one per line.
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
+    /// Do not cross filesystem boundaries.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Tag the snapshot (repeatable).
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+    /// Host name to record (default: this machine's).
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Print progress events and the summary as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Paths to back up.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+pub fn run(a: BackupArgs) -> Result<ExitCode> {
+    let repo = a.repo.open()?;
+    let mut excludes = a.exclude.clone();
+    for f in &a.exclude_file {
+        excludes.extend(Excludes::read_file(f)?);
+    }
+    let opts = BackupOptions {
+        paths: a.paths.clone(),
+        full: a.full,
+        excludes,
+        one_file_system: a.one_file_system,
+        tags: a.tag.clone(),
+        host: a.host.clone().unwrap_or_else(super::hostname),
+        threads: 0,
+    };
+    let progress = super::progress();
+    let outcome = {
+        let _reporter = Reporter::start(progress.clone(), a.json, "backup");
+        backup(&repo, &opts, progress)?
+    };
+    let snap = &outcome.snapshot;
+    let s = &snap.summary;
+    for e in &s.errors {
+        eprintln!("lifeboat: warning: {}: {}", e.path, e.error);
+    }
+    if a.json {
+        let mut v = serde_json::to_value(s)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("type".into(), "summary".into());
+            obj.insert("snapshot_id".into(), outcome.id.to_hex().into());
+            obj.insert("kind".into(), snap.kind.to_string().into());
+            obj.insert("parent".into(), snap.parent.map(|p| p.to_hex()).into());
+        }
+        println!("{v}");
+    } else {
+        let parent = snap
+            .parent
+            .map(|p| format!(", parent {}", p.short()))
+            .unwrap_or_default();
+        println!(
+            "snapshot {} saved ({}{parent})",
+            outcome.id.short(),
+            snap.kind
+        );
+        println!(
+            "files: {} new, {} changed, {} unchanged; {} directories",
+            s.files_new, s.files_changed, s.files_unchanged, s.dirs
+        );
+        println!(
+            "read {}, added {} to the repository; snapshot holds {}",
+            human(s.bytes_read),
+            human(s.bytes_added),
+            human(s.total_bytes)
+        );
+        println!("took {:.2}s", s.duration_secs);
+    }
+    if s.errors.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "lifeboat: {} source entries could not be backed up; the snapshot holds everything else",
+            s.errors.len()
+        );
+        Ok(ExitCode::from(EXIT_INCOMPLETE))
+    }
+}

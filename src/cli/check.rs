@@ -1,0 +1,73 @@
+//! `lifeboat check`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use lifeboat::check::{check, CheckOptions};
+use lifeboat::restore::human;
+
+use super::output::Reporter;
+use super::{RepoArgs, EXIT_FAILURE};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Read every pack and verify every chunk.
+    #[arg(long)]
+    read_data: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: CheckArgs) -> Result<ExitCode> {
+    let repo = a.repo.open()?;
+    let opts = CheckOptions {
+        read_data: a.read_data,
+        threads: 0,
+    };
+    let progress = super::progress();
+    let report = {
+        let _reporter = Reporter::start(progress.clone(), a.json, "check");
+        check(&repo, &opts, progress)?
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+        for p in &report.errors {
+            println!("error: {}: {}", p.object, p.message);
+            for f in &p.affects {
+                println!("  affects {f}");
+            }
+        }
+        let data = if a.read_data {
+            format!(
+                ", {} of pack data read and verified",
+                human(report.bytes_read)
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "checked {} snapshots, {} packs, {} chunks{data}",
+            report.snapshots, report.packs, report.blobs
+        );
+    }
+    if report.is_ok() {
+        if !a.json {
+            println!("no errors found");
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "lifeboat: error: the repository has {} problems (listed above); see \"When things go wrong\" in the README",
+            report.errors.len()
+        );
+        Ok(ExitCode::from(EXIT_FAILURE))
+    }
+}

@@ -1,0 +1,106 @@
+//! Command-line front end: one file per subcommand, arguments and output only.
+
+mod backup;
+mod check;
+mod init;
+mod ls;
+mod output;
+mod restore;
+mod snapshots;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use lifeboat::storage::open_location;
+use lifeboat::Repository;
+
+/// Exit code of a failed command.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a backup that could not read some source files (the snapshot is written), and
+/// of a restore with `--allow-partial` that left damaged files out.
+pub const EXIT_INCOMPLETE: u8 = 3;
+
+/// Lifeboat: verified, deduplicating backups for Linux servers.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the repository is.
+#[derive(Debug, Clone, Args)]
+pub struct RepoArgs {
+    /// Repository location: a local path (or file:///path).
+    #[arg(long, short = 'r', env = "LIFEBOAT_REPOSITORY", value_name = "REPO")]
+    pub repo: String,
+}
+
+impl RepoArgs {
+    fn open(&self) -> Result<Repository> {
+        let storage = open_location(&self.repo)?;
+        Ok(Repository::open(storage)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init(init::InitArgs),
+    /// Back up paths into a new snapshot.
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(snapshots::SnapshotsArgs),
+    /// List the entries of a snapshot.
+    Ls(ls::LsArgs),
+    /// Restore a snapshot, verifying every chunk before anything is written.
+    Restore(restore::RestoreArgs),
+    /// Verify the repository's structure and, with --read-data, every byte.
+    Check(check::CheckArgs),
+}
+
+/// Sets up tracing to stderr; `RUST_LOG` overrides the level.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lifeboat={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init(a) => init::run(a),
+        Command::Backup(a) => backup::run(a),
+        Command::Snapshots(a) => snapshots::run(a),
+        Command::Ls(a) => ls::run(a),
+        Command::Restore(a) => restore::run(a),
+        Command::Check(a) => check::run(a),
+    }
+}
+
+/// The local host name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Shared progress counters.
+pub fn progress() -> Arc<lifeboat::progress::Progress> {
+    Arc::new(lifeboat::progress::Progress::default())
+}

@@ -1,0 +1,136 @@
+//! `lifeboat restore`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use lifeboat::restore::{human, restore, RestoreOptions};
+
+use super::output::Reporter;
+use super::{RepoArgs, EXIT_FAILURE, EXIT_INCOMPLETE};
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Snapshot id, unique id prefix, or "latest".
+    snapshot: String,
+    /// Directory to restore into; the snapshot's absolute paths are recreated beneath it.
+    #[arg(
+        long,
+        short,
+        value_name = "DIR",
+        required_unless_present = "verify_only"
+    )]
+    target: Option<PathBuf>,
+    /// Restore only this absolute path of the snapshot (repeatable).
+    #[arg(long, value_name = "PATH")]
+    include: Vec<PathBuf>,
+    /// Verify every chunk the snapshot needs and write nothing.
+    #[arg(long)]
+    verify_only: bool,
+    /// Restore the intact files even if some are damaged (exit code 3, damaged files listed).
+    #[arg(long)]
+    allow_partial: bool,
+    /// Replace files that already exist in the target.
+    #[arg(long)]
+    overwrite: bool,
+    /// With "latest": only snapshots of this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// With "latest": only snapshots that include this path.
+    #[arg(long)]
+    path: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: RestoreArgs) -> Result<ExitCode> {
+    let repo = a.repo.open()?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot, a.host.as_deref(), a.path.as_deref())?;
+    let index = repo.load_index()?;
+    let target = match (&a.target, a.verify_only) {
+        (Some(t), _) => t.clone(),
+        (None, true) => PathBuf::new(),
+        (None, false) => bail!("give --target DIR"),
+    };
+    let opts = RestoreOptions {
+        target: target.clone(),
+        includes: a.include.clone(),
+        verify_only: a.verify_only,
+        allow_partial: a.allow_partial,
+        overwrite: a.overwrite,
+        threads: 0,
+    };
+    let progress = super::progress();
+    let report = {
+        let _reporter = Reporter::start(progress.clone(), a.json, "restore");
+        restore(&repo, &index, &snap.tree, &opts, progress)?
+    };
+    for w in &report.warnings {
+        eprintln!("lifeboat: warning: {w}");
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("snapshot_id".into(), id.to_hex().into());
+            o.insert("target".into(), target.display().to_string().into());
+            o.insert("verify_only".into(), a.verify_only.into());
+        }
+        println!("{v}");
+    }
+    if !report.damaged.is_empty() {
+        for d in &report.damaged {
+            eprintln!("lifeboat: damaged: {}: {}", d.path, d.reason);
+        }
+        for o in &report.damaged_objects {
+            eprintln!("lifeboat: damaged object: {o}");
+        }
+        if a.allow_partial && !a.verify_only {
+            eprintln!(
+                "lifeboat: restored {} files to {}; {} entries could not be restored (listed above)",
+                report.files,
+                target.display(),
+                report.damaged.len()
+            );
+            return Ok(ExitCode::from(EXIT_INCOMPLETE));
+        }
+        let what = if a.verify_only {
+            "verification failed"
+        } else {
+            "restore refused"
+        };
+        eprintln!(
+            "lifeboat: error: {what}: {} entries of snapshot {} are damaged or missing; {}\
+             run `lifeboat check --read-data` for details, or pass --allow-partial to restore the intact files",
+            report.damaged.len(),
+            id.short(),
+            if a.verify_only { "" } else { "the target was left unchanged; " }
+        );
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    }
+    if !a.json {
+        if a.verify_only {
+            println!(
+                "verified snapshot {}: {} files, {} directories, {} of content; every chunk matches its hash",
+                id.short(),
+                report.files,
+                report.dirs,
+                human(report.bytes)
+            );
+        } else {
+            println!(
+                "restored snapshot {} to {}: {} files, {} directories, {} other entries, {} verified",
+                id.short(),
+                target.display(),
+                report.files,
+                report.dirs,
+                report.others,
+                human(report.bytes)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

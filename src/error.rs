@@ -1,0 +1,113 @@
+//! Errors of the library.
+//!
+//! Policy (kept throughout the crate):
+//! - Library code returns [`Error`]; `anyhow` is used only at the CLI edge (`src/main.rs`,
+//!   `src/cli/`), which turns errors into messages and exit codes.
+//! - Every I/O failure carries the path or object name and the operation that failed; a bare
+//!   `io::Error` never leaves a module.
+//! - Integrity failures ([`Error::Corrupt`]) name the object and say what to do next.
+//! - [`Error::is_retryable`] tells whether trying again may help (network faults, throttling);
+//!   permanent conditions (missing object, permission denied, disk full, corruption) say no.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias of the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A local file operation failed (source files, restore target, local files of ours).
+    #[error("{op} {}: {cause}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        cause: io::Error,
+    },
+
+    /// A storage operation on a repository object failed.
+    #[error("repository storage: {op} {name}: {cause}")]
+    Storage {
+        op: &'static str,
+        name: String,
+        cause: io::Error,
+    },
+
+    /// A repository object does not exist.
+    #[error("repository object {name} does not exist")]
+    NotFound { name: String },
+
+    /// A repository object failed verification.
+    #[error(
+        "repository object {name} is corrupt: {reason}; run `lifeboat check --read-data` to find \
+         every damaged object and the files it affects"
+    )]
+    Corrupt { name: String, reason: String },
+
+    /// There is no repository where one was expected.
+    #[error("no Lifeboat repository at {location}: {reason} (create one with `lifeboat init`)")]
+    NoRepository { location: String, reason: String },
+
+    /// `init` was pointed at a place that is already in use.
+    #[error("cannot create a repository at {location}: {reason}")]
+    RepositoryExists { location: String, reason: String },
+
+    /// The repository was written by a newer or unknown format.
+    #[error("repository at {location} has format version {found}; this lifeboat reads version {supported}: upgrade lifeboat")]
+    UnsupportedVersion {
+        location: String,
+        found: u32,
+        supported: u32,
+    },
+
+    /// A snapshot selector matched nothing or more than one snapshot.
+    #[error("{0}")]
+    SnapshotSelect(String),
+
+    /// A caller-supplied argument is invalid.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// A blob needed for an operation is not in the index.
+    #[error("chunk {id} is not in the repository index; the repository is damaged: run `lifeboat check`")]
+    MissingBlob { id: String },
+
+    /// An operation was interrupted by the user or the service manager.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// An I/O error on a local path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            cause: source,
+        }
+    }
+
+    /// An integrity error on a named object.
+    pub fn corrupt(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether repeating the failed operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Storage { cause, .. } => matches!(
+                cause.kind(),
+                io::ErrorKind::TimedOut
+                    | io::ErrorKind::Interrupted
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}

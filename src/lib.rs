@@ -1,0 +1,17 @@
+//! Lifeboat: a verified, deduplicating backup engine and daemon for Linux servers.
+//!
+//! The library holds everything; `src/main.rs` is a thin command-line front end. The modules
+//! follow the layers of the system (see docs/DESIGN.md): [`storage`] below [`repo`], and the
+//! commands ([`backup`], [`restore`], [`check`]) above.
+
+pub mod backup;
+pub mod check;
+pub mod error;
+pub mod id;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod storage;
+
+pub use error::{Error, Result};
+pub use repo::Repository;

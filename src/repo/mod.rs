@@ -1,0 +1,313 @@
+//! The repository: its objects, and the typed operations on them.
+//!
+//! Every object goes through [`Sealer`] (one seal/open place) and is named by the BLAKE3 hash
+//! of its stored bytes, which is checked on every read. Objects are written create-only.
+
+pub mod config;
+pub mod index;
+pub mod pack;
+pub mod seal;
+pub mod snapshot;
+pub mod tree;
+
+use std::io::Read;
+use std::sync::Arc;
+
+pub use config::RepoConfig;
+pub use index::{Index, IndexEntry};
+pub use pack::{BlobKind, PackEntry};
+pub use seal::{ObjectType, Sealer};
+pub use snapshot::{BackupKind, Snapshot, SourceError, Summary};
+pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::storage::{FileKind, Storage};
+
+/// Largest decompressed metadata object accepted (a bound against decompression bombs).
+const MAX_METADATA_LEN: u64 = 4 << 30;
+
+/// Options of `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// zstd level, 1 to 22.
+    pub compression_level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            compression_level: 3,
+            pack_size: 16 << 20,
+        }
+    }
+}
+
+/// An open repository.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    config: RepoConfig,
+    sealer: Sealer,
+}
+
+impl Repository {
+    /// Creates a repository in an empty location.
+    pub fn init(storage: Arc<dyn Storage>, opts: &InitOptions) -> Result<Self> {
+        let config = RepoConfig::new(opts.compression_level, opts.pack_size)?;
+        if storage.has_config()? {
+            return Err(Error::RepositoryExists {
+                location: storage.location(),
+                reason: "a repository already exists there".into(),
+            });
+        }
+        storage.create_layout()?;
+        if !storage.create(FileKind::Config, "config", &config.to_bytes())? {
+            return Err(Error::RepositoryExists {
+                location: storage.location(),
+                reason: "a repository already exists there".into(),
+            });
+        }
+        Ok(Repository {
+            storage,
+            config,
+            sealer: Sealer::default(),
+        })
+    }
+
+    /// Opens an existing repository.
+    pub fn open(storage: Arc<dyn Storage>) -> Result<Self> {
+        let location = storage.location();
+        let bytes = match storage.read(FileKind::Config, "config") {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::NoRepository {
+                    location,
+                    reason: "there is no config object".into(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let config = RepoConfig::from_bytes(&bytes, &location)?;
+        Ok(Repository {
+            storage,
+            config,
+            sealer: Sealer::default(),
+        })
+    }
+
+    /// The storage underneath.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The repository's parameters.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The seal/open place.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Seals and stores a metadata object; returns its name.
+    fn save_metadata(&self, kind: FileKind, ty: ObjectType, plain: &[u8]) -> Result<[u8; 32]> {
+        let mut body = Vec::with_capacity(plain.len() / 2 + 16);
+        body.push(1u8); // zstd
+        let compressed = zstd::bulk::compress(plain, self.config.compression_level)
+            .map_err(|e| Error::Invalid(format!("compression failed: {e}")))?;
+        body.extend_from_slice(&compressed);
+        let stored = self.sealer.seal(ty, &body);
+        let id = *blake3::hash(&stored).as_bytes();
+        let name = hex::encode(id);
+        // Verify before storing: it must open back to the same plaintext.
+        let back = self.open_metadata(ty, &stored, &kind.path(&name))?;
+        if back != plain {
+            return Err(Error::corrupt(
+                kind.path(&name),
+                "does not decode to what was written",
+            ));
+        }
+        self.storage.create(kind, &name, &stored)?;
+        Ok(id)
+    }
+
+    fn open_metadata(&self, ty: ObjectType, stored: &[u8], what: &str) -> Result<Vec<u8>> {
+        let body = self.sealer.open(ty, stored, what)?;
+        let (&compression, payload) = body
+            .split_first()
+            .ok_or_else(|| Error::corrupt(what, "empty object"))?;
+        match compression {
+            0 => Ok(payload.to_vec()),
+            1 => {
+                let mut out = Vec::new();
+                let decoder = zstd::stream::read::Decoder::new(payload)
+                    .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))?;
+                decoder
+                    .take(MAX_METADATA_LEN + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))?;
+                if out.len() as u64 > MAX_METADATA_LEN {
+                    return Err(Error::corrupt(what, "decompresses to more than 4 GiB"));
+                }
+                Ok(out)
+            }
+            other => Err(Error::corrupt(what, format!("unknown compression {other}"))),
+        }
+    }
+
+    /// Reads a metadata object, verifying it against its name.
+    fn load_metadata(&self, kind: FileKind, ty: ObjectType, name: &str) -> Result<Vec<u8>> {
+        let what = kind.path(name);
+        let stored = self.storage.read(kind, name)?;
+        if blake3::hash(&stored).to_hex().as_str() != name {
+            return Err(Error::corrupt(
+                &what,
+                "content does not match its name (damaged)",
+            ));
+        }
+        self.open_metadata(ty, &stored, &what)
+    }
+
+    /// Stores a finished pack; returns its id.
+    pub fn save_pack(&self, bytes: &[u8]) -> Result<PackId> {
+        let id = PackId::hash(bytes);
+        self.storage.create(FileKind::Pack, &id.to_hex(), bytes)?;
+        Ok(id)
+    }
+
+    /// Stores an index object naming these packs.
+    pub fn save_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
+        let plain = index::encode(packs);
+        self.save_metadata(FileKind::Index, ObjectType::Index, &plain)
+            .map(IndexId)
+    }
+
+    /// Loads and merges every index object.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut idx = Index::default();
+        for (name, _) in self.storage.list(FileKind::Index)? {
+            for (pack, entries) in self.load_index_file(&name)? {
+                idx.add_pack(pack, &entries);
+            }
+        }
+        Ok(idx)
+    }
+
+    /// Reads one index object, pack by pack, without merging.
+    pub fn load_index_file(&self, name: &str) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
+        let plain = self.load_metadata(FileKind::Index, ObjectType::Index, name)?;
+        index::decode(&plain, &FileKind::Index.path(name))
+    }
+
+    /// Stores a snapshot (the commit point of a backup).
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        self.save_metadata(FileKind::Snapshot, ObjectType::Snapshot, &snap.to_bytes())
+            .map(SnapshotId)
+    }
+
+    /// Loads one snapshot.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let name = id.to_hex();
+        let plain = self.load_metadata(FileKind::Snapshot, ObjectType::Snapshot, &name)?;
+        Snapshot::from_bytes(&plain, &FileKind::Snapshot.path(&name))
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.storage.list(FileKind::Snapshot)? {
+            let id = SnapshotId::from_hex(&name).map_err(|_| {
+                Error::corrupt(FileKind::Snapshot.path(&name), "name is not a snapshot id")
+            })?;
+            out.push((id, self.load_snapshot(&id)?));
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Selects a snapshot: a full id, a unique id prefix, or `latest` (narrowed by host and
+    /// path).
+    pub fn find_snapshot(
+        &self,
+        selector: &str,
+        host: Option<&str>,
+        path: Option<&str>,
+    ) -> Result<(SnapshotId, Snapshot)> {
+        let all = self.load_snapshots()?;
+        select_snapshot(all, selector, host, path)
+    }
+
+    /// Reads one blob and verifies it against its id.
+    pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let e = index
+            .get(id)
+            .ok_or_else(|| Error::MissingBlob { id: id.to_hex() })?;
+        let pack = index.pack_id(e.pack);
+        let what = FileKind::Pack.path(&pack.to_hex());
+        let stored = self.storage.read_range(
+            FileKind::Pack,
+            &pack.to_hex(),
+            u64::from(e.offset),
+            e.stored_len,
+        )?;
+        pack::decode_blob(&self.sealer, &e.to_pack_entry(*id), &stored, &what)
+    }
+
+    /// Reads a directory listing.
+    pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        match index.get(id) {
+            Some(e) if e.kind == BlobKind::Tree => {}
+            Some(_) => {
+                return Err(Error::corrupt(
+                    format!("tree {id}"),
+                    "a directory listing is expected but the index says file data (corrupt or tampered)",
+                ))
+            }
+            None => return Err(Error::MissingBlob { id: id.to_hex() }),
+        }
+        let raw = self.read_blob(index, id)?;
+        Tree::from_bytes(&raw, &format!("directory listing {id}"))
+    }
+}
+
+/// Picks a snapshot from a list (see [`Repository::find_snapshot`]).
+pub fn select_snapshot(
+    all: Vec<(SnapshotId, Snapshot)>,
+    selector: &str,
+    host: Option<&str>,
+    path: Option<&str>,
+) -> Result<(SnapshotId, Snapshot)> {
+    let filtered = all.into_iter().filter(|(_, s)| {
+        host.is_none_or(|h| s.host == h) && path.is_none_or(|p| s.paths.iter().any(|q| q == p))
+    });
+    if selector == "latest" {
+        return filtered.last().ok_or_else(|| {
+            Error::SnapshotSelect(
+                "no snapshot matches (latest): the repository has none for this host and path"
+                    .into(),
+            )
+        });
+    }
+    let sel = selector.to_ascii_lowercase();
+    if sel.is_empty() || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::SnapshotSelect(format!(
+            "{selector:?} is not a snapshot id, id prefix, or \"latest\""
+        )));
+    }
+    let mut matches: Vec<_> = filtered
+        .filter(|(id, _)| id.to_hex().starts_with(&sel))
+        .collect();
+    match matches.len() {
+        0 => Err(Error::SnapshotSelect(format!(
+            "no snapshot matches {selector:?}"
+        ))),
+        1 => Ok(matches.remove(0)),
+        n => Err(Error::SnapshotSelect(format!(
+            "{selector:?} is ambiguous: {n} snapshots start with it; give more characters"
+        ))),
+    }
+}

@@ -1,0 +1,362 @@
+//! Packs: many blobs in one object, self-describing.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! blob 0 | blob 1 | ... | blob n-1 | sealed header | header length (u32) | "LBP1"
+//! ```
+//!
+//! Each blob is `seal(type, payload)` where the payload is the chunk, zstd-compressed or raw.
+//! The header, sealed as [`ObjectType::PackHeader`], lists the blobs in order, so the index can
+//! be rebuilt from the packs alone: `version u8 = 1 | count u32 | count × entry`, entry =
+//! `type u8 | compression u8 | stored length u32 | raw length u32 | blob id [32]`. Offsets are
+//! implied by the order. A pack's id is the BLAKE3 hash of all its bytes.
+
+use super::seal::{ObjectType, Sealer};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, ID_LEN};
+
+/// Trailer magic at the end of every pack.
+pub const PACK_MAGIC: &[u8; 4] = b"LBP1";
+/// Bytes of the trailer (header length + magic).
+pub const TRAILER_LEN: usize = 8;
+const HEADER_VERSION: u8 = 1;
+const ENTRY_LEN: usize = 2 + 4 + 4 + ID_LEN;
+/// Largest header accepted when reading, a bound against hostile length fields.
+const MAX_HEADER_LEN: usize = 64 << 20;
+/// Largest raw chunk accepted (the chunker's maximum is far lower).
+pub const MAX_BLOB_LEN: u32 = 64 << 20;
+
+/// The kind of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// File content.
+    Data = 1,
+    /// A directory listing.
+    Tree = 2,
+}
+
+impl BlobKind {
+    /// The sealing type of this kind of blob.
+    pub fn object_type(self) -> ObjectType {
+        match self {
+            BlobKind::Data => ObjectType::DataBlob,
+            BlobKind::Tree => ObjectType::TreeBlob,
+        }
+    }
+
+    /// From the on-disk tag.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(BlobKind::Data),
+            2 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// One blob's place in a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub kind: BlobKind,
+    pub compressed: bool,
+    pub id: BlobId,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+/// A blob ready to be placed in a pack: sealed, compressed when that helped, verified.
+#[derive(Debug)]
+pub struct EncodedBlob {
+    pub kind: BlobKind,
+    pub id: BlobId,
+    pub compressed: bool,
+    pub raw_len: u32,
+    pub stored: Vec<u8>,
+}
+
+/// Compresses (when it shrinks the data) and seals a blob, then proves it decodes back to `id`.
+pub fn encode_blob(
+    sealer: &Sealer,
+    kind: BlobKind,
+    id: BlobId,
+    raw: &[u8],
+    level: i32,
+) -> Result<EncodedBlob> {
+    let what = || format!("new chunk {id}");
+    let raw_len = u32::try_from(raw.len())
+        .ok()
+        .filter(|&l| l <= MAX_BLOB_LEN)
+        .ok_or_else(|| Error::Invalid(format!("chunk of {} bytes is too large", raw.len())))?;
+    let compressed = zstd::bulk::compress(raw, level)
+        .map_err(|e| Error::corrupt(what(), format!("zstd compression failed: {e}")))?;
+    let (payload, is_compressed) = if compressed.len() < raw.len() {
+        (compressed.as_slice(), true)
+    } else {
+        (raw, false)
+    };
+    let stored = sealer.seal(kind.object_type(), payload);
+    let blob = EncodedBlob {
+        kind,
+        id,
+        compressed: is_compressed,
+        raw_len,
+        stored,
+    };
+    // Verify before it is stored: open, decompress, re-hash.
+    let entry = PackEntry {
+        kind,
+        compressed: is_compressed,
+        id,
+        offset: 0,
+        stored_len: blob.stored.len() as u32,
+        raw_len,
+    };
+    decode_blob(sealer, &entry, &blob.stored, &what())?;
+    Ok(blob)
+}
+
+/// Opens, decompresses and verifies a stored blob against its id.
+pub fn decode_blob(
+    sealer: &Sealer,
+    entry: &PackEntry,
+    stored: &[u8],
+    what: &str,
+) -> Result<Vec<u8>> {
+    let payload = sealer.open(entry.kind.object_type(), stored, what)?;
+    let raw = if entry.compressed {
+        zstd::bulk::decompress(payload, entry.raw_len as usize).map_err(|e| {
+            Error::corrupt(what, format!("chunk {} does not decompress: {e}", entry.id))
+        })?
+    } else {
+        payload.to_vec()
+    };
+    if raw.len() != entry.raw_len as usize {
+        return Err(Error::corrupt(
+            what,
+            format!(
+                "chunk {} has {} bytes, expected {}",
+                entry.id,
+                raw.len(),
+                entry.raw_len
+            ),
+        ));
+    }
+    if BlobId::hash(&raw) != entry.id {
+        return Err(Error::corrupt(
+            what,
+            format!("chunk {} does not match its hash", entry.id),
+        ));
+    }
+    Ok(raw)
+}
+
+/// Accumulates blobs into a pack.
+#[derive(Debug, Default)]
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    /// An empty pack with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        PackBuilder {
+            buf: Vec::with_capacity(capacity),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Bytes of blob data so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a blob.
+    pub fn add(&mut self, blob: &EncodedBlob) {
+        let offset = self.buf.len() as u32;
+        self.buf.extend_from_slice(&blob.stored);
+        self.entries.push(PackEntry {
+            kind: blob.kind,
+            compressed: blob.compressed,
+            id: blob.id,
+            offset,
+            stored_len: blob.stored.len() as u32,
+            raw_len: blob.raw_len,
+        });
+    }
+
+    /// Writes the header and trailer; returns the pack's bytes and its entries.
+    pub fn finish(mut self, sealer: &Sealer) -> (Vec<u8>, Vec<PackEntry>) {
+        let mut header = Vec::with_capacity(5 + self.entries.len() * ENTRY_LEN);
+        header.push(HEADER_VERSION);
+        header.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            header.push(e.kind as u8);
+            header.push(u8::from(e.compressed));
+            header.extend_from_slice(&e.stored_len.to_le_bytes());
+            header.extend_from_slice(&e.raw_len.to_le_bytes());
+            header.extend_from_slice(&e.id.0);
+        }
+        let sealed = sealer.seal(ObjectType::PackHeader, &header);
+        self.buf.extend_from_slice(&sealed);
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(PACK_MAGIC);
+        (self.buf, self.entries)
+    }
+}
+
+/// Reads the header length from a pack's trailer; `pack_len` is the pack's total size.
+pub fn header_len_from_trailer(trailer: &[u8], pack_len: u64, what: &str) -> Result<u32> {
+    if trailer.len() != TRAILER_LEN || &trailer[4..] != PACK_MAGIC {
+        return Err(Error::corrupt(what, "not a pack (bad trailer)"));
+    }
+    let len = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    if len as usize > MAX_HEADER_LEN || u64::from(len) + TRAILER_LEN as u64 > pack_len {
+        return Err(Error::corrupt(
+            what,
+            format!("pack header length {len} is out of range"),
+        ));
+    }
+    Ok(len)
+}
+
+/// Parses a pack's sealed header; `data_len` is the length of the blob area before it.
+pub fn parse_header(
+    sealer: &Sealer,
+    sealed: &[u8],
+    data_len: u64,
+    what: &str,
+) -> Result<Vec<PackEntry>> {
+    let h = sealer.open(ObjectType::PackHeader, sealed, what)?;
+    let bad = |reason: &str| Error::corrupt(what, format!("pack header: {reason}"));
+    if h.len() < 5 || h[0] != HEADER_VERSION {
+        return Err(bad("unknown version or truncated"));
+    }
+    let count = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    let body = &h[5..];
+    if body.len() != count.saturating_mul(ENTRY_LEN) {
+        return Err(bad("entry count does not match its length"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut offset: u64 = 0;
+    for raw in body.chunks_exact(ENTRY_LEN) {
+        let kind = BlobKind::from_u8(raw[0]).ok_or_else(|| bad("unknown blob type"))?;
+        let compressed = match raw[1] {
+            0 => false,
+            1 => true,
+            _ => return Err(bad("unknown compression")),
+        };
+        let stored_len = u32::from_le_bytes([raw[2], raw[3], raw[4], raw[5]]);
+        let raw_len = u32::from_le_bytes([raw[6], raw[7], raw[8], raw[9]]);
+        if raw_len > MAX_BLOB_LEN {
+            return Err(bad("blob length out of range"));
+        }
+        let id = BlobId::from_slice(&raw[10..]).ok_or_else(|| bad("bad blob id"))?;
+        entries.push(PackEntry {
+            kind,
+            compressed,
+            id,
+            offset: offset as u32,
+            stored_len,
+            raw_len,
+        });
+        offset += u64::from(stored_len);
+        if offset > data_len {
+            return Err(bad("blobs extend past the header"));
+        }
+    }
+    if offset != data_len {
+        return Err(bad("blobs do not fill the pack"));
+    }
+    Ok(entries)
+}
+
+/// Parses the header of a whole pack held in memory.
+pub fn read_pack_header(sealer: &Sealer, pack: &[u8], what: &str) -> Result<Vec<PackEntry>> {
+    if pack.len() < TRAILER_LEN {
+        return Err(Error::corrupt(what, "truncated pack"));
+    }
+    let trailer = &pack[pack.len() - TRAILER_LEN..];
+    let hlen = header_len_from_trailer(trailer, pack.len() as u64, what)? as usize;
+    let data_len = pack.len() - TRAILER_LEN - hlen;
+    parse_header(
+        sealer,
+        &pack[data_len..pack.len() - TRAILER_LEN],
+        data_len as u64,
+        what,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(s: &Sealer, data: &[u8], kind: BlobKind) -> EncodedBlob {
+        encode_blob(s, kind, BlobId::hash(data), data, 3).expect("encode")
+    }
+
+    #[test]
+    fn pack_round_trip_and_compression_choice() {
+        let s = Sealer::default();
+        let text = b"hello hello hello hello hello hello hello".repeat(100);
+        let noise: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let a = blob(&s, &text, BlobKind::Data);
+        let b = blob(&s, &noise, BlobKind::Tree);
+        assert!(a.compressed);
+        let mut p = PackBuilder::default();
+        p.add(&a);
+        p.add(&b);
+        let (bytes, entries) = p.finish(&s);
+        let parsed = read_pack_header(&s, &bytes, "p").expect("header");
+        assert_eq!(parsed, entries);
+        for (e, raw) in parsed.iter().zip([&text[..], &noise[..]]) {
+            let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+            assert_eq!(decode_blob(&s, e, stored, "p").expect("decode"), raw);
+        }
+    }
+
+    #[test]
+    fn damaged_blob_and_header_are_detected() {
+        let s = Sealer::default();
+        let data = vec![7u8; 10_000];
+        let mut p = PackBuilder::default();
+        p.add(&blob(&s, &data, BlobKind::Data));
+        let (mut bytes, entries) = p.finish(&s);
+        let e = entries[0];
+        bytes[3] ^= 0x40;
+        let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+        assert!(decode_blob(&s, &e, stored, "p").is_err());
+        let n = bytes.len();
+        bytes[n - 9] ^= 1; // header length
+        assert!(read_pack_header(&s, &bytes, "p").is_err());
+        assert!(read_pack_header(&s, &bytes[..4], "p").is_err());
+        assert!(read_pack_header(&s, &[], "p").is_err());
+    }
+
+    #[test]
+    fn type_confusion_in_pack_is_detected() {
+        let s = Sealer::default();
+        let data = b"{\"nodes\":[]}".to_vec();
+        let b = blob(&s, &data, BlobKind::Tree);
+        let e = PackEntry {
+            kind: BlobKind::Data,
+            compressed: b.compressed,
+            id: b.id,
+            offset: 0,
+            stored_len: b.stored.len() as u32,
+            raw_len: b.raw_len,
+        };
+        assert!(decode_blob(&s, &e, &b.stored, "p").is_err());
+    }
+}

@@ -1,0 +1,749 @@
+//! `restore`: brings a snapshot back, verified before anything lands at a final path.
+//!
+//! Algorithm:
+//! 1. Plan: walk the snapshot's listings; refuse unsafe names; map every file to its chunks and
+//!    every chunk to its pack ([`plan`]).
+//! 2. Preflight: the target must not hold a symlink where the snapshot has a directory, nor an
+//!    existing entry where the snapshot has a file (unless `overwrite`); there must be room.
+//! 3. Stage and verify: a staging directory `.lifeboat-restore-*` is made inside the target.
+//!    Each pack is read once (in ranges, packs in parallel); every chunk is decompressed and
+//!    checked against its BLAKE3 id; only verified bytes are written, with positioned writes,
+//!    into staged files (all-zero chunks are left as holes, so sparse files stay sparse).
+//! 4. If any chunk is missing or damaged, the staging directory is removed and every affected
+//!    file and object is reported; the target is left as it was. (`allow_partial` restores the
+//!    intact files instead.)
+//! 5. Place: directories are created, staged files (with their metadata already set) are
+//!    renamed into place, links, fifos and devices are made, then directory metadata is set
+//!    deepest first. If placing fails, what was placed is removed again.
+//!
+//! Interrupted (killed) during 1–4, the target holds at most the staging directory, which can
+//! be deleted. Nothing is ever written outside the target, and no symlink found in the target
+//! is followed: entries are created with create-only or no-follow calls after an `lstat` check.
+
+pub mod plan;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{renameat2, RenameFlags};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::progress::Progress;
+use crate::repo::pack::decode_blob;
+use crate::repo::{Index, IndexEntry, Node, NodeKind, Repository};
+use crate::storage::FileKind;
+use plan::{ChunkUse, Plan};
+
+/// Options of `restore`.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Where to restore; the snapshot's absolute paths are recreated beneath it.
+    pub target: PathBuf,
+    /// Restore only these absolute paths of the snapshot (and what is beneath them).
+    pub includes: Vec<PathBuf>,
+    /// Verify every chunk, write nothing.
+    pub verify_only: bool,
+    /// Restore the intact files even when some are damaged.
+    pub allow_partial: bool,
+    /// Replace existing files in the target.
+    pub overwrite: bool,
+    /// Parallel pack readers (0: one per core).
+    pub threads: usize,
+}
+
+/// A file or directory that was not restored.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Damaged {
+    /// Its path in the snapshot.
+    pub path: String,
+    pub reason: String,
+}
+
+/// What restore did.
+#[derive(Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub others: u64,
+    /// Bytes of file content verified.
+    pub bytes: u64,
+    /// Entries that could not be restored (damaged or missing data, unsafe names).
+    pub damaged: Vec<Damaged>,
+    /// Damaged or missing repository objects.
+    pub damaged_objects: Vec<String>,
+    /// Metadata that could not be applied (the entries themselves were restored).
+    pub warnings: Vec<String>,
+    /// Whether anything was written to the target.
+    pub written: bool,
+}
+
+/// Runs a restore of the snapshot whose root listing is `root`.
+pub fn restore(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+    opts: &RestoreOptions,
+    progress: Arc<Progress>,
+) -> Result<RestoreReport> {
+    let mut includes = Vec::new();
+    for inc in &opts.includes {
+        if !inc.is_absolute() {
+            return Err(Error::Invalid(format!(
+                "--include {}: give the absolute path as it is in the snapshot",
+                inc.display()
+            )));
+        }
+        includes.push(crate::backup::normalize_path(inc)?);
+    }
+    let plan = plan::build(repo, index, root, &includes)?;
+    Progress::add(&progress.bytes_total, plan.bytes);
+    let mut report = RestoreReport::default();
+    for name in &plan.unsafe_names {
+        report.damaged.push(Damaged {
+            path: name.clone(),
+            reason: "unsafe entry name (corrupt or tampered); never restored".into(),
+        });
+    }
+
+    let target = &crate::backup::normalize_path(&opts.target)?;
+    let mut created_target: Vec<PathBuf> = Vec::new();
+    let staging = if opts.verify_only {
+        None
+    } else {
+        preflight(&plan, target, opts.overwrite)?;
+        created_target = create_target(target)?;
+        match make_staging(target) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                remove_created(&created_target);
+                return Err(e);
+            }
+        }
+    };
+
+    let opts = &RestoreOptions {
+        target: target.clone(),
+        ..opts.clone()
+    };
+    let result = stage_and_place(
+        repo,
+        index,
+        &plan,
+        opts,
+        staging.as_deref(),
+        &progress,
+        &mut report,
+    );
+    if let Some(s) = &staging {
+        let _ = fs::remove_dir_all(s);
+    }
+    match result {
+        Ok(()) if !report.written => remove_created(&created_target),
+        Ok(()) => {}
+        Err(e) => {
+            remove_created(&created_target);
+            return Err(e);
+        }
+    }
+    report.damaged.sort_by(|a, b| a.path.cmp(&b.path));
+    report.damaged.dedup();
+    Ok(report)
+}
+
+fn stage_and_place(
+    repo: &Repository,
+    index: &Index,
+    plan: &Plan,
+    opts: &RestoreOptions,
+    staging: Option<&Path>,
+    progress: &Progress,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    // Staged files, with their final size (holes until written).
+    if let Some(staging) = staging {
+        for (i, e) in plan.entries.iter().enumerate() {
+            if e.node.kind == NodeKind::File && e.link_to.is_none() {
+                let p = staged(staging, i);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&p)
+                    .map_err(|e| Error::io("create staged file", &p, e))?;
+                f.set_len(e.node.size)
+                    .map_err(|e| Error::io("size staged file", &p, e))?;
+            }
+        }
+    }
+
+    let bad_chunks = fetch_and_verify(repo, index, plan, staging, opts.threads, progress)?;
+
+    // Every entry that cannot be restored, with the reason.
+    let mut broken: HashMap<usize, String> = plan.broken.iter().cloned().collect();
+    let mut objects: HashSet<String> = HashSet::new();
+    if !bad_chunks.is_empty() {
+        for (chunk, uses) in &plan.chunks {
+            if let Some((object, reason)) = bad_chunks.get(chunk) {
+                objects.insert(object.clone());
+                for u in uses {
+                    broken
+                        .entry(u.entry as usize)
+                        .or_insert_with(|| format!("{object}: {reason}"));
+                }
+            }
+        }
+    }
+    for reason in broken.values() {
+        if let Some(obj) = reason.split_whitespace().find(|w| w.starts_with("data/")) {
+            objects.insert(obj.trim_end_matches(':').to_string());
+        }
+    }
+    // Hard links to a broken file are broken too.
+    for (i, e) in plan.entries.iter().enumerate() {
+        if let Some(first) = e.link_to {
+            if let Some(r) = broken.get(&first).cloned() {
+                broken.insert(i, r);
+            }
+        }
+    }
+    for (i, reason) in &broken {
+        report.damaged.push(Damaged {
+            path: plan.display(*i),
+            reason: reason.clone(),
+        });
+    }
+    let mut objects: Vec<String> = objects.into_iter().collect();
+    objects.sort();
+    report.damaged_objects = objects;
+    report.bytes = Progress::get(&progress.bytes_read);
+
+    let Some(staging) = staging else {
+        count(plan, &broken, report);
+        return Ok(());
+    };
+    if !report.damaged.is_empty() && !opts.allow_partial {
+        // Nothing is placed: the target stays as it was.
+        return Ok(());
+    }
+    count(plan, &broken, report);
+    let mut placer = Placer {
+        target: &opts.target,
+        staging,
+        overwrite: opts.overwrite,
+        is_root: nix::unistd::geteuid().is_root(),
+        created: Vec::new(),
+        warnings: Vec::new(),
+    };
+    report.written = true;
+    match placer.place_all(plan, &broken) {
+        Ok(()) => {
+            report.warnings.append(&mut placer.warnings);
+            Ok(())
+        }
+        Err(e) => {
+            placer.roll_back();
+            report.written = false;
+            Err(e)
+        }
+    }
+}
+
+fn count(plan: &Plan, broken: &HashMap<usize, String>, report: &mut RestoreReport) {
+    for (i, e) in plan.entries.iter().enumerate().skip(1) {
+        if broken.contains_key(&i) {
+            continue;
+        }
+        match e.node.kind {
+            NodeKind::File => report.files += 1,
+            NodeKind::Dir => report.dirs += 1,
+            _ => report.others += 1,
+        }
+    }
+}
+
+fn staged(staging: &Path, i: usize) -> PathBuf {
+    staging.join(i.to_string())
+}
+
+/// Checks the target before anything is written.
+fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<()> {
+    match fs::metadata(target) {
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::Invalid(format!(
+                "restore target {} exists and is not a directory",
+                target.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("inspect restore target", target, e)),
+    }
+    let mut conflicts = Vec::new();
+    let mut refused = Vec::new();
+    for e in plan.entries.iter().skip(1) {
+        let path = target.join(&e.rel);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(Error::io("inspect", &path, err)),
+        };
+        let ft = meta.file_type();
+        if e.node.kind == NodeKind::Dir {
+            if ft.is_symlink() {
+                refused.push(format!(
+                    "{} is a symlink where the snapshot has a directory; restore never writes through symlinks in the target",
+                    path.display()
+                ));
+            } else if !ft.is_dir() {
+                refused.push(format!(
+                    "{} exists and is not a directory, but the snapshot has a directory there",
+                    path.display()
+                ));
+            }
+        } else if ft.is_dir() {
+            refused.push(format!(
+                "{} is a directory, but the snapshot has a {} there",
+                path.display(),
+                kind_name(e.node.kind)
+            ));
+        } else if !overwrite {
+            conflicts.push(path.display().to_string());
+        }
+    }
+    if let Some(first) = refused.first() {
+        return Err(Error::Invalid(format!(
+            "restore refused, nothing was written: {first}{}",
+            more(refused.len())
+        )));
+    }
+    if let Some(first) = conflicts.first() {
+        return Err(Error::Invalid(format!(
+            "restore refused, nothing was written: {first} already exists{}; restore into an empty target, or pass --overwrite to replace existing files",
+            more(conflicts.len())
+        )));
+    }
+    // Room for the content (holes of sparse files need none, so this errs on the safe side).
+    if let Ok(st) = nix::sys::statvfs::statvfs(target) {
+        let free = u64::from(st.blocks_available()).saturating_mul(st.fragment_size());
+        if plan.bytes > free {
+            return Err(Error::Invalid(format!(
+                "restore needs {} but {} has only {} free; nothing was written",
+                human(plan.bytes),
+                target.display(),
+                human(free)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn more(n: usize) -> String {
+    if n > 1 {
+        format!(" (and {} more)", n - 1)
+    } else {
+        String::new()
+    }
+}
+
+/// Bytes in a human unit.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn kind_name(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::File => "file",
+        NodeKind::Dir => "directory",
+        NodeKind::Symlink => "symlink",
+        NodeKind::Fifo => "fifo",
+        NodeKind::CharDevice => "character device",
+        NodeKind::BlockDevice => "block device",
+        NodeKind::Socket => "socket",
+    }
+}
+
+/// Creates the target directory (and missing parents); returns what it created.
+fn create_target(target: &Path) -> Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut p = target.to_path_buf();
+    loop {
+        match fs::symlink_metadata(&p) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(p.clone());
+                if !p.pop() {
+                    break;
+                }
+            }
+            Err(e) => return Err(Error::io("inspect", &p, e)),
+        }
+    }
+    let mut created = Vec::new();
+    for dir in missing.into_iter().rev() {
+        if let Err(e) = fs::create_dir(&dir) {
+            remove_created(&created);
+            return Err(Error::io("create restore target", &dir, e));
+        }
+        created.push(dir);
+    }
+    Ok(created)
+}
+
+fn remove_created(created: &[PathBuf]) {
+    for dir in created.iter().rev() {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+fn make_staging(target: &Path) -> Result<PathBuf> {
+    let p = target.join(format!(".lifeboat-restore-{:016x}", rand::random::<u64>()));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&p)
+        .map_err(|e| Error::io("create staging directory in", &p, e))?;
+    Ok(p)
+}
+
+/// Reads every pack once, verifies every chunk and writes verified chunks into staged files.
+/// Returns the chunks that failed, with the object and the reason.
+fn fetch_and_verify(
+    repo: &Repository,
+    index: &Index,
+    plan: &Plan,
+    staging: Option<&Path>,
+    threads: usize,
+    progress: &Progress,
+) -> Result<HashMap<BlobId, (String, String)>> {
+    let mut by_pack: HashMap<u32, Vec<(BlobId, IndexEntry)>> = HashMap::new();
+    for id in plan.chunks.keys() {
+        if let Some(e) = index.get(id) {
+            by_pack.entry(e.pack).or_default().push((*id, *e));
+        }
+    }
+    let mut work: Vec<(u32, Vec<(BlobId, IndexEntry)>)> = by_pack.into_iter().collect();
+    work.sort_by_key(|(p, _)| *p);
+    for (_, blobs) in &mut work {
+        blobs.sort_by_key(|(_, e)| e.offset);
+    }
+    let queue = Mutex::new(work.into_iter());
+    let bad = Mutex::new(HashMap::new());
+    let fatal: Mutex<Option<Error>> = Mutex::new(None);
+    let threads = if threads == 0 {
+        std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2)
+    } else {
+        threads
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                if fatal.lock().is_some() {
+                    break;
+                }
+                let Some((pack, blobs)) = queue.lock().next() else {
+                    break;
+                };
+                let pack_id = index.pack_id(pack);
+                let name = pack_id.to_hex();
+                let what = FileKind::Pack.path(&name);
+                for run in runs(&blobs) {
+                    let start = run[0].1.offset;
+                    let last = run[run.len() - 1].1;
+                    let len = last.offset + last.stored_len - start;
+                    let bytes = match repo.storage().read_range(
+                        FileKind::Pack,
+                        &name,
+                        u64::from(start),
+                        len,
+                    ) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let reason = match e {
+                                Error::NotFound { .. } => "missing from storage".to_string(),
+                                other => other.to_string(),
+                            };
+                            let mut bad = bad.lock();
+                            for (id, _) in run {
+                                bad.insert(*id, (what.clone(), reason.clone()));
+                            }
+                            continue;
+                        }
+                    };
+                    for (id, e) in run {
+                        let from = (e.offset - start) as usize;
+                        let stored = &bytes[from..from + e.stored_len as usize];
+                        match decode_blob(repo.sealer(), &e.to_pack_entry(*id), stored, &what) {
+                            Ok(raw) => {
+                                Progress::add(&progress.bytes_read, raw.len() as u64);
+                                if let Some(staging) = staging {
+                                    let uses =
+                                        plan.chunks.get(id).map(Vec::as_slice).unwrap_or(&[]);
+                                    if let Err(err) = write_chunk(staging, uses, &raw, progress) {
+                                        *fatal.lock() = Some(err);
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(err) => {
+                                let reason = match err {
+                                    Error::Corrupt { reason, .. } => reason,
+                                    other => other.to_string(),
+                                };
+                                bad.lock()
+                                    .insert(*id, (what.clone(), format!("damaged: {reason}")));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = fatal.into_inner() {
+        return Err(e);
+    }
+    Ok(bad.into_inner())
+}
+
+/// Splits a pack's needed blobs (sorted by offset) into runs read with one request each:
+/// blobs closer than 256 KiB, up to 16 MiB per run.
+fn runs(blobs: &[(BlobId, IndexEntry)]) -> Vec<&[(BlobId, IndexEntry)]> {
+    const GAP: u32 = 256 << 10;
+    const MAX_RUN: u32 = 16 << 20;
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=blobs.len() {
+        let split = i == blobs.len() || {
+            let prev = blobs[i - 1].1;
+            let cur = blobs[i].1;
+            let end = prev.offset + prev.stored_len;
+            cur.offset < end
+                || cur.offset - end > GAP
+                || cur.offset + cur.stored_len - blobs[start].1.offset > MAX_RUN
+        };
+        if split {
+            out.push(&blobs[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+fn write_chunk(staging: &Path, uses: &[ChunkUse], raw: &[u8], progress: &Progress) -> Result<()> {
+    // An all-zero chunk stays a hole: the staged file already reads as zeros there.
+    if raw.iter().all(|&b| b == 0) {
+        return Ok(());
+    }
+    for u in uses {
+        let p = staged(staging, u.entry as usize);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io("open staged file", &p, e))?;
+        f.write_all_at(raw, u.offset)
+            .map_err(|e| Error::io("write staged file", &p, e))?;
+        Progress::add(&progress.bytes_written, raw.len() as u64);
+    }
+    Ok(())
+}
+
+/// Moves staged entries into place and applies metadata.
+struct Placer<'a> {
+    target: &'a Path,
+    staging: &'a Path,
+    overwrite: bool,
+    is_root: bool,
+    /// Entries created in the target, in order, for roll-back.
+    created: Vec<PathBuf>,
+    warnings: Vec<String>,
+}
+
+impl Placer<'_> {
+    fn place_all(&mut self, plan: &Plan, broken: &HashMap<usize, String>) -> Result<()> {
+        // Entries beneath a broken directory are skipped with it.
+        let mut skipped_dirs: Vec<&Path> = Vec::new();
+        let mut dirs = Vec::new();
+        for (i, e) in plan.entries.iter().enumerate().skip(1) {
+            if skipped_dirs.iter().any(|d| e.rel.starts_with(d)) {
+                continue;
+            }
+            if broken.contains_key(&i) {
+                if e.node.kind == NodeKind::Dir {
+                    skipped_dirs.push(&e.rel);
+                }
+                continue;
+            }
+            let path = self.target.join(&e.rel);
+            match e.node.kind {
+                NodeKind::Dir => {
+                    if self.make_dir(&path)? || self.overwrite {
+                        dirs.push((path, &e.node));
+                    }
+                }
+                NodeKind::File => match e.link_to {
+                    Some(first) => {
+                        let original = self.target.join(&plan.entries[first].rel);
+                        if self.overwrite {
+                            let _ = fs::remove_file(&path);
+                        }
+                        fs::hard_link(&original, &path)
+                            .map_err(|err| Error::io("create hard link", &path, err))?;
+                        self.created.push(path);
+                    }
+                    None => {
+                        let staged = staged(self.staging, i);
+                        self.apply_metadata(&staged, &path, &e.node);
+                        self.move_into_place(&staged, path)?;
+                    }
+                },
+                NodeKind::Symlink => {
+                    let staged = self.staging.join(format!("l{i}"));
+                    let target = e.node.link_target.as_deref().unwrap_or_default();
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &staged)
+                        .map_err(|err| Error::io("create symlink", &path, err))?;
+                    self.apply_metadata(&staged, &path, &e.node);
+                    self.move_into_place(&staged, path)?;
+                }
+                NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                    let staged = self.staging.join(format!("n{i}"));
+                    let (kind, dev) = match e.node.kind {
+                        NodeKind::Fifo => (nix::sys::stat::SFlag::S_IFIFO, 0),
+                        NodeKind::CharDevice => (nix::sys::stat::SFlag::S_IFCHR, e.node.rdev),
+                        _ => (nix::sys::stat::SFlag::S_IFBLK, e.node.rdev),
+                    };
+                    let perm = nix::sys::stat::Mode::from_bits_truncate(e.node.mode & 0o777);
+                    match nix::sys::stat::mknod(&staged, kind, perm, dev) {
+                        Ok(()) => {
+                            self.apply_metadata(&staged, &path, &e.node);
+                            self.move_into_place(&staged, path)?;
+                        }
+                        Err(Errno::EPERM) => self.warnings.push(format!(
+                            "{}: device nodes can only be restored by root; skipped",
+                            path.display()
+                        )),
+                        Err(err) => return Err(Error::io("create", &path, io::Error::from(err))),
+                    }
+                }
+                // A socket belongs to the process that made it; there is nothing to restore.
+                NodeKind::Socket => {}
+            }
+        }
+        // Directory metadata last, deepest first, so adding entries does not change mtimes.
+        for (path, node) in dirs.iter().rev() {
+            self.apply_metadata(path, path, node);
+        }
+        Ok(())
+    }
+
+    /// Creates a directory unless it exists; returns whether it was created.
+    fn make_dir(&mut self, path: &Path) -> Result<bool> {
+        match fs::DirBuilder::new().mode(0o700).create(path) {
+            Ok(()) => {
+                self.created.push(path.to_path_buf());
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let m = fs::symlink_metadata(path).map_err(|e| Error::io("inspect", path, e))?;
+                if m.file_type().is_dir() {
+                    Ok(false)
+                } else {
+                    Err(Error::Invalid(format!(
+                        "{} appeared during the restore and is not a directory; restore will not write through it",
+                        path.display()
+                    )))
+                }
+            }
+            Err(e) => Err(Error::io("create directory", path, e)),
+        }
+    }
+
+    fn move_into_place(&mut self, staged: &Path, path: PathBuf) -> Result<()> {
+        if self.overwrite {
+            // rename(2) replaces a file or symlink at `path` itself, never what a symlink points to.
+            fs::rename(staged, &path).map_err(|e| Error::io("move into place", &path, e))?;
+        } else {
+            match renameat2(None, staged, None, &path, RenameFlags::RENAME_NOREPLACE) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    return Err(Error::Invalid(format!(
+                        "{} appeared during the restore; not replaced (use --overwrite)",
+                        path.display()
+                    )))
+                }
+                Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+                    fs::hard_link(staged, &path)
+                        .map_err(|e| Error::io("move into place", &path, e))?;
+                    let _ = fs::remove_file(staged);
+                }
+                Err(e) => return Err(Error::io("move into place", &path, io::Error::from(e))),
+            }
+        }
+        self.created.push(path);
+        Ok(())
+    }
+
+    /// Ownership (as root), mode, xattrs and times on `path`; `shown` names it in warnings.
+    fn apply_metadata(&mut self, path: &Path, shown: &Path, node: &Node) {
+        let symlink = node.kind == NodeKind::Symlink;
+        if self.is_root {
+            if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+                self.warnings
+                    .push(format!("{}: cannot set owner: {e}", shown.display()));
+            }
+        }
+        if !symlink {
+            if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(node.mode)) {
+                self.warnings
+                    .push(format!("{}: cannot set mode: {e}", shown.display()));
+            }
+        }
+        for x in &node.xattrs {
+            if let Err(e) = xattr::set(path, std::ffi::OsStr::from_bytes(&x.name), &x.value) {
+                self.warnings.push(format!(
+                    "{}: cannot set extended attribute {}: {e}",
+                    shown.display(),
+                    String::from_utf8_lossy(&x.name)
+                ));
+            }
+        }
+        let atime = filetime::FileTime::from_unix_time(node.atime.sec, node.atime.nsec);
+        let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
+        if let Err(e) = filetime::set_symlink_file_times(path, atime, mtime) {
+            self.warnings
+                .push(format!("{}: cannot set times: {e}", shown.display()));
+        }
+    }
+
+    /// Removes what was placed, newest first.
+    fn roll_back(&mut self) {
+        for p in self.created.iter().rev() {
+            let is_dir = fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false);
+            let _ = if is_dir {
+                fs::remove_dir(p)
+            } else {
+                fs::remove_file(p)
+            };
+        }
+        self.created.clear();
+    }
+}

@@ -1,0 +1,259 @@
+//! A repository in a local directory.
+//!
+//! Writes follow the durable pattern: a temporary file in the object's directory, written and
+//! `fsync`ed, then moved to its final name with `renameat2(RENAME_NOREPLACE)` (create-only:
+//! an existing object is never replaced), then the directory is `fsync`ed so the new name
+//! survives a power loss. An interrupted write leaves only a `.tmp-*` file, which `list`
+//! ignores.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{renameat2, RenameFlags};
+
+use super::{FileKind, Storage};
+use crate::error::{Error, Result};
+
+/// A repository rooted at a local directory.
+#[derive(Debug)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// A storage rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+
+    fn path_of(&self, kind: FileKind, name: &str) -> PathBuf {
+        self.root.join(kind.path(name))
+    }
+
+    fn err(&self, op: &'static str, kind: FileKind, name: &str, source: io::Error) -> Error {
+        if source.kind() == io::ErrorKind::NotFound && op.starts_with("read") {
+            return Error::NotFound {
+                name: kind.path(name),
+            };
+        }
+        Error::Storage {
+            op,
+            name: self.path_of(kind, name).display().to_string(),
+            cause: source,
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn is_temp(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn local_path(&self) -> Option<PathBuf> {
+        Some(self.root.clone())
+    }
+
+    fn create_layout(&self) -> Result<()> {
+        let io_err = |op, p: &Path, e| Error::io(op, p, e);
+        match fs::read_dir(&self.root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::RepositoryExists {
+                        location: self.location(),
+                        reason: "the directory is not empty".into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.root)
+                    .map_err(|e| io_err("create directory", &self.root, e))?;
+            }
+            Err(e) => return Err(io_err("read directory", &self.root, e)),
+        }
+        for kind in [
+            FileKind::Index,
+            FileKind::Snapshot,
+            FileKind::Key,
+            FileKind::Lock,
+        ] {
+            let dir = self.root.join(kind.dir());
+            fs::create_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+        }
+        let data = self.root.join(FileKind::Pack.dir());
+        fs::create_dir(&data).map_err(|e| io_err("create directory", &data, e))?;
+        for i in 0..=255u8 {
+            let dir = data.join(hex::encode([i]));
+            fs::create_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+        }
+        fsync_dir(&data).map_err(|e| io_err("sync directory", &data, e))?;
+        fsync_dir(&self.root).map_err(|e| io_err("sync directory", &self.root, e))?;
+        Ok(())
+    }
+
+    fn has_config(&self) -> Result<bool> {
+        let p = self.path_of(FileKind::Config, "config");
+        match fs::symlink_metadata(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("inspect", p, e)),
+        }
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let p = self.path_of(kind, name);
+        let mut f = File::open(&p).map_err(|e| self.err("read", kind, name, e))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(|e| self.err("read", kind, name, e))?;
+        Ok(buf)
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let p = self.path_of(kind, name);
+        let f = File::open(&p).map_err(|e| self.err("read", kind, name, e))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, offset)
+            .map_err(|e| self.err("read range of", kind, name, e))?;
+        Ok(buf)
+    }
+
+    fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        let final_path = self.path_of(kind, name);
+        let dir = final_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        let tmp = dir.join(format!(".tmp-{}-{:016x}", name, rand::random::<u64>()));
+        let werr = |e| self.err("write", kind, name, e);
+        let result = (|| -> io::Result<bool> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            match renameat2(None, &tmp, None, &final_path, RenameFlags::RENAME_NOREPLACE) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    fs::remove_file(&tmp)?;
+                    return Ok(false);
+                }
+                // Filesystems without RENAME_NOREPLACE: a hard link is create-only too.
+                Err(Errno::EINVAL) | Err(Errno::ENOSYS) | Err(Errno::EOPNOTSUPP) => {
+                    let linked = fs::hard_link(&tmp, &final_path);
+                    fs::remove_file(&tmp)?;
+                    match linked {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(errno) => return Err(io::Error::from(errno)),
+            }
+            fsync_dir(&dir)?;
+            Ok(true)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(werr)
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        let base = self.root.join(kind.dir());
+        let dirs: Vec<PathBuf> = if kind == FileKind::Pack {
+            let mut v = Vec::with_capacity(256);
+            for entry in fs::read_dir(&base).map_err(|e| Error::io("list", &base, e))? {
+                let entry = entry.map_err(|e| Error::io("list", &base, e))?;
+                v.push(entry.path());
+            }
+            v
+        } else {
+            vec![base]
+        };
+        for dir in dirs {
+            for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+                let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if is_temp(&name) {
+                    continue;
+                }
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| Error::io("inspect", entry.path(), e))?;
+                if meta.is_file() {
+                    out.push((name, meta.len()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        let p = self.path_of(kind, name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("remove", kind, name, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_is_create_only_and_durable_names_are_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalStorage::new(dir.path().join("repo"));
+        s.create_layout().expect("layout");
+        assert!(s.create(FileKind::Index, "abcd", b"one").expect("create"));
+        assert!(!s
+            .create(FileKind::Index, "abcd", b"two")
+            .expect("create again"));
+        assert_eq!(s.read(FileKind::Index, "abcd").expect("read"), b"one");
+        assert_eq!(
+            s.list(FileKind::Index).expect("list"),
+            vec![("abcd".into(), 3)]
+        );
+        assert!(s
+            .create(FileKind::Pack, "ff00", b"pack")
+            .expect("create pack"));
+        assert_eq!(
+            s.list(FileKind::Pack).expect("list"),
+            vec![("ff00".into(), 4)]
+        );
+        assert_eq!(
+            s.read_range(FileKind::Pack, "ff00", 1, 2).expect("range"),
+            b"ac"
+        );
+        assert!(s.read_range(FileKind::Pack, "ff00", 3, 2).is_err());
+        assert!(matches!(
+            s.read(FileKind::Snapshot, "nope"),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn layout_refuses_non_empty_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("x"), b"x").expect("write");
+        let s = LocalStorage::new(dir.path());
+        assert!(matches!(
+            s.create_layout(),
+            Err(Error::RepositoryExists { .. })
+        ));
+    }
+}

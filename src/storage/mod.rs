@@ -1,0 +1,112 @@
+//! Storage: where repository objects live.
+//!
+//! The engine talks to storage only through the [`Storage`] trait, whatever the backend. Its
+//! contract, which every implementation keeps:
+//!
+//! - Objects are addressed by a [`FileKind`] and a name (lowercase hex for content-addressed
+//!   objects). The mapping to paths or keys is the backend's business.
+//! - [`Storage::create`] is create-only: it never replaces an existing object. It returns
+//!   `Ok(true)` when it wrote the object and `Ok(false)` when an object of that name already
+//!   existed (for content-addressed names, the same content). When it returns `Ok`, the object
+//!   is durable: a crash or power loss afterwards does not lose it. A failed or interrupted
+//!   `create` leaves no object under the name (at most a temporary file that `list` ignores).
+//! - [`Storage::read`] returns the whole object, [`Storage::read_range`] a byte range; both fail
+//!   with [`crate::Error::NotFound`] when the object does not exist and with an error if fewer
+//!   bytes than asked for are available. Verification of the content is the caller's job.
+//! - [`Storage::list`] returns every object of a kind with its size, or fails: a partial listing
+//!   is never returned as complete.
+//! - Errors name the object and the operation; [`crate::Error::is_retryable`] tells transient
+//!   faults from permanent ones (disk full and permission denied are permanent).
+
+mod local;
+
+pub use local::LocalStorage;
+
+use crate::error::Result;
+
+/// The kinds of objects in a repository, each in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// The repository's configuration (a single object named `config`).
+    Config,
+    /// Pack objects holding chunks and directory listings.
+    Pack,
+    /// Index objects mapping chunks to packs.
+    Index,
+    /// Snapshot objects.
+    Snapshot,
+    /// Key objects (encrypted repositories).
+    Key,
+    /// Lock objects.
+    Lock,
+}
+
+impl FileKind {
+    /// The directory of this kind in the repository layout.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Pack => "data",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Key => "keys",
+            FileKind::Lock => "locks",
+        }
+    }
+
+    /// The object's path relative to the repository root, as shown in messages.
+    pub fn path(self, name: &str) -> String {
+        match self {
+            FileKind::Config => name.to_string(),
+            FileKind::Pack => {
+                let prefix = name.get(..2).unwrap_or("00");
+                format!("data/{prefix}/{name}")
+            }
+            other => format!("{}/{name}", other.dir()),
+        }
+    }
+}
+
+/// A repository backend. See the module documentation for the contract.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// A human-readable location (path or URL) for messages.
+    fn location(&self) -> String;
+
+    /// Prepares an empty location for a new repository; fails if it is in use.
+    fn create_layout(&self) -> Result<()>;
+
+    /// Whether the location holds a repository config object.
+    fn has_config(&self) -> Result<bool>;
+
+    /// Reads a whole object.
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+
+    /// Reads `len` bytes at `offset` of an object.
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>>;
+
+    /// Writes a new object, create-only and durable on return; `Ok(false)` if it existed.
+    fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool>;
+
+    /// Every object of a kind, with its size in bytes.
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
+
+    /// Removes an object; removing a missing object is not an error.
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// The local directory of the repository, if it is on a local filesystem.
+    fn local_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+}
+
+/// Opens the storage for a repository location given on the command line.
+pub fn open_location(location: &str) -> Result<std::sync::Arc<dyn Storage>> {
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    if path.contains("://") {
+        return Err(crate::Error::Invalid(format!(
+            "repository location {location:?}: only local paths (or file:// URLs) are supported \
+             by this version"
+        )));
+    }
+    Ok(std::sync::Arc::new(LocalStorage::new(path)))
+}
