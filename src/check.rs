@@ -210,8 +210,12 @@ pub fn check(
                 );
                 continue;
             }
-            // Each listing is verified once; its files are still attributed per snapshot.
-            let first_visit = seen_trees.insert(tree_id);
+            // A listing seen before was verified with everything beneath it. While no problem
+            // is known, it need not be walked again; once one is, every snapshot is walked in
+            // full so each affected file is attributed to each snapshot.
+            if !seen_trees.insert(tree_id) && affects.is_empty() && report.errors.is_empty() {
+                continue;
+            }
             let tree = match repo.load_tree(&index, &tree_id) {
                 Ok(t) => t,
                 Err(e) => {
@@ -229,7 +233,6 @@ pub fn check(
                     continue;
                 }
             };
-            let _ = first_visit;
             for node in &tree.nodes {
                 let path = format!("{dir}/{}", String::from_utf8_lossy(&node.name));
                 if !node.name_is_safe() {
@@ -311,6 +314,14 @@ pub fn check(
     problems.sort_by(|a, b| a.object.cmp(&b.object));
     report.errors.extend(problems);
     Ok(report)
+}
+
+/// The reason of an integrity error, without the object name the report already gives.
+fn reason(err: crate::Error) -> String {
+    match err {
+        crate::Error::Corrupt { reason, .. } => reason,
+        other => other.to_string(),
+    }
 }
 
 fn note(
@@ -406,7 +417,7 @@ fn verify_pack(
             for e in entries {
                 let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
                 if let Err(err) = decode_blob(sealer, e, stored, &what) {
-                    bad.push((e.id, format!("damaged: {err}")));
+                    bad.push((e.id, format!("damaged: {}", reason(err))));
                 }
             }
             // The index must agree with the pack about every blob it places here.

@@ -338,7 +338,14 @@ mod tests {
         let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
         assert!(decode_blob(&s, &e, stored, "p").is_err());
         let n = bytes.len();
-        bytes[n - 9] ^= 1; // header length
+        // A flipped id in the header parses, but the blob no longer matches it.
+        let mut bad_id = bytes.clone();
+        bad_id[3] ^= 0x40; // undo the data damage
+        bad_id[n - 9] ^= 1;
+        let parsed = read_pack_header(&s, &bad_id, "p").expect("parses");
+        let stored = &bad_id[e.offset as usize..(e.offset + e.stored_len) as usize];
+        assert!(decode_blob(&s, &parsed[0], stored, "p").is_err());
+        bytes[n - 8] ^= 1; // header length
         assert!(read_pack_header(&s, &bytes, "p").is_err());
         assert!(read_pack_header(&s, &bytes[..4], "p").is_err());
         assert!(read_pack_header(&s, &[], "p").is_err());

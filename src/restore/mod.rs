@@ -114,7 +114,11 @@ pub fn restore(
         });
     }
 
-    let target = &crate::backup::normalize_path(&opts.target)?;
+    let target = &if opts.verify_only {
+        opts.target.clone()
+    } else {
+        crate::backup::normalize_path(&opts.target)?
+    };
     let mut created_target: Vec<PathBuf> = Vec::new();
     let staging = if opts.verify_only {
         None
@@ -333,7 +337,7 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<()> {
     }
     // Room for the content (holes of sparse files need none, so this errs on the safe side).
     if let Ok(st) = nix::sys::statvfs::statvfs(target) {
-        let free = u64::from(st.blocks_available()).saturating_mul(st.fragment_size());
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
         if plan.bytes > free {
             return Err(Error::Invalid(format!(
                 "restore needs {} but {} has only {} free; nothing was written",

@@ -1,0 +1,196 @@
+//! Restore against crafted (hostile) snapshots: entry names with `..`, `/`, NUL, absolute
+//! names, and symlinks planted in the target. Nothing may be written outside the target.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use chrono::Utc;
+use lifeboat::id::BlobId;
+use lifeboat::repo::pack::{encode_blob, PackBuilder};
+use lifeboat::repo::{BackupKind, BlobKind, Node, NodeKind, Repository, Snapshot, Summary, Tree};
+use lifeboat::storage::LocalStorage;
+
+fn lifeboat() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    c.env_remove("LIFEBOAT_REPOSITORY");
+    c
+}
+
+/// Writes a snapshot whose root directory holds `nodes` (file nodes get `content` as data).
+fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
+    let repo = Repository::open(Arc::new(LocalStorage::new(repo_dir))).expect("open");
+    let sealer = repo.sealer().clone();
+    let mut pack = PackBuilder::default();
+    let mut root = Tree::default();
+    let mut seen = std::collections::HashSet::new();
+    for (name, kind, content) in nodes {
+        let mut node = Node::new(name, kind);
+        node.mode = 0o644;
+        match kind {
+            NodeKind::File => {
+                let id = BlobId::hash(content);
+                if seen.insert(id) {
+                    pack.add(&encode_blob(&sealer, BlobKind::Data, id, content, 3).expect("encode"));
+                }
+                node.content = vec![id];
+                node.size = content.len() as u64;
+            }
+            NodeKind::Dir => {
+                node.mode = 0o755;
+                let empty = Tree::default().to_bytes();
+                let id = BlobId::hash(&empty);
+                if seen.insert(id) {
+                    pack.add(&encode_blob(&sealer, BlobKind::Tree, id, &empty, 3).expect("encode"));
+                }
+                node.subtree = Some(id);
+            }
+            NodeKind::Symlink => node.link_target = Some(content.to_vec()),
+            _ => {}
+        }
+        root.nodes.push(node);
+    }
+    root.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let bytes = root.to_bytes();
+    let root_id = BlobId::hash(&bytes);
+    pack.add(&encode_blob(&sealer, BlobKind::Tree, root_id, &bytes, 3).expect("encode"));
+    let (pack_bytes, entries) = pack.finish(&sealer);
+    let pack_id = repo.save_pack(&pack_bytes).expect("save pack");
+    repo.save_index(&[(pack_id, entries)]).expect("save index");
+    repo.save_snapshot(&Snapshot {
+        time: Utc::now(),
+        host: "crafted".into(),
+        username: "x".into(),
+        paths: vec!["/".into()],
+        tags: vec![],
+        kind: BackupKind::Full,
+        parent: None,
+        tree: root_id,
+        summary: Summary::default(),
+        program: "test".into(),
+    })
+    .expect("save snapshot");
+}
+
+fn init(dir: &Path) {
+    let st = lifeboat().args(["init", "--repo"]).arg(dir).status().expect("run");
+    assert!(st.success());
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.expect("walk").path().display().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn crafted_names_with_dotdot_slash_and_nul_never_escape_the_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    init(&repo);
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    let target = tmp.path().join("sandbox/target");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    craft_snapshot(
+        &repo,
+        vec![
+            (b"..".to_vec(), NodeKind::Dir, b""),
+            (b"../escape".to_vec(), NodeKind::File, b"evil"),
+            (b"a/b".to_vec(), NodeKind::File, b"evil"),
+            (b"/etc/passwd".to_vec(), NodeKind::File, b"evil"),
+            (b"nul\0name".to_vec(), NodeKind::File, b"evil"),
+            (b".".to_vec(), NodeKind::File, b"evil"),
+            (b"".to_vec(), NodeKind::File, b"evil"),
+            (b"good".to_vec(), NodeKind::File, b"fine"),
+            (b"back\\slash".to_vec(), NodeKind::File, b"fine"),
+        ],
+    );
+    let before_sandbox = listing(&tmp.path().join("sandbox"));
+    let out = lifeboat()
+        .args(["restore", "--repo"])
+        .arg(&repo)
+        .args(["latest", "--target"])
+        .arg(&target)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "unsafe names must refuse the restore: {stderr}");
+    assert!(stderr.contains("unsafe entry name"), "{stderr}");
+    assert_eq!(listing(&tmp.path().join("sandbox")), before_sandbox, "nothing written");
+    assert!(listing(&outside).len() == 1, "nothing written outside");
+
+    // With --allow-partial only the safe entries are restored, inside the target.
+    let out = lifeboat()
+        .args(["restore", "--repo"])
+        .arg(&repo)
+        .args(["latest", "--allow-partial", "--target"])
+        .arg(&target)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(target.join("good")).expect("good restored"), b"fine");
+    assert_eq!(std::fs::read(target.join("back\\slash")).expect("backslash name"), b"fine");
+    let mut names: Vec<_> = std::fs::read_dir(&target)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["back\\slash", "good"]);
+    assert!(!tmp.path().join("sandbox/escape").exists());
+    assert!(!Path::new("/etc/passwd-lifeboat-test").exists());
+    assert_eq!(listing(&outside).len(), 1);
+}
+
+#[test]
+fn symlink_planted_in_target_is_never_followed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    init(&repo);
+    craft_snapshot(
+        &repo,
+        vec![
+            (b"etc".to_vec(), NodeKind::Dir, b""),
+            (b"file".to_vec(), NodeKind::File, b"data"),
+        ],
+    );
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    let target = tmp.path().join("target");
+    std::fs::create_dir(&target).expect("mkdir");
+    // A symlink where the snapshot has a directory, and one where it has a file.
+    std::os::unix::fs::symlink(&outside, target.join("etc")).expect("symlink");
+    std::os::unix::fs::symlink(outside.join("victim"), target.join("file")).expect("symlink");
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let out = lifeboat()
+            .args(["restore", "--repo"])
+            .arg(&repo)
+            .args(["latest", "--target"])
+            .arg(&target)
+            .args(extra)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("symlink"), "{stderr}");
+        assert_eq!(listing(&outside).len(), 1, "nothing written through the symlink");
+        assert!(!outside.join("victim").exists());
+    }
+    // The file symlink (not the directory one) may be replaced with --overwrite, never followed.
+    std::fs::remove_file(target.join("etc")).expect("rm");
+    let out = lifeboat()
+        .args(["restore", "--repo"])
+        .arg(&repo)
+        .args(["latest", "--overwrite", "--target"])
+        .arg(&target)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!outside.join("victim").exists(), "the symlink's destination was not written");
+    let meta = std::fs::symlink_metadata(target.join("file")).expect("stat");
+    assert!(meta.is_file(), "the symlink itself was replaced by the file");
+    assert_eq!(std::fs::read(target.join("file")).expect("read"), b"data");
+}
