@@ -126,9 +126,11 @@ pub fn backup(
         .into_iter()
         .rev()
         .find(|(_, s)| s.host == opts.host && s.has_paths(&path_strings));
+    // With --full the parent is still walked alongside, to tell changed files from unchanged
+    // ones; its chunk lists are just never trusted.
     let parent_tree = match &parent {
-        Some((_, s)) if !opts.full => repo.load_tree(&index, &s.tree).ok().map(Arc::new),
-        _ => None,
+        Some((_, s)) => repo.load_tree(&index, &s.tree).ok().map(Arc::new),
+        None => None,
     };
     let kind = if opts.full || parent_tree.is_none() {
         BackupKind::Full
@@ -145,7 +147,7 @@ pub fn backup(
     let summary = std::thread::scope(|s| -> Result<(BlobId, Summary)> {
         let (job_tx, job_rx) = crossbeam_channel::unbounded();
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(threads * 2);
-        let (pack_tx, pack_rx) = crossbeam_channel::bounded(2);
+        let (pack_tx, pack_rx) = crossbeam_channel::bounded(1);
         let (event_tx, event_rx) = crossbeam_channel::bounded(8192);
         let shared = &shared;
         let mut workers = Vec::new();

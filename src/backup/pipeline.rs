@@ -79,18 +79,21 @@ impl Shared {
     /// Shared state for a backup into `repo` whose existing blobs are in `index`.
     pub fn new(repo: Repository, index: Arc<Index>, progress: Arc<Progress>) -> Self {
         let cfg = repo.config().clone();
+        let pack_size = cfg.pack_size as usize;
+        // Capacity only reserves address space; pages are touched as blobs arrive.
+        let packer = || Mutex::new(PackBuilder::with_capacity(pack_size + PACK_SLACK));
         Shared {
             repo,
             index,
             progress,
             seen: Mutex::new(HashSet::new()),
-            packers: [Mutex::default(), Mutex::default()],
+            packers: [packer(), packer()],
             written: Mutex::new(Vec::new()),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
             chunker: cfg.chunker,
             level: cfg.compression_level,
-            pack_size: cfg.pack_size as usize,
+            pack_size,
         }
     }
 
@@ -267,6 +270,9 @@ pub fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, chunks: Sender<Chun
     }
 }
 
+/// Room for the header beyond a pack's target size.
+const PACK_SLACK: usize = 256 << 10;
+
 /// A compressor: encodes chunks into the pack builders; hands full packs to the uploaders.
 pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<PackBuilder>) {
     for job in chunks {
@@ -289,15 +295,18 @@ pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<Pac
         drop(job);
         let full = {
             let mut p = shared.packer(blob.kind).lock();
-            p.add(&blob);
-            if p.len() >= shared.pack_size {
+            // A pack is handed on before a blob would push it past the target size, so its
+            // buffer never grows beyond what it was given.
+            let full = if !p.is_empty() && p.len() + blob.stored.len() > shared.pack_size {
                 Some(std::mem::replace(
                     &mut *p,
-                    PackBuilder::with_capacity(shared.pack_size + (1 << 20)),
+                    PackBuilder::with_capacity(shared.pack_size + PACK_SLACK),
                 ))
             } else {
                 None
-            }
+            };
+            p.add(&blob);
+            full
         };
         if let Some(pack) = full {
             if packs.send(pack).is_err() {

@@ -285,12 +285,14 @@ pub fn select_snapshot(
         host.is_none_or(|h| s.host == h) && path.is_none_or(|p| s.paths.iter().any(|q| q == p))
     });
     if selector == "latest" {
-        return filtered.max_by(|a, b| a.1.time.cmp(&b.1.time)).ok_or_else(|| {
-            Error::SnapshotSelect(
-                "no snapshot matches (latest): the repository has none for this host and path"
-                    .into(),
-            )
-        });
+        return filtered
+            .max_by(|a, b| a.1.time.cmp(&b.1.time))
+            .ok_or_else(|| {
+                Error::SnapshotSelect(
+                    "no snapshot matches (latest): the repository has none for this host and path"
+                        .into(),
+                )
+            });
     }
     let sel = selector.to_ascii_lowercase();
     if sel.is_empty() || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -12,6 +12,8 @@
 //! `type u8 | compression u8 | stored length u32 | raw length u32 | blob id [32]`. Offsets are
 //! implied by the order. A pack's id is the BLAKE3 hash of all its bytes.
 
+use std::cell::RefCell;
+
 use super::seal::{ObjectType, Sealer};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
@@ -77,6 +79,43 @@ pub struct EncodedBlob {
     pub stored: Vec<u8>,
 }
 
+thread_local! {
+    // zstd contexts are reused per thread: creating one per chunk costs time and memory.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match &mut *slot {
+            Some((l, c)) if *l == level => c.compress(raw),
+            _ => {
+                let mut c = zstd::bulk::Compressor::new(level)?;
+                let out = c.compress(raw);
+                *slot = Some((level, c));
+                out
+            }
+        }
+    })
+}
+
+/// Decompresses into at most `capacity` bytes (a bound against decompression bombs).
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match &mut *slot {
+            Some(d) => d.decompress(payload, capacity),
+            None => {
+                let mut d = zstd::bulk::Decompressor::new()?;
+                let out = d.decompress(payload, capacity);
+                *slot = Some(d);
+                out
+            }
+        }
+    })
+}
+
 /// Compresses (when it shrinks the data) and seals a blob, then proves it decodes back to `id`.
 pub fn encode_blob(
     sealer: &Sealer,
@@ -90,7 +129,7 @@ pub fn encode_blob(
         .ok()
         .filter(|&l| l <= MAX_BLOB_LEN)
         .ok_or_else(|| Error::Invalid(format!("chunk of {} bytes is too large", raw.len())))?;
-    let compressed = zstd::bulk::compress(raw, level)
+    let compressed = compress(raw, level)
         .map_err(|e| Error::corrupt(what(), format!("zstd compression failed: {e}")))?;
     let (payload, is_compressed) = if compressed.len() < raw.len() {
         (compressed.as_slice(), true)
@@ -127,7 +166,7 @@ pub fn decode_blob(
 ) -> Result<Vec<u8>> {
     let payload = sealer.open(entry.kind.object_type(), stored, what)?;
     let raw = if entry.compressed {
-        zstd::bulk::decompress(payload, entry.raw_len as usize).map_err(|e| {
+        decompress(payload, entry.raw_len as usize).map_err(|e| {
             Error::corrupt(what, format!("chunk {} does not decompress: {e}", entry.id))
         })?
     } else {

@@ -553,22 +553,64 @@ fn runs(blobs: &[(BlobId, IndexEntry)]) -> Vec<&[(BlobId, IndexEntry)]> {
     out
 }
 
-fn write_chunk(staging: &Path, uses: &[ChunkUse], raw: &[u8], progress: &Progress) -> Result<()> {
-    // An all-zero chunk stays a hole: the staged file already reads as zeros there.
-    if raw.iter().all(|&b| b == 0) {
-        return Ok(());
+/// Block size below which zero runs are written rather than left as holes.
+const HOLE_BLOCK: u64 = 4096;
+
+/// The non-zero runs of `raw` placed at file offset `offset`, as (start, end) within `raw`,
+/// at a granularity of file-aligned blocks: all-zero blocks stay holes in the staged file
+/// (which reads as zeros there already), so sparse files stay sparse.
+fn data_runs(raw: &[u8], offset: u64) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0usize;
+    while start < raw.len() {
+        let to_boundary = (HOLE_BLOCK - (offset + start as u64) % HOLE_BLOCK) as usize;
+        let end = (start + to_boundary).min(raw.len());
+        if raw[start..end].iter().any(|&b| b != 0) {
+            match runs.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => runs.push((start, end)),
+            }
+        }
+        start = end;
     }
+    runs
+}
+
+fn write_chunk(staging: &Path, uses: &[ChunkUse], raw: &[u8], progress: &Progress) -> Result<()> {
     for u in uses {
+        let runs = data_runs(raw, u.offset);
+        if runs.is_empty() {
+            continue;
+        }
         let p = staged(staging, u.entry as usize);
         let f = OpenOptions::new()
             .write(true)
             .open(&p)
             .map_err(|e| Error::io("open staged file", &p, e))?;
-        f.write_all_at(raw, u.offset)
-            .map_err(|e| Error::io("write staged file", &p, e))?;
+        for (start, end) in runs {
+            f.write_all_at(&raw[start..end], u.offset + start as u64)
+                .map_err(|e| Error::io("write staged file", &p, e))?;
+        }
         Progress::add(&progress.bytes_written, raw.len() as u64);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_become_holes_at_file_aligned_blocks() {
+        let mut raw = vec![0u8; 5 * 4096];
+        raw[4096 + 7] = 1; // second block
+        raw[4 * 4096] = 2; // fifth block
+        assert_eq!(data_runs(&raw, 0), vec![(4096, 8192), (4 * 4096, 5 * 4096)]);
+        // Placed at an unaligned offset, blocks follow the file's alignment.
+        assert_eq!(data_runs(&raw, 100), vec![(3996, 8092), (16284, 20380)]);
+        assert!(data_runs(&[0u8; 10_000], 0).is_empty());
+        assert_eq!(data_runs(&[1u8; 10], 5), vec![(0, 10)]);
+    }
 }
 
 /// Moves staged entries into place and applies metadata.

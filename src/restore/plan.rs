@@ -171,9 +171,11 @@ fn walk(
                         });
                         offset += u64::from(e.raw_len);
                     }
-                    Some(_) => missing = Some(format!(
+                    Some(_) => {
+                        missing = Some(format!(
                         "chunk {chunk} is a directory listing, not file data (corrupt or tampered)"
-                    )),
+                    ))
+                    }
                     None => missing = Some(format!("chunk {chunk} is not in the index (missing)")),
                 }
             }
