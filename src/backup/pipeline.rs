@@ -344,3 +344,104 @@ fn store_pack(shared: &Shared, pack: PackBuilder) -> Result<()> {
     shared.written.lock().push((id, entries));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::InitOptions;
+    use crate::storage::LocalStorage;
+
+    fn shared(dir: &std::path::Path) -> Shared {
+        let repo = Repository::init(
+            Arc::new(LocalStorage::new(dir.join("repo"))),
+            &InitOptions::default(),
+        )
+        .expect("init");
+        Shared::new(
+            repo,
+            Arc::new(Index::default()),
+            Arc::new(Progress::default()),
+        )
+    }
+
+    fn read(shared: &Shared, path: PathBuf, inode: u64) -> FileOutcome {
+        let (reply, _rx) = crossbeam_channel::bounded(1);
+        let (chunks, rx) = crossbeam_channel::unbounded();
+        let out = read_file(shared, &FileJob { path, inode, reply }, &chunks);
+        drop(rx);
+        out
+    }
+
+    #[test]
+    fn vanished_file_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = shared(dir.path());
+        match read(&s, dir.path().join("gone"), 1) {
+            FileOutcome::Failed(msg) => assert!(msg.contains("vanished"), "{msg}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(
+            !s.has_failed(),
+            "one unreadable file does not stop the backup"
+        );
+    }
+
+    #[test]
+    fn file_replaced_by_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = shared(dir.path());
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"not for the snapshot").expect("write");
+        let path = dir.path().join("file");
+        std::os::unix::fs::symlink(&secret, &path).expect("symlink");
+        match read(&s, path, 1) {
+            FileOutcome::Failed(msg) => assert!(msg.contains("symlink"), "{msg}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn file_replaced_by_another_file_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = shared(dir.path());
+        let path = dir.path().join("file");
+        std::fs::write(&path, b"new content").expect("write");
+        let inode = std::fs::metadata(&path).expect("stat").ino();
+        match read(&s, path, inode + 1) {
+            FileOutcome::Failed(msg) => assert!(msg.contains("replaced"), "{msg}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stable_file_is_chunked_and_new_chunks_are_claimed_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = shared(dir.path());
+        let path = dir.path().join("file");
+        std::fs::write(&path, vec![42u8; 3 << 20]).expect("write");
+        let inode = std::fs::metadata(&path).expect("stat").ino();
+        let (reply, _r) = crossbeam_channel::bounded(1);
+        let (chunks, rx) = crossbeam_channel::unbounded();
+        let job = FileJob { path, inode, reply };
+        let FileOutcome::Read {
+            content,
+            size,
+            unstable,
+            ..
+        } = read_file(&s, &job, &chunks)
+        else {
+            panic!("read failed")
+        };
+        assert_eq!(size, 3 << 20);
+        assert!(!unstable);
+        assert!(!content.is_empty());
+        let queued = rx.try_iter().count();
+        // Reading the same file again queues nothing new: every chunk is already claimed.
+        let FileOutcome::Read { content: again, .. } = read_file(&s, &job, &chunks) else {
+            panic!("read failed")
+        };
+        assert_eq!(again, content);
+        assert!(queued >= 1);
+        assert_eq!(rx.try_iter().count(), 0);
+    }
+}
