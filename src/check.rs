@@ -130,6 +130,7 @@ pub fn check(
     let mut bad_blobs: HashMap<BlobId, BlobProblem> = HashMap::new();
     if opts.read_data {
         let damaged = read_all_packs(repo, &index, &stored, opts.threads, &progress);
+        crate::interrupt::check()?;
         report.bytes_read = Progress::get(&progress.bytes_read);
         for (pack, problem) in damaged {
             match problem {
@@ -380,6 +381,9 @@ fn read_all_packs(
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
+                if crate::interrupt::requested() {
+                    break;
+                }
                 let Some(name) = queue.lock().next() else {
                     break;
                 };

@@ -74,7 +74,7 @@ pub enum Error {
     MissingBlob { id: String },
 
     /// An operation was interrupted by the user or the service manager.
-    #[error("interrupted")]
+    #[error("interrupted by a signal; stopped cleanly")]
     Interrupted,
 }
 

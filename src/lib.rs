@@ -8,6 +8,7 @@ pub mod backup;
 pub mod check;
 pub mod error;
 pub mod id;
+pub mod interrupt;
 pub mod progress;
 pub mod repo;
 pub mod restore;

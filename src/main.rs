@@ -9,10 +9,16 @@ mod cli;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
+    if let Err(e) = lifeboat::interrupt::install_handlers() {
+        eprintln!("lifeboat: warning: cannot install signal handlers: {e}");
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("lifeboat: error: {err:#}");
+            if matches!(err.downcast_ref(), Some(lifeboat::Error::Interrupted)) {
+                return ExitCode::from(cli::EXIT_INTERRUPTED);
+            }
             ExitCode::from(cli::EXIT_FAILURE)
         }
     }

@@ -207,11 +207,22 @@ pub fn backup(
             return Err(e);
         }
         built
-    })?;
-    let (root, mut summary) = summary;
-
+    });
     // Write order: packs (done above), then the index that names them, then the snapshot.
     let written = shared.take_written();
+    let (root, mut summary) = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            // No snapshot; but the packs already stored are durable: index them so the next
+            // run deduplicates against them instead of uploading the same data again.
+            if !written.is_empty() {
+                if let Err(ie) = repo.save_index(&written) {
+                    tracing::warn!(error = %ie, "could not index the packs of the failed backup");
+                }
+            }
+            return Err(e);
+        }
+    };
     summary.bytes_added = written
         .iter()
         .map(|(_, entries)| entries.iter().map(|e| u64::from(e.stored_len)).sum::<u64>())

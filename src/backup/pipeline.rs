@@ -106,9 +106,16 @@ impl Shared {
         self.failed.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the pipeline has failed.
+    /// Whether the pipeline has failed (or was interrupted by a signal).
     pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
+        if self.failed.load(Ordering::Relaxed) {
+            return true;
+        }
+        if crate::interrupt::requested() {
+            self.fail(Error::Interrupted);
+            return true;
+        }
+        false
     }
 
     /// Takes the recorded error.

@@ -22,6 +22,9 @@ pub const EXIT_FAILURE: u8 = 1;
 /// of a restore with `--allow-partial` that left damaged files out.
 pub const EXIT_INCOMPLETE: u8 = 3;
 
+/// Exit code after SIGINT or SIGTERM stopped an operation cleanly (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// Lifeboat: verified, deduplicating backups for Linux servers.
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, about, max_term_width = 100)]

@@ -465,6 +465,10 @@ fn fetch_and_verify(
                 if fatal.lock().is_some() {
                     break;
                 }
+                if crate::interrupt::requested() {
+                    *fatal.lock() = Some(Error::Interrupted);
+                    break;
+                }
                 let Some((pack, blobs)) = queue.lock().next() else {
                     break;
                 };
@@ -596,23 +600,6 @@ fn write_chunk(staging: &Path, uses: &[ChunkUse], raw: &[u8], progress: &Progres
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_blocks_become_holes_at_file_aligned_blocks() {
-        let mut raw = vec![0u8; 5 * 4096];
-        raw[4096 + 7] = 1; // second block
-        raw[4 * 4096] = 2; // fifth block
-        assert_eq!(data_runs(&raw, 0), vec![(4096, 8192), (4 * 4096, 5 * 4096)]);
-        // Placed at an unaligned offset, blocks follow the file's alignment.
-        assert_eq!(data_runs(&raw, 100), vec![(3996, 8092), (16284, 20380)]);
-        assert!(data_runs(&[0u8; 10_000], 0).is_empty());
-        assert_eq!(data_runs(&[1u8; 10], 5), vec![(0, 10)]);
-    }
-}
-
 /// Moves staged entries into place and applies metadata.
 struct Placer<'a> {
     target: &'a Path,
@@ -630,6 +617,7 @@ impl Placer<'_> {
         let mut skipped_dirs: Vec<&Path> = Vec::new();
         let mut dirs = Vec::new();
         for (i, e) in plan.entries.iter().enumerate().skip(1) {
+            crate::interrupt::check()?;
             if skipped_dirs.iter().any(|d| e.rel.starts_with(d)) {
                 continue;
             }
@@ -791,5 +779,22 @@ impl Placer<'_> {
             };
         }
         self.created.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_become_holes_at_file_aligned_blocks() {
+        let mut raw = vec![0u8; 5 * 4096];
+        raw[4096 + 7] = 1; // second block
+        raw[4 * 4096] = 2; // fifth block
+        assert_eq!(data_runs(&raw, 0), vec![(4096, 8192), (4 * 4096, 5 * 4096)]);
+        // Placed at an unaligned offset, blocks follow the file's alignment.
+        assert_eq!(data_runs(&raw, 100), vec![(3996, 8092), (16284, 20380)]);
+        assert!(data_runs(&[0u8; 10_000], 0).is_empty());
+        assert_eq!(data_runs(&[1u8; 10], 5), vec![(0, 10)]);
     }
 }
