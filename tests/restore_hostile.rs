@@ -31,7 +31,9 @@ fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
             NodeKind::File => {
                 let id = BlobId::hash(content);
                 if seen.insert(id) {
-                    pack.add(&encode_blob(&sealer, BlobKind::Data, id, content, 3).expect("encode"));
+                    pack.add(
+                        &encode_blob(&sealer, BlobKind::Data, id, content, 3).expect("encode"),
+                    );
                 }
                 node.content = vec![id];
                 node.size = content.len() as u64;
@@ -73,7 +75,11 @@ fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
 }
 
 fn init(dir: &Path) {
-    let st = lifeboat().args(["init", "--repo"]).arg(dir).status().expect("run");
+    let st = lifeboat()
+        .args(["init", "--repo"])
+        .arg(dir)
+        .status()
+        .expect("run");
     assert!(st.success());
 }
 
@@ -118,9 +124,17 @@ fn crafted_names_with_dotdot_slash_and_nul_never_escape_the_target() {
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "unsafe names must refuse the restore: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "unsafe names must refuse the restore: {stderr}"
+    );
     assert!(stderr.contains("unsafe entry name"), "{stderr}");
-    assert_eq!(listing(&tmp.path().join("sandbox")), before_sandbox, "nothing written");
+    assert_eq!(
+        listing(&tmp.path().join("sandbox")),
+        before_sandbox,
+        "nothing written"
+    );
     assert!(listing(&outside).len() == 1, "nothing written outside");
 
     // With --allow-partial only the safe entries are restored, inside the target.
@@ -131,9 +145,20 @@ fn crafted_names_with_dotdot_slash_and_nul_never_escape_the_target() {
         .arg(&target)
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(target.join("good")).expect("good restored"), b"fine");
-    assert_eq!(std::fs::read(target.join("back\\slash")).expect("backslash name"), b"fine");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(target.join("good")).expect("good restored"),
+        b"fine"
+    );
+    assert_eq!(
+        std::fs::read(target.join("back\\slash")).expect("backslash name"),
+        b"fine"
+    );
     let mut names: Vec<_> = std::fs::read_dir(&target)
         .expect("list")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -176,7 +201,11 @@ fn symlink_planted_in_target_is_never_followed() {
         assert_eq!(out.status.code(), Some(1), "{extra:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("symlink"), "{stderr}");
-        assert_eq!(listing(&outside).len(), 1, "nothing written through the symlink");
+        assert_eq!(
+            listing(&outside).len(),
+            1,
+            "nothing written through the symlink"
+        );
         assert!(!outside.join("victim").exists());
     }
     // The file symlink (not the directory one) may be replaced with --overwrite, never followed.
@@ -188,9 +217,19 @@ fn symlink_planted_in_target_is_never_followed() {
         .arg(&target)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!outside.join("victim").exists(), "the symlink's destination was not written");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !outside.join("victim").exists(),
+        "the symlink's destination was not written"
+    );
     let meta = std::fs::symlink_metadata(target.join("file")).expect("stat");
-    assert!(meta.is_file(), "the symlink itself was replaced by the file");
+    assert!(
+        meta.is_file(),
+        "the symlink itself was replaced by the file"
+    );
     assert_eq!(std::fs::read(target.join("file")).expect("read"), b"data");
 }

@@ -1,0 +1,773 @@
+//! `lifeboat backup`: round trips, incremental behaviour, excludes, tags and
+//! hosts, unreadable sources.
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// Every kind of entry survives a backup and restore unchanged: contents,
+/// modes, mtimes with nanoseconds, owners (as root), symlinks, hardlinks,
+/// fifos, xattrs, sparse files, empty files/dirs, and odd names.
+#[test]
+fn round_trip_preserves_every_kind_of_entry() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_everything_tree(&src);
+
+    let summary = repo.backup(args![&src]);
+    assert_eq!(string(&summary, "kind"), "full");
+    assert!(
+        summary["parent"].is_null(),
+        "first snapshot has a parent: {summary}"
+    );
+    let id = string(&summary, "snapshot_id");
+    assert!(is_hex(&id, 64), "snapshot_id is not 64 hex digits: {id:?}");
+
+    let target = Scratch::new();
+    repo.restore(&id, target.path(), args![]).success();
+    let restored_src = restored(target.path(), &src);
+    assert_trees_equal(&src, &restored_src);
+
+    // Holes stay holes.
+    let sparse = fs::metadata(restored_src.join("sparse.img")).expect("stat restored sparse");
+    assert_eq!(sparse.len(), 16 * MIB);
+    assert!(
+        sparse.blocks() * 512 < 2 * MIB,
+        "sparse.img was restored dense: {} bytes allocated for {} bytes",
+        sparse.blocks() * 512,
+        sparse.len()
+    );
+}
+
+/// The text summary (without --json) goes to stdout.
+#[test]
+fn backup_without_json_prints_a_text_summary() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 3, 0, 1);
+    let out = repo.run("backup", args![&src]).success();
+    assert!(
+        !out.stdout().trim().is_empty(),
+        "no summary on stdout\n{out}"
+    );
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_err(),
+        "without --json the summary should be text\n{out}"
+    );
+    assert_eq!(repo.snapshots(args![]).len(), 1);
+}
+
+/// `LIFEBOAT_REPOSITORY` stands in for `--repo`.
+#[test]
+fn repository_can_be_given_by_environment_variable() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 2, 0, 2);
+    let env = [("LIFEBOAT_REPOSITORY", repo.path.as_os_str())];
+    let out = lifeboat_env(args!["backup", "--json", &src], &env).success();
+    let summary = parse_backup_stream(&out).expect("summary line");
+    let listed = lifeboat_env(args!["snapshots", "--json"], &env)
+        .success()
+        .json();
+    assert_eq!(listed[0]["id"], summary["snapshot_id"], "{listed}");
+}
+
+/// A relative source path is recorded as an absolute one.
+#[test]
+fn relative_source_paths_are_made_absolute() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 2, 0, 3);
+    let mut cmd = lifeboat_cmd();
+    cmd.current_dir(scratch.path())
+        .args(args!["backup", "--repo", &repo.path, "--json", "src"]);
+    let out = run_cmd(cmd).success();
+    parse_backup_stream(&out).expect("summary line");
+    let snaps = repo.snapshots(args![]);
+    assert_eq!(
+        snaps[0]["paths"],
+        serde_json::json!([src.to_str().expect("utf-8 temp path")]),
+        "{snaps:?}"
+    );
+}
+
+/// A second backup of unchanged data reads nothing and stores only metadata.
+#[test]
+fn incremental_backup_of_unchanged_tree_reads_nothing() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let facts = build_plain_tree(&src, 12, 3 * MIB as usize, 4);
+
+    let first = repo.backup(args![&src]);
+    assert_eq!(string(&first, "kind"), "full");
+    assert_eq!(
+        num(&first, "files_new") as usize,
+        facts.regular_files,
+        "{first}"
+    );
+    assert_eq!(num(&first, "files_changed"), 0, "{first}");
+    assert_eq!(num(&first, "files_unchanged"), 0, "{first}");
+    assert_eq!(num(&first, "bytes_read"), facts.total_bytes, "{first}");
+    assert_eq!(num(&first, "total_bytes"), facts.total_bytes, "{first}");
+    assert!(num(&first, "dirs") >= 4, "{first}");
+    assert!(first["duration_secs"].as_f64().is_some(), "{first}");
+
+    let second = repo.backup(args![&src]);
+    assert_eq!(string(&second, "kind"), "incremental", "{second}");
+    assert_eq!(second["parent"], first["snapshot_id"], "{second}");
+    assert_ne!(second["snapshot_id"], first["snapshot_id"]);
+    assert_eq!(
+        num(&second, "files_unchanged") as usize,
+        facts.regular_files,
+        "{second}"
+    );
+    assert_eq!(num(&second, "files_new"), 0, "{second}");
+    assert_eq!(num(&second, "files_changed"), 0, "{second}");
+    // Every file is at least 10 KiB: reading any of them would show.
+    assert!(
+        num(&second, "bytes_read") < 4 * KIB,
+        "unchanged files were read: {second}"
+    );
+    assert!(num(&second, "bytes_added") < 64 * KIB, "{second}");
+    assert_eq!(num(&second, "total_bytes"), facts.total_bytes, "{second}");
+
+    let target = Scratch::new();
+    repo.restore(&string(&second, "snapshot_id"), target.path(), args![])
+        .success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// Editing a few bytes in the middle of a 20 MiB file stores only the chunks
+/// around the edit; the old snapshot still restores the old content.
+#[test]
+fn incremental_backup_after_small_edit_stores_only_changed_chunks() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let facts = build_plain_tree(&src, 6, 20 * MIB as usize, 5);
+    let big = src.join("big.bin");
+    let original_hash = file_hash(&big);
+
+    let first = repo.backup(args![&src]);
+    let first_added = num(&first, "bytes_added");
+    assert!(
+        first_added > 19 * MIB,
+        "random data cannot shrink much: bytes_added {first_added}"
+    );
+
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&big)
+            .expect("open big.bin");
+        f.seek(SeekFrom::Start(10 * MIB)).expect("seek");
+        f.write_all(&[0xAA; 100]).expect("write");
+    }
+    set_mtime(&big, 1_700_000_000, 5);
+
+    let second = repo.backup(args![&src]);
+    assert_eq!(string(&second, "kind"), "incremental", "{second}");
+    assert_eq!(second["parent"], first["snapshot_id"], "{second}");
+    assert_eq!(num(&second, "files_changed"), 1, "{second}");
+    assert_eq!(num(&second, "files_new"), 0, "{second}");
+    assert_eq!(
+        num(&second, "files_unchanged") as usize,
+        facts.regular_files - 1,
+        "{second}"
+    );
+    // Only the changed file is read, all of it.
+    let read = num(&second, "bytes_read");
+    assert!(
+        (20 * MIB..20 * MIB + 4 * KIB).contains(&read),
+        "expected bytes_read of just big.bin (20 MiB): {second}"
+    );
+    let added = num(&second, "bytes_added");
+    assert!(added > 0, "the edit was not stored: {second}");
+    assert!(
+        added < 10 * MIB,
+        "edit of 100 bytes added {added} bytes: {second}"
+    );
+
+    let new_target = Scratch::new();
+    repo.restore(&string(&second, "snapshot_id"), new_target.path(), args![])
+        .success();
+    assert_trees_equal(&src, &restored(new_target.path(), &src));
+
+    let old_target = Scratch::new();
+    repo.restore(&string(&first, "snapshot_id"), old_target.path(), args![])
+        .success();
+    assert_eq!(
+        file_hash(&restored(old_target.path(), &big)),
+        original_hash,
+        "the first snapshot no longer restores the original big.bin"
+    );
+}
+
+/// New and deleted files are seen by an incremental backup.
+#[test]
+fn incremental_backup_counts_new_files_and_forgets_deleted_ones() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let facts = build_plain_tree(&src, 8, 0, 6);
+    repo.backup(args![&src]);
+
+    fs::remove_file(src.join("file-000.dat")).expect("remove");
+    write_file(&src.join("sub/brand-new.txt"), &random_bytes(20_000, 66));
+    write_file(&src.join("new-dir/another.txt"), b"another new file\n");
+
+    let second = repo.backup(args![&src]);
+    assert_eq!(num(&second, "files_new"), 2, "{second}");
+    assert_eq!(num(&second, "files_changed"), 0, "{second}");
+    assert_eq!(
+        num(&second, "files_unchanged") as usize,
+        facts.regular_files - 1,
+        "{second}"
+    );
+    assert_eq!(num(&second, "bytes_read"), 20_000 + 17, "{second}");
+
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// `--full` reads every file again, but identical content is still
+/// deduplicated and counted as unchanged.
+#[test]
+fn full_backup_reads_everything_but_adds_little() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let facts = build_plain_tree(&src, 10, 2 * MIB as usize, 7);
+    let first = repo.backup(args![&src]);
+
+    let full = repo.backup(args!["--full", &src]);
+    assert_eq!(string(&full, "kind"), "full", "{full}");
+    assert_ne!(full["snapshot_id"], first["snapshot_id"]);
+    assert_eq!(num(&full, "bytes_read"), facts.total_bytes, "{full}");
+    assert_eq!(num(&full, "total_bytes"), facts.total_bytes, "{full}");
+    assert_eq!(
+        num(&full, "files_unchanged") as usize,
+        facts.regular_files,
+        "{full}"
+    );
+    assert_eq!(num(&full, "files_changed"), 0, "{full}");
+    assert_eq!(num(&full, "files_new"), 0, "{full}");
+    assert!(num(&full, "bytes_added") < 64 * KIB, "{full}");
+
+    let snaps = repo.snapshots(args![]);
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[1]["kind"], "full", "{snaps:?}");
+}
+
+/// A snapshot of a different path set does not use another path's snapshot
+/// as parent.
+#[test]
+fn backup_of_other_paths_starts_a_full_chain() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let a = scratch.join("a");
+    let b = scratch.join("b");
+    build_plain_tree(&a, 2, 0, 8);
+    build_plain_tree(&b, 2, 0, 9);
+    repo.backup(args![&a]);
+    let sb = repo.backup(args![&b]);
+    assert_eq!(string(&sb, "kind"), "full", "{sb}");
+    assert!(sb["parent"].is_null(), "{sb}");
+    let sab = repo.backup(args![&a, &b]);
+    assert_eq!(string(&sab, "kind"), "full", "{sab}");
+    assert!(sab["parent"].is_null(), "{sab}");
+
+    let target = Scratch::new();
+    repo.restore(&string(&sab, "snapshot_id"), target.path(), args![])
+        .success();
+    assert_trees_equal(&a, &restored(target.path(), &a));
+    assert_trees_equal(&b, &restored(target.path(), &b));
+}
+
+fn excludes_source(src: &Path) {
+    for rel in [
+        "keep.txt",
+        "debug.log",
+        "notes.log.txt",
+        "sub/inner.log",
+        "sub/keep2.txt",
+        "sub/cache.txt",
+        "cache/blob.bin",
+        "node_modules/x.js",
+        "sub/node_modules/y.js",
+        "scratch.tmp",
+        "sub/skipme/file.txt",
+        "other/skipme/file.txt",
+    ] {
+        write_file(&src.join(rel), rel.as_bytes());
+    }
+}
+
+fn restored_relative_paths(repo: &Repo, src: &Path) -> BTreeSet<PathBuf> {
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    relative_paths(&restored(target.path(), src))
+}
+
+fn set_of(paths: &[&str]) -> BTreeSet<PathBuf> {
+    paths.iter().map(PathBuf::from).collect()
+}
+
+/// `--exclude`: a pattern without `/` matches entry names anywhere; one with
+/// `/` matches the absolute path.
+#[test]
+fn exclude_patterns_match_names_and_absolute_paths() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    excludes_source(&src);
+    let abs_cache = src.join("cache");
+    repo.backup(args![
+        "--exclude",
+        "*.log",
+        "--exclude",
+        "node_modules",
+        "--exclude",
+        &abs_cache,
+        &src
+    ]);
+    assert_eq!(
+        restored_relative_paths(&repo, &src),
+        set_of(&[
+            "keep.txt",
+            "notes.log.txt",
+            "other",
+            "other/skipme",
+            "other/skipme/file.txt",
+            "scratch.tmp",
+            "sub",
+            "sub/cache.txt",
+            "sub/keep2.txt",
+            "sub/skipme",
+            "sub/skipme/file.txt",
+        ])
+    );
+}
+
+/// `--exclude-file` reads one pattern per line.
+#[test]
+fn exclude_file_reads_patterns_line_by_line() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    excludes_source(&src);
+    let patterns = scratch.join("excludes.txt");
+    let list = format!("*.tmp\n{}\n*.log\n", src.join("sub/skipme").display());
+    write_file(&patterns, list.as_bytes());
+    repo.backup(args!["--exclude-file", &patterns, &src]);
+    assert_eq!(
+        restored_relative_paths(&repo, &src),
+        set_of(&[
+            "cache",
+            "cache/blob.bin",
+            "keep.txt",
+            "node_modules",
+            "node_modules/x.js",
+            "notes.log.txt",
+            "other",
+            "other/skipme",
+            "other/skipme/file.txt",
+            "sub",
+            "sub/cache.txt",
+            "sub/keep2.txt",
+            "sub/node_modules",
+            "sub/node_modules/y.js",
+        ])
+    );
+}
+
+/// Tags and an explicit host are recorded; the default host is the machine's.
+#[test]
+fn tags_and_host_are_recorded_in_the_snapshot() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 2, 0, 10);
+    repo.backup(args![
+        "--tag", "daily", "--tag", "db", "--host", "web01", &src
+    ]);
+    repo.backup(args![&src]);
+
+    let snaps = repo.snapshots(args![]);
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert_eq!(snaps[0]["host"], "web01", "{}", snaps[0]);
+    let mut tags: Vec<String> = snaps[0]["tags"]
+        .as_array()
+        .expect("tags array")
+        .iter()
+        .map(|t| t.as_str().expect("tag string").to_owned())
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["daily", "db"]);
+    assert_eq!(snaps[1]["host"], hostname().as_str(), "{}", snaps[1]);
+    assert_eq!(snaps[1]["tags"], serde_json::json!([]), "{}", snaps[1]);
+    // Different host: the second snapshot has no parent from web01.
+    assert!(snaps[1]["parent"].is_null(), "{}", snaps[1]);
+}
+
+/// `--one-file-system` on a tree within one file system changes nothing.
+#[test]
+fn one_file_system_backs_up_a_single_file_system_tree() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 4, 0, 11);
+    repo.backup(args!["--one-file-system", &src]);
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// Runs lifeboat as an unprivileged user (nobody) when we are root, since
+/// root reads files whatever their mode.
+fn lifeboat_unprivileged(args: Vec<std::ffi::OsString>, home: &Path) -> Out {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+        c
+    } else {
+        Command::new(bin())
+    };
+    cmd.args(args)
+        .env_remove("LIFEBOAT_REPOSITORY")
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join(".cache"));
+    run_cmd(cmd)
+}
+
+/// Unreadable files and directories are reported (exit code 3, `errors`,
+/// stderr), the snapshot is written, and everything else restores exactly.
+#[test]
+fn unreadable_entries_are_reported_and_the_rest_is_saved() {
+    let scratch = Scratch::new();
+    set_mode(scratch.path(), 0o777);
+    let src = scratch.join("src");
+    let repo_path = scratch.join("repo");
+    build_plain_tree(&src, 6, 0, 12);
+    write_file(&src.join("sub/also-fine.txt"), b"fine\n");
+    write_file(&src.join("locked.txt"), b"you cannot read me\n");
+    write_file(&src.join("locked_dir/hidden.txt"), b"nor me\n");
+    stamp_mtimes(&src, 1_550_000_000);
+    // Accessible to anyone...
+    for (rel, entry) in scan_tree(&src) {
+        let mode = if entry.kind == Kind::Dir {
+            0o777
+        } else {
+            0o666
+        };
+        set_mode(&src.join(rel), mode);
+    }
+    // ...except these two.
+    set_mode(&src.join("locked.txt"), 0o000);
+    set_mode(&src.join("locked_dir"), 0o000);
+
+    lifeboat_unprivileged(args!["init", "--repo", &repo_path], scratch.path()).success();
+    let out = lifeboat_unprivileged(
+        args!["backup", "--repo", &repo_path, "--json", &src],
+        scratch.path(),
+    );
+    let out = out.expect_code(3);
+    let summary = parse_backup_stream(&out).unwrap_or_else(|| panic!("no summary\n{out}"));
+
+    let locked_file = src.join("locked.txt");
+    let locked_dir = src.join("locked_dir");
+    let error_paths: Vec<String> = summary["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("errors is not an array: {summary}"))
+        .iter()
+        .map(|e| {
+            assert!(e["error"].is_string(), "error entry without message: {e}");
+            string(e, "path")
+        })
+        .collect();
+    for p in [&locked_file, &locked_dir] {
+        let p = p.to_str().expect("utf-8 path");
+        assert!(
+            error_paths.iter().any(|e| e == p),
+            "errors {error_paths:?} do not name {p}\n{out}"
+        );
+        out.stderr_contains(p);
+    }
+    assert_eq!(
+        error_paths.len(),
+        2,
+        "only two entries are unreadable: {error_paths:?}"
+    );
+
+    let snaps = Repo::at(&repo_path).snapshots(args![]);
+    assert_eq!(snaps.len(), 1, "the snapshot was not written: {snaps:?}");
+    assert_eq!(snaps[0]["id"], summary["snapshot_id"]);
+
+    let target = Scratch::new();
+    lifeboat(args![
+        "restore",
+        "--repo",
+        &repo_path,
+        string(&summary, "snapshot_id"),
+        "--target",
+        target.path()
+    ])
+    .success();
+    assert_trees_equal_except(
+        &src,
+        &restored(target.path(), &src),
+        &[PathBuf::from("locked.txt"), PathBuf::from("locked_dir")],
+    );
+}
+
+/// A single file (not a directory) can be backed up and restored.
+#[test]
+fn single_file_source_round_trips() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let file = scratch.join("lonely.txt");
+    write_file(&file, b"just me\n");
+    set_mode(&file, 0o640);
+    set_mtime(&file, 1_234_567_890, 987_654_321);
+    repo.backup(args![&file]);
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&file, &restored(target.path(), &file));
+}
+
+/// Deep nesting and many small (partly identical) files round-trip.
+#[test]
+fn deep_and_wide_trees_round_trip() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let mut deep = src.clone();
+    for level in 0..60 {
+        deep.push(format!("level-{level:02}"));
+    }
+    write_file(&deep.join("bottom.txt"), b"the bottom\n");
+    for i in 0..600 {
+        let content = format!("file number {}\n", i % 100);
+        write_file(
+            &src.join(format!("wide/{:02}/f{i:04}.txt", i % 30)),
+            content.as_bytes(),
+        );
+    }
+    stamp_mtimes(&src, 1_450_000_000);
+    let summary = repo.backup(args![&src]);
+    assert_eq!(num(&summary, "files_new"), 601, "{summary}");
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// Identical content is stored once (deduplication across files).
+#[test]
+fn identical_content_is_stored_once() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let data = random_bytes(4 * MIB as usize, 20);
+    write_file(&src.join("one.bin"), &data);
+    write_file(&src.join("two.bin"), &data);
+    write_file(&src.join("sub/three.bin"), &data);
+    let summary = repo.backup(args![&src]);
+    assert_eq!(num(&summary, "bytes_read"), 12 * MIB, "{summary}");
+    let added = num(&summary, "bytes_added");
+    assert!(
+        (4 * MIB - 64 * KIB..5 * MIB).contains(&added),
+        "three copies of 4 MiB of random data added {added} bytes: {summary}"
+    );
+}
+
+/// Compressible data is stored compressed.
+#[test]
+fn compressible_data_is_stored_compressed() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let text: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("line {i}: lifeboat compresses repetitive text\n").into_bytes())
+        .collect();
+    assert!(text.len() as u64 > 8 * MIB);
+    write_file(&src.join("log.txt"), &text);
+    let summary = repo.backup(args![&src]);
+    let added = num(&summary, "bytes_added");
+    assert!(
+        added < text.len() as u64 / 4,
+        "{} bytes of text added {added} bytes: {summary}",
+        text.len()
+    );
+}
+
+/// Chunk boundaries depend on content: inserting bytes at the start of a
+/// file leaves the later chunks unchanged, so they are not stored again.
+#[test]
+fn insertion_at_the_start_of_a_file_stores_only_the_first_chunks() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let data = random_bytes(16 * MIB as usize, 21);
+    let file = src.join("shifted.bin");
+    write_file(&file, &data);
+    repo.backup(args![&src]);
+
+    let mut shifted = b"ten bytes!".to_vec();
+    shifted.extend_from_slice(&data);
+    write_file(&file, &shifted);
+    let summary = repo.backup(args![&src]);
+    assert_eq!(num(&summary, "files_changed"), 1, "{summary}");
+    let added = num(&summary, "bytes_added");
+    assert!(
+        added < 8 * MIB,
+        "a 10-byte insertion into 16 MiB added {added} bytes: {summary}"
+    );
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// The repository holds `data/<2 hex>/<64 hex>` packs of at most ~16 MiB,
+/// index files and one file per snapshot.
+#[test]
+fn backup_writes_the_documented_repository_layout() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("a.bin"), &random_bytes(20 * MIB as usize, 22));
+    write_file(&src.join("b.bin"), &random_bytes(20 * MIB as usize, 23));
+    let summary = repo.backup(args![&src]);
+
+    let packs = repo.packs();
+    assert!(packs.len() >= 3, "40 MiB in {} packs", packs.len());
+    for (path, id) in &packs {
+        assert!(is_hex(id, 64), "pack name {id:?} is not 64 hex digits");
+        let dir = path.parent().and_then(Path::file_name).expect("pack dir");
+        assert_eq!(dir.to_str(), Some(&id[..2]), "pack {id} lies in {dir:?}");
+        let len = fs::metadata(path).expect("stat pack").len();
+        assert!(len <= 20 * MIB, "pack {id} is {len} bytes");
+    }
+    let indexes = fs::read_dir(repo.path.join("index"))
+        .expect("index/")
+        .count();
+    assert!(indexes >= 1, "no index file");
+    let id = string(&summary, "snapshot_id");
+    assert!(
+        repo.path.join("snapshots").join(&id).is_file(),
+        "no snapshots/{id}"
+    );
+}
+
+/// A file rewritten in place with the same size, whose mtime was then set
+/// back, is still noticed (its ctime changed) and read again.
+#[test]
+fn rewritten_file_with_same_size_and_mtime_is_detected() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let facts = build_plain_tree(&src, 5, 0, 24);
+    repo.backup(args![&src]);
+
+    let file = src.join("sub/file-001.dat");
+    let before = fs::symlink_metadata(&file).expect("lstat");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut content = fs::read(&file).expect("read");
+    content[0] ^= 0xff;
+    fs::write(&file, &content).expect("rewrite");
+    set_mtime(&file, before.mtime(), before.mtime_nsec() as u32);
+    let after = fs::symlink_metadata(&file).expect("lstat");
+    assert_eq!(
+        (after.len(), after.mtime(), after.mtime_nsec(), after.ino()),
+        (
+            before.len(),
+            before.mtime(),
+            before.mtime_nsec(),
+            before.ino()
+        )
+    );
+
+    let summary = repo.backup(args![&src]);
+    assert_eq!(num(&summary, "files_changed"), 1, "{summary}");
+    assert_eq!(
+        num(&summary, "files_unchanged") as usize,
+        facts.regular_files - 1,
+        "{summary}"
+    );
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// Changes to metadata alone (mode, xattrs, owner, mtimes, link targets)
+/// are recorded by an incremental backup.
+#[test]
+fn incremental_backup_records_metadata_only_changes() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 4, 0, 25);
+    symlink("file-000.dat", &src.join("link"));
+    stamp_mtimes(&src, 1_400_000_000);
+    repo.backup(args![&src]);
+
+    set_mode(&src.join("file-000.dat"), 0o600);
+    xattr::set(src.join("sub/file-001.dat"), "user.added", b"later").expect("setxattr");
+    if is_root() {
+        std::os::unix::fs::chown(src.join("sub/deeper/file-002.dat"), Some(42), Some(43))
+            .expect("chown");
+    }
+    fs::remove_file(src.join("link")).expect("rm link");
+    symlink("sub/file-001.dat", &src.join("link"));
+    set_mtime(&src.join("link"), 1_300_000_000, 7);
+    set_mtime(&src.join("other"), 1_300_000_000, 8);
+    set_mtime(&src, 1_300_000_000, 9);
+
+    repo.backup(args![&src]);
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// An incremental backup follows entries that changed type since the parent
+/// (file -> directory, directory -> symlink, symlink -> file, file -> fifo).
+#[test]
+fn incremental_backup_follows_type_changes() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("was_file"), b"a file\n");
+    write_file(&src.join("was_dir/inside.txt"), b"inside\n");
+    symlink("was_file", &src.join("was_link"));
+    write_file(&src.join("becomes_fifo"), b"soon a fifo\n");
+    stamp_mtimes(&src, 1_400_000_000);
+    repo.backup(args![&src]);
+
+    fs::remove_file(src.join("was_file")).expect("rm");
+    write_file(&src.join("was_file/now_inside.txt"), b"now a directory\n");
+    fs::remove_dir_all(src.join("was_dir")).expect("rm -r");
+    symlink("was_file", &src.join("was_dir"));
+    fs::remove_file(src.join("was_link")).expect("rm");
+    write_file(&src.join("was_link"), b"now a file\n");
+    fs::remove_file(src.join("becomes_fifo")).expect("rm");
+    mkfifo(&src.join("becomes_fifo"), 0o600);
+    stamp_mtimes(&src, 1_410_000_000);
+
+    repo.backup(args![&src]);
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}

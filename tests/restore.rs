@@ -1,0 +1,464 @@
+//! `lifeboat restore`: selection, existing targets, conflicts, damaged
+//! repositories, and symlinks planted in the target.
+
+#[macro_use]
+mod common;
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use common::*;
+
+/// A small tree: two top-level files, a nested subtree, an empty dir.
+fn small_source(root: &Path) {
+    write_file(&root.join("a.txt"), b"alpha\n");
+    write_file(&root.join("b.txt"), b"bravo\n");
+    write_file(&root.join("sub/c.txt"), b"charlie\n");
+    write_file(&root.join("sub/deeper/d.txt"), b"delta\n");
+    fs::create_dir(root.join("sub/empty")).expect("mkdir");
+    write_file(&root.join("other/e.txt"), b"echo\n");
+    stamp_mtimes(root, 1_650_000_000);
+}
+
+fn backed_up_small_source() -> (Repo, Scratch, PathBuf) {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    small_source(&src);
+    repo.backup(args![&src]);
+    (repo, scratch, src)
+}
+
+/// A target directory with unrelated content, hidden entries included.
+fn populated_target() -> Scratch {
+    let target = Scratch::new();
+    write_file(&target.join("existing.txt"), b"already here\n");
+    write_file(&target.join(".hidden"), b"hidden\n");
+    write_file(&target.join("dir/nested.txt"), b"nested\n");
+    target
+}
+
+fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+#[test]
+fn restore_creates_a_missing_target_directory() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let parent = Scratch::new();
+    let target = parent.join("not/yet/there");
+    repo.restore("latest", &target, args![]).success();
+    assert_trees_equal(&src, &restored(&target, &src));
+}
+
+/// `--include` restores only the named subtree.
+#[test]
+fn include_restores_only_the_named_subtree() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args!["--include", src.join("sub")])
+        .success();
+    let root = restored(target.path(), &src);
+    assert_trees_equal(&src.join("sub"), &root.join("sub"));
+    for absent in ["a.txt", "b.txt", "other"] {
+        assert!(!exists(&root.join(absent)), "{absent} was restored too");
+    }
+}
+
+/// Several `--include`s, one of them a single file.
+#[test]
+fn include_accepts_several_paths_and_single_files() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = Scratch::new();
+    repo.restore(
+        "latest",
+        target.path(),
+        args![
+            "--include",
+            src.join("a.txt"),
+            "--include",
+            src.join("other")
+        ],
+    )
+    .success();
+    let root = restored(target.path(), &src);
+    assert_eq!(fs::read(root.join("a.txt")).expect("a.txt"), b"alpha\n");
+    assert_trees_equal(&src.join("other"), &root.join("other"));
+    assert!(!exists(&root.join("b.txt")), "b.txt was restored too");
+    assert!(!exists(&root.join("sub")), "sub was restored too");
+}
+
+/// Restoring into a non-empty target that has nothing in the way works and
+/// leaves the unrelated content alone.
+#[test]
+fn restore_into_non_empty_target_keeps_unrelated_content() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = populated_target();
+    // An existing directory on the restore path is not a conflict.
+    write_file(
+        &target.join(first_component(&src)).join("unrelated.txt"),
+        b"unrelated\n",
+    );
+    let before = fingerprint(target.path());
+
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+    let after = fingerprint(target.path());
+    for (path, print) in &before {
+        if path.as_os_str().is_empty() || print.starts_with("dir") {
+            continue;
+        }
+        assert_eq!(after.get(path), Some(print), "{path:?} was touched");
+    }
+}
+
+/// An existing file at a path the snapshot restores is a conflict: refused,
+/// named, and nothing is written.
+#[test]
+fn conflicting_file_is_refused_without_overwrite() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = populated_target();
+    let conflict = restored(target.path(), &src).join("sub/c.txt");
+    write_file(&conflict, b"local edit\n");
+    let before = fingerprint(target.path());
+
+    let out = repo
+        .restore("latest", target.path(), args![])
+        .expect_code(1);
+    out.stderr_contains(src.join("sub/c.txt").to_str().expect("utf-8"));
+    assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
+}
+
+/// `--overwrite` replaces conflicting files.
+#[test]
+fn overwrite_replaces_conflicting_files() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = populated_target();
+    let root = restored(target.path(), &src);
+    write_file(
+        &root.join("sub/c.txt"),
+        b"local edit, longer than the original\n",
+    );
+    write_file(&root.join("a.txt"), b"");
+
+    repo.restore("latest", target.path(), args!["--overwrite"])
+        .success();
+    assert_trees_equal(&src, &root);
+    assert_eq!(
+        fs::read(target.join("existing.txt")).expect("read"),
+        b"already here\n"
+    );
+}
+
+/// Restoring the same snapshot twice with `--overwrite` is harmless.
+#[test]
+fn overwrite_over_an_identical_restore_succeeds() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    repo.restore("latest", target.path(), args!["--overwrite"])
+        .success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// One flipped byte in a pack: restore fails before writing anything, names
+/// the damaged file and the pack, and leaves the target exactly as it was.
+#[test]
+fn damaged_pack_fails_restore_and_leaves_target_untouched() {
+    let (repo, _scratch, src, _) = repo_with_big_file();
+    let pack = corrupt_largest_pack(&repo);
+    let target = populated_target();
+    let before = fingerprint(target.path());
+
+    let out = repo
+        .restore("latest", target.path(), args![])
+        .expect_code(1);
+    out.stderr_contains(src.join("big.bin").to_str().expect("utf-8"));
+    out.stderr_contains(&pack);
+    assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
+}
+
+/// A failed restore into a target that did not exist leaves it nonexistent.
+#[test]
+fn damaged_pack_restore_into_missing_target_creates_nothing() {
+    let (repo, _scratch, _src, _) = repo_with_big_file();
+    corrupt_largest_pack(&repo);
+    let parent = Scratch::new();
+    let target = parent.join("target");
+
+    repo.restore("latest", &target, args![]).expect_code(1);
+    assert_eq!(
+        relative_paths(parent.path()),
+        Default::default(),
+        "the failed restore left something behind"
+    );
+}
+
+/// A missing pack file is found before anything is written.
+#[test]
+fn missing_pack_fails_restore_naming_it() {
+    let (repo, _scratch, src, _) = repo_with_big_file();
+    let (pack_path, pack) = repo.largest_pack();
+    fs::remove_file(&pack_path).expect("delete pack");
+    let target = populated_target();
+    let before = fingerprint(target.path());
+
+    let out = repo
+        .restore("latest", target.path(), args![])
+        .expect_code(1);
+    out.stderr_contains(src.join("big.bin").to_str().expect("utf-8"));
+    out.stderr_contains(&pack);
+    assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
+}
+
+/// `--verify-only` on a healthy repository: exit 0, nothing written.
+#[test]
+fn verify_only_on_healthy_repository_succeeds_and_writes_nothing() {
+    let (repo, _scratch, _src, _) = repo_with_big_file();
+    let target = populated_target();
+    let before = fingerprint(target.path());
+    repo.restore("latest", target.path(), args!["--verify-only"])
+        .success();
+    assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
+}
+
+/// `--verify-only` finds the damage too, and writes nothing.
+#[test]
+fn verify_only_detects_a_damaged_pack() {
+    let (repo, _scratch, src, _) = repo_with_big_file();
+    let pack = corrupt_largest_pack(&repo);
+    let target = populated_target();
+    let before = fingerprint(target.path());
+
+    let out = repo
+        .restore("latest", target.path(), args!["--verify-only"])
+        .expect_code(1);
+    out.stderr_contains(src.join("big.bin").to_str().expect("utf-8"));
+    out.stderr_contains(&pack);
+    assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
+}
+
+/// `--allow-partial` restores every intact file, lists the damaged one and
+/// exits with 3.
+#[test]
+fn allow_partial_restores_intact_files_and_exits_3() {
+    let (repo, _scratch, src, _) = repo_with_big_file();
+    corrupt_largest_pack(&repo);
+    let target = Scratch::new();
+
+    let out = repo
+        .restore("latest", target.path(), args!["--allow-partial"])
+        .expect_code(3);
+    let big = src.join("big.bin");
+    out.stderr_contains(big.to_str().expect("utf-8"));
+    let root = restored(target.path(), &src);
+    assert!(
+        !exists(&restored(target.path(), &big)),
+        "damaged big.bin was restored"
+    );
+    assert_trees_equal_except(&src, &root, &[PathBuf::from("big.bin")]);
+}
+
+/// Backs up a small source, plants `target/<plant_at(src)>` as a symlink to
+/// a directory outside the target, restores, and asserts that nothing was
+/// written through the link: the restore either refuses (1, link untouched)
+/// or succeeds (0) with a correct tree of real directories.
+fn planted_directory_symlink_is_not_followed(plant_at: fn(&Path) -> PathBuf, extra: &[&str]) {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = Scratch::new();
+    let outside = Scratch::new();
+    let link = target.join(plant_at(&src));
+    fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+    symlink(outside.path(), &link);
+
+    let rest: Vec<std::ffi::OsString> = extra.iter().map(std::ffi::OsString::from).collect();
+    let out = repo.restore("latest", target.path(), rest);
+    assert_eq!(
+        relative_paths(outside.path()),
+        Default::default(),
+        "restore wrote through the symlink {link:?}\n{out}"
+    );
+    match out.code {
+        Some(1) => {
+            assert!(
+                fs::symlink_metadata(&link)
+                    .expect("lstat link")
+                    .file_type()
+                    .is_symlink(),
+                "a refused restore changed {link:?}\n{out}"
+            );
+        }
+        Some(0) => assert_trees_equal(&src, &restored(target.path(), &src)),
+        _ => panic!("restore neither refused (1) nor succeeded (0)\n{out}"),
+    }
+}
+
+fn first_component(p: &Path) -> PathBuf {
+    p.components()
+        .find_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            _ => None,
+        })
+        .expect("a normal component")
+}
+
+fn source_root(src: &Path) -> PathBuf {
+    src.strip_prefix("/").expect("absolute").to_path_buf()
+}
+
+#[test]
+fn symlink_planted_at_a_top_level_directory_is_not_followed() {
+    planted_directory_symlink_is_not_followed(first_component, &[]);
+}
+
+#[test]
+fn symlink_planted_at_a_top_level_directory_is_not_followed_with_overwrite() {
+    planted_directory_symlink_is_not_followed(first_component, &["--overwrite"]);
+}
+
+#[test]
+fn symlink_planted_at_the_source_directory_is_not_followed() {
+    planted_directory_symlink_is_not_followed(source_root, &[]);
+    planted_directory_symlink_is_not_followed(source_root, &["--overwrite"]);
+}
+
+#[test]
+fn symlink_planted_at_a_nested_directory_is_not_followed() {
+    planted_directory_symlink_is_not_followed(|src| source_root(src).join("sub"), &[]);
+    planted_directory_symlink_is_not_followed(
+        |src| source_root(src).join("sub/deeper"),
+        &["--overwrite"],
+    );
+}
+
+/// A symlink where a restored file goes is not written through, with or
+/// without `--overwrite`.
+#[test]
+fn symlink_planted_at_a_file_is_not_written_through() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    for overwrite in [false, true] {
+        let target = Scratch::new();
+        let outside = Scratch::new();
+        let victim = outside.join("victim.txt");
+        write_file(&victim, b"must stay\n");
+        let link = restored(target.path(), &src).join("a.txt");
+        fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+        symlink(&victim, &link);
+
+        let rest = if overwrite {
+            args!["--overwrite"]
+        } else {
+            args![]
+        };
+        let out = repo.restore("latest", target.path(), rest);
+        assert_eq!(
+            fs::read(&victim).expect("read victim"),
+            b"must stay\n",
+            "restore (overwrite={overwrite}) wrote through the symlink\n{out}"
+        );
+        assert_eq!(
+            relative_paths(outside.path()),
+            [PathBuf::from("victim.txt")].into_iter().collect(),
+            "{out}"
+        );
+        if overwrite {
+            let out = out.success();
+            let meta = fs::symlink_metadata(&link).expect("lstat");
+            assert!(
+                meta.file_type().is_file(),
+                "a.txt is not a regular file\n{out}"
+            );
+            assert_trees_equal(&src, &restored(target.path(), &src));
+        } else {
+            out.expect_code(1);
+        }
+    }
+}
+
+/// A file where the snapshot has a directory is a conflict; `--overwrite`
+/// replaces it with the directory.
+#[test]
+fn file_where_the_snapshot_has_a_directory_is_a_conflict() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = Scratch::new();
+    let in_the_way = restored(target.path(), &src).join("sub");
+    write_file(&in_the_way, b"a file, not a directory\n");
+    let before = fingerprint(target.path());
+
+    let out = repo
+        .restore("latest", target.path(), args![])
+        .expect_code(1);
+    out.stderr_contains(src.join("sub").to_str().expect("utf-8"));
+    assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
+
+    repo.restore("latest", target.path(), args!["--overwrite"])
+        .success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// A directory where the snapshot has a file is a conflict.
+#[test]
+fn directory_where_the_snapshot_has_a_file_is_a_conflict() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = Scratch::new();
+    let in_the_way = restored(target.path(), &src).join("a.txt");
+    write_file(&in_the_way.join("keep.txt"), b"keep me\n");
+    let before = fingerprint(target.path());
+
+    let out = repo
+        .restore("latest", target.path(), args![])
+        .expect_code(1);
+    out.stderr_contains(src.join("a.txt").to_str().expect("utf-8"));
+    assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
+}
+
+/// Restoring an older snapshot with `--overwrite` brings back the old
+/// content and metadata.
+#[test]
+fn overwrite_restores_an_older_version_over_a_newer_one() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    small_source(&src);
+    let old = string(&repo.backup(args![&src]), "snapshot_id");
+    let old_copy = scratch.join("old-copy");
+    let status = std::process::Command::new("cp")
+        .args(["-a".as_ref(), src.as_os_str(), old_copy.as_os_str()])
+        .status()
+        .expect("cp");
+    assert!(status.success());
+
+    write_file(&src.join("a.txt"), b"alpha, version two, longer\n");
+    set_mode(&src.join("b.txt"), 0o600);
+    set_mtime(&src.join("sub/c.txt"), 1_700_000_000, 1);
+    repo.backup(args![&src]);
+
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    repo.restore(&old, target.path(), args!["--overwrite"])
+        .success();
+    // Compare with the copy taken at the time of the old snapshot; the
+    // restored root directory is compared against the copy's root.
+    assert_trees_equal(&old_copy, &restored(target.path(), &src));
+}
+
+/// `--include` of a directory holding only the second name of a hardlinked
+/// file still restores that file with its content.
+#[test]
+fn include_restores_a_hardlink_whose_other_name_is_excluded() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("a/first"), b"shared content\n");
+    fs::create_dir(src.join("b")).expect("mkdir");
+    fs::hard_link(src.join("a/first"), src.join("b/second")).expect("hard link");
+    stamp_mtimes(&src, 1_620_000_000);
+    repo.backup(args![&src]);
+
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args!["--include", src.join("b")])
+        .success();
+    let root = restored(target.path(), &src);
+    assert!(!exists(&root.join("a")), "a/ was restored too");
+    assert_trees_equal(&src.join("b"), &root.join("b"));
+}

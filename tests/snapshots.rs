@@ -1,0 +1,319 @@
+//! `lifeboat snapshots` and how a SNAPSHOT argument is resolved (`latest`,
+//! id prefixes, ambiguous and unknown ids).
+
+#[macro_use]
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use common::*;
+
+fn small_tree(root: &Path, seed: u64) {
+    build_plain_tree(root, 3, 0, seed);
+}
+
+fn ids(snaps: &[Value]) -> Vec<String> {
+    snaps.iter().map(|s| string(s, "id")).collect()
+}
+
+#[test]
+fn empty_repository_lists_no_snapshots() {
+    let repo = Repo::new();
+    assert_eq!(repo.snapshots(args![]), Vec::<Value>::new());
+}
+
+/// Every documented field is present with the documented type, and agrees
+/// with what `backup --json` reported.
+#[test]
+fn snapshot_json_has_all_documented_fields() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    small_tree(&src, 1);
+    let before = Utc::now();
+    let summary = repo.backup(args!["--tag", "nightly", &src]);
+    let after = Utc::now();
+
+    let snaps = repo.snapshots(args![]);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let s = &snaps[0];
+
+    let id = string(s, "id");
+    assert!(is_hex(&id, 64), "id {id:?}");
+    assert_eq!(id, string(&summary, "snapshot_id"));
+    let short = string(s, "short_id");
+    assert!(is_hex(&short, 8), "short_id {short:?}");
+    assert!(
+        id.starts_with(&short),
+        "short_id {short} is not a prefix of {id}"
+    );
+
+    let time = DateTime::parse_from_rfc3339(&string(s, "time"))
+        .unwrap_or_else(|e| panic!("time is not RFC 3339: {e}: {s}"))
+        .with_timezone(&Utc);
+    let slack = chrono::Duration::seconds(2);
+    assert!(
+        time >= before - slack && time <= after + slack,
+        "snapshot time {time} is not between {before} and {after}"
+    );
+
+    assert_eq!(s["host"], hostname().as_str(), "{s}");
+    assert_eq!(s["kind"], "full", "{s}");
+    assert!(s["parent"].is_null(), "{s}");
+    assert_eq!(
+        s["paths"],
+        json!([src.to_str().expect("utf-8 path")]),
+        "{s}"
+    );
+    assert_eq!(s["tags"], json!(["nightly"]), "{s}");
+
+    let sum = &s["summary"];
+    assert!(sum.is_object(), "summary is not an object: {s}");
+    for field in [
+        "files_new",
+        "files_changed",
+        "files_unchanged",
+        "dirs",
+        "bytes_read",
+        "bytes_added",
+        "total_bytes",
+    ] {
+        assert_eq!(
+            num(sum, field),
+            num(&summary, field),
+            "summary.{field}: {s}"
+        );
+    }
+    assert!(sum["duration_secs"].as_f64().is_some(), "{s}");
+    assert_eq!(sum["errors"], json!([]), "{s}");
+}
+
+/// Snapshots come oldest first; each incremental snapshot names the previous
+/// one as parent.
+#[test]
+fn snapshots_are_sorted_oldest_first_and_chained_by_parent() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    small_tree(&src, 2);
+    let mut created = Vec::new();
+    for round in 0..3 {
+        write_file(&src.join(format!("round-{round}.txt")), b"another round\n");
+        created.push(string(&repo.backup(args![&src]), "snapshot_id"));
+    }
+
+    let snaps = repo.snapshots(args![]);
+    assert_eq!(ids(&snaps), created, "not in creation order");
+    let kinds: Vec<&str> = snaps
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(kinds, ["full", "incremental", "incremental"]);
+    assert!(snaps[0]["parent"].is_null());
+    assert_eq!(snaps[1]["parent"], created[0].as_str());
+    assert_eq!(snaps[2]["parent"], created[1].as_str());
+    let times: Vec<DateTime<chrono::FixedOffset>> = snaps
+        .iter()
+        .map(|s| DateTime::parse_from_rfc3339(&string(s, "time")).expect("RFC 3339"))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "times not ascending: {times:?}"
+    );
+}
+
+/// `--host` and `--path` narrow the listing.
+#[test]
+fn snapshots_can_be_filtered_by_host_and_path() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let a = scratch.join("a");
+    let b = scratch.join("b");
+    small_tree(&a, 3);
+    small_tree(&b, 4);
+    let a1 = string(&repo.backup(args!["--host", "alpha", &a]), "snapshot_id");
+    let b1 = string(&repo.backup(args!["--host", "alpha", &b]), "snapshot_id");
+    let a2 = string(&repo.backup(args!["--host", "beta", &a]), "snapshot_id");
+
+    assert_eq!(
+        ids(&repo.snapshots(args!["--host", "alpha"])),
+        [a1.clone(), b1.clone()]
+    );
+    assert_eq!(
+        ids(&repo.snapshots(args!["--host", "beta"])),
+        vec![a2.clone()]
+    );
+    assert_eq!(
+        ids(&repo.snapshots(args!["--path", &a])),
+        [a1.clone(), a2.clone()]
+    );
+    assert_eq!(ids(&repo.snapshots(args!["--path", &b])), [b1]);
+    assert_eq!(
+        ids(&repo.snapshots(args!["--host", "beta", "--path", &a])),
+        [a2]
+    );
+    assert_eq!(
+        repo.snapshots(args!["--host", "gamma"]),
+        Vec::<Value>::new()
+    );
+}
+
+/// `latest` is the newest snapshot, narrowed by `--host` / `--path`.
+#[test]
+fn latest_selects_the_newest_matching_snapshot() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let a = scratch.join("a");
+    let b = scratch.join("b");
+    let file = a.join("version.txt");
+    write_file(&file, b"version 1 on alpha\n");
+    write_file(&b.join("other.txt"), b"from b\n");
+    repo.backup(args!["--host", "alpha", &a]);
+    write_file(&file, b"version 2 on beta\n");
+    repo.backup(args!["--host", "beta", &a]);
+    write_file(&file, b"version 3 on alpha, the newest\n");
+    repo.backup(args!["--host", "alpha", &a]);
+    repo.backup(args!["--host", "beta", &b]);
+
+    let restored_version = |extra: Vec<std::ffi::OsString>| -> String {
+        let target = Scratch::new();
+        repo.restore("latest", target.path(), extra).success();
+        fs::read_to_string(restored(target.path(), &file)).expect("restored version.txt")
+    };
+    assert_eq!(
+        restored_version(args!["--path", &a]),
+        "version 3 on alpha, the newest\n"
+    );
+    assert_eq!(
+        restored_version(args!["--host", "beta", "--path", &a]),
+        "version 2 on beta\n"
+    );
+
+    // Plain `latest` is b's snapshot: it holds other.txt and not version.txt.
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert!(restored(target.path(), &b).join("other.txt").is_file());
+    assert!(!restored(target.path(), &file).exists());
+}
+
+/// A full id and any unique prefix of it select that snapshot.
+#[test]
+fn unique_id_prefix_selects_the_snapshot() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let file = src.join("v.txt");
+    write_file(&file, b"first\n");
+    let first = string(&repo.backup(args![&src]), "snapshot_id");
+    write_file(&file, b"second\n");
+    let second = string(&repo.backup(args![&src]), "snapshot_id");
+
+    // The shortest prefix of `first` that `second` does not share.
+    let common = first
+        .bytes()
+        .zip(second.bytes())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let prefixes = [
+        first.clone(),
+        first[..8].to_owned(),
+        first[..(common + 1).max(4)].to_owned(),
+    ];
+    for prefix in prefixes {
+        let target = Scratch::new();
+        repo.restore(&prefix, target.path(), args![]).success();
+        assert_eq!(
+            fs::read_to_string(restored(target.path(), &file)).expect("restored v.txt"),
+            "first\n",
+            "prefix {prefix} restored the wrong snapshot"
+        );
+    }
+}
+
+/// A prefix matching several snapshots is refused and nothing is restored.
+#[test]
+fn ambiguous_id_prefix_is_rejected() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let file = src.join("n.txt");
+    // Among 17 ids two share their first hex digit; usually far fewer do.
+    let mut seen: Vec<String> = Vec::new();
+    let shared = loop {
+        write_file(&file, format!("round {}\n", seen.len()).as_bytes());
+        let id = string(&repo.backup(args![&src]), "snapshot_id");
+        if let Some(other) = seen.iter().find(|s| s[..1] == id[..1]) {
+            break other[..1].to_owned();
+        }
+        seen.push(id);
+        assert!(
+            seen.len() <= 16,
+            "17 hex ids cannot all differ in the first digit"
+        );
+    };
+
+    let target = Scratch::new();
+    let out = repo.restore(&shared, target.path(), args![]).expect_code(1);
+    assert!(!out.stderr().trim().is_empty(), "no error message\n{out}");
+    assert_eq!(
+        relative_paths(target.path()).len(),
+        0,
+        "something was restored"
+    );
+    repo.ls(&shared, args![]).expect_code(1);
+}
+
+/// An id that matches nothing, or `latest` with nothing to match, is an error.
+#[test]
+fn unknown_snapshot_is_rejected() {
+    let repo = Repo::new();
+    let target = Scratch::new();
+    // Nothing at all yet.
+    repo.restore("latest", target.path(), args![])
+        .expect_code(1);
+
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    small_tree(&src, 5);
+    let id = string(&repo.backup(args![&src]), "snapshot_id");
+    let unknown = if id.starts_with("0000") {
+        "ffffffff"
+    } else {
+        "00000000"
+    };
+
+    let out = repo.restore(unknown, target.path(), args![]).expect_code(1);
+    assert!(!out.stderr().trim().is_empty(), "no error message\n{out}");
+    repo.ls(unknown, args![]).expect_code(1);
+    repo.restore("latest", target.path(), args!["--host", "no-such-host"])
+        .expect_code(1);
+    repo.restore("latest", target.path(), args!["--path", "/no/such/path"])
+        .expect_code(1);
+    assert_eq!(
+        relative_paths(target.path()).len(),
+        0,
+        "something was restored"
+    );
+}
+
+/// Without `--json`, the listing names each snapshot by its short id.
+#[test]
+fn text_listing_names_each_snapshot() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    small_tree(&src, 6);
+    repo.backup(args![&src]);
+    write_file(&src.join("more.txt"), b"more\n");
+    repo.backup(args!["--host", "elsewhere", &src]);
+    let out = repo.run("snapshots", args![]).success();
+    for s in repo.snapshots(args![]) {
+        let short = string(&s, "short_id");
+        assert!(out.stdout().contains(&short), "{short} not listed\n{out}");
+    }
+    assert!(out.stdout().contains("elsewhere"), "host not shown\n{out}");
+}
