@@ -771,3 +771,17 @@ fn incremental_backup_follows_type_changes() {
     repo.restore("latest", target.path(), args![]).success();
     assert_trees_equal(&src, &restored(target.path(), &src));
 }
+
+/// A backup path that does not exist is an error before anything is written, not an empty
+/// snapshot.
+#[test]
+fn missing_backup_path_fails_without_a_snapshot() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let missing = scratch.join("no-such-dir");
+    let out = repo.run("backup", args![&missing]).expect_code(1);
+    out.stderr_contains("no-such-dir");
+    let listed = repo.run("snapshots", args!["--json"]).success();
+    let snaps: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(snaps.as_array().map(Vec::len), Some(0));
+}

@@ -97,6 +97,11 @@ pub fn backup(
         }
         paths.push(n);
     }
+    for p in &paths {
+        if let Err(e) = std::fs::symlink_metadata(p) {
+            return Err(Error::io("back up", p, e));
+        }
+    }
     paths.sort();
     paths.dedup();
     // A path inside another path is covered by it.
@@ -340,7 +345,7 @@ fn build_trees(
                         if shared.has_failed() {
                             break;
                         }
-                        tracing::warn!(path = %path.display(), %error, "skipped unreadable file");
+                        tracing::debug!(path = %path.display(), %error, "skipped unreadable file");
                         summary.errors.push(SourceError {
                             path: path.to_string_lossy().into_owned(),
                             error,
@@ -349,7 +354,7 @@ fn build_trees(
                 }
             }
             Event::Error { path, error } => {
-                tracing::warn!(path = %path.display(), %error, "skipped");
+                tracing::debug!(path = %path.display(), %error, "skipped");
                 summary.errors.push(SourceError {
                     path: path.to_string_lossy().into_owned(),
                     error,

@@ -298,6 +298,8 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<()> {
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            // A parent is a file that --overwrite will replace by a directory.
+            Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => continue,
             Err(err) => return Err(Error::io("inspect", &path, err)),
         };
         let ft = meta.file_type();
@@ -307,11 +309,8 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<()> {
                     "{} is a symlink where the snapshot has a directory; restore never writes through symlinks in the target",
                     path.display()
                 ));
-            } else if !ft.is_dir() {
-                refused.push(format!(
-                    "{} exists and is not a directory, but the snapshot has a directory there",
-                    path.display()
-                ));
+            } else if !ft.is_dir() && !overwrite {
+                conflicts.push(path.display().to_string());
             }
         } else if ft.is_dir() {
             refused.push(format!(
@@ -698,8 +697,14 @@ impl Placer<'_> {
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let m = fs::symlink_metadata(path).map_err(|e| Error::io("inspect", path, e))?;
-                if m.file_type().is_dir() {
+                let ft = m.file_type();
+                if ft.is_dir() {
                     Ok(false)
+                } else if self.overwrite && !ft.is_symlink() {
+                    // --overwrite: a file where the snapshot has a directory is replaced.
+                    fs::remove_file(path)
+                        .map_err(|e| Error::io("remove (--overwrite)", path, e))?;
+                    self.make_dir(path)
                 } else {
                     Err(Error::Invalid(format!(
                         "{} appeared during the restore and is not a directory; restore will not write through it",
