@@ -73,6 +73,13 @@ pub enum Error {
     #[error("chunk {id} is not in the repository index; the repository is damaged: run `lifeboat check`")]
     MissingBlob { id: String },
 
+    /// No key object of an encrypted repository opens with the password given.
+    #[error("wrong password for the repository at {location}: no key opens with it{}", if *damaged_keys > 0 { format!(" ({damaged_keys} key objects are unreadable; run `lifeboat key list`)") } else { String::new() })]
+    WrongPassword {
+        location: String,
+        damaged_keys: usize,
+    },
+
     /// An operation was interrupted by the user or the service manager.
     #[error("interrupted by a signal; stopped cleanly")]
     Interrupted,

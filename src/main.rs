@@ -16,8 +16,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("lifeboat: error: {err:#}");
-            if matches!(err.downcast_ref(), Some(lifeboat::Error::Interrupted)) {
-                return ExitCode::from(cli::EXIT_INTERRUPTED);
+            match err.downcast_ref() {
+                Some(lifeboat::Error::Interrupted) => return ExitCode::from(cli::EXIT_INTERRUPTED),
+                Some(lifeboat::Error::WrongPassword { .. }) => {
+                    return ExitCode::from(cli::EXIT_WRONG_PASSWORD)
+                }
+                _ => {}
             }
             ExitCode::from(cli::EXIT_FAILURE)
         }

@@ -447,8 +447,8 @@ fn lifeboat_unprivileged(args: Vec<std::ffi::OsString>, home: &Path) -> Out {
     } else {
         Command::new(bin())
     };
+    lifeboat_env_for(&mut cmd);
     cmd.args(args)
-        .env_remove("LIFEBOAT_REPOSITORY")
         .env("HOME", home)
         .env("XDG_CACHE_HOME", home.join(".cache"));
     run_cmd(cmd)

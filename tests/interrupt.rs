@@ -9,7 +9,7 @@ use std::sync::Arc;
 use lifeboat::backup::{backup, BackupOptions};
 use lifeboat::check::{check, CheckOptions};
 use lifeboat::progress::Progress;
-use lifeboat::repo::InitOptions;
+use lifeboat::repo::{InitOptions, KdfSetting};
 use lifeboat::restore::{restore, RestoreOptions};
 use lifeboat::storage::{FileKind, LocalStorage};
 use lifeboat::{interrupt, Error, Repository};
@@ -66,9 +66,14 @@ fn interrupted_backup_and_restore_stop_cleanly() {
     let storage = Arc::new(LocalStorage::new(tmp.path().join("repo")));
     let opts = InitOptions {
         pack_size: 1 << 20,
+        kdf: KdfSetting::Fixed {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
         ..InitOptions::default()
     };
-    let repo = Repository::init(storage, &opts).expect("init");
+    let repo = Repository::init(storage, &opts, Some(b"pw")).expect("init");
     let backup_opts = BackupOptions {
         paths: vec![src.clone()],
         host: "h".into(),

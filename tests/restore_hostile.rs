@@ -6,20 +6,30 @@ use std::process::Command;
 use std::sync::Arc;
 
 use chrono::Utc;
-use lifeboat::id::BlobId;
 use lifeboat::repo::pack::{encode_blob, PackBuilder};
-use lifeboat::repo::{BackupKind, BlobKind, Node, NodeKind, Repository, Snapshot, Summary, Tree};
+use lifeboat::repo::{
+    BackupKind, BlobKind, Credentials, Node, NodeKind, Repository, Snapshot, Summary, Tree,
+};
 use lifeboat::storage::LocalStorage;
+
+const PASSWORD: &str = "test password";
 
 fn lifeboat() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
-    c.env_remove("LIFEBOAT_REPOSITORY");
+    c.env_remove("LIFEBOAT_REPOSITORY")
+        .env_remove("LIFEBOAT_PASSWORD_FILE")
+        .env("LIFEBOAT_PASSWORD", PASSWORD)
+        .env("LIFEBOAT_KDF_MEMORY_KIB", "64")
+        .env("LIFEBOAT_KDF_ITERATIONS", "1");
     c
 }
 
 /// Writes a snapshot whose root directory holds `nodes` (file nodes get `content` as data).
 fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
-    let repo = Repository::open(Arc::new(LocalStorage::new(repo_dir))).expect("open");
+    let repo = Repository::open(Arc::new(LocalStorage::new(repo_dir)), || {
+        Ok(Credentials::Password(PASSWORD.as_bytes().to_vec().into()))
+    })
+    .expect("open");
     let sealer = repo.sealer().clone();
     let mut pack = PackBuilder::default();
     let mut root = Tree::default();
@@ -29,7 +39,7 @@ fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
         node.mode = 0o644;
         match kind {
             NodeKind::File => {
-                let id = BlobId::hash(content);
+                let id = sealer.blob_id(content);
                 if seen.insert(id) {
                     pack.add(
                         &encode_blob(&sealer, BlobKind::Data, id, content, 3).expect("encode"),
@@ -41,7 +51,7 @@ fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
             NodeKind::Dir => {
                 node.mode = 0o755;
                 let empty = Tree::default().to_bytes();
-                let id = BlobId::hash(&empty);
+                let id = sealer.blob_id(&empty);
                 if seen.insert(id) {
                     pack.add(&encode_blob(&sealer, BlobKind::Tree, id, &empty, 3).expect("encode"));
                 }
@@ -54,7 +64,7 @@ fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
     }
     root.nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let bytes = root.to_bytes();
-    let root_id = BlobId::hash(&bytes);
+    let root_id = sealer.blob_id(&bytes);
     pack.add(&encode_blob(&sealer, BlobKind::Tree, root_id, &bytes, 3).expect("encode"));
     let (pack_bytes, entries) = pack.finish(&sealer);
     let pack_id = repo.save_pack(&pack_bytes).expect("save pack");

@@ -278,7 +278,7 @@ fn build_trees(
                 summary.dirs += 1;
                 let tree = Tree { nodes: children };
                 let bytes = tree.to_bytes();
-                let id = BlobId::hash(&bytes);
+                let id = shared.repo.sealer().blob_id(&bytes);
                 if shared.claim(&id) {
                     let job = ChunkJob {
                         kind: BlobKind::Tree,

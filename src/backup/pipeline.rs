@@ -227,7 +227,7 @@ fn read_once(shared: &Shared, job: &FileJob, chunks: &Sender<ChunkJob>) -> ReadR
             return Err("backup stopped".into());
         }
         let chunk = chunk.map_err(|e| io::Error::from(e).to_string())?;
-        let id = BlobId::hash(&chunk.data);
+        let id = shared.repo.sealer().blob_id(&chunk.data);
         size += chunk.data.len() as u64;
         if shared.claim(&id) {
             let job = ChunkJob {
@@ -359,9 +359,18 @@ mod tests {
     use crate::storage::LocalStorage;
 
     fn shared(dir: &std::path::Path) -> Shared {
+        let opts = InitOptions {
+            kdf: crate::repo::KdfSetting::Fixed {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
         let repo = Repository::init(
             Arc::new(LocalStorage::new(dir.join("repo"))),
-            &InitOptions::default(),
+            &opts,
+            Some(b"pw"),
         )
         .expect("init");
         Shared::new(

@@ -2,47 +2,130 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
-use lifeboat::repo::InitOptions;
+use lifeboat::repo::{InitOptions, KdfSetting};
 use lifeboat::storage::open_location;
 use lifeboat::Repository;
 
-use super::RepoArgs;
+use super::{password, RepoArgs};
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
     #[command(flatten)]
     repo: RepoArgs,
+    /// Store everything unencrypted (not recommended: anyone who can read the storage reads
+    /// the backups). The repository records this.
+    #[arg(long)]
+    insecure_no_encryption: bool,
     /// zstd compression level for new data (1-22).
     #[arg(long, default_value_t = 3)]
     compression_level: i32,
     /// Target pack size in MiB.
     #[arg(long, default_value_t = 16)]
     pack_size_mib: u32,
+    #[command(flatten)]
+    kdf: KdfArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
+/// Password stretching of a new key (default: Argon2id, 64 MiB, about 0.5 s on this machine).
+#[derive(Debug, Args)]
+pub struct KdfArgs {
+    /// Argon2id memory in KiB (with --kdf-iterations; default: 64 MiB with iterations
+    /// calibrated to about 0.5 s here).
+    #[arg(
+        long,
+        env = "LIFEBOAT_KDF_MEMORY_KIB",
+        value_name = "KIB",
+        requires = "kdf_iterations"
+    )]
+    kdf_memory_kib: Option<u32>,
+    /// Argon2id iterations (with --kdf-memory-kib).
+    #[arg(
+        long,
+        env = "LIFEBOAT_KDF_ITERATIONS",
+        value_name = "N",
+        requires = "kdf_memory_kib"
+    )]
+    kdf_iterations: Option<u32>,
+    /// Argon2id lanes.
+    #[arg(
+        long,
+        env = "LIFEBOAT_KDF_PARALLELISM",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    kdf_parallelism: u32,
+}
+
+impl KdfArgs {
+    pub fn setting(&self) -> KdfSetting {
+        match (self.kdf_memory_kib, self.kdf_iterations) {
+            (Some(memory_kib), Some(iterations)) => KdfSetting::Fixed {
+                memory_kib,
+                iterations,
+                parallelism: self.kdf_parallelism,
+            },
+            _ => KdfSetting::Calibrate,
+        }
+    }
+}
+
 pub fn run(a: InitArgs) -> Result<ExitCode> {
+    if a.repo.recovery_kit.is_some() {
+        bail!("--recovery-kit opens an existing repository; init makes a new master key");
+    }
     let storage = open_location(&a.repo.repo)?;
     let opts = InitOptions {
         compression_level: a.compression_level,
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),
+        encryption: !a.insecure_no_encryption,
+        kdf: a.kdf.setting(),
     };
-    let repo = Repository::init(storage, &opts)?;
+    let pw = if opts.encryption {
+        Some(password::new(
+            a.repo.password_file.as_deref(),
+            "LIFEBOAT_PASSWORD",
+            true,
+            "new repository password",
+        )?)
+    } else {
+        None
+    };
+    let repo = Repository::init(storage, &opts, pw.as_deref().map(Vec::as_slice))?;
+    let cfg = repo.config();
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"id": repo.config().id, "location": repo.storage().location(), "version": repo.config().version})
+            serde_json::json!({
+                "id": cfg.id,
+                "location": repo.storage().location(),
+                "version": cfg.version,
+                "encryption": cfg.encryption,
+                "key_id": repo.key_id(),
+            })
         );
     } else {
         println!(
             "created repository {} at {}",
-            &repo.config().id[..8],
+            &cfg.id[..8],
             repo.storage().location()
         );
+        if cfg.is_encrypted() {
+            println!(
+                "encryption: {} (key {})",
+                cfg.encryption,
+                repo.key_id().map(|k| &k[..8]).unwrap_or("")
+            );
+            println!(
+                "keep the password safe: without it (or a recovery kit from `lifeboat key export`) the backups cannot be read"
+            );
+        } else {
+            println!("encryption: none (--insecure-no-encryption)");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

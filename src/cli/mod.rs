@@ -3,16 +3,21 @@
 mod backup;
 mod check;
 mod init;
+mod key;
 mod ls;
 mod output;
+mod password;
 mod restore;
 mod snapshots;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use lifeboat::repo::Credentials;
 use lifeboat::storage::open_location;
 use lifeboat::Repository;
 
@@ -21,6 +26,9 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Exit code of a backup that could not read some source files (the snapshot is written), and
 /// of a restore with `--allow-partial` that left damaged files out.
 pub const EXIT_INCOMPLETE: u8 = 3;
+
+/// Exit code of a wrong password (as restic's).
+pub const EXIT_WRONG_PASSWORD: u8 = 12;
 
 /// Exit code after SIGINT or SIGTERM stopped an operation cleanly (128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -36,18 +44,41 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where the repository is.
+/// Where the repository is, and what opens it.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArgs {
     /// Repository location: a local path (or file:///path).
     #[arg(long, short = 'r', env = "LIFEBOAT_REPOSITORY", value_name = "REPO")]
     pub repo: String,
+    /// Read the repository password from this file (its first line). Otherwise the password
+    /// comes from LIFEBOAT_PASSWORD, a systemd credential named "lifeboat-password", or a
+    /// prompt on the terminal.
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Open the repository with a recovery kit (from `lifeboat key export`) instead of a
+    /// password.
+    #[arg(
+        long,
+        env = "LIFEBOAT_RECOVERY_KIT",
+        value_name = "FILE",
+        conflicts_with = "password_file"
+    )]
+    pub recovery_kit: Option<PathBuf>,
 }
 
 impl RepoArgs {
     fn open(&self) -> Result<Repository> {
         let storage = open_location(&self.repo)?;
-        Ok(Repository::open(storage)?)
+        Ok(Repository::open(storage, || self.credentials())?)
+    }
+
+    fn credentials(&self) -> lifeboat::Result<Credentials> {
+        if let Some(kit) = &self.recovery_kit {
+            let text = std::fs::read_to_string(kit)
+                .map_err(|e| lifeboat::Error::io("read recovery kit", kit, e))?;
+            return Ok(Credentials::MasterKey(lifeboat::repo::kit::parse(&text)?));
+        }
+        password::existing(self.password_file.as_deref(), &self.repo).map(Credentials::Password)
     }
 }
 
@@ -65,6 +96,9 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(check::CheckArgs),
+    /// Manage the repository's keys (passwords) and export a recovery kit.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
 }
 
 /// Sets up tracing to stderr; `RUST_LOG` overrides the level.
@@ -93,6 +127,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ls(a) => ls::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Check(a) => check::run(a),
+        Command::Key(c) => key::run(c),
     }
 }
 

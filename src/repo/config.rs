@@ -26,9 +26,18 @@ pub struct RepoConfig {
     pub compression_level: i32,
     /// Target size of a pack in bytes.
     pub pack_size: u32,
-    /// Encryption scheme: "none" in format version 1.
+    /// Encryption scheme: [`ENCRYPTION_NONE`] or [`ENCRYPTION_XCHACHA`].
     pub encryption: String,
+    /// Encrypted repositories: keyed BLAKE3 of this object without this field (hex), so a
+    /// changed parameter or a downgrade is detected once the master key is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
+
+/// No encryption (`init --insecure-no-encryption`).
+pub const ENCRYPTION_NONE: &str = "none";
+/// XChaCha20-Poly1305 objects, keyed BLAKE3 chunk ids, Argon2id password keys.
+pub const ENCRYPTION_XCHACHA: &str = "xchacha20-poly1305";
 
 /// FastCDC parameters in bytes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -54,7 +63,7 @@ pub const MAX_PACK_SIZE: u32 = 1 << 30;
 
 impl RepoConfig {
     /// A new configuration with a random id.
-    pub fn new(compression_level: i32, pack_size: u32) -> Result<Self> {
+    pub fn new(compression_level: i32, pack_size: u32, encrypted: bool) -> Result<Self> {
         let cfg = RepoConfig {
             magic: MAGIC.into(),
             version: FORMAT_VERSION,
@@ -62,7 +71,13 @@ impl RepoConfig {
             chunker: ChunkerParams::default(),
             compression_level,
             pack_size,
-            encryption: "none".into(),
+            encryption: if encrypted {
+                ENCRYPTION_XCHACHA
+            } else {
+                ENCRYPTION_NONE
+            }
+            .into(),
+            mac: None,
         };
         cfg.validate("config")?;
         Ok(cfg)
@@ -102,10 +117,22 @@ impl RepoConfig {
                 self.pack_size
             )));
         }
-        if self.encryption != "none" {
+        if self.encryption != ENCRYPTION_NONE && self.encryption != ENCRYPTION_XCHACHA {
             return bad(format!("unknown encryption scheme {:?}", self.encryption));
         }
         Ok(())
+    }
+
+    /// Whether objects are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption != ENCRYPTION_NONE
+    }
+
+    /// The bytes the MAC covers: the serialized config without its `mac` field.
+    pub fn mac_input(&self) -> Vec<u8> {
+        let mut c = self.clone();
+        c.mac = None;
+        c.to_bytes()
     }
 
     /// Serialized form (pretty JSON, readable by an operator).
@@ -132,11 +159,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_validation() {
-        let c = RepoConfig::new(3, 16 << 20).expect("valid");
+        let c = RepoConfig::new(3, 16 << 20, true).expect("valid");
         let back = RepoConfig::from_bytes(&c.to_bytes(), "r").expect("parse");
         assert_eq!(c, back);
-        assert!(RepoConfig::new(0, 16 << 20).is_err());
-        assert!(RepoConfig::new(3, 10).is_err());
+        assert!(RepoConfig::new(0, 16 << 20, false).is_err());
+        assert!(RepoConfig::new(3, 10, false).is_err());
         assert!(RepoConfig::from_bytes(b"{", "r").is_err());
         let mut newer = c.clone();
         newer.version = 99;

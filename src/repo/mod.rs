@@ -5,6 +5,8 @@
 
 pub mod config;
 pub mod index;
+pub mod key;
+pub mod kit;
 pub mod pack;
 pub mod seal;
 pub mod snapshot;
@@ -12,11 +14,15 @@ pub mod tree;
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
 
 pub use config::RepoConfig;
 pub use index::{Index, IndexEntry};
+pub use key::{KdfParams, KeyFile};
 pub use pack::{BlobKind, PackEntry};
-pub use seal::{ObjectType, Sealer};
+pub use seal::{MasterKey, ObjectType, Sealer};
 pub use snapshot::{BackupKind, Snapshot, SourceError, Summary};
 pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
@@ -27,6 +33,32 @@ use crate::storage::{FileKind, Storage};
 /// Largest decompressed metadata object accepted (a bound against decompression bombs).
 const MAX_METADATA_LEN: u64 = 4 << 30;
 
+/// How a new key's password is stretched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KdfSetting {
+    /// Argon2id at 64 MiB, with iterations measured to take about half a second here.
+    Calibrate,
+    /// Explicit Argon2id parameters.
+    Fixed {
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+    },
+}
+
+impl KdfSetting {
+    fn params(&self) -> Result<KdfParams> {
+        match self {
+            KdfSetting::Calibrate => KdfParams::calibrate(Duration::from_millis(500)),
+            KdfSetting::Fixed {
+                memory_kib,
+                iterations,
+                parallelism,
+            } => KdfParams::new(*memory_kib, *iterations, *parallelism),
+        }
+    }
+}
+
 /// Options of `init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -34,6 +66,10 @@ pub struct InitOptions {
     pub compression_level: i32,
     /// Target pack size in bytes.
     pub pack_size: u32,
+    /// Encrypt (the default); `false` is `--insecure-no-encryption`.
+    pub encryption: bool,
+    /// Password stretching of the first key.
+    pub kdf: KdfSetting,
 }
 
 impl Default for InitOptions {
@@ -41,8 +77,18 @@ impl Default for InitOptions {
         InitOptions {
             compression_level: 3,
             pack_size: 16 << 20,
+            encryption: true,
+            kdf: KdfSetting::Calibrate,
         }
     }
+}
+
+/// What opens an encrypted repository.
+pub enum Credentials {
+    /// A password of one of the key objects.
+    Password(Zeroizing<Vec<u8>>),
+    /// The master key itself, from a recovery kit.
+    MasterKey(MasterKey),
 }
 
 /// An open repository.
@@ -51,19 +97,68 @@ pub struct Repository {
     storage: Arc<dyn Storage>,
     config: RepoConfig,
     sealer: Sealer,
+    master: Option<Arc<MasterKey>>,
+    /// The key object that opened the repository.
+    key_id: Option<String>,
+}
+
+fn this_host() -> (String, String) {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    (host, user)
 }
 
 impl Repository {
-    /// Creates a repository in an empty location.
-    pub fn init(storage: Arc<dyn Storage>, opts: &InitOptions) -> Result<Self> {
-        let config = RepoConfig::new(opts.compression_level, opts.pack_size)?;
+    /// Creates a repository in an empty location. `password` is required when encrypting.
+    pub fn init(
+        storage: Arc<dyn Storage>,
+        opts: &InitOptions,
+        password: Option<&[u8]>,
+    ) -> Result<Self> {
+        let mut config = RepoConfig::new(opts.compression_level, opts.pack_size, opts.encryption)?;
         if storage.has_config()? {
             return Err(Error::RepositoryExists {
                 location: storage.location(),
                 reason: "a repository already exists there".into(),
             });
         }
+        let (sealer, master, key) = if opts.encryption {
+            let password = password
+                .ok_or_else(|| Error::Invalid("an encrypted repository needs a password".into()))?;
+            let master = MasterKey::random();
+            let (host, user) = this_host();
+            let key = KeyFile::seal(
+                &master,
+                password,
+                opts.kdf.params()?,
+                &config.id,
+                &host,
+                &user,
+            )?;
+            let sealer = Sealer::encrypted(&master);
+            config.mac = sealer.config_mac(&config.mac_input());
+            (sealer, Some(Arc::new(master)), Some(key))
+        } else {
+            (Sealer::plain(), None, None)
+        };
         storage.create_layout()?;
+        // The key first, the config last: a config marks a complete repository.
+        let key_id = match key {
+            Some(k) => {
+                let bytes = k.to_bytes();
+                let name = blake3::hash(&bytes).to_hex().to_string();
+                storage.create(FileKind::Key, &name, &bytes)?;
+                Some(name)
+            }
+            None => None,
+        };
         if !storage.create(FileKind::Config, "config", &config.to_bytes())? {
             return Err(Error::RepositoryExists {
                 location: storage.location(),
@@ -73,12 +168,17 @@ impl Repository {
         Ok(Repository {
             storage,
             config,
-            sealer: Sealer::default(),
+            sealer,
+            master,
+            key_id,
         })
     }
 
-    /// Opens an existing repository.
-    pub fn open(storage: Arc<dyn Storage>) -> Result<Self> {
+    /// Opens an existing repository; `credentials` is called only if it is encrypted.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        credentials: impl FnOnce() -> Result<Credentials>,
+    ) -> Result<Self> {
         let location = storage.location();
         let bytes = match storage.read(FileKind::Config, "config") {
             Ok(b) => b,
@@ -91,11 +191,154 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let config = RepoConfig::from_bytes(&bytes, &location)?;
+        let keys = storage.list(FileKind::Key)?;
+        if !config.is_encrypted() {
+            if !keys.is_empty() {
+                return Err(Error::corrupt(
+                    "config",
+                    "it says the repository is unencrypted, but the repository has keys (corrupt or tampered); refusing to write unencrypted data",
+                ));
+            }
+            return Ok(Repository {
+                storage,
+                config,
+                sealer: Sealer::plain(),
+                master: None,
+                key_id: None,
+            });
+        }
+        let (master, key_id, via_kit) = match credentials()? {
+            Credentials::MasterKey(m) => (m, None, true),
+            Credentials::Password(password) => {
+                let mut damaged = 0;
+                let mut found = None;
+                for (name, _) in &keys {
+                    let what = FileKind::Key.path(name);
+                    let key = storage
+                        .read(FileKind::Key, name)
+                        .and_then(|b| {
+                            if blake3::hash(&b).to_hex().as_str() != name {
+                                return Err(Error::corrupt(
+                                    &what,
+                                    "content does not match its name",
+                                ));
+                            }
+                            KeyFile::from_bytes(&b, &what)
+                        })
+                        .and_then(|k| k.open(&password, &config.id, &what));
+                    match key {
+                        Ok(Some(m)) => {
+                            found = Some((m, name.clone()));
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(key = %what, error = %e, "unusable key object");
+                            damaged += 1;
+                        }
+                    }
+                }
+                match found {
+                    Some((m, name)) => (m, Some(name), false),
+                    None => {
+                        return Err(Error::WrongPassword {
+                            location,
+                            damaged_keys: damaged,
+                        })
+                    }
+                }
+            }
+        };
+        let sealer = Sealer::encrypted(&master);
+        if config.mac != sealer.config_mac(&config.mac_input()) {
+            let reason = if via_kit {
+                "does not match the recovery kit: the kit belongs to another repository, or the config was tampered with"
+            } else {
+                "failed authentication (corrupt or tampered)"
+            };
+            return Err(Error::corrupt("config", reason));
+        }
         Ok(Repository {
             storage,
             config,
-            sealer: Sealer::default(),
+            sealer,
+            master: Some(Arc::new(master)),
+            key_id,
         })
+    }
+
+    /// The master key (encrypted repositories).
+    pub fn master_key(&self) -> Option<&MasterKey> {
+        self.master.as_deref()
+    }
+
+    /// The key object that opened the repository (not when opened with a recovery kit).
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// Adds a key object for `password`; returns its id.
+    pub fn add_key(&self, password: &[u8], kdf: &KdfSetting) -> Result<String> {
+        let master = self.master.as_ref().ok_or_else(|| {
+            Error::Invalid("the repository is not encrypted: it has no keys".into())
+        })?;
+        let (host, user) = this_host();
+        let key = KeyFile::seal(
+            master,
+            password,
+            kdf.params()?,
+            &self.config.id,
+            &host,
+            &user,
+        )?;
+        let bytes = key.to_bytes();
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        self.storage.create(FileKind::Key, &name, &bytes)?;
+        Ok(name)
+    }
+
+    /// Every key object, parsed (or why it could not be).
+    pub fn list_keys(&self) -> Result<Vec<(String, Result<KeyFile>)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.storage.list(FileKind::Key)? {
+            let what = FileKind::Key.path(&name);
+            let key = self
+                .storage
+                .read(FileKind::Key, &name)
+                .and_then(|b| KeyFile::from_bytes(&b, &what));
+            out.push((name, key));
+        }
+        Ok(out)
+    }
+
+    /// Removes the key object whose id starts with `prefix`; refuses to remove the key in use
+    /// or the last key.
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let keys = self.storage.list(FileKind::Key)?;
+        let matches: Vec<&String> = keys
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        let name = match matches.as_slice() {
+            [] => return Err(Error::Invalid(format!("no key matches {prefix:?}"))),
+            [one] => (*one).clone(),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{prefix:?} matches several keys; give more characters"
+                )))
+            }
+        };
+        if Some(name.as_str()) == self.key_id() {
+            return Err(Error::Invalid(
+                "refusing to remove the key in use: open the repository with another password to remove this one".into(),
+            ));
+        }
+        if keys.len() <= 1 {
+            return Err(Error::Invalid("refusing to remove the last key".into()));
+        }
+        self.storage.remove(FileKind::Key, &name)?;
+        Ok(name)
     }
 
     /// The storage underneath.
@@ -137,6 +380,7 @@ impl Repository {
 
     fn open_metadata(&self, ty: ObjectType, stored: &[u8], what: &str) -> Result<Vec<u8>> {
         let body = self.sealer.open(ty, stored, what)?;
+        let body: &[u8] = &body;
         let (&compression, payload) = body
             .split_first()
             .ok_or_else(|| Error::corrupt(what, "empty object"))?;

@@ -166,11 +166,11 @@ pub fn decode_blob(
 ) -> Result<Vec<u8>> {
     let payload = sealer.open(entry.kind.object_type(), stored, what)?;
     let raw = if entry.compressed {
-        decompress(payload, entry.raw_len as usize).map_err(|e| {
+        decompress(&payload, entry.raw_len as usize).map_err(|e| {
             Error::corrupt(what, format!("chunk {} does not decompress: {e}", entry.id))
         })?
     } else {
-        payload.to_vec()
+        payload.into_owned()
     };
     if raw.len() != entry.raw_len as usize {
         return Err(Error::corrupt(
@@ -183,7 +183,7 @@ pub fn decode_blob(
             ),
         ));
     }
-    if BlobId::hash(&raw) != entry.id {
+    if sealer.blob_id(&raw) != entry.id {
         return Err(Error::corrupt(
             what,
             format!("chunk {} does not match its hash", entry.id),
@@ -276,6 +276,7 @@ pub fn parse_header(
     what: &str,
 ) -> Result<Vec<PackEntry>> {
     let h = sealer.open(ObjectType::PackHeader, sealed, what)?;
+    let h: &[u8] = &h;
     let bad = |reason: &str| Error::corrupt(what, format!("pack header: {reason}"));
     if h.len() < 5 || h[0] != HEADER_VERSION {
         return Err(bad("unknown version or truncated"));
@@ -340,7 +341,7 @@ mod tests {
     use super::*;
 
     fn blob(s: &Sealer, data: &[u8], kind: BlobKind) -> EncodedBlob {
-        encode_blob(s, kind, BlobId::hash(data), data, 3).expect("encode")
+        encode_blob(s, kind, s.blob_id(data), data, 3).expect("encode")
     }
 
     #[test]

@@ -1,11 +1,27 @@
-//! The one place every stored byte goes through: `seal` before storage, `open` after.
+//! The one place every stored byte goes through: `seal` before storage, `open` after; and the
+//! one place chunk ids are computed.
 //!
-//! Format version 1 has no encryption yet: a sealed object is its one-byte [`ObjectType`] tag
-//! followed by the plaintext. The tag is checked on `open`, so a directory listing can never be
-//! read as file data, nor an index as a snapshot. Encryption (an AEAD with the type bound into
-//! the associated data) replaces the body of these two functions and nothing else.
+//! Unencrypted repositories: a sealed object is its one-byte [`ObjectType`] tag followed by the
+//! plaintext; the tag is checked on `open`, so a directory listing can never be read as file
+//! data, nor an index as a snapshot. Chunk ids are plain BLAKE3.
+//!
+//! Encrypted repositories: XChaCha20-Poly1305 with the repository's master key and a random
+//! 192-bit nonce per object (random nonces of this size never collide in practice, so no nonce
+//! state is kept anywhere): `nonce (24) | ciphertext | tag (16)`. The associated data binds the
+//! format and the object type, so an object of one type fails authentication when opened as
+//! another. Chunk ids are BLAKE3 keyed with a separate 256-bit key, so ids reveal nothing
+//! about content to someone without the key.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
+use crate::id::BlobId;
 
 /// What a sealed object is. Bound into every sealed object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,38 +62,226 @@ impl ObjectType {
     }
 }
 
-/// Seals and opens objects with the repository's protection (none in format version 1).
-#[derive(Debug, Clone, Default)]
-pub struct Sealer {}
+/// Bytes of an XChaCha20 nonce.
+pub const NONCE_LEN: usize = 24;
+/// Bytes of a Poly1305 tag.
+pub const TAG_LEN: usize = 16;
+/// Bytes of the master key material.
+pub const MASTER_KEY_LEN: usize = 64;
+const AD_PREFIX: &[u8] = b"lifeboat object v1 type ";
 
-impl Sealer {
-    /// Bytes added by sealing.
-    pub const OVERHEAD: usize = 1;
+/// The repository's secret: an encryption key and a chunk-id key. Wiped from memory on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    enc: [u8; 32],
+    id: [u8; 32],
+}
 
-    /// Seals `plain` as an object of type `ty`.
-    pub fn seal(&self, ty: ObjectType, plain: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(plain.len() + Self::OVERHEAD);
-        out.push(ty as u8);
-        out.extend_from_slice(plain);
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// A new random key from the operating system's generator.
+    pub fn random() -> Self {
+        let mut k = MasterKey {
+            enc: [0; 32],
+            id: [0; 32],
+        };
+        rand::rngs::OsRng.fill_bytes(&mut k.enc);
+        rand::rngs::OsRng.fill_bytes(&mut k.id);
+        k
+    }
+
+    /// The key material (encryption key, then chunk-id key).
+    pub fn to_bytes(&self) -> [u8; MASTER_KEY_LEN] {
+        let mut out = [0u8; MASTER_KEY_LEN];
+        out[..32].copy_from_slice(&self.enc);
+        out[32..].copy_from_slice(&self.id);
         out
     }
 
-    /// Opens a sealed object that must be of type `ty`; `what` names it in errors.
-    pub fn open<'a>(&self, ty: ObjectType, sealed: &'a [u8], what: &str) -> Result<&'a [u8]> {
-        let (&tag, body) = sealed
-            .split_first()
-            .ok_or_else(|| Error::corrupt(what, "empty object"))?;
-        if tag != ty as u8 {
-            let found = ObjectType::from_u8(tag).map_or("unknown data", ObjectType::name);
-            return Err(Error::corrupt(
-                what,
-                format!(
-                    "expected {} but found {found} (corrupt or tampered)",
-                    ty.name()
-                ),
-            ));
+    /// From key material.
+    pub fn from_bytes(bytes: &[u8; MASTER_KEY_LEN]) -> Self {
+        let mut k = MasterKey {
+            enc: [0; 32],
+            id: [0; 32],
+        };
+        k.enc.copy_from_slice(&bytes[..32]);
+        k.id.copy_from_slice(&bytes[32..]);
+        k
+    }
+
+    /// A subkey for authenticating the config object.
+    pub fn config_mac_key(&self) -> [u8; 32] {
+        blake3::derive_key("lifeboat 2026-11 config authentication", &self.enc)
+    }
+}
+
+struct Encryption {
+    cipher: XChaCha20Poly1305,
+    id_key: [u8; 32],
+    mac_key: [u8; 32],
+}
+
+impl Drop for Encryption {
+    fn drop(&mut self) {
+        self.id_key.zeroize();
+        self.mac_key.zeroize();
+    }
+}
+
+/// Seals and opens objects with the repository's protection.
+#[derive(Clone, Default)]
+pub struct Sealer {
+    encryption: Option<Arc<Encryption>>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.encryption.is_some() {
+            "encrypted"
+        } else {
+            "plain"
+        };
+        write!(f, "Sealer({kind})")
+    }
+}
+
+fn ad(ty: ObjectType) -> [u8; AD_PREFIX.len() + 1] {
+    let mut a = [0u8; AD_PREFIX.len() + 1];
+    a[..AD_PREFIX.len()].copy_from_slice(AD_PREFIX);
+    a[AD_PREFIX.len()] = ty as u8;
+    a
+}
+
+impl Sealer {
+    /// Unencrypted: type tag only.
+    pub fn plain() -> Self {
+        Sealer { encryption: None }
+    }
+
+    /// Encrypted with `key`.
+    pub fn encrypted(key: &MasterKey) -> Self {
+        Sealer {
+            encryption: Some(Arc::new(Encryption {
+                cipher: XChaCha20Poly1305::new(Key::from_slice(&key.enc)),
+                id_key: key.id,
+                mac_key: key.config_mac_key(),
+            })),
         }
-        Ok(body)
+    }
+
+    /// Whether objects are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
+    }
+
+    /// Bytes added by sealing.
+    pub fn overhead(&self) -> usize {
+        if self.encryption.is_some() {
+            NONCE_LEN + TAG_LEN
+        } else {
+            1
+        }
+    }
+
+    /// The id of a chunk or listing with this content.
+    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+        match &self.encryption {
+            Some(e) => BlobId(*blake3::keyed_hash(&e.id_key, data).as_bytes()),
+            None => BlobId::hash(data),
+        }
+    }
+
+    /// A MAC of the config object's bytes (encrypted repositories only).
+    pub fn config_mac(&self, bytes: &[u8]) -> Option<String> {
+        self.encryption
+            .as_ref()
+            .map(|e| blake3::keyed_hash(&e.mac_key, bytes).to_hex().to_string())
+    }
+
+    /// Seals `plain` as an object of type `ty`.
+    pub fn seal(&self, ty: ObjectType, plain: &[u8]) -> Vec<u8> {
+        match &self.encryption {
+            None => {
+                let mut out = Vec::with_capacity(plain.len() + 1);
+                out.push(ty as u8);
+                out.extend_from_slice(plain);
+                out
+            }
+            Some(e) => {
+                let mut out = Vec::with_capacity(plain.len() + NONCE_LEN + TAG_LEN);
+                let mut nonce = [0u8; NONCE_LEN];
+                rand::thread_rng().fill_bytes(&mut nonce);
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(plain);
+                // Encryption with a valid key and a buffer of any length below 256 GiB
+                // cannot fail; the length of one object is far below that.
+                let tag = e
+                    .cipher
+                    .encrypt_in_place_detached(
+                        XNonce::from_slice(&nonce),
+                        &ad(ty),
+                        &mut out[NONCE_LEN..],
+                    )
+                    .unwrap_or_default();
+                out.extend_from_slice(&tag);
+                out
+            }
+        }
+    }
+
+    /// Opens a sealed object that must be of type `ty`; `what` names it in errors.
+    pub fn open<'a>(&self, ty: ObjectType, sealed: &'a [u8], what: &str) -> Result<Cow<'a, [u8]>> {
+        match &self.encryption {
+            None => {
+                let (&tag, body) = sealed
+                    .split_first()
+                    .ok_or_else(|| Error::corrupt(what, "empty object"))?;
+                if tag != ty as u8 {
+                    let found = ObjectType::from_u8(tag).map_or("unknown data", ObjectType::name);
+                    return Err(Error::corrupt(
+                        what,
+                        format!(
+                            "expected {} but found {found} (corrupt or tampered)",
+                            ty.name()
+                        ),
+                    ));
+                }
+                Ok(Cow::Borrowed(body))
+            }
+            Some(e) => {
+                if sealed.len() < NONCE_LEN + TAG_LEN {
+                    return Err(Error::corrupt(
+                        what,
+                        "too short to be an encrypted object (truncated)",
+                    ));
+                }
+                let (nonce, rest) = sealed.split_at(NONCE_LEN);
+                let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+                let mut buf = body.to_vec();
+                e.cipher
+                    .decrypt_in_place_detached(
+                        XNonce::from_slice(nonce),
+                        &ad(ty),
+                        &mut buf,
+                        Tag::from_slice(tag),
+                    )
+                    .map_err(|_| {
+                        Error::corrupt(
+                            what,
+                            format!(
+                                "authentication failed: corrupt or tampered (or not a {})",
+                                ty.name()
+                            ),
+                        )
+                    })?;
+                Ok(Cow::Owned(buf))
+            }
+        }
     }
 }
 
@@ -86,17 +290,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn type_confusion_is_rejected() {
-        let s = Sealer::default();
-        let sealed = s.seal(ObjectType::TreeBlob, b"listing");
-        assert_eq!(
-            s.open(ObjectType::TreeBlob, &sealed, "x").expect("open"),
-            b"listing"
-        );
-        let err = s
-            .open(ObjectType::DataBlob, &sealed, "x")
-            .expect_err("must refuse");
-        assert!(err.to_string().contains("directory listing"), "{err}");
-        assert!(s.open(ObjectType::DataBlob, &[], "x").is_err());
+    fn type_confusion_is_rejected_plain_and_encrypted() {
+        for s in [Sealer::plain(), Sealer::encrypted(&MasterKey::random())] {
+            let sealed = s.seal(ObjectType::TreeBlob, b"listing");
+            assert_eq!(
+                s.open(ObjectType::TreeBlob, &sealed, "x")
+                    .expect("open")
+                    .as_ref(),
+                b"listing"
+            );
+            let err = s
+                .open(ObjectType::DataBlob, &sealed, "x")
+                .expect_err("must refuse");
+            assert!(err.to_string().contains("tampered"), "{err}");
+            assert!(s.open(ObjectType::DataBlob, &[], "x").is_err());
+        }
+    }
+
+    #[test]
+    fn encrypted_objects_hide_content_and_detect_every_flipped_bit() {
+        let s = Sealer::encrypted(&MasterKey::random());
+        let secret = b"distinctive plaintext 0123456789";
+        let sealed = s.seal(ObjectType::DataBlob, secret);
+        assert_eq!(sealed.len(), secret.len() + s.overhead());
+        assert!(!sealed.windows(8).any(|w| secret.windows(8).any(|p| p == w)));
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                s.open(ObjectType::DataBlob, &bad, "x").is_err(),
+                "flip at {i}"
+            );
+        }
+        // Same content, fresh nonce: different ciphertext.
+        assert_ne!(sealed, s.seal(ObjectType::DataBlob, secret));
+        // Another key cannot open it.
+        let other = Sealer::encrypted(&MasterKey::random());
+        assert!(other.open(ObjectType::DataBlob, &sealed, "x").is_err());
+    }
+
+    #[test]
+    fn keyed_ids_differ_from_plain_ids_and_between_keys() {
+        let a = Sealer::encrypted(&MasterKey::random());
+        let b = Sealer::encrypted(&MasterKey::random());
+        let data = b"same content";
+        assert_ne!(a.blob_id(data), Sealer::plain().blob_id(data));
+        assert_ne!(a.blob_id(data), b.blob_id(data));
+        assert_eq!(a.blob_id(data), a.blob_id(data));
+        assert_eq!(Sealer::plain().blob_id(data), BlobId::hash(data));
+    }
+
+    #[test]
+    fn master_key_round_trips_through_bytes() {
+        let k = MasterKey::random();
+        let back = MasterKey::from_bytes(&k.to_bytes());
+        assert_eq!(k.to_bytes(), back.to_bytes());
     }
 }

@@ -46,12 +46,34 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The password of every test repository.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Sets a clean lifeboat environment on `cmd`: no repository, the test password, and cheap
+/// key stretching (Argon2id with 64 KiB and one pass: tests open repositories hundreds of
+/// times; the default takes half a second each).
+pub fn lifeboat_env_for(cmd: &mut Command) {
+    for var in [
+        "LIFEBOAT_REPOSITORY",
+        "LIFEBOAT_PASSWORD_FILE",
+        "LIFEBOAT_RECOVERY_KIT",
+        "LIFEBOAT_NEW_PASSWORD",
+        "LIFEBOAT_NEW_PASSWORD_FILE",
+        "CREDENTIALS_DIRECTORY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("LIFEBOAT_PASSWORD", PASSWORD)
+        .env("LIFEBOAT_KDF_MEMORY_KIB", "64")
+        .env("LIFEBOAT_KDF_ITERATIONS", "1")
+        .env("NO_COLOR", "1");
+}
+
 /// A `lifeboat` command with a clean environment as far as lifeboat is
-/// concerned: `LIFEBOAT_REPOSITORY` is unset.
+/// concerned (see [`lifeboat_env_for`]).
 pub fn lifeboat_cmd() -> Command {
     let mut cmd = Command::new(bin());
-    cmd.env_remove("LIFEBOAT_REPOSITORY");
-    cmd.env("NO_COLOR", "1");
+    lifeboat_env_for(&mut cmd);
     cmd
 }
 

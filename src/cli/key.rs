@@ -1,0 +1,176 @@
+//! `lifeboat key add | list | remove | passwd | export`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use super::init::KdfArgs;
+use super::{password, RepoArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add a password (a new key object for the same master key).
+    Add(NewKeyArgs),
+    /// List the key objects.
+    List(ListArgs),
+    /// Remove a key object (not the one in use, not the last one).
+    Remove(RemoveArgs),
+    /// Change the password in use: add a key with the new password, remove the current one.
+    Passwd(NewKeyArgs),
+    /// Write a recovery kit: the master key as printable text, with instructions.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Read the new password from this file (else LIFEBOAT_NEW_PASSWORD, else a prompt).
+    #[arg(long, env = "LIFEBOAT_NEW_PASSWORD_FILE", value_name = "FILE")]
+    new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    kdf: KdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Print a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// The key's id or a unique prefix (see `lifeboat key list`).
+    id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Write the kit to this file (created with mode 0600; refuses to overwrite) instead of
+    /// standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
+    match cmd {
+        KeyCommand::Add(a) => {
+            let repo = a.repo.open()?;
+            let pw = password::new(
+                a.new_password_file.as_deref(),
+                "LIFEBOAT_NEW_PASSWORD",
+                false,
+                "new password",
+            )?;
+            let id = repo.add_key(&pw, &a.kdf.setting())?;
+            println!("added key {}", &id[..8]);
+        }
+        KeyCommand::Passwd(a) => {
+            let repo = a.repo.open()?;
+            let Some(old) = repo.key_id().map(str::to_string) else {
+                bail!("key passwd changes the password in use: open the repository with a password, not a recovery kit");
+            };
+            let pw = password::new(
+                a.new_password_file.as_deref(),
+                "LIFEBOAT_NEW_PASSWORD",
+                false,
+                "new password",
+            )?;
+            let id = repo.add_key(&pw, &a.kdf.setting())?;
+            // The new key is durable before the old one goes.
+            repo.storage()
+                .remove(lifeboat::storage::FileKind::Key, &old)
+                .with_context(|| {
+                    format!(
+                        "the new key {} was added, but removing the old key {} failed",
+                        &id[..8],
+                        &old[..8]
+                    )
+                })?;
+            println!(
+                "password changed: key {} replaced by key {}",
+                &old[..8],
+                &id[..8]
+            );
+        }
+        KeyCommand::List(a) => {
+            let repo = a.repo.open()?;
+            let keys = repo.list_keys()?;
+            if a.json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|(id, k)| match k {
+                        Ok(k) => serde_json::json!({
+                            "id": id, "current": Some(id.as_str()) == repo.key_id(),
+                            "created": k.created, "host": k.host, "username": k.username,
+                            "kdf": {"algorithm": k.kdf.algorithm, "memory_kib": k.kdf.memory_kib,
+                                    "iterations": k.kdf.iterations, "parallelism": k.kdf.parallelism},
+                        }),
+                        Err(e) => serde_json::json!({"id": id, "error": e.to_string()}),
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(" {:<8}  {:<20}  {:<16}  USER", "ID", "CREATED", "HOST");
+                for (id, k) in &keys {
+                    let mark = if Some(id.as_str()) == repo.key_id() {
+                        "*"
+                    } else {
+                        " "
+                    };
+                    match k {
+                        Ok(k) => println!(
+                            "{mark}{:<8}  {:<20}  {:<16}  {}",
+                            &id[..8],
+                            k.created.format("%Y-%m-%d %H:%M:%S"),
+                            k.host,
+                            k.username
+                        ),
+                        Err(e) => println!("{mark}{:<8}  unreadable: {e}", &id[..8]),
+                    }
+                }
+            }
+        }
+        KeyCommand::Remove(a) => {
+            let repo = a.repo.open()?;
+            let id = repo.remove_key(&a.id)?;
+            println!("removed key {}", &id[..8]);
+        }
+        KeyCommand::Export(a) => {
+            let repo = a.repo.open()?;
+            let Some(master) = repo.master_key() else {
+                bail!("the repository is not encrypted: there is no key to export");
+            };
+            let kit = lifeboat::repo::kit::render(master, &a.repo.repo, &repo.config().id);
+            match &a.output {
+                Some(path) => {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(path)
+                        .with_context(|| format!("create {}", path.display()))?;
+                    f.write_all(kit.as_bytes())?;
+                    f.sync_all()?;
+                    eprintln!(
+                        "recovery kit written to {} (keep it offline and secret)",
+                        path.display()
+                    );
+                }
+                None => print!("{kit}"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
