@@ -74,10 +74,15 @@ pub enum Error {
     MissingBlob { id: String },
 
     /// No key object of an encrypted repository opens with the password given.
-    #[error("wrong password for the repository at {location}: no key opens with it{}", if *damaged_keys > 0 { format!(" ({damaged_keys} key objects are unreadable; run `lifeboat key list`)") } else { String::new() })]
+    #[error(
+        "wrong password for the repository at {location}: no key opens with it{}",
+        if damaged_keys.is_empty() { String::new() } else {
+            format!(" (unreadable key objects: {}; they may be damaged)", damaged_keys.join(", "))
+        }
+    )]
     WrongPassword {
         location: String,
-        damaged_keys: usize,
+        damaged_keys: Vec<String>,
     },
 
     /// An operation was interrupted by the user or the service manager.

@@ -210,7 +210,7 @@ impl Repository {
         let (master, key_id, via_kit) = match credentials()? {
             Credentials::MasterKey(m) => (m, None, true),
             Credentials::Password(password) => {
-                let mut damaged = 0;
+                let mut damaged = Vec::new();
                 let mut found = None;
                 for (name, _) in &keys {
                     let what = FileKind::Key.path(name);
@@ -233,8 +233,8 @@ impl Repository {
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            tracing::warn!(key = %what, error = %e, "unusable key object");
-                            damaged += 1;
+                            tracing::debug!(key = %what, error = %e, "unusable key object");
+                            damaged.push(what);
                         }
                     }
                 }
