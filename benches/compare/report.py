@@ -97,7 +97,8 @@ def summarise(rows: list[dict], tools: list[str]) -> dict[str, dict[str, dict]]:
 
 
 def table(phase: str, medians: dict[str, dict]) -> list[str]:
-    peers = {t: m for t, m in medians.items() if t != PRIMARY}
+    # lifeboat-plain (an unencrypted lifeboat repository) is lifeboat too, not a peer.
+    peers = {t: m for t, m in medians.items() if not t.startswith(PRIMARY)}
     best_wall = min((m["wall_s"] for m in peers.values() if m["wall_s"] is not None), default=None)
     best_rss = min((m["max_rss_kib"] for m in peers.values() if m["max_rss_kib"] is not None),
                    default=None)

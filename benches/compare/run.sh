@@ -30,9 +30,8 @@ WORKDIR=${BENCH_WORKDIR:-${TMPDIR:-/tmp}/lifeboat-bench}
 LIFEBOAT=${BENCH_LIFEBOAT:-}
 SEED=${BENCH_SEED:-1}
 KEEP=${BENCH_KEEP:-0}
-# One password for every tool that wants one. lifeboat has no encryption
-# yet; LIFEBOAT_PASSWORD is passed already so that the script keeps working
-# once it does.
+# One password for every tool that wants one (lifeboat encrypts by default,
+# like restic and rustic; lifeboat-plain and borg run unencrypted).
 PASSWORD=${BENCH_PASSWORD:-lifeboat-bench}
 
 usage() {
@@ -41,7 +40,9 @@ Usage: $(basename "$0") [options]
 
   --size-mib N     dataset size in MiB (default 2048; env BENCH_SIZE_MIB)
   --runs N         runs per tool, the tables show medians (default 3; BENCH_RUNS)
-  --tools LIST     comma-separated, from lifeboat,restic,rustic,borg
+  --tools LIST     comma-separated, from lifeboat,lifeboat-plain,restic,rustic,borg
+                   (lifeboat-plain: lifeboat with --insecure-no-encryption,
+                   to measure what encryption costs)
                    (default: all four; BENCH_TOOLS). Tools not installed are
                    skipped with a notice.
   --workdir DIR    where dataset, repositories and results go
@@ -108,7 +109,7 @@ SKIPPED=()
 IFS=',' read -r -a WANTED <<<"$TOOLS"
 for tool in "${WANTED[@]}"; do
     case $tool in
-        lifeboat)
+        lifeboat | lifeboat-plain)
             if [[ -z $LIFEBOAT ]]; then
                 LIFEBOAT="${CARGO_TARGET_DIR:-$PROJECT_ROOT/target}/release/lifeboat"
                 if [[ ! -x $LIFEBOAT ]]; then
@@ -139,7 +140,7 @@ for tool in "${WANTED[@]}"; do
             fi
             ;;
         "") continue ;;
-        *) die "unknown tool: $tool (known: lifeboat,restic,rustic,borg)" ;;
+        *) die "unknown tool: $tool (known: lifeboat,lifeboat-plain,restic,rustic,borg)" ;;
     esac
     SELECTED+=("$tool")
 done
@@ -147,7 +148,7 @@ done
 
 tool_version() {
     case $1 in
-        lifeboat) "$LIFEBOAT" --version 2>/dev/null | head -n 1 || echo unknown ;;
+        lifeboat | lifeboat-plain) "$LIFEBOAT" --version 2>/dev/null | head -n 1 || echo unknown ;;
         restic) restic version | head -n 1 ;;
         rustic) rustic --version | head -n 1 ;;
         borg) borg --version | head -n 1 ;;
@@ -239,6 +240,7 @@ echo "tool,run,phase,status,wall_s,user_s,sys_s,cpu_s,max_rss_kib,repo_bytes,gro
 init_cmd() {
     case $1 in
         lifeboat) CMD=("$LIFEBOAT" init --repo "$REPO") ;;
+        lifeboat-plain) CMD=("$LIFEBOAT" init --insecure-no-encryption --repo "$REPO") ;;
         restic) CMD=(restic -r "$REPO" init "${RESTIC_INIT_OPTS[@]}") ;;
         rustic) CMD=(rustic "${RUSTIC_OPTS[@]}" -r "$REPO" init) ;;
         borg) CMD=(borg init -e none "$REPO") ;;
@@ -248,7 +250,7 @@ init_cmd() {
 # backup_cmd TOOL N: the N-th backup of $SRC
 backup_cmd() {
     case $1 in
-        lifeboat) CMD=("$LIFEBOAT" backup --repo "$REPO" "$SRC") ;;
+        lifeboat | lifeboat-plain) CMD=("$LIFEBOAT" backup --repo "$REPO" "$SRC") ;;
         restic) CMD=(restic -r "$REPO" backup "${RESTIC_BACKUP_OPTS[@]}" "$SRC") ;;
         rustic) CMD=(rustic "${RUSTIC_OPTS[@]}" -r "$REPO" backup "$SRC") ;;
         borg) CMD=(borg create --compression "zstd,3" "$REPO::bench-$2" "$SRC") ;;
@@ -259,7 +261,7 @@ backup_cmd() {
 # borg extracts into the current directory: measure() runs it from $RESTORE.
 restore_cmd() {
     case $1 in
-        lifeboat) CMD=("$LIFEBOAT" restore --repo "$REPO" latest --target "$RESTORE") ;;
+        lifeboat | lifeboat-plain) CMD=("$LIFEBOAT" restore --repo "$REPO" latest --target "$RESTORE") ;;
         restic) CMD=(restic -r "$REPO" restore latest --target "$RESTORE") ;;
         rustic) CMD=(rustic "${RUSTIC_OPTS[@]}" -r "$REPO" restore latest "$RESTORE") ;;
         borg) CMD=(borg extract "$REPO::bench-$2") ;;
