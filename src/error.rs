@@ -114,6 +114,7 @@ impl Error {
             Error::Storage { cause, .. } => matches!(
                 cause.kind(),
                 io::ErrorKind::TimedOut
+                    | io::ErrorKind::ResourceBusy
                     | io::ErrorKind::Interrupted
                     | io::ErrorKind::ConnectionReset
                     | io::ErrorKind::ConnectionAborted

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Args;
 use lifeboat::repo::{InitOptions, KdfSetting};
-use lifeboat::storage::open_location;
 use lifeboat::Repository;
 
 use super::{password, RepoArgs};
@@ -78,7 +77,7 @@ pub fn run(a: InitArgs) -> Result<ExitCode> {
     if a.repo.recovery_kit.is_some() {
         bail!("--recovery-kit opens an existing repository; init makes a new master key");
     }
-    let storage = open_location(&a.repo.repo)?;
+    let storage = a.repo.storage()?;
     let opts = InitOptions {
         compression_level: a.compression_level,
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),

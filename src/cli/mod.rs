@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use lifeboat::repo::Credentials;
-use lifeboat::storage::open_location;
+use lifeboat::storage::StorageOptions;
 use lifeboat::Repository;
 
 /// Exit code of a failed command.
@@ -47,7 +47,8 @@ pub struct Cli {
 /// Where the repository is, and what opens it.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArgs {
-    /// Repository location: a local path (or file:///path).
+    /// Repository location: a local path, file:///path, s3://bucket/prefix,
+    /// gs://bucket/prefix or az://container/prefix.
     #[arg(long, short = 'r', env = "LIFEBOAT_REPOSITORY", value_name = "REPO")]
     pub repo: String,
     /// Read the repository password from this file (its first line). Otherwise the password
@@ -64,12 +65,38 @@ pub struct RepoArgs {
         conflicts_with = "password_file"
     )]
     pub recovery_kit: Option<PathBuf>,
+    /// A storage setting for cloud repositories, KEY=VALUE (repeatable): endpoint, region,
+    /// allow_http, virtual_hosted_style_request, ... (object_store configuration keys). The
+    /// cloud's standard environment (AWS_*, GOOGLE_*, AZURE_*) is read too.
+    #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    pub options: Vec<(String, String)>,
+    /// Limit uploads to this many KiB/s.
+    #[arg(long, env = "LIFEBOAT_LIMIT_UPLOAD", value_name = "KIB_PER_SEC")]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads to this many KiB/s.
+    #[arg(long, env = "LIFEBOAT_LIMIT_DOWNLOAD", value_name = "KIB_PER_SEC")]
+    pub limit_download: Option<u64>,
+}
+
+fn parse_option(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 impl RepoArgs {
+    /// The storage, with retries and limits.
+    fn storage(&self) -> Result<std::sync::Arc<dyn lifeboat::storage::Storage>> {
+        let mut opts = StorageOptions::default();
+        opts.cloud.options = self.options.iter().cloned().collect();
+        opts.limit_upload = self.limit_upload.map(|k| k.saturating_mul(1024));
+        opts.limit_download = self.limit_download.map(|k| k.saturating_mul(1024));
+        Ok(lifeboat::storage::open(&self.repo, &opts)?)
+    }
+
     fn open(&self) -> Result<Repository> {
-        let storage = open_location(&self.repo)?;
-        Ok(Repository::open(storage, || self.credentials())?)
+        Ok(Repository::open(self.storage()?, || self.credentials())?)
     }
 
     fn credentials(&self) -> lifeboat::Result<Credentials> {
@@ -142,4 +169,16 @@ pub fn hostname() -> String {
 /// Shared progress counters.
 pub fn progress() -> Arc<lifeboat::progress::Progress> {
     Arc::new(lifeboat::progress::Progress::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's arguments are consistent (unique names and short flags, valid
+    /// relations): clap checks this only when a subcommand is used.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

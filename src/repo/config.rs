@@ -28,6 +28,10 @@ pub struct RepoConfig {
     pub pack_size: u32,
     /// Encryption scheme: [`ENCRYPTION_NONE`] or [`ENCRYPTION_XCHACHA`].
     pub encryption: String,
+    /// Whether the storage refused a second create-only write of one name when the repository
+    /// was made (probed at `init`); locking relies only on guarantees the store gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_create_only: Option<bool>,
     /// Encrypted repositories: keyed BLAKE3 of this object without this field (hex), so a
     /// changed parameter or a downgrade is detected once the master key is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +81,7 @@ impl RepoConfig {
                 ENCRYPTION_NONE
             }
             .into(),
+            storage_create_only: None,
             mac: None,
         };
         cfg.validate("config")?;

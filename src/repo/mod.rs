@@ -143,12 +143,21 @@ impl Repository {
                 &user,
             )?;
             let sealer = Sealer::encrypted(&master);
-            config.mac = sealer.config_mac(&config.mac_input());
             (sealer, Some(Arc::new(master)), Some(key))
         } else {
             (Sealer::plain(), None, None)
         };
         storage.create_layout()?;
+        config.storage_create_only = Some(storage.probe_create_only()?);
+        if config.storage_create_only == Some(false) {
+            tracing::warn!(
+                location = %storage.location(),
+                "the storage ignores create-only writes (If-None-Match); data stays safe because objects are content-addressed, but concurrent writers cannot be coordinated by it"
+            );
+        }
+        if let Some(mac) = sealer.config_mac(&config.mac_input()) {
+            config.mac = Some(mac);
+        }
         // The key first, the config last: a config marks a complete repository.
         let key_id = match key {
             Some(k) => {

@@ -136,25 +136,34 @@ pub fn encode_blob(
     } else {
         (raw, false)
     };
-    let stored = sealer.seal(kind.object_type(), payload);
-    let blob = EncodedBlob {
+    // Verify before it is stored: the payload must decompress to content with this id. (The
+    // sealing that follows is not decrypted again: the AEAD itself authenticates it on read.)
+    if is_compressed {
+        let back = decompress(payload, raw_len as usize).map_err(|e| {
+            Error::corrupt(
+                what(),
+                format!("does not decompress after compression: {e}"),
+            )
+        })?;
+        if back.len() != raw.len() || sealer.blob_id(&back) != id {
+            return Err(Error::corrupt(
+                what(),
+                "does not decompress to its content (memory or codec fault)",
+            ));
+        }
+    } else if sealer.blob_id(raw) != id {
+        return Err(Error::corrupt(
+            what(),
+            "content changed after it was hashed (memory fault)",
+        ));
+    }
+    Ok(EncodedBlob {
         kind,
         id,
         compressed: is_compressed,
         raw_len,
-        stored,
-    };
-    // Verify before it is stored: open, decompress, re-hash.
-    let entry = PackEntry {
-        kind,
-        compressed: is_compressed,
-        id,
-        offset: 0,
-        stored_len: blob.stored.len() as u32,
-        raw_len,
-    };
-    decode_blob(sealer, &entry, &blob.stored, &what())?;
-    Ok(blob)
+        stored: sealer.seal(kind.object_type(), payload),
+    })
 }
 
 /// Opens, decompresses and verifies a stored blob against its id.

@@ -18,9 +18,16 @@
 //! - Errors name the object and the operation; [`crate::Error::is_retryable`] tells transient
 //!   faults from permanent ones (disk full and permission denied are permanent).
 
+pub mod cloud;
+pub mod faulty;
+pub mod limit;
 mod local;
+pub mod retry;
 
+pub use cloud::{CloudOptions, CloudStorage, CloudUrl};
+pub use limit::LimitedStorage;
 pub use local::LocalStorage;
+pub use retry::{RetryPolicy, RetryingStorage};
 
 use crate::error::Result;
 
@@ -97,16 +104,51 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn local_path(&self) -> Option<std::path::PathBuf> {
         None
     }
+
+    /// Whether the store really refuses a second `create` of the same name (some
+    /// S3-compatible stores accept `If-None-Match` and ignore it). May write and remove a
+    /// probe object.
+    fn probe_create_only(&self) -> Result<bool> {
+        Ok(true)
+    }
 }
 
-/// Opens the storage for a repository location given on the command line.
-pub fn open_location(location: &str) -> Result<std::sync::Arc<dyn Storage>> {
-    let path = location.strip_prefix("file://").unwrap_or(location);
-    if path.contains("://") {
-        return Err(crate::Error::Invalid(format!(
-            "repository location {location:?}: only local paths (or file:// URLs) are supported \
-             by this version"
-        )));
+/// How to reach a repository's storage.
+#[derive(Debug, Clone, Default)]
+pub struct StorageOptions {
+    /// Cloud client settings (endpoint, region, ...; see [`CloudOptions`]).
+    pub cloud: CloudOptions,
+    /// Upload limit in bytes per second.
+    pub limit_upload: Option<u64>,
+    /// Download limit in bytes per second.
+    pub limit_download: Option<u64>,
+    /// Retries of transient faults.
+    pub retry: RetryPolicy,
+}
+
+/// Opens the storage for a repository location: a path, `file:///path`, `s3://bucket/prefix`,
+/// `gs://bucket/prefix` or `az://container/prefix`, with retries and limits around it.
+pub fn open(location: &str, opts: &StorageOptions) -> Result<std::sync::Arc<dyn Storage>> {
+    use std::sync::Arc;
+    let backend: Arc<dyn Storage> = match CloudUrl::parse(location)? {
+        Some(url) => Arc::new(CloudStorage::new(&url, location, &opts.cloud)?),
+        None => {
+            let path = location.strip_prefix("file://").unwrap_or(location);
+            Arc::new(LocalStorage::new(path))
+        }
+    };
+    let mut storage: Arc<dyn Storage> = Arc::new(RetryingStorage::new(backend, opts.retry.clone()));
+    if opts.limit_upload.is_some() || opts.limit_download.is_some() {
+        storage = Arc::new(LimitedStorage::new(
+            storage,
+            opts.limit_upload,
+            opts.limit_download,
+        ));
     }
-    Ok(std::sync::Arc::new(LocalStorage::new(path)))
+    Ok(storage)
+}
+
+/// Opens a location with default options.
+pub fn open_location(location: &str) -> Result<std::sync::Arc<dyn Storage>> {
+    open(location, &StorageOptions::default())
 }

@@ -1,0 +1,386 @@
+//! Repositories in object storage (S3 and S3-compatibles, Google Cloud Storage, Azure Blob
+//! Storage) through the `object_store` crate.
+//!
+//! The engine's storage calls are synchronous and come from its worker threads; each call here
+//! runs on a small shared tokio runtime (`block_on`), so uploads and downloads from several
+//! workers proceed concurrently. Transient faults (5xx, throttling, timeouts, connection resets)
+//! are retried by `object_store` with exponential backoff and jitter, bounded in total time;
+//! other 4xx answers are not retried. Create-only writes use `PutMode::Create`
+//! (`If-None-Match: *`); [`CloudStorage::probe_create_only`] checks that the store honours it.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
+
+use super::{FileKind, Storage};
+use crate::error::{Error, Result};
+
+/// The runtime that drives every object store request.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lifeboat-io")
+            .enable_all()
+            .build()
+            // Without a runtime no cloud repository can work; this only fails when the
+            // process cannot create threads or an epoll instance at all.
+            .unwrap_or_else(|e| panic!("cannot start the I/O runtime: {e}"))
+    })
+}
+
+/// Which cloud a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    S3,
+    Gcs,
+    Azure,
+}
+
+/// A parsed repository URL: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudUrl {
+    pub cloud: Cloud,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl CloudUrl {
+    /// Parses a URL; `Ok(None)` when it is not a cloud URL.
+    pub fn parse(url: &str) -> Result<Option<Self>> {
+        let (scheme, rest) = match url.split_once("://") {
+            Some(x) => x,
+            None => return Ok(None),
+        };
+        let cloud = match scheme {
+            "s3" => Cloud::S3,
+            "gs" | "gcs" => Cloud::Gcs,
+            "az" | "azure" => Cloud::Azure,
+            "file" => return Ok(None),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "repository URL {url:?}: unknown scheme {other:?} (use a path, file://, s3://, gs:// or az://)"
+                )))
+            }
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Invalid(format!(
+                "repository URL {url:?} names no bucket or container"
+            )));
+        }
+        Ok(Some(CloudUrl {
+            cloud,
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        }))
+    }
+}
+
+/// Settings of the HTTP client and retries.
+#[derive(Debug, Clone)]
+pub struct CloudOptions {
+    /// `object_store` configuration keys and values (`endpoint`, `region`, `allow_http`,
+    /// `virtual_hosted_style_request`, ...), on top of the cloud's standard environment.
+    pub options: HashMap<String, String>,
+    /// Maximum retries of one request.
+    pub max_retries: usize,
+    /// Bound on the total time spent retrying one request.
+    pub retry_timeout: Duration,
+    /// Bound on one request attempt.
+    pub request_timeout: Duration,
+}
+
+impl Default for CloudOptions {
+    fn default() -> Self {
+        CloudOptions {
+            options: HashMap::new(),
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A repository under a prefix of a bucket or container.
+#[derive(Debug)]
+pub struct CloudStorage {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: String,
+}
+
+fn io_other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// TLS uses rustls with the ring provider (see Cargo.toml), installed once per process.
+fn install_tls_provider() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // Fails only if another provider was installed first, which then serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl CloudStorage {
+    /// Builds the store for `url` with the cloud's environment and `opts`.
+    pub fn new(url: &CloudUrl, display: &str, opts: &CloudOptions) -> Result<Self> {
+        install_tls_provider();
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(15),
+                base: 2.0,
+            },
+            max_retries: opts.max_retries,
+            retry_timeout: opts.retry_timeout,
+        };
+        let client = ClientOptions::new()
+            .with_timeout(opts.request_timeout)
+            .with_connect_timeout(Duration::from_secs(15));
+        let bad = |e: object_store::Error| Error::Invalid(format!("repository {display}: {e}"));
+        let store: Arc<dyn ObjectStore> = match url.cloud {
+            Cloud::S3 => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&url.bucket)
+                    .with_retry(retry)
+                    .with_client_options(client);
+                if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+                    b = b.with_endpoint(endpoint);
+                }
+                for (k, v) in &opts.options {
+                    let key = k
+                        .parse()
+                        .map_err(|e| Error::Invalid(format!("storage option {k:?}: {e}")))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(bad)?)
+            }
+            Cloud::Gcs => {
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&url.bucket)
+                    .with_retry(retry)
+                    .with_client_options(client);
+                for (k, v) in &opts.options {
+                    let key = k
+                        .parse()
+                        .map_err(|e| Error::Invalid(format!("storage option {k:?}: {e}")))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(bad)?)
+            }
+            Cloud::Azure => {
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&url.bucket)
+                    .with_retry(retry)
+                    .with_client_options(client);
+                for (k, v) in &opts.options {
+                    let key = k
+                        .parse()
+                        .map_err(|e| Error::Invalid(format!("storage option {k:?}: {e}")))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(bad)?)
+            }
+        };
+        Ok(CloudStorage {
+            store,
+            prefix: url.prefix.clone(),
+            url: display.to_string(),
+        })
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> ObjectPath {
+        let rel = kind.path(name);
+        if self.prefix.is_empty() {
+            ObjectPath::from(rel)
+        } else {
+            ObjectPath::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    fn dir(&self, kind: FileKind) -> ObjectPath {
+        match (self.prefix.is_empty(), kind.dir()) {
+            (true, d) => ObjectPath::from(d),
+            (false, "") => ObjectPath::from(self.prefix.as_str()),
+            (false, d) => ObjectPath::from(format!("{}/{d}", self.prefix)),
+        }
+    }
+
+    fn err(&self, op: &'static str, kind: FileKind, name: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::NotFound {
+                name: kind.path(name),
+            },
+            other => Error::Storage {
+                op,
+                name: format!("{}/{}", self.url.trim_end_matches('/'), kind.path(name)),
+                cause: io_other(other),
+            },
+        }
+    }
+}
+
+impl Storage for CloudStorage {
+    fn location(&self) -> String {
+        self.url.clone()
+    }
+
+    fn create_layout(&self) -> Result<()> {
+        // Object stores have no directories; the location only has to be empty.
+        let prefix = if self.prefix.is_empty() {
+            None
+        } else {
+            Some(ObjectPath::from(self.prefix.as_str()))
+        };
+        let first = runtime().block_on(async { self.store.list(prefix.as_ref()).try_next().await });
+        match first {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(Error::RepositoryExists {
+                location: self.url.clone(),
+                reason: "the location already holds objects".into(),
+            }),
+            Err(e) => Err(Error::Storage {
+                op: "list",
+                name: self.url.clone(),
+                cause: io_other(e),
+            }),
+        }
+    }
+
+    fn has_config(&self) -> Result<bool> {
+        let p = self.path(FileKind::Config, "config");
+        match runtime().block_on(self.store.head(&p)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err("inspect", FileKind::Config, "config", e)),
+        }
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        runtime()
+            .block_on(async { self.store.get(&p).await?.bytes().await })
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", kind, name, e))
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        let range = offset..offset + u64::from(len);
+        let bytes = runtime()
+            .block_on(self.store.get_range(&p, range))
+            .map_err(|e| self.err("read range of", kind, name, e))?;
+        if bytes.len() != len as usize {
+            return Err(Error::Storage {
+                op: "read range of",
+                name: kind.path(name),
+                cause: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the object is shorter than expected",
+                ),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        let p = self.path(kind, name);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        match runtime().block_on(self.store.put_opts(&p, payload, opts)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.err("write", kind, name, e)),
+        }
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let dir = self.dir(kind);
+        let metas: Vec<object_store::ObjectMeta> = runtime()
+            .block_on(self.store.list(Some(&dir)).try_collect())
+            .map_err(|e| Error::Storage {
+                op: "list",
+                name: format!("{}/{}", self.url.trim_end_matches('/'), kind.dir()),
+                cause: io_other(e),
+            })?;
+        let mut out = Vec::with_capacity(metas.len());
+        for m in metas {
+            let Some(name) = m.location.filename() else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            if kind == FileKind::Config && name != "config" {
+                continue;
+            }
+            out.push((name.to_string(), m.size));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn probe_create_only(&self) -> Result<bool> {
+        let name = format!("probe-{:016x}", rand::random::<u64>());
+        let first = self.create(FileKind::Lock, &name, b"create-only probe")?;
+        let second = self.create(FileKind::Lock, &name, b"create-only probe, second write");
+        self.remove(FileKind::Lock, &name)?;
+        Ok(first && matches!(second, Ok(false)))
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        let p = self.path(kind, name);
+        match runtime().block_on(self.store.delete(&p)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("remove", kind, name, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = CloudUrl::parse("s3://bucket/some/prefix/")
+            .expect("ok")
+            .expect("cloud");
+        assert_eq!(
+            u,
+            CloudUrl {
+                cloud: Cloud::S3,
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        let u = CloudUrl::parse("az://c").expect("ok").expect("cloud");
+        assert_eq!((u.cloud, u.prefix.as_str()), (Cloud::Azure, ""));
+        assert_eq!(
+            CloudUrl::parse("gs://b/p")
+                .expect("ok")
+                .expect("cloud")
+                .cloud,
+            Cloud::Gcs
+        );
+        assert!(CloudUrl::parse("/srv/repo").expect("ok").is_none());
+        assert!(CloudUrl::parse("file:///srv/repo").expect("ok").is_none());
+        assert!(CloudUrl::parse("ftp://x/y").is_err());
+        assert!(CloudUrl::parse("s3:///p").is_err());
+    }
+}

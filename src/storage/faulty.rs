@@ -1,0 +1,181 @@
+//! Fault injection for tests: a storage that fails some calls of the one it wraps, the way
+//! networks and object stores fail — 503 Slow Down, connection resets, requests that stall and
+//! time out, bodies cut short, and permanent refusals (403). Deterministic for a given seed.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{FileKind, Storage};
+use crate::error::{Error, Result};
+
+/// What to inject, as probabilities per call.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer "503 Slow Down" (transient).
+    pub throttle: f64,
+    /// Reset the connection (transient).
+    pub reset: f64,
+    /// Stall, then time out (transient).
+    pub stall: f64,
+    /// Stall duration before the timeout is reported.
+    pub stall_for: Duration,
+    /// Cut a read short (detected as a transient error, as a client detects a body shorter
+    /// than its Content-Length).
+    pub truncate: f64,
+    /// Refuse with 403 Forbidden (permanent).
+    pub forbid: f64,
+    /// A write that fails after the object was stored (the client never hears the answer).
+    pub lost_ack: f64,
+}
+
+/// Counts of injected faults.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub injected: u64,
+    pub calls: u64,
+}
+
+/// A storage that injects [`Faults`] into the one it wraps.
+#[derive(Debug)]
+pub struct FaultyStorage {
+    inner: Arc<dyn Storage>,
+    faults: Faults,
+    rng: Mutex<StdRng>,
+    counts: Mutex<FaultCounts>,
+}
+
+enum Fault {
+    Throttle,
+    Reset,
+    Stall,
+    Truncate,
+    Forbid,
+}
+
+impl FaultyStorage {
+    /// Wraps `inner` with deterministic faults from `seed`.
+    pub fn new(inner: Arc<dyn Storage>, faults: Faults, seed: u64) -> Self {
+        FaultyStorage {
+            inner,
+            faults,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            counts: Mutex::default(),
+        }
+    }
+
+    /// How many calls were made and how many faults injected.
+    pub fn counts(&self) -> FaultCounts {
+        *self.counts.lock()
+    }
+
+    fn draw(&self, read: bool) -> Option<Fault> {
+        let f = &self.faults;
+        let x: f64 = self.rng.lock().gen();
+        let mut c = self.counts.lock();
+        c.calls += 1;
+        let mut edge = 0.0;
+        let mut pick = |p: f64, fault: Fault| {
+            edge += p;
+            (x < edge).then_some(fault)
+        };
+        let fault = pick(f.throttle, Fault::Throttle)
+            .or_else(|| pick(f.reset, Fault::Reset))
+            .or_else(|| pick(f.stall, Fault::Stall))
+            .or_else(|| pick(if read { f.truncate } else { 0.0 }, Fault::Truncate))
+            .or_else(|| pick(f.forbid, Fault::Forbid));
+        if fault.is_some() {
+            c.injected += 1;
+        }
+        fault
+    }
+
+    fn inject(&self, op: &'static str, name: &str, read: bool) -> Result<()> {
+        let err = |kind: io::ErrorKind, msg: &str| Error::Storage {
+            op,
+            name: name.to_string(),
+            cause: io::Error::new(kind, msg.to_string()),
+        };
+        match self.draw(read) {
+            None => Ok(()),
+            Some(Fault::Throttle) => {
+                Err(err(io::ErrorKind::ResourceBusy, "503 Slow Down (injected)"))
+            }
+            Some(Fault::Reset) => Err(err(
+                io::ErrorKind::ConnectionReset,
+                "connection reset by peer (injected)",
+            )),
+            Some(Fault::Stall) => {
+                std::thread::sleep(self.faults.stall_for);
+                Err(err(
+                    io::ErrorKind::TimedOut,
+                    "request timed out (injected stall)",
+                ))
+            }
+            Some(Fault::Truncate) => Err(err(
+                io::ErrorKind::ConnectionAborted,
+                "body ended before its Content-Length (injected truncation)",
+            )),
+            Some(Fault::Forbid) => Err(err(
+                io::ErrorKind::PermissionDenied,
+                "403 Forbidden (injected)",
+            )),
+        }
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create_layout(&self) -> Result<()> {
+        self.inner.create_layout()
+    }
+    fn has_config(&self) -> Result<bool> {
+        self.inject("inspect", "config", true)?;
+        self.inner.has_config()
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.inject("read", name, true)?;
+        self.inner.read(kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        self.inject("read range of", name, true)?;
+        self.inner.read_range(kind, name, offset, len)
+    }
+    fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        self.inject("write", name, false)?;
+        let stored = self.inner.create(kind, name, data)?;
+        let lost: f64 = self.rng.lock().gen();
+        if lost < self.faults.lost_ack {
+            self.counts.lock().injected += 1;
+            return Err(Error::Storage {
+                op: "write",
+                name: name.to_string(),
+                cause: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no answer after the upload (injected)",
+                ),
+            });
+        }
+        Ok(stored)
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.inject("list", kind.dir(), true)?;
+        self.inner.list(kind)
+    }
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inject("remove", name, false)?;
+        self.inner.remove(kind, name)
+    }
+    fn local_path(&self) -> Option<std::path::PathBuf> {
+        self.inner.local_path()
+    }
+    fn probe_create_only(&self) -> Result<bool> {
+        self.inner.probe_create_only()
+    }
+}

@@ -1,0 +1,111 @@
+//! Retrying transient storage faults.
+//!
+//! Wraps any [`Storage`]: an operation that fails with a retryable error
+//! ([`crate::Error::is_retryable`]: timeouts, resets, throttling) is tried again after an
+//! exponential backoff with full jitter, until it succeeds, fails permanently, or the attempts
+//! or the total time run out. Permanent errors (not found, permission denied, disk full,
+//! corruption) are returned at once. A `create` retried after a fault may find its object
+//! already written by the first attempt: it then reports `Ok(false)`, which callers of
+//! content-addressed objects treat as success.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::{FileKind, Storage};
+use crate::error::Result;
+
+/// How hard to retry.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each time.
+    pub initial_backoff: Duration,
+    /// Largest single backoff.
+    pub max_backoff: Duration,
+    /// No new attempt starts after this much time since the first.
+    pub total: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            total: Duration::from_secs(180),
+        }
+    }
+}
+
+/// A storage that retries transient faults of the one it wraps.
+#[derive(Debug)]
+pub struct RetryingStorage {
+    inner: Arc<dyn Storage>,
+    policy: RetryPolicy,
+}
+
+impl RetryingStorage {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Storage>, policy: RetryPolicy) -> Self {
+        RetryingStorage { inner, policy }
+    }
+
+    fn run<T>(&self, what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let mut backoff = self.policy.initial_backoff;
+        let mut attempt = 1;
+        loop {
+            match op() {
+                Err(e) if e.is_retryable() && attempt < self.policy.max_attempts => {
+                    // Full jitter: a random wait up to the current backoff.
+                    let wait = rand::thread_rng().gen_range(Duration::ZERO..=backoff);
+                    if started.elapsed() + wait > self.policy.total {
+                        return Err(e);
+                    }
+                    tracing::debug!(%what, attempt, error = %e, ?wait, "transient storage fault, retrying");
+                    std::thread::sleep(wait);
+                    crate::interrupt::check()?;
+                    backoff = (backoff * 2).min(self.policy.max_backoff);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Storage for RetryingStorage {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create_layout(&self) -> Result<()> {
+        self.run("create layout", || self.inner.create_layout())
+    }
+    fn has_config(&self) -> Result<bool> {
+        self.run("inspect config", || self.inner.has_config())
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.run(name, || self.inner.read(kind, name))
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        self.run(name, || self.inner.read_range(kind, name, offset, len))
+    }
+    fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        self.run(name, || self.inner.create(kind, name, data))
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.run(kind.dir(), || self.inner.list(kind))
+    }
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.run(name, || self.inner.remove(kind, name))
+    }
+    fn local_path(&self) -> Option<std::path::PathBuf> {
+        self.inner.local_path()
+    }
+    fn probe_create_only(&self) -> Result<bool> {
+        self.inner.probe_create_only()
+    }
+}
