@@ -1,0 +1,423 @@
+//! `lifeboat key add | list | remove | passwd | export`: several passwords for one
+//! repository, changing and removing them, and the recovery kit.
+
+#[macro_use]
+mod common;
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const NEW_PASSWORD: &str = "a brand new passphrase 4711";
+const THIRD_PASSWORD: &str = "yet another passphrase 0815";
+const WRONG_PASSWORD: &str = "Tr0ub4dor&3 is not it";
+
+const SECRETS: &[&str] = &[PASSWORD, NEW_PASSWORD, THIRD_PASSWORD, WRONG_PASSWORD];
+
+/// Runs `cmd`, asserting that no password appears in its output.
+#[track_caller]
+fn run(cmd: Command) -> Out {
+    let out = run_cmd(cmd);
+    let all = out.all_output();
+    for secret in SECRETS {
+        assert!(
+            !all.contains(secret),
+            "the output contains the password {secret:?}\n{out}"
+        );
+    }
+    out
+}
+
+/// `lifeboat ARGS...` opened with `password` (from LIFEBOAT_PASSWORD).
+#[track_caller]
+fn with_password(password: &str, args: Vec<OsString>) -> Out {
+    let mut cmd = lifeboat_cmd();
+    cmd.env("LIFEBOAT_PASSWORD", password).args(args);
+    run(cmd)
+}
+
+/// `lifeboat ARGS...` opened with the recovery kit `kit` and no password anywhere.
+#[track_caller]
+fn with_kit(kit: &Path, args: Vec<OsString>) -> Out {
+    let mut cmd = lifeboat_cmd();
+    cmd.env_remove("LIFEBOAT_PASSWORD")
+        .env("LIFEBOAT_RECOVERY_KIT", kit)
+        .args(args);
+    run(cmd)
+}
+
+fn write_password_file(path: &Path, password: &str) {
+    write_file(path, format!("{password}\n").as_bytes());
+}
+
+/// The key objects under `keys/`.
+fn key_ids(repo: &Repo) -> Vec<String> {
+    let mut ids: Vec<String> = fs::read_dir(repo.path.join("keys"))
+        .expect("read keys/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[track_caller]
+fn only_key(repo: &Repo) -> String {
+    let ids = key_ids(repo);
+    assert_eq!(ids.len(), 1, "expected one key: {ids:?}");
+    ids.into_iter().next().expect("one key")
+}
+
+/// `key list --json` opened with `password`.
+#[track_caller]
+fn key_list(repo: &Repo, password: &str) -> Vec<Value> {
+    let out = with_password(
+        password,
+        args!["key", "list", "--json", "--repo", &repo.path],
+    )
+    .success();
+    match out.json() {
+        Value::Array(items) => items,
+        other => panic!("key list --json did not print an array: {other}\n{out}"),
+    }
+}
+
+/// The ids of the listed keys marked `current`.
+fn current_ids(list: &[Value]) -> Vec<String> {
+    list.iter()
+        .filter(|k| k["current"] == Value::Bool(true))
+        .map(|k| string(k, "id"))
+        .collect()
+}
+
+/// `snapshots --json` opened with `password`: asserts success, returns the count.
+#[track_caller]
+fn snapshot_count(repo: &Repo, password: &str) -> usize {
+    let out = with_password(password, args!["snapshots", "--json", "--repo", &repo.path]).success();
+    out.json().as_array().map(Vec::len).expect("an array")
+}
+
+/// Asserts that `password` no longer opens the repository.
+#[track_caller]
+fn assert_password_refused(repo: &Repo, password: &str) {
+    with_password(password, args!["snapshots", "--repo", &repo.path])
+        .expect_code(12)
+        .stderr_contains("wrong password");
+}
+
+/// A repository with one snapshot of a small tree. Returns (repo, scratch, source).
+fn repo_with_snapshot() -> (Repo, Scratch, PathBuf) {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 3, 0, 9);
+    repo.backup(args![&src]);
+    (repo, scratch, src)
+}
+
+/// Exports a recovery kit of `repo` to `path` (opened with the test password).
+#[track_caller]
+fn export_kit(repo: &Repo, path: &Path) {
+    with_password(
+        PASSWORD,
+        args!["key", "export", "--repo", &repo.path, "--output", path],
+    )
+    .success();
+}
+
+/// The two key lines of a kit (the line starting with `lbk1-` and the next).
+#[track_caller]
+fn kit_key_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("lbk1-"))
+        .unwrap_or_else(|| panic!("no line starting with lbk1- in the kit:\n{text}"));
+    assert!(
+        at + 1 < lines.len(),
+        "the kit ends after its first key line"
+    );
+    format!("{}\n{}", lines[at], lines[at + 1])
+}
+
+#[test]
+fn key_add_then_remove_the_old_key() {
+    let (repo, scratch, src) = repo_with_snapshot();
+    let old = only_key(&repo);
+    let new_file = scratch.join("new-password");
+    write_password_file(&new_file, NEW_PASSWORD);
+
+    let out = with_password(
+        PASSWORD,
+        args![
+            "key",
+            "add",
+            "--repo",
+            &repo.path,
+            "--new-password-file",
+            &new_file
+        ],
+    )
+    .success();
+    let ids = key_ids(&repo);
+    assert_eq!(ids.len(), 2, "key add did not add one key: {ids:?}");
+    let new = ids
+        .iter()
+        .find(|id| **id != old)
+        .expect("the new key")
+        .clone();
+    assert!(
+        out.stdout().contains(&new[..8]),
+        "key add does not print the new key's id {}\n{out}",
+        &new[..8]
+    );
+    assert_eq!(
+        file_hash(&repo.path.join("keys").join(&new)),
+        new,
+        "the new key object is not named by its hash"
+    );
+
+    // Both passwords open the repository, each through its own key.
+    assert_eq!(snapshot_count(&repo, NEW_PASSWORD), 1);
+    assert_eq!(snapshot_count(&repo, PASSWORD), 1);
+    let list = key_list(&repo, NEW_PASSWORD);
+    assert_eq!(list.len(), 2, "key list: {list:?}");
+    assert_eq!(current_ids(&list), vec![new.clone()], "key list: {list:?}");
+    let mut listed: Vec<String> = list.iter().map(|k| string(k, "id")).collect();
+    listed.sort();
+    assert_eq!(listed, ids);
+    for k in &list {
+        for field in ["created", "host", "username"] {
+            assert!(k[field].is_string(), "key list entry without {field}: {k}");
+        }
+        assert_eq!(k["host"], hostname().as_str(), "{k}");
+        assert_eq!(k["kdf"]["algorithm"], "argon2id", "{k}");
+        // The test environment's cheap parameters are what new keys get.
+        assert_eq!(k["kdf"]["memory_kib"], 64, "{k}");
+        assert_eq!(k["kdf"]["iterations"], 1, "{k}");
+    }
+    assert_eq!(current_ids(&key_list(&repo, PASSWORD)), vec![old.clone()]);
+
+    // Remove the old key (by prefix) while opened with the new password.
+    with_password(
+        NEW_PASSWORD,
+        args!["key", "remove", "--repo", &repo.path, &old[..8]],
+    )
+    .success();
+    assert_eq!(key_ids(&repo), vec![new.clone()]);
+    assert_password_refused(&repo, PASSWORD);
+    assert_eq!(snapshot_count(&repo, NEW_PASSWORD), 1);
+    let target = scratch.join("target");
+    with_password(
+        NEW_PASSWORD,
+        args!["restore", "--repo", &repo.path, "latest", "--target", &target],
+    )
+    .success();
+    assert_trees_equal(&src, &restored(&target, &src));
+}
+
+#[test]
+fn key_add_takes_the_new_password_from_the_environment() {
+    let (repo, scratch, _src) = repo_with_snapshot();
+
+    let mut cmd = lifeboat_cmd();
+    cmd.env("LIFEBOAT_NEW_PASSWORD", NEW_PASSWORD)
+        .args(args!["key", "add", "--repo", &repo.path]);
+    run(cmd).success();
+    assert_eq!(key_ids(&repo).len(), 2);
+    assert_eq!(snapshot_count(&repo, NEW_PASSWORD), 1);
+
+    let third = scratch.join("third");
+    write_password_file(&third, THIRD_PASSWORD);
+    let mut cmd = lifeboat_cmd();
+    cmd.env("LIFEBOAT_NEW_PASSWORD_FILE", &third)
+        .args(args!["key", "add", "--repo", &repo.path]);
+    run(cmd).success();
+    assert_eq!(key_ids(&repo).len(), 3);
+    assert_eq!(snapshot_count(&repo, THIRD_PASSWORD), 1);
+
+    // No new password and no terminal: refused, nothing added. The repository password is
+    // not taken as the new one.
+    let mut cmd = lifeboat_cmd();
+    cmd.args(args!["key", "add", "--repo", &repo.path]);
+    run(cmd).expect_code(1);
+    assert_eq!(key_ids(&repo).len(), 3);
+
+    // The wrong password adds nothing either.
+    let mut cmd = lifeboat_cmd();
+    cmd.env("LIFEBOAT_PASSWORD", WRONG_PASSWORD)
+        .env("LIFEBOAT_NEW_PASSWORD", NEW_PASSWORD)
+        .args(args!["key", "add", "--repo", &repo.path]);
+    run(cmd).expect_code(12);
+    assert_eq!(key_ids(&repo).len(), 3);
+}
+
+#[test]
+fn key_remove_refuses_the_key_in_use_and_the_last_key() {
+    let (repo, scratch, _src) = repo_with_snapshot();
+    let old = only_key(&repo);
+    let kit = scratch.join("kit.txt");
+    export_kit(&repo, &kit);
+    let mut cmd = lifeboat_cmd();
+    cmd.env("LIFEBOAT_NEW_PASSWORD", NEW_PASSWORD)
+        .args(args!["key", "add", "--repo", &repo.path]);
+    run(cmd).success();
+    let new = key_ids(&repo)
+        .into_iter()
+        .find(|id| *id != old)
+        .expect("new key");
+
+    // The key in use, by full id and by prefix.
+    for id in [old.as_str(), &old[..8]] {
+        with_password(PASSWORD, args!["key", "remove", "--repo", &repo.path, id])
+            .expect_code(1)
+            .stderr_contains("in use");
+    }
+    assert_eq!(key_ids(&repo).len(), 2);
+    // A prefix that matches both keys, and one that matches none.
+    with_password(PASSWORD, args!["key", "remove", "--repo", &repo.path, ""])
+        .expect_code(1)
+        .stderr_contains("several");
+    with_password(
+        PASSWORD,
+        args!["key", "remove", "--repo", &repo.path, "not-a-key"],
+    )
+    .expect_code(1);
+    assert_eq!(key_ids(&repo).len(), 2);
+
+    // Remove the other key, then try to remove the last one with the recovery kit (the only
+    // way it is not also the key in use).
+    with_password(PASSWORD, args!["key", "remove", "--repo", &repo.path, &new]).success();
+    assert_eq!(key_ids(&repo), vec![old.clone()]);
+    let list = with_kit(&kit, args!["key", "list", "--json", "--repo", &repo.path]).success();
+    let list = list.json();
+    assert_eq!(
+        current_ids(list.as_array().expect("array")),
+        Vec::<String>::new(),
+        "opened with a recovery kit, no key is current: {list}"
+    );
+    with_kit(&kit, args!["key", "remove", "--repo", &repo.path, &old])
+        .expect_code(1)
+        .stderr_contains("last key");
+    assert_eq!(key_ids(&repo), vec![old]);
+    assert_eq!(snapshot_count(&repo, PASSWORD), 1);
+    assert_password_refused(&repo, NEW_PASSWORD);
+}
+
+#[test]
+fn key_passwd_replaces_the_password_in_use() {
+    let (repo, scratch, src) = repo_with_snapshot();
+    let old = only_key(&repo);
+    let kit = scratch.join("kit.txt");
+    export_kit(&repo, &kit);
+    let new_file = scratch.join("new-password");
+    write_password_file(&new_file, NEW_PASSWORD);
+
+    with_password(
+        PASSWORD,
+        args![
+            "key",
+            "passwd",
+            "--repo",
+            &repo.path,
+            "--new-password-file",
+            &new_file
+        ],
+    )
+    .success();
+    let new = only_key(&repo);
+    assert_ne!(new, old, "key passwd kept the old key object");
+    assert_password_refused(&repo, PASSWORD);
+    assert_eq!(snapshot_count(&repo, NEW_PASSWORD), 1);
+    let list = key_list(&repo, NEW_PASSWORD);
+    assert_eq!(list.len(), 1, "key list: {list:?}");
+    assert_eq!(current_ids(&list), vec![new.clone()]);
+
+    // The recovery kit stays valid when the password changes.
+    let target = scratch.join("target");
+    with_kit(
+        &kit,
+        args!["restore", "--repo", &repo.path, "latest", "--target", &target],
+    )
+    .success();
+    assert_trees_equal(&src, &restored(&target, &src));
+
+    // key passwd needs a password in use: not with a recovery kit.
+    let mut cmd = lifeboat_cmd();
+    cmd.env_remove("LIFEBOAT_PASSWORD")
+        .env("LIFEBOAT_RECOVERY_KIT", &kit)
+        .env("LIFEBOAT_NEW_PASSWORD", THIRD_PASSWORD)
+        .args(args!["key", "passwd", "--repo", &repo.path]);
+    run(cmd).expect_code(1);
+    assert_eq!(key_ids(&repo), vec![new]);
+    assert_password_refused(&repo, THIRD_PASSWORD);
+}
+
+#[test]
+fn a_lost_password_is_replaced_with_the_recovery_kit() {
+    let (repo, scratch, _src) = repo_with_snapshot();
+    let kit = scratch.join("kit.txt");
+    export_kit(&repo, &kit);
+    let mut cmd = lifeboat_cmd();
+    cmd.env_remove("LIFEBOAT_PASSWORD")
+        .env("LIFEBOAT_NEW_PASSWORD", NEW_PASSWORD)
+        .args(args![
+            "key",
+            "add",
+            "--repo",
+            &repo.path,
+            "--recovery-kit",
+            &kit
+        ]);
+    run(cmd).success();
+    assert_eq!(key_ids(&repo).len(), 2);
+    assert_eq!(snapshot_count(&repo, NEW_PASSWORD), 1);
+}
+
+#[test]
+fn key_export_writes_a_private_kit_once() {
+    let (repo, scratch, _src) = repo_with_snapshot();
+    let kit = scratch.join("kit.txt");
+    export_kit(&repo, &kit);
+    let mode = fs::metadata(&kit).expect("stat kit").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the kit file has mode {mode:o}");
+    let text = fs::read_to_string(&kit).expect("read kit");
+    let key_lines = kit_key_lines(&text);
+    let config: Value =
+        serde_json::from_slice(&fs::read(repo.path.join("config")).expect("read config"))
+            .expect("config is JSON");
+    assert!(
+        text.contains(&string(&config, "id")),
+        "the kit does not name the repository id:\n{text}"
+    );
+
+    // To standard output: the same key.
+    let out = with_password(PASSWORD, args!["key", "export", "--repo", &repo.path]).success();
+    assert_eq!(kit_key_lines(&out.stdout()), key_lines);
+
+    // A second export to the same path is refused and leaves the file alone.
+    with_password(
+        PASSWORD,
+        args!["key", "export", "--repo", &repo.path, "--output", &kit],
+    )
+    .failure();
+    assert_eq!(fs::read_to_string(&kit).expect("read kit"), text);
+
+    // The kit opens the repository without any password.
+    let out = with_kit(&kit, args!["snapshots", "--json", "--repo", &repo.path]).success();
+    assert_eq!(out.json().as_array().map(Vec::len), Some(1), "{out}");
+    let mut cmd = lifeboat_cmd();
+    cmd.env_remove("LIFEBOAT_PASSWORD").args(args![
+        "snapshots",
+        "--repo",
+        &repo.path,
+        "--recovery-kit",
+        &kit
+    ]);
+    run(cmd).success();
+}
