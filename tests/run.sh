@@ -1,13 +1,68 @@
 #!/usr/bin/env bash
-# Runs Lifeboat's whole test suite: unit tests, end-to-end tests of every command, and a
+# Runs Lifeboat's whole test suite: unit tests, end-to-end tests of every command, the cloud
+# backend suite against real servers (moto's S3 server and Azurite, started here), and a
 # compile check of the benchmarks. Installs what the tests need on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
+as_root() { [ "$(id -u)" = 0 ]; }
+
 # setpriv (util-linux) runs the unreadable-file tests as an unprivileged user when run as root.
-if ! need setpriv && [ "$(id -u)" = 0 ] && need apt-get; then
+if ! need setpriv && as_root && need apt-get; then
   apt-get update -qq && apt-get install -y -qq util-linux >/dev/null
 fi
+
+# Cloud emulators: moto's S3 server (PyPI) and Azurite (npm); the Azure SDK makes the
+# container, which object_store cannot.
+if ! need moto_server; then python3 -m pip install --quiet 'moto[server]'; fi
+if ! python3 -c 'import azure.storage.blob' 2>/dev/null; then python3 -m pip install --quiet azure-storage-blob; fi
+if ! need azurite-blob; then npm install --global --silent --no-fund --no-audit azurite >/dev/null; fi
+
+workdir=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "tests/run.sh: $2 did not start on port $1; its log:" >&2
+  cat "$workdir/$2.log" >&2
+  return 1
+}
+
+s3_port=$(free_port)
+moto_server -H 127.0.0.1 -p "$s3_port" >"$workdir/moto.log" 2>&1 &
+pids+=($!)
+az_port=$(free_port)
+azurite-blob --blobHost 127.0.0.1 --blobPort "$az_port" --inMemoryPersistence --disableTelemetry \
+  --skipApiVersionCheck --loose >"$workdir/azurite.log" 2>&1 &
+pids+=($!)
+wait_port "$s3_port" moto
+wait_port "$az_port" azurite
+
+python3 - "$s3_port" "$az_port" <<'PY'
+import sys, urllib.request
+from azure.storage.blob import BlobServiceClient
+s3, az = sys.argv[1], sys.argv[2]
+urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{s3}/lifeboat-test", method="PUT")).read()
+key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+conn = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};"
+        f"BlobEndpoint=http://127.0.0.1:{az}/devstoreaccount1;")
+BlobServiceClient.from_connection_string(conn).create_container("lifeboat-test")
+PY
+
+export LIFEBOAT_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+export LIFEBOAT_TEST_S3_BUCKET=lifeboat-test
+export LIFEBOAT_TEST_AZURITE_URL="http://127.0.0.1:$az_port"
+export LIFEBOAT_TEST_AZURE_CONTAINER=lifeboat-test
 
 cargo test --all-targets "$@"

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
     RetryConfig,
 };
 
@@ -119,8 +119,20 @@ pub struct CloudStorage {
     url: String,
 }
 
-fn io_other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
+/// An `io::Error` carrying the whole cause chain as text (the object store's own messages
+/// are short; the cause says what happened on the wire).
+fn io_other(e: impl std::error::Error) -> io::Error {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    io::Error::other(msg)
 }
 
 /// TLS uses rustls with the ring provider (see Cargo.toml), installed once per process.
@@ -145,16 +157,22 @@ impl CloudStorage {
             max_retries: opts.max_retries,
             retry_timeout: opts.retry_timeout,
         };
-        let client = ClientOptions::new()
-            .with_timeout(opts.request_timeout)
-            .with_connect_timeout(Duration::from_secs(15));
+        // Timeouts go in as configuration keys: replacing the builder's client options would
+        // drop what it read from the environment (AWS_ALLOW_HTTP, proxies, ...).
+        let timeout = format!("{}s", opts.request_timeout.as_secs().max(1));
+        let client_keys = [
+            (ClientConfigKey::Timeout, timeout.as_str()),
+            (ClientConfigKey::ConnectTimeout, "15s"),
+        ];
         let bad = |e: object_store::Error| Error::Invalid(format!("repository {display}: {e}"));
         let store: Arc<dyn ObjectStore> = match url.cloud {
             Cloud::S3 => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&url.bucket)
-                    .with_retry(retry)
-                    .with_client_options(client);
+                    .with_retry(retry);
+                for (k, v) in client_keys {
+                    b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v);
+                }
                 if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
                     b = b.with_endpoint(endpoint);
                 }
@@ -169,8 +187,10 @@ impl CloudStorage {
             Cloud::Gcs => {
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(&url.bucket)
-                    .with_retry(retry)
-                    .with_client_options(client);
+                    .with_retry(retry);
+                for (k, v) in client_keys {
+                    b = b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v);
+                }
                 for (k, v) in &opts.options {
                     let key = k
                         .parse()
@@ -182,8 +202,10 @@ impl CloudStorage {
             Cloud::Azure => {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(&url.bucket)
-                    .with_retry(retry)
-                    .with_client_options(client);
+                    .with_retry(retry);
+                for (k, v) in client_keys {
+                    b = b.with_config(object_store::azure::AzureConfigKey::Client(k), v);
+                }
                 for (k, v) in &opts.options {
                     let key = k
                         .parse()

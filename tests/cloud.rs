@@ -1,0 +1,477 @@
+//! The backend conformance suite: the same checks against a local directory, a real S3 server
+//! (moto) and a real Azure Blob server (Azurite), over HTTP. `tests/run.sh` starts both servers
+//! and sets LIFEBOAT_TEST_S3_ENDPOINT / LIFEBOAT_TEST_S3_BUCKET and LIFEBOAT_TEST_AZURITE_URL /
+//! LIFEBOAT_TEST_AZURE_CONTAINER; without them these tests fail, saying so.
+//!
+//! Also: faults injected under the retry layer (503s, resets, stalls, truncated bodies, lost
+//! acknowledgements) are retried to success, permanent faults fail cleanly, and the repository
+//! stays valid.
+
+mod common;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use lifeboat::backup::{backup, BackupOptions};
+use lifeboat::check::{check, CheckOptions};
+use lifeboat::repo::{Credentials, InitOptions, KdfSetting, Repository};
+use lifeboat::restore::{restore, RestoreOptions};
+use lifeboat::storage::faulty::{Faults, FaultyStorage};
+use lifeboat::storage::{
+    CloudOptions, CloudStorage, CloudUrl, FileKind, LocalStorage, RetryPolicy, RetryingStorage,
+    Storage,
+};
+
+/// A place to put repositories, and how to reach it.
+struct Backend {
+    name: &'static str,
+    /// Base URL; each test appends a unique prefix.
+    base: String,
+    /// Environment for the `lifeboat` process.
+    env: Vec<(&'static str, String)>,
+    /// Options for in-process storage.
+    options: HashMap<String, String>,
+    _scratch: Option<Scratch>,
+}
+
+fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the suite with `bash tests/run.sh`, which starts the S3 and Azure servers")
+    })
+}
+
+fn s3() -> Backend {
+    let endpoint = required("LIFEBOAT_TEST_S3_ENDPOINT");
+    let bucket = required("LIFEBOAT_TEST_S3_BUCKET");
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ];
+    let options = [
+        ("access_key_id", "test"),
+        ("secret_access_key", "test"),
+        ("region", "us-east-1"),
+        ("endpoint", endpoint.as_str()),
+        ("allow_http", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Backend {
+        name: "s3",
+        base: format!("s3://{bucket}"),
+        env,
+        options,
+        _scratch: None,
+    }
+}
+
+fn azure() -> Backend {
+    let url = required("LIFEBOAT_TEST_AZURITE_URL");
+    let container = required("LIFEBOAT_TEST_AZURE_CONTAINER");
+    // object_store reads the emulator's address from the environment only; every test sets
+    // the same value.
+    std::env::set_var("AZURITE_BLOB_STORAGE_URL", &url);
+    Backend {
+        name: "azure",
+        base: format!("az://{container}"),
+        env: vec![
+            ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
+            ("AZURITE_BLOB_STORAGE_URL", url),
+        ],
+        options: [("use_emulator".to_string(), "true".to_string())]
+            .into_iter()
+            .collect(),
+        _scratch: None,
+    }
+}
+
+fn local() -> Backend {
+    let scratch = Scratch::new();
+    Backend {
+        name: "local",
+        base: scratch.path().display().to_string(),
+        env: Vec::new(),
+        options: HashMap::new(),
+        _scratch: Some(scratch),
+    }
+}
+
+fn backends() -> Vec<Backend> {
+    vec![local(), s3(), azure()]
+}
+
+impl Backend {
+    fn url(&self, prefix: &str) -> String {
+        format!("{}/{prefix}-{:08x}", self.base, rand::random::<u32>())
+    }
+
+    fn run(&self, args: Vec<OsString>) -> Out {
+        let mut cmd = lifeboat_cmd();
+        cmd.args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        run_cmd(cmd)
+    }
+
+    /// The storage at `url`, without retries (as the servers see it).
+    fn storage(&self, url: &str) -> Arc<dyn Storage> {
+        match CloudUrl::parse(url).expect("url") {
+            Some(u) => {
+                let opts = CloudOptions {
+                    options: self.options.clone(),
+                    max_retries: 2,
+                    retry_timeout: Duration::from_secs(10),
+                    request_timeout: Duration::from_secs(20),
+                };
+                Arc::new(CloudStorage::new(&u, url, &opts).expect("storage"))
+            }
+            None => Arc::new(LocalStorage::new(url)),
+        }
+    }
+}
+
+/// Replaces an object by a copy with one byte flipped (create-only storage: remove, then
+/// create).
+fn flip_byte(storage: &dyn Storage, kind: FileKind, name: &str, at: usize) {
+    let mut data = storage.read(kind, name).expect("read");
+    let i = at.min(data.len() - 1);
+    data[i] ^= 0x20;
+    storage.remove(kind, name).expect("remove");
+    assert!(storage.create(kind, name, &data).expect("create"));
+}
+
+#[test]
+fn end_to_end_conformance_on_every_backend() {
+    for b in backends() {
+        let scratch = Scratch::new();
+        let src = scratch.join("src");
+        build_plain_tree(&src, 20, 3 << 20, 11);
+        let url = b.url("e2e");
+        let repo = args!["--repo", &url];
+        let with = |cmd: &str, rest: Vec<OsString>| {
+            let mut a = args![cmd];
+            a.extend(repo.clone());
+            a.extend(rest);
+            b.run(a)
+        };
+        with("init", args![]).success();
+        with("init", args![]).expect_code(1); // not twice
+        let first = with("backup", args!["--json", &src]).success();
+        let first = parse_backup_stream(&first).expect("summary");
+        assert_eq!(num(&first, "files_new"), 21, "{}: {first}", b.name);
+        let again = with("backup", args!["--json", &src]).success();
+        let again = parse_backup_stream(&again).expect("summary");
+        assert_eq!(num(&again, "files_unchanged"), 21, "{}: {again}", b.name);
+        assert_eq!(
+            num(&again, "bytes_read"),
+            0,
+            "{}: incremental reads nothing",
+            b.name
+        );
+        write_file(
+            &src.join("changed.txt"),
+            b"a new file after the first backups\n",
+        );
+        with("backup", args![&src]).success();
+
+        let target = scratch.join("target");
+        with("restore", args!["latest", "--target", &target]).success();
+        assert_trees_equal(&src, &restored(&target, &src));
+        with("check", args!["--read-data"]).success();
+
+        // A damaged pack: check names it, restore refuses and leaves the target as it was.
+        let storage = b.storage(&url);
+        let packs = storage.list(FileKind::Pack).expect("list");
+        let (largest, _) = packs
+            .iter()
+            .max_by_key(|(_, size)| *size)
+            .expect("a pack")
+            .clone();
+        flip_byte(storage.as_ref(), FileKind::Pack, &largest, 1000);
+        let out = with("check", args!["--read-data"]).expect_code(1);
+        assert!(
+            out.all_output().contains(&largest),
+            "{}: {}",
+            b.name,
+            out.all_output()
+        );
+        let target2 = scratch.join("target2");
+        std::fs::create_dir(&target2).expect("mkdir");
+        let before = fingerprint(&target2);
+        let out = with("restore", args!["latest", "--target", &target2]).expect_code(1);
+        assert!(
+            out.stderr().contains(&largest),
+            "{}: {}",
+            b.name,
+            out.stderr()
+        );
+        assert_fingerprint_unchanged(&before, &fingerprint(&target2), "the target");
+    }
+}
+
+#[test]
+fn storage_contract_on_every_backend() {
+    for b in backends() {
+        let url = b.url("contract");
+        let s = b.storage(&url);
+        s.create_layout().expect("layout of an empty location");
+        assert!(!s.has_config().expect("has_config"));
+        assert!(s.create(FileKind::Config, "config", b"{}").expect("create"));
+        assert!(s.has_config().expect("has_config"));
+        assert!(
+            s.create_layout().is_err(),
+            "{}: a used location is refused",
+            b.name
+        );
+
+        // Create-only: a second create keeps the first content.
+        assert!(s.create(FileKind::Index, "aa11", b"first").expect("create"));
+        assert!(!s
+            .create(FileKind::Index, "aa11", b"second")
+            .expect("create again"));
+        assert_eq!(s.read(FileKind::Index, "aa11").expect("read"), b"first");
+        assert!(s.probe_create_only().expect("probe"), "{}", b.name);
+
+        // Ranges, and short ranges are errors, not short data.
+        assert!(s
+            .create(FileKind::Pack, "ab0123", b"0123456789")
+            .expect("create"));
+        assert_eq!(
+            s.read_range(FileKind::Pack, "ab0123", 2, 3).expect("range"),
+            b"234"
+        );
+        assert!(
+            s.read_range(FileKind::Pack, "ab0123", 8, 5).is_err(),
+            "{}",
+            b.name
+        );
+        assert!(matches!(
+            s.read(FileKind::Snapshot, "missing"),
+            Err(lifeboat::Error::NotFound { .. })
+        ));
+
+        // Listing past 1,000 objects (one page of S3 and Azure listings).
+        let names: Vec<String> = (0..1100).map(|i| format!("{i:064x}")).collect();
+        std::thread::scope(|sc| {
+            for chunk in names.chunks(275) {
+                let s = &s;
+                sc.spawn(move || {
+                    for n in chunk {
+                        s.create(FileKind::Snapshot, n, n.as_bytes())
+                            .expect("create");
+                    }
+                });
+            }
+        });
+        let listed = s.list(FileKind::Snapshot).expect("list");
+        assert_eq!(listed.len(), 1100, "{}", b.name);
+        assert!(listed.iter().all(|(_, size)| *size == 64));
+        let packs = s.list(FileKind::Pack).expect("list packs");
+        assert_eq!(packs, vec![("ab0123".to_string(), 10)], "{}", b.name);
+
+        s.remove(FileKind::Index, "aa11").expect("remove");
+        s.remove(FileKind::Index, "aa11")
+            .expect("removing a missing object is not an error");
+        assert!(s.list(FileKind::Index).expect("list").is_empty());
+    }
+}
+
+#[test]
+fn eight_way_create_race_has_exactly_one_winner() {
+    for b in backends() {
+        let url = b.url("race");
+        let s = b.storage(&url);
+        s.create_layout().expect("layout");
+        let wins: Vec<bool> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let s = &s;
+                    sc.spawn(move || {
+                        s.create(FileKind::Lock, "contended", &[i; 100])
+                            .expect("create")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        assert_eq!(
+            wins.iter().filter(|w| **w).count(),
+            1,
+            "{}: {wins:?}",
+            b.name
+        );
+    }
+}
+
+#[test]
+fn odd_prefixes_and_repository_names_work() {
+    for b in backends().into_iter().filter(|b| b.name != "local") {
+        let scratch = Scratch::new();
+        let src = scratch.join("src");
+        build_plain_tree(&src, 3, 0, 5);
+        let url = format!("{}/odd prefix ü+%/repo", b.url("odd"));
+        b.run(args!["init", "--repo", &url]).success();
+        b.run(args!["backup", "--repo", &url, &src]).success();
+        let target = scratch.join("t");
+        b.run(args![
+            "restore", "--repo", &url, "latest", "--target", &target
+        ])
+        .success();
+        assert_trees_equal(&src, &restored(&target, &src));
+    }
+}
+
+fn fast_init() -> InitOptions {
+    InitOptions {
+        pack_size: 1 << 20,
+        kdf: KdfSetting::Fixed {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..InitOptions::default()
+    }
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 12,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(100),
+        total: Duration::from_secs(60),
+    }
+}
+
+/// Backup, restore and check through a storage with `faults` under the retry layer.
+fn run_through(s: Arc<dyn Storage>, src: &Path, target: &Path) -> lifeboat::Result<()> {
+    let repo = Repository::init(s.clone(), &fast_init(), Some(b"pw"))?;
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        host: "faulty".into(),
+        ..BackupOptions::default()
+    };
+    let done = backup(&repo, &opts, Arc::default())?;
+    let repo = Repository::open(s, || Ok(Credentials::Password(b"pw".to_vec().into())))?;
+    let index = repo.load_index()?;
+    let ropts = RestoreOptions {
+        target: target.to_path_buf(),
+        ..RestoreOptions::default()
+    };
+    let report = restore(&repo, &index, &done.snapshot.tree, &ropts, Arc::default())?;
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    let report = check(
+        &repo,
+        &CheckOptions {
+            read_data: true,
+            threads: 0,
+        },
+        Arc::default(),
+    )?;
+    assert!(report.is_ok(), "{:?}", report.errors);
+    Ok(())
+}
+
+#[test]
+fn transient_faults_are_retried_and_the_repository_stays_valid() {
+    for b in [local(), s3()] {
+        let scratch = Scratch::new();
+        let src = scratch.join("src");
+        build_plain_tree(&src, 30, 5 << 20, 21);
+        let url = b.url("faults");
+        let faults = Faults {
+            throttle: 0.08,
+            reset: 0.05,
+            stall: 0.02,
+            stall_for: Duration::from_millis(30),
+            truncate: 0.05,
+            lost_ack: 0.05,
+            ..Faults::default()
+        };
+        let faulty = Arc::new(FaultyStorage::new(b.storage(&url), faults, 7));
+        let s: Arc<dyn Storage> = Arc::new(RetryingStorage::new(faulty.clone(), quick_retries()));
+        let target = scratch.join("target");
+        run_through(s, &src, &target).unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        assert_trees_equal(&src, &restored(&target, &src));
+        let counts = faulty.counts();
+        assert!(
+            counts.injected >= 5,
+            "{}: faults were injected: {counts:?}",
+            b.name
+        );
+    }
+}
+
+#[test]
+fn permanent_faults_fail_cleanly_and_leave_a_valid_repository() {
+    for b in [local(), s3()] {
+        let scratch = Scratch::new();
+        let src = scratch.join("src");
+        build_plain_tree(&src, 10, 3 << 20, 31);
+        let url = b.url("forbidden");
+        let clean = b.storage(&url);
+        let repo = Repository::init(clean.clone(), &fast_init(), Some(b"pw")).expect("init");
+        // Every third call is refused with 403: the backup must fail with a storage error
+        // naming an object, write no snapshot, and not retry forever.
+        let faults = Faults {
+            forbid: 0.34,
+            ..Faults::default()
+        };
+        let faulty: Arc<dyn Storage> = Arc::new(RetryingStorage::new(
+            Arc::new(FaultyStorage::new(clean.clone(), faults, 3)),
+            quick_retries(),
+        ));
+        let failing = Repository::open(faulty, || Ok(Credentials::Password(b"pw".to_vec().into())));
+        let result = failing.and_then(|r| {
+            backup(
+                &r,
+                &BackupOptions {
+                    paths: vec![src.clone()],
+                    host: "h".into(),
+                    ..BackupOptions::default()
+                },
+                Arc::default(),
+            )
+        });
+        let err = result.expect_err("a 403 is permanent");
+        assert!(err.to_string().contains("403"), "{}: {err}", b.name);
+        assert!(!err.is_retryable());
+        assert!(
+            repo.load_snapshots().expect("list").is_empty(),
+            "{}: no snapshot",
+            b.name
+        );
+        let report = check(
+            &repo,
+            &CheckOptions {
+                read_data: true,
+                threads: 0,
+            },
+            Arc::default(),
+        )
+        .expect("check");
+        assert!(report.is_ok(), "{}: {:?}", b.name, report.errors);
+        // And a backup through the healthy storage succeeds afterwards.
+        backup(
+            &repo,
+            &BackupOptions {
+                paths: vec![src.clone()],
+                host: "h".into(),
+                ..BackupOptions::default()
+            },
+            Arc::default(),
+        )
+        .expect("backup after the fault");
+    }
+}
