@@ -475,3 +475,89 @@ fn permanent_faults_fail_cleanly_and_leave_a_valid_repository() {
         .expect("backup after the fault");
     }
 }
+
+#[test]
+fn metadata_cache_spares_downloads_and_can_be_deleted() {
+    let b = s3();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 40, 0, 41);
+    let url = b.url("cache");
+    let cache_dir = scratch.join("cache");
+    let counted = Arc::new(FaultyStorage::new(b.storage(&url), Faults::default(), 1));
+    let storage: Arc<dyn Storage> = counted.clone();
+    let open = |cache: Option<&Path>| {
+        Repository::open(storage.clone(), || {
+            Ok(Credentials::Password(b"pw".to_vec().into()))
+        })
+        .expect("open")
+        .with_cache(cache)
+    };
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        host: "cached".into(),
+        ..BackupOptions::default()
+    };
+    Repository::init(storage.clone(), &fast_init(), Some(b"pw")).expect("init");
+    backup(&open(Some(&cache_dir)), &opts, Arc::default()).expect("first backup");
+
+    // The first backup filled the cache as it wrote: an incremental backup now reads only
+    // the config and the key from the storage.
+    let before = counted.counts().reads;
+    let second = backup(&open(Some(&cache_dir)), &opts, Arc::default()).expect("second backup");
+    assert_eq!(second.snapshot.summary.files_unchanged, 40);
+    let with_cache = counted.counts().reads - before;
+    assert!(with_cache <= 2, "reads with a warm cache: {with_cache}");
+
+    // Without the cache the same backup downloads index, snapshots and listings.
+    let before = counted.counts().reads;
+    backup(&open(None), &opts, Arc::default()).expect("backup without cache");
+    let without = counted.counts().reads - before;
+    assert!(without > with_cache + 2, "reads without cache: {without}");
+
+    // The cache can be deleted at any time; a damaged entry is ignored and replaced.
+    std::fs::remove_dir_all(&cache_dir).expect("rm cache");
+    let repo = open(Some(&cache_dir));
+    let snaps = repo.load_snapshots().expect("snapshots");
+    assert_eq!(snaps.len(), 3);
+    for entry in walkdir::WalkDir::new(&cache_dir).into_iter().flatten() {
+        if entry.file_type().is_file()
+            && !entry.file_name().to_string_lossy().starts_with("CACHEDIR")
+        {
+            std::fs::write(entry.path(), b"garbage").expect("damage the cache");
+        }
+    }
+    let repo = open(Some(&cache_dir));
+    assert_eq!(repo.load_snapshots().expect("snapshots").len(), 3);
+    let index = repo.load_index().expect("index");
+    let target = scratch.join("t");
+    let ropts = RestoreOptions {
+        target: target.clone(),
+        ..RestoreOptions::default()
+    };
+    restore(&repo, &index, &snaps[2].1.tree, &ropts, Arc::default()).expect("restore");
+    assert_trees_equal(&src, &restored(&target, &src));
+
+    // --no-cache: nothing is created.
+    let xdg = scratch.join("xdg");
+    let mut cmd = lifeboat_cmd();
+    cmd.args(args!["snapshots", "--no-cache", "--repo", &url])
+        .env_remove("LIFEBOAT_CACHE_DIR")
+        .env("XDG_CACHE_HOME", &xdg);
+    for (k, v) in &b.env {
+        cmd.env(k, v);
+    }
+    cmd.env("LIFEBOAT_PASSWORD", "pw");
+    run_cmd(cmd).success();
+    assert!(!xdg.exists(), "--no-cache created {}", xdg.display());
+    let mut cmd = lifeboat_cmd();
+    cmd.args(args!["snapshots", "--repo", &url])
+        .env_remove("LIFEBOAT_CACHE_DIR")
+        .env("XDG_CACHE_HOME", &xdg);
+    for (k, v) in &b.env {
+        cmd.env(k, v);
+    }
+    cmd.env("LIFEBOAT_PASSWORD", "pw");
+    run_cmd(cmd).success();
+    assert!(xdg.join("lifeboat/CACHEDIR.TAG").exists());
+}

@@ -347,6 +347,9 @@ fn store_pack(shared: &Shared, pack: PackBuilder) -> Result<()> {
         ));
     }
     let id = shared.repo.save_pack(&bytes)?;
+    if entries.first().is_some_and(|e| e.kind == BlobKind::Tree) {
+        shared.repo.cache_tree_pack(&id, &bytes);
+    }
     Progress::add(&shared.progress.bytes_written, bytes.len() as u64);
     shared.written.lock().push((id, entries));
     Ok(())

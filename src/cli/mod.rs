@@ -70,6 +70,13 @@ pub struct RepoArgs {
     /// cloud's standard environment (AWS_*, GOOGLE_*, AZURE_*) is read too.
     #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_option)]
     pub options: Vec<(String, String)>,
+    /// Where to keep the metadata cache of cloud repositories (default: $XDG_CACHE_HOME/lifeboat
+    /// or ~/.cache/lifeboat).
+    #[arg(long, env = "LIFEBOAT_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not use or create the local metadata cache.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Limit uploads to this many KiB/s.
     #[arg(long, env = "LIFEBOAT_LIMIT_UPLOAD", value_name = "KIB_PER_SEC")]
     pub limit_upload: Option<u64>,
@@ -96,7 +103,15 @@ impl RepoArgs {
     }
 
     fn open(&self) -> Result<Repository> {
-        Ok(Repository::open(self.storage()?, || self.credentials())?)
+        let repo = Repository::open(self.storage()?, || self.credentials())?;
+        let cache = if self.no_cache {
+            None
+        } else {
+            self.cache_dir
+                .clone()
+                .or_else(lifeboat::repo::cache::default_dir)
+        };
+        Ok(repo.with_cache(cache.as_deref()))
     }
 
     fn credentials(&self) -> lifeboat::Result<Credentials> {

@@ -3,6 +3,7 @@
 //! Every object goes through [`Sealer`] (one seal/open place) and is named by the BLAKE3 hash
 //! of its stored bytes, which is checked on every read. Objects are written create-only.
 
+pub mod cache;
 pub mod config;
 pub mod index;
 pub mod key;
@@ -100,6 +101,8 @@ pub struct Repository {
     master: Option<Arc<MasterKey>>,
     /// The key object that opened the repository.
     key_id: Option<String>,
+    /// Local copies of metadata objects (cloud repositories).
+    cache: Option<Arc<cache::MetadataCache>>,
 }
 
 fn this_host() -> (String, String) {
@@ -180,6 +183,7 @@ impl Repository {
             sealer,
             master,
             key_id,
+            cache: None,
         })
     }
 
@@ -214,6 +218,7 @@ impl Repository {
                 sealer: Sealer::plain(),
                 master: None,
                 key_id: None,
+                cache: None,
             });
         }
         let (master, key_id, via_kit) = match credentials()? {
@@ -273,7 +278,20 @@ impl Repository {
             sealer,
             master: Some(Arc::new(master)),
             key_id,
+            cache: None,
         })
+    }
+
+    /// Uses a local metadata cache under `base` (for repositories not on a local disk;
+    /// a local repository is its own cache).
+    pub fn with_cache(mut self, base: Option<&std::path::Path>) -> Self {
+        self.cache = match base {
+            Some(b) if self.storage.local_path().is_none() => {
+                cache::MetadataCache::open(b, &self.config.id).map(Arc::new)
+            }
+            _ => None,
+        };
+        self
     }
 
     /// The master key (encrypted repositories).
@@ -384,6 +402,9 @@ impl Repository {
             ));
         }
         self.storage.create(kind, &name, &stored)?;
+        if let Some(c) = &self.cache {
+            c.put(kind, &name, &stored);
+        }
         Ok(id)
     }
 
@@ -415,7 +436,18 @@ impl Repository {
     /// Reads a metadata object, verifying it against its name.
     fn load_metadata(&self, kind: FileKind, ty: ObjectType, name: &str) -> Result<Vec<u8>> {
         let what = kind.path(name);
-        let stored = self.storage.read(kind, name)?;
+        let stored = match self.cache.as_ref().and_then(|c| c.get(kind, name)) {
+            Some(cached) => cached,
+            None => {
+                let fetched = self.storage.read(kind, name)?;
+                if let Some(c) = &self.cache {
+                    if blake3::hash(&fetched).to_hex().as_str() == name {
+                        c.put(kind, name, &fetched);
+                    }
+                }
+                fetched
+            }
+        };
         if blake3::hash(&stored).to_hex().as_str() != name {
             return Err(Error::corrupt(
                 &what,
@@ -442,10 +474,23 @@ impl Repository {
     /// Loads and merges every index object.
     pub fn load_index(&self) -> Result<Index> {
         let mut idx = Index::default();
-        for (name, _) in self.storage.list(FileKind::Index)? {
+        let names = self.storage.list(FileKind::Index)?;
+        if let Some(c) = &self.cache {
+            c.retain(
+                FileKind::Index,
+                &names.iter().map(|(n, _)| n.clone()).collect(),
+            );
+        }
+        for (name, _) in names {
             for (pack, entries) in self.load_index_file(&name)? {
                 idx.add_pack(pack, &entries);
             }
+        }
+        if let Some(c) = &self.cache {
+            c.retain(
+                FileKind::Pack,
+                &idx.packs().iter().map(PackId::to_hex).collect(),
+            );
         }
         Ok(idx)
     }
@@ -500,14 +545,43 @@ impl Repository {
             .get(id)
             .ok_or_else(|| Error::MissingBlob { id: id.to_hex() })?;
         let pack = index.pack_id(e.pack);
-        let what = FileKind::Pack.path(&pack.to_hex());
-        let stored = self.storage.read_range(
-            FileKind::Pack,
-            &pack.to_hex(),
-            u64::from(e.offset),
-            e.stored_len,
-        )?;
+        let name = pack.to_hex();
+        let what = FileKind::Pack.path(&name);
+        if let (Some(cache), BlobKind::Tree) = (&self.cache, e.kind) {
+            // Packs of directory listings are cached whole: an incremental backup or a
+            // restore reads many listings from few packs.
+            let whole = match cache.get(FileKind::Pack, &name) {
+                Some(w) => w,
+                None => {
+                    let w = self.storage.read(FileKind::Pack, &name)?;
+                    if PackId::hash(&w) != pack {
+                        return Err(Error::corrupt(
+                            &what,
+                            "content does not match its name (damaged)",
+                        ));
+                    }
+                    cache.put(FileKind::Pack, &name, &w);
+                    w
+                }
+            };
+            let stored = whole
+                .get(e.offset as usize..e.offset as usize + e.stored_len as usize)
+                .ok_or_else(|| {
+                    Error::corrupt(&what, "the index places a chunk beyond the end of the pack")
+                })?;
+            return pack::decode_blob(&self.sealer, &e.to_pack_entry(*id), stored, &what);
+        }
+        let stored =
+            self.storage
+                .read_range(FileKind::Pack, &name, u64::from(e.offset), e.stored_len)?;
         pack::decode_blob(&self.sealer, &e.to_pack_entry(*id), &stored, &what)
+    }
+
+    /// Keeps a copy of a pack of directory listings just written (write-through cache).
+    pub fn cache_tree_pack(&self, id: &PackId, bytes: &[u8]) {
+        if let Some(c) = &self.cache {
+            c.put(FileKind::Pack, &id.to_hex(), bytes);
+        }
     }
 
     /// Reads a directory listing.

@@ -38,6 +38,8 @@ pub struct Faults {
 pub struct FaultCounts {
     pub injected: u64,
     pub calls: u64,
+    /// Calls of `read` and `read_range`.
+    pub reads: u64,
 }
 
 /// A storage that injects [`Faults`] into the one it wraps.
@@ -140,10 +142,12 @@ impl Storage for FaultyStorage {
         self.inner.has_config()
     }
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.counts.lock().reads += 1;
         self.inject("read", name, true)?;
         self.inner.read(kind, name)
     }
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        self.counts.lock().reads += 1;
         self.inject("read range of", name, true)?;
         self.inner.read_range(kind, name, offset, len)
     }

@@ -63,6 +63,11 @@ pub fn lifeboat_env_for(cmd: &mut Command) {
     ] {
         cmd.env_remove(var);
     }
+    // Cloud tests cache metadata; keep it out of the user's cache.
+    cmd.env(
+        "LIFEBOAT_CACHE_DIR",
+        std::env::temp_dir().join("lifeboat-test-cache"),
+    );
     cmd.env("LIFEBOAT_PASSWORD", PASSWORD)
         .env("LIFEBOAT_KDF_MEMORY_KIB", "64")
         .env("LIFEBOAT_KDF_ITERATIONS", "1")
