@@ -561,3 +561,32 @@ fn metadata_cache_spares_downloads_and_can_be_deleted() {
     run_cmd(cmd).success();
     assert!(xdg.join("lifeboat/CACHEDIR.TAG").exists());
 }
+
+#[test]
+fn large_objects_go_up_in_parts_and_stay_create_only() {
+    for b in backends() {
+        let url = b.url("large");
+        let s = b.storage(&url);
+        s.create_layout().expect("layout");
+        let big = random_bytes(lifeboat::storage::cloud::MULTIPART_THRESHOLD + (5 << 20), 9);
+        assert!(
+            s.create(FileKind::Pack, "cd0001", &big).expect("create"),
+            "{}",
+            b.name
+        );
+        assert!(
+            !s.create(FileKind::Pack, "cd0001", b"other")
+                .expect("create again"),
+            "{}",
+            b.name
+        );
+        let tail = s
+            .read_range(FileKind::Pack, "cd0001", big.len() as u64 - 100, 100)
+            .expect("range at the end");
+        assert_eq!(tail, &big[big.len() - 100..], "{}", b.name);
+        assert_eq!(
+            s.read(FileKind::Pack, "cd0001").expect("read").len(),
+            big.len()
+        );
+    }
+}

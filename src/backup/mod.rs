@@ -48,6 +48,8 @@ pub struct BackupOptions {
     pub host: String,
     /// Worker threads for reading and for compressing (0: one per core).
     pub threads: usize,
+    /// Packs stored concurrently (0: 2; more helps with high-latency cloud storage).
+    pub uploads: usize,
 }
 
 /// A finished backup.
@@ -153,6 +155,10 @@ pub fn backup(
         let (job_tx, job_rx) = crossbeam_channel::unbounded();
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(threads * 2);
         let (pack_tx, pack_rx) = crossbeam_channel::bounded(1);
+        let opts = &BackupOptions {
+            uploads: if opts.uploads == 0 { 2 } else { opts.uploads },
+            ..opts.clone()
+        };
         let (event_tx, event_rx) = crossbeam_channel::bounded(8192);
         let shared = &shared;
         let mut workers = Vec::new();
@@ -168,7 +174,7 @@ pub fn backup(
         }
         drop(chunk_rx);
         let mut uploaders = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..opts.uploads.max(1) {
             let packs = pack_rx.clone();
             uploaders.push(s.spawn(move || pipeline::uploader(shared, packs)));
         }

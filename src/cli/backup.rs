@@ -34,6 +34,10 @@ pub struct BackupArgs {
     /// Host name to record (default: this machine's).
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
+    /// Packs stored concurrently (default 2; 4-8 help with distant cloud storage). Each
+    /// upload in flight holds one pack (16 MiB by default) in memory.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    upload_concurrency: usize,
     /// Print progress events and the summary as JSON lines.
     #[arg(long)]
     json: bool,
@@ -56,6 +60,7 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
         tags: a.tag.clone(),
         host: a.host.clone().unwrap_or_else(super::hostname),
         threads: 0,
+        uploads: a.upload_concurrency,
     };
     let progress = super::progress();
     let outcome = {

@@ -38,6 +38,12 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Objects larger than this are uploaded in parts (packs of the default 16 MiB go in one PUT,
+/// which costs fewer requests).
+pub const MULTIPART_THRESHOLD: usize = 32 << 20;
+/// Size of one part of a multipart upload.
+const MULTIPART_PART: usize = 16 << 20;
+
 /// Which cloud a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cloud {
@@ -318,6 +324,26 @@ impl Storage for CloudStorage {
 
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
         let p = self.path(kind, name);
+        if data.len() > MULTIPART_THRESHOLD {
+            // Multipart uploads cannot be conditional everywhere: look first. Objects this
+            // large are packs, named by the hash of their content, so a concurrent writer of
+            // the same name writes the same bytes.
+            match runtime().block_on(self.store.head(&p)) {
+                Ok(_) => return Ok(false),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("inspect", kind, name, e)),
+            }
+            let result = runtime().block_on(async {
+                let upload = self.store.put_multipart(&p).await?;
+                let mut w =
+                    object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+                w.write(data);
+                w.finish().await
+            });
+            return result
+                .map(|_| true)
+                .map_err(|e| self.err("write", kind, name, e));
+        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
