@@ -590,3 +590,84 @@ fn large_objects_go_up_in_parts_and_stay_create_only() {
         );
     }
 }
+
+/// A store that accepts `If-None-Match` and ignores it (as Garage 2.5 does): a second create
+/// of a name replaces the object and reports success.
+#[derive(Debug)]
+struct IgnoresCreateOnly(Arc<dyn Storage>);
+
+impl Storage for IgnoresCreateOnly {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn create_layout(&self) -> lifeboat::Result<()> {
+        self.0.create_layout()
+    }
+    fn has_config(&self) -> lifeboat::Result<bool> {
+        self.0.has_config()
+    }
+    fn read(&self, kind: FileKind, name: &str) -> lifeboat::Result<Vec<u8>> {
+        self.0.read(kind, name)
+    }
+    fn read_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> lifeboat::Result<Vec<u8>> {
+        self.0.read_range(kind, name, offset, len)
+    }
+    fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> lifeboat::Result<bool> {
+        self.0.remove(kind, name)?;
+        self.0.create(kind, name, data)
+    }
+    fn list(&self, kind: FileKind) -> lifeboat::Result<Vec<(String, u64)>> {
+        self.0.list(kind)
+    }
+    fn remove(&self, kind: FileKind, name: &str) -> lifeboat::Result<()> {
+        self.0.remove(kind, name)
+    }
+    fn probe_create_only(&self) -> lifeboat::Result<bool> {
+        let name = "probe-ignores";
+        let first = self.create(FileKind::Lock, name, b"1")?;
+        let second = self.create(FileKind::Lock, name, b"2")?;
+        self.remove(FileKind::Lock, name)?;
+        Ok(first && !second)
+    }
+}
+
+#[test]
+fn a_store_that_ignores_create_only_is_detected_and_recorded() {
+    let b = s3();
+    let honest = b.storage(&b.url("honest"));
+    let repo = Repository::init(honest, &fast_init(), Some(b"pw")).expect("init");
+    assert_eq!(repo.config().storage_create_only, Some(true));
+    let lying: Arc<dyn Storage> = Arc::new(IgnoresCreateOnly(b.storage(&b.url("lying"))));
+    let repo = Repository::init(lying.clone(), &fast_init(), Some(b"pw")).expect("init");
+    assert_eq!(repo.config().storage_create_only, Some(false));
+    // Backups still work and restore (content-addressed objects), with a warning.
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 5, 0, 3);
+    let target = scratch.join("t");
+    let repo =
+        Repository::open(lying, || Ok(Credentials::Password(b"pw".to_vec().into()))).expect("open");
+    let done = backup(
+        &repo,
+        &BackupOptions {
+            paths: vec![src.clone()],
+            host: "h".into(),
+            ..BackupOptions::default()
+        },
+        Arc::default(),
+    )
+    .expect("backup");
+    let index = repo.load_index().expect("index");
+    let ropts = RestoreOptions {
+        target: target.clone(),
+        ..RestoreOptions::default()
+    };
+    restore(&repo, &index, &done.snapshot.tree, &ropts, Arc::default()).expect("restore");
+    assert_trees_equal(&src, &restored(&target, &src));
+}

@@ -127,6 +127,15 @@ pub fn backup(
         .into_iter()
         .collect();
 
+    // A writer checks again that the store refuses to replace objects (a store can change
+    // behind a URL); read-only commands never write probes.
+    if !repo.storage().probe_create_only()? {
+        tracing::warn!(
+            location = %repo.storage().location(),
+            "the storage accepted a second create-only write of one name: it ignores If-None-Match; \
+             backups stay correct (objects are content-addressed) but concurrent writers cannot be coordinated through it"
+        );
+    }
     let index = Arc::new(repo.load_index()?);
     let parent = repo
         .load_snapshots()?
