@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Lifeboat on a local S3 server (moto) against local disk, on the comparison dataset:
+# full backup, no-change incremental, restore; wall time, CPU, peak RSS, and the number of
+# HTTP requests per GiB of source data (counted from the server's request log).
+#
+# Usage: benches/compare/s3.sh [--size-mib N] [--lifeboat BIN] [--workdir DIR]
+# moto's server is single-threaded Python: it, not Lifeboat, bounds the S3 throughput here.
+set -euo pipefail
+export LC_ALL=C
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PROJECT_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+SIZE_MIB=2048
+WORKDIR=${TMPDIR:-/tmp}/lifeboat-bench
+LIFEBOAT=$PROJECT_ROOT/target/release/lifeboat
+while (($#)); do
+    case $1 in
+        --size-mib) SIZE_MIB=$2; shift 2 ;;
+        --lifeboat) LIFEBOAT=$2; shift 2 ;;
+        --workdir) WORKDIR=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[[ -x $LIFEBOAT ]] || (cd "$PROJECT_ROOT" && cargo build --release --bin lifeboat)
+command -v moto_server >/dev/null || python3 -m pip install --quiet 'moto[server]'
+mkdir -p "$WORKDIR"
+DATA=$WORKDIR/dataset-${SIZE_MIB}m-seed1
+if [[ ! -f $DATA.stamp ]]; then
+    python3 "$SCRIPT_DIR/gen_dataset.py" --size-mib "$SIZE_MIB" --seed 1 "$DATA"
+    touch "$DATA.stamp"
+fi
+RUN=$WORKDIR/s3-run
+rm -rf "$RUN"; mkdir -p "$RUN"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+moto_server -H 127.0.0.1 -p "$PORT" >"$RUN/moto.log" 2>&1 &
+MOTO=$!
+trap 'kill $MOTO 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+python3 -c "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:$PORT/bench', method='PUT')).read()"
+
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT AWS_ALLOW_HTTP=true
+export LIFEBOAT_PASSWORD=lifeboat-bench LIFEBOAT_CACHE_DIR=$RUN/cache
+find "$DATA" -type f -print0 | xargs -0 -r cat >/dev/null
+GIB=$(du -sb "$DATA" | awk '{ printf "%.3f", $1 / 1073741824 }')
+
+requests() { grep -cE '"(GET|PUT|POST|HEAD|DELETE) ' "$RUN/moto.log" || true; }
+printf '| repository | phase | wall s | CPU s | peak RSS MiB | requests | requests per GiB |\n|---|---|---:|---:|---:|---:|---:|\n'
+phase() { # NAME PHASE CMD...
+    local name=$1 ph=$2; shift 2
+    local before after
+    before=$(requests)
+    /usr/bin/time -f '%e %U %S %M' -o "$RUN/time" "$@" >"$RUN/$name-$ph.log" 2>&1
+    after=$(requests)
+    read -r wall user sys rss <"$RUN/time"
+    local req=$((after - before))
+    [[ $name == local ]] && req=0
+    awk -v n="$name" -v p="$ph" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v q="$req" -v g="$GIB" \
+        'BEGIN { printf "| %s | %s | %.2f | %.2f | %.1f | %s | %.0f |\n", n, p, w, u + s, r / 1024, (n == "local" ? "-" : q), (n == "local" ? 0 : q / g) }'
+}
+for name in local s3; do
+    if [[ $name == local ]]; then REPO=$RUN/local-repo; else REPO=s3://bench/repo; fi
+    "$LIFEBOAT" init --repo "$REPO" >/dev/null
+    phase "$name" "full backup" "$LIFEBOAT" backup --repo "$REPO" --upload-concurrency 4 "$DATA"
+    phase "$name" "no-change backup" "$LIFEBOAT" backup --repo "$REPO" "$DATA"
+    rm -rf "$RUN/restore-$name"
+    phase "$name" "restore" "$LIFEBOAT" restore --repo "$REPO" latest --target "$RUN/restore-$name"
+    diff -r "$DATA" "$RUN/restore-$name$DATA" >/dev/null || { echo "restore from $name differs" >&2; exit 1; }
+    rm -rf "$RUN/restore-$name"
+done
