@@ -671,3 +671,44 @@ fn a_store_that_ignores_create_only_is_detected_and_recorded() {
     restore(&repo, &index, &done.snapshot.tree, &ropts, Arc::default()).expect("restore");
     assert_trees_equal(&src, &restored(&target, &src));
 }
+
+/// `--limit-upload` paces uploads: 3 MiB of incompressible data at 1 MiB/s cannot be stored in
+/// less than about two seconds (one second of burst is allowed). A lower bound only: it checks
+/// that the limit is applied, not how fast anything is.
+#[test]
+fn upload_limit_is_applied() {
+    let b = local();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("noise.bin"), &random_bytes(3 << 20, 77));
+    let url = b.url("limited");
+    b.run(args!["init", "--repo", &url]).success();
+    let started = std::time::Instant::now();
+    b.run(args![
+        "backup",
+        "--repo",
+        &url,
+        "--limit-upload",
+        "1024",
+        &src
+    ])
+    .success();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "3 MiB at 1 MiB/s took {took:?}"
+    );
+    let target = scratch.join("t");
+    b.run(args![
+        "restore",
+        "--repo",
+        &url,
+        "--limit-download",
+        "100000",
+        "latest",
+        "--target",
+        &target
+    ])
+    .success();
+    assert_trees_equal(&src, &restored(&target, &src));
+}
