@@ -6,6 +6,8 @@
 
 pub mod backup;
 pub mod check;
+pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod id;
 pub mod interrupt;

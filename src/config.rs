@@ -1,0 +1,565 @@
+//! The daemon's configuration: `/etc/lifeboat/lifeboat.toml` (see `config/lifeboat.toml`, the
+//! commented reference).
+//!
+//! Parsing is strict (unknown keys are errors) and validation collects every mistake, each
+//! naming the file, line, column and field, so an operator fixes a config in one pass:
+//! `lifeboat config check` runs exactly this without starting anything.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::daemon::schedule::Schedule;
+
+/// Default locations on a server.
+pub const DEFAULT_CONFIG: &str = "/etc/lifeboat/lifeboat.toml";
+
+/// One mistake in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// The field, as a path (`jobs[1].incremental`).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every mistake of a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// `[daemon]`: where the daemon keeps things and how it behaves.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSection {
+    /// Persistent state (last runs, results).
+    pub state_dir: PathBuf,
+    /// Metadata caches of cloud repositories.
+    pub cache_dir: PathBuf,
+    /// Control socket.
+    pub runtime_dir: PathBuf,
+    /// Jobs that may run at once.
+    pub max_concurrent_jobs: usize,
+    /// Run a job once at start if a scheduled run was missed while the daemon was down.
+    pub catch_up: bool,
+    /// `host:port` for `/metrics` and `/health`; off when absent.
+    pub metrics_listen: Option<String>,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            state_dir: PathBuf::from("/var/lib/lifeboat"),
+            cache_dir: PathBuf::from("/var/cache/lifeboat"),
+            runtime_dir: PathBuf::from("/run/lifeboat"),
+            max_concurrent_jobs: 2,
+            catch_up: true,
+            metrics_listen: None,
+        }
+    }
+}
+
+/// `[repositories.NAME]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// Path or URL (`s3://`, `gs://`, `az://`).
+    pub url: String,
+    /// File holding the password (its first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Name of a systemd credential holding the password (`LoadCredential=`).
+    #[serde(default)]
+    pub password_credential: Option<String>,
+    /// A recovery kit to open the repository with instead of a password.
+    #[serde(default)]
+    pub recovery_kit: Option<PathBuf>,
+    /// Storage settings (`endpoint`, `region`, ...), as `--option` on the command line.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limit_upload_kib: Option<u64>,
+    #[serde(default)]
+    pub limit_download_kib: Option<u64>,
+    /// Packs stored concurrently.
+    #[serde(default)]
+    pub upload_concurrency: Option<usize>,
+}
+
+/// A command run before or after a backup.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Program and arguments (no shell; use `["/bin/sh", "-c", "..."]` for one).
+    pub command: Vec<String>,
+    /// Bound on its run time ("5m", "30s"); default 10 minutes.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// `abort` (default for `before`): a failing hook fails the run without a backup;
+    /// `continue`: the backup runs anyway, and the failure is reported.
+    #[serde(default)]
+    pub on_failure: Option<String>,
+}
+
+/// `[[jobs]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub name: Spanned<String>,
+    pub repository: Spanned<String>,
+    pub sources: Spanned<Vec<PathBuf>>,
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    #[serde(default)]
+    pub exclude_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub one_file_system: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Host name recorded in snapshots (default: the machine's).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Cron line of incremental backups.
+    #[serde(default)]
+    pub incremental: Option<Spanned<String>>,
+    /// Cron line of full backups (wins when both fall due at once).
+    #[serde(default)]
+    pub full: Option<Spanned<String>>,
+    /// IANA time zone of the cron lines (default: the system's).
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+    /// A random delay up to this long before each scheduled run ("10m"), to spread servers.
+    #[serde(default)]
+    pub random_delay: Option<Spanned<String>>,
+    /// Alert when no run succeeded for this long ("26h").
+    #[serde(default)]
+    pub stale_after: Option<Spanned<String>>,
+    #[serde(default)]
+    pub before: Option<HookConfig>,
+    #[serde(default)]
+    pub after: Option<HookConfig>,
+    /// Scheduling priority of the backup (nice, -20..19).
+    #[serde(default)]
+    pub nice: Option<i32>,
+    /// I/O class: "idle", "best-effort" or "realtime".
+    #[serde(default)]
+    pub ionice: Option<String>,
+    /// A final incremental backup when the system shuts down.
+    #[serde(default)]
+    pub on_shutdown: bool,
+}
+
+/// The whole file, as written.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    #[serde(default)]
+    pub repositories: BTreeMap<String, Spanned<RepositoryConfig>>,
+    #[serde(default)]
+    pub jobs: Vec<Spanned<JobConfig>>,
+}
+
+/// A job, validated and ready to schedule.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub repository: String,
+    pub config: JobConfig,
+    pub incremental: Option<Schedule>,
+    pub full: Option<Schedule>,
+    pub random_delay: Duration,
+    pub stale_after: Option<Duration>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub daemon: DaemonSection,
+    pub repositories: BTreeMap<String, RepositoryConfig>,
+    pub jobs: Vec<Job>,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |i| offset - i - 1) + 1;
+    (line, col)
+}
+
+struct Collector<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Parses a duration such as "26h", "90s", "1h 30m".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration (like \"90s\", \"26h\", \"1h 30m\"): {e}"))
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("cannot read the config: {e}"),
+            }])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates config text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        let mut c = Collector {
+            file: path,
+            text,
+            errors: Vec::new(),
+        };
+        let file: ConfigFile = match toml::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                c.push(e.span().unwrap_or(0..0), "", e.message().trim().to_string());
+                return Err(ConfigErrors(c.errors));
+            }
+        };
+        let d = &file.daemon;
+        if d.max_concurrent_jobs == 0 {
+            c.push(0..0, "daemon.max_concurrent_jobs", "must be at least 1");
+        }
+        if let Some(listen) = &d.metrics_listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                c.push(
+                    0..0,
+                    "daemon.metrics_listen",
+                    format!("{listen:?} is not an address like \"127.0.0.1:9188\""),
+                );
+            }
+        }
+        for (name, repo) in &file.repositories {
+            let field = format!("repositories.{name}");
+            if !valid_name(name) {
+                c.push(
+                    repo.span(),
+                    &field,
+                    "repository names use letters, digits, '-', '_' and '.'",
+                );
+            }
+            if let Err(e) = crate::storage::CloudUrl::parse(&repo.get_ref().url) {
+                c.push(repo.span(), format!("{field}.url"), e.to_string());
+            }
+            let r = repo.get_ref();
+            let sources = [
+                r.password_file.is_some(),
+                r.password_credential.is_some(),
+                r.recovery_kit.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() > 1 {
+                c.push(
+                    repo.span(),
+                    &field,
+                    "give only one of password_file, password_credential and recovery_kit",
+                );
+            }
+        }
+        let mut jobs = Vec::new();
+        let mut names = HashSet::new();
+        for (i, spanned) in file.jobs.iter().enumerate() {
+            let j = spanned.get_ref();
+            let field = |f: &str| format!("jobs[{i}] ({}).{f}", j.name.get_ref());
+            let name = j.name.get_ref().clone();
+            if !valid_name(&name) {
+                c.push(
+                    j.name.span(),
+                    field("name"),
+                    "job names use letters, digits, '-', '_' and '.' (at most 64)",
+                );
+            } else if !names.insert(name.clone()) {
+                c.push(
+                    j.name.span(),
+                    field("name"),
+                    format!("a job named {name:?} is already defined"),
+                );
+            }
+            if !file.repositories.contains_key(j.repository.get_ref()) {
+                let known: Vec<&String> = file.repositories.keys().collect();
+                c.push(
+                    j.repository.span(),
+                    field("repository"),
+                    format!(
+                        "no repository {:?} is defined (known: {known:?})",
+                        j.repository.get_ref()
+                    ),
+                );
+            }
+            if j.sources.get_ref().is_empty() {
+                c.push(
+                    j.sources.span(),
+                    field("sources"),
+                    "give at least one path to back up",
+                );
+            }
+            for s in j.sources.get_ref() {
+                if !s.is_absolute() {
+                    c.push(
+                        j.sources.span(),
+                        field("sources"),
+                        format!("{} is not an absolute path", s.display()),
+                    );
+                }
+            }
+            let tz = match &j.timezone {
+                Some(t) => match t.get_ref().parse::<chrono_tz::Tz>() {
+                    Ok(tz) => Some(tz),
+                    Err(_) => {
+                        c.push(
+                            t.span(),
+                            field("timezone"),
+                            format!(
+                                "{:?} is not an IANA time zone (like \"Europe/Berlin\")",
+                                t.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            let mut schedule = |s: &Option<Spanned<String>>, f: &str| -> Option<Schedule> {
+                let s = s.as_ref()?;
+                match Schedule::parse(s.get_ref(), tz) {
+                    Ok(sched) => Some(sched),
+                    Err(e) => {
+                        c.push(s.span(), field(f), e);
+                        None
+                    }
+                }
+            };
+            let incremental = schedule(&j.incremental, "incremental");
+            let full = schedule(&j.full, "full");
+            if j.incremental.is_none() && j.full.is_none() {
+                c.push(
+                    spanned.span(),
+                    field("incremental"),
+                    "give a schedule: incremental = \"<cron>\" and/or full = \"<cron>\"",
+                );
+            }
+            let mut duration = |s: &Option<Spanned<String>>, f: &str| -> Option<Duration> {
+                let s = s.as_ref()?;
+                match parse_duration(s.get_ref()) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        c.push(s.span(), field(f), e);
+                        None
+                    }
+                }
+            };
+            let random_delay = duration(&j.random_delay, "random_delay").unwrap_or_default();
+            let stale_after = duration(&j.stale_after, "stale_after");
+            for (hook, f) in [(&j.before, "before"), (&j.after, "after")] {
+                if let Some(h) = hook {
+                    if h.command.is_empty() {
+                        c.push(
+                            spanned.span(),
+                            field(&format!("{f}.command")),
+                            "the command is empty",
+                        );
+                    }
+                    if let Some(t) = &h.timeout {
+                        if let Err(e) = parse_duration(t) {
+                            c.push(spanned.span(), field(&format!("{f}.timeout")), e);
+                        }
+                    }
+                    if let Some(p) = &h.on_failure {
+                        if p != "abort" && p != "continue" {
+                            c.push(
+                                spanned.span(),
+                                field(&format!("{f}.on_failure")),
+                                format!("{p:?}: use \"abort\" or \"continue\""),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(n) = j.nice {
+                if !(-20..=19).contains(&n) {
+                    c.push(
+                        spanned.span(),
+                        field("nice"),
+                        format!("{n} is outside -20..19"),
+                    );
+                }
+            }
+            if let Some(io) = &j.ionice {
+                if !["idle", "best-effort", "realtime"].contains(&io.as_str()) {
+                    c.push(
+                        spanned.span(),
+                        field("ionice"),
+                        format!("{io:?}: use \"idle\", \"best-effort\" or \"realtime\""),
+                    );
+                }
+            }
+            jobs.push(Job {
+                name,
+                repository: j.repository.get_ref().clone(),
+                config: j.clone(),
+                incremental,
+                full,
+                random_delay,
+                stale_after,
+            });
+        }
+        if c.errors.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                daemon: file.daemon,
+                repositories: file
+                    .repositories
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_inner()))
+                    .collect(),
+                jobs,
+            })
+        } else {
+            Err(ConfigErrors(c.errors))
+        }
+    }
+
+    /// The job called `name`.
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[repositories.local]
+url = "/var/backups/lifeboat"
+password_file = "/etc/lifeboat/local.pass"
+
+[[jobs]]
+name = "etc"
+repository = "local"
+sources = ["/etc"]
+incremental = "0 * * * *"
+full = "30 3 * * sun"
+stale_after = "26h"
+"#;
+
+    #[test]
+    fn the_reference_shape_parses() {
+        let c = Config::parse(Path::new("l.toml"), GOOD).expect("valid");
+        assert_eq!(c.jobs.len(), 1);
+        assert_eq!(c.jobs[0].stale_after, Some(Duration::from_secs(26 * 3600)));
+        assert_eq!(c.daemon.state_dir, PathBuf::from("/var/lib/lifeboat"));
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_line_and_field() {
+        let bad = r#"
+[repositories.local]
+url = "/r"
+
+[[jobs]]
+name = "etc"
+repository = "lcoal"
+sources = ["etc"]
+incremental = "61 * * * *"
+stale_after = "a day"
+timezone = "Mars/Olympus"
+"#;
+        let errs = Config::parse(Path::new("l.toml"), bad)
+            .expect_err("invalid")
+            .0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let find = |field: &str| {
+            errs.iter()
+                .find(|e| e.field.ends_with(field))
+                .unwrap_or_else(|| panic!("no error for {field}: {text:?}"))
+        };
+        assert_eq!(find("repository").line, 7);
+        assert!(find("repository").message.contains("lcoal"));
+        assert_eq!(find("sources").line, 8);
+        assert_eq!(find("incremental").line, 9);
+        assert_eq!(find("stale_after").line, 10);
+        assert_eq!(find("timezone").line, 11);
+        assert!(text.iter().all(|t| t.starts_with("l.toml:")), "{text:?}");
+    }
+
+    #[test]
+    fn typos_in_keys_and_syntax_errors_name_the_line() {
+        let errs = Config::parse(
+            Path::new("x.toml"),
+            "[[jobs]]\nname = \"a\"\nrepositry = \"r\"\n",
+        )
+        .expect_err("typo")
+        .0;
+        assert_eq!(errs[0].line, 3, "{errs:?}");
+        assert!(errs[0].message.contains("repositry"), "{errs:?}");
+        let errs = Config::parse(Path::new("x.toml"), "[daemon]\ncatch_up = yes\n")
+            .expect_err("syntax")
+            .0;
+        assert_eq!(errs[0].line, 2, "{errs:?}");
+    }
+}
