@@ -8,7 +8,10 @@ mod cli;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging(args.verbose);
+    cli::init_logging(
+        args.verbose,
+        matches!(args.command, cli::Command::Daemon(_)),
+    );
     if let Err(e) = lifeboat::interrupt::install_handlers() {
         eprintln!("lifeboat: warning: cannot install signal handlers: {e}");
     }

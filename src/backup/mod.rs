@@ -50,6 +50,8 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Packs stored concurrently (0: 2; more helps with high-latency cloud storage).
     pub uploads: usize,
+    /// The daemon job running this backup, recorded in the snapshot.
+    pub job: Option<String>,
 }
 
 /// A finished backup.
@@ -261,6 +263,7 @@ pub fn backup(
             .unwrap_or_default(),
         paths: path_strings,
         tags: opts.tags.clone(),
+        job: opts.job.clone(),
         kind,
         parent: parent.map(|(id, _)| id),
         tree: root,

@@ -61,6 +61,7 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
         host: a.host.clone().unwrap_or_else(super::hostname),
         threads: 0,
         uploads: a.upload_concurrency,
+        job: None,
     };
     let progress = super::progress();
     let outcome = {

@@ -2,6 +2,7 @@
 
 mod backup;
 mod check;
+mod daemon;
 mod init;
 mod key;
 mod ls;
@@ -141,11 +142,25 @@ pub enum Command {
     /// Manage the repository's keys (passwords) and export a recovery kit.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Run the backup daemon (scheduled jobs from the config; run by systemd).
+    Daemon(daemon::DaemonArgs),
+    /// Show the running daemon's jobs: last result, last success, next runs, progress.
+    Status(daemon::StatusArgs),
+    /// Run a job of the config now (through the daemon if it runs, else in this process).
+    Run(daemon::RunArgs),
+    /// Hold a job's (or every job's) scheduled runs, e.g. for maintenance.
+    Pause(daemon::PauseArgs),
+    /// Let paused jobs run on schedule again.
+    Resume(daemon::ResumeArgs),
+    /// Validate the daemon's config.
+    #[command(subcommand)]
+    Config(daemon::ConfigCommand),
 }
 
-/// Sets up tracing to stderr; `RUST_LOG` overrides the level.
-pub fn init_logging(verbose: u8) {
+/// Sets up tracing to stderr; `RUST_LOG` overrides the level. The daemon logs at info.
+pub fn init_logging(verbose: u8, daemon: bool) {
     let level = match verbose {
+        0 if daemon => "info",
         0 => "warn",
         1 => "debug",
         _ => "trace",
@@ -170,6 +185,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(a) => restore::run(a),
         Command::Check(a) => check::run(a),
         Command::Key(c) => key::run(c),
+        Command::Daemon(a) => daemon::daemon(a),
+        Command::Status(a) => daemon::status(a),
+        Command::Run(a) => daemon::run(a),
+        Command::Pause(a) => daemon::pause(a),
+        Command::Resume(a) => daemon::resume(a),
+        Command::Config(c) => daemon::config(c),
     }
 }
 

@@ -45,6 +45,7 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
                     "parent": s.parent.map(|p| p.to_hex()),
                     "paths": s.paths,
                     "tags": s.tags,
+                    "job": s.job,
                     "tree": s.tree.to_hex(),
                     "summary": s.summary,
                     "program": s.program,

@@ -1,1 +1,1536 @@
+//! Notifications: tell people (and monitoring) what the daemon did.
+//!
+//! The daemon builds an [`Event`] for each thing worth telling (a failed backup, a missed
+//! schedule, recovery, start and stop, ...) and hands it to [`Notifier::send`], which never
+//! blocks: every configured channel has its own bounded queue and its own worker thread, so a
+//! slow or unreachable mail server does not hold up a webhook, and nothing holds up the daemon.
+//!
+//! Channels ([`ChannelConfig`], `[[notify]]` tables of the daemon's configuration):
+//! - `webhook`: POST the event as JSON, or a plain GET ping (healthchecks.io, Uptime Kuma),
+//!   with a separate URL for failures if wanted;
+//! - `ntfy`: a plain-text POST of the summary line with Title/Priority/Tags headers;
+//! - `email`: a plain-text mail over SMTP (STARTTLS, implicit TLS or none);
+//! - `command`: run a program (no shell) with the event as JSON on standard input.
+//!
+//! Delivery is retried with exponential backoff on network errors, timeouts, HTTP 5xx, 408 and
+//! 429 and SMTP transient errors; never on other HTTP 4xx, permanent SMTP errors or a failing
+//! command. Each channel is rate limited (30 events a minute by default); the excess is
+//! coalesced into one "N more events suppressed" notice sent when the window allows it (or at
+//! [`Notifier::flush`]).
+//!
+//! Secrets stay out of logs and error texts: URLs are shown as scheme and host only (query
+//! tokens, ping UUIDs and ntfy topics are secrets), header values and the SMTP password never.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    BackupFailed,
+    BackupSucceeded,
+    MissedSchedule,
+    Stale,
+    Recovered,
+    DaemonStarted,
+    DaemonStopping,
+    Maintenance,
+    Test,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 9] = [
+        EventKind::BackupFailed,
+        EventKind::BackupSucceeded,
+        EventKind::MissedSchedule,
+        EventKind::Stale,
+        EventKind::Recovered,
+        EventKind::DaemonStarted,
+        EventKind::DaemonStopping,
+        EventKind::Maintenance,
+        EventKind::Test,
+    ];
+
+    /// The name used in configuration, JSON and `LIFEBOAT_EVENT` (`backup_failed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::BackupFailed => "backup_failed",
+            EventKind::BackupSucceeded => "backup_succeeded",
+            EventKind::MissedSchedule => "missed_schedule",
+            EventKind::Stale => "stale",
+            EventKind::Recovered => "recovered",
+            EventKind::DaemonStarted => "daemon_started",
+            EventKind::DaemonStopping => "daemon_stopping",
+            EventKind::Maintenance => "maintenance",
+            EventKind::Test => "test",
+        }
+    }
+
+    /// Whether the event reports something wrong: these go to a webhook's `url_failure` and get
+    /// a high ntfy priority.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            EventKind::BackupFailed | EventKind::MissedSchedule | EventKind::Stale
+        )
+    }
+
+    /// A few words for humans (mail subjects, ntfy titles).
+    pub fn title(self) -> &'static str {
+        match self {
+            EventKind::BackupFailed => "backup failed",
+            EventKind::BackupSucceeded => "backup succeeded",
+            EventKind::MissedSchedule => "missed schedule",
+            EventKind::Stale => "backups are stale",
+            EventKind::Recovered => "recovered",
+            EventKind::DaemonStarted => "daemon started",
+            EventKind::DaemonStopping => "daemon stopping",
+            EventKind::Maintenance => "maintenance",
+            EventKind::Test => "test notification",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub job: Option<String>,
+    pub host: String,
+    pub time: DateTime<Utc>,
+    /// One line for humans: "backup of job etc failed: repository unreachable: ..."
+    pub summary: String,
+    /// Details (error text, figures) as JSON; included in webhook bodies and emails.
+    pub details: serde_json::Value,
+}
+
+impl Event {
+    /// An event of this host, now, without details.
+    pub fn new(kind: EventKind, job: Option<String>, summary: impl Into<String>) -> Self {
+        Event {
+            kind,
+            job,
+            host: local_hostname(),
+            time: Utc::now(),
+            summary: summary.into(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    /// The event with `details` set.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// The name of this machine (cached; "localhost" if it cannot be read).
+pub fn local_hostname() -> String {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .map(|name| name.to_string_lossy().into_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    })
+    .clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+/// HTTP method of a webhook channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpMethod {
+    /// POST the event as a JSON body.
+    #[default]
+    #[serde(alias = "POST")]
+    Post,
+    /// A plain GET without a body (a ping).
+    #[serde(alias = "GET")]
+    Get,
+}
+
+/// How an email channel secures its SMTP connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which is required (default port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (default port 465).
+    Tls,
+    /// No encryption at all (default port 25): only for a relay on the same machine or network.
+    None,
+}
+
+/// Where notifications go: one `[[notify]]` table of the daemon's configuration.
+///
+/// `events` lists the kinds a channel receives; without it a channel receives everything except
+/// `backup_succeeded`. Test events ([`EventKind::Test`]) go to every channel whatever its list.
+///
+/// `Debug` shows URLs as scheme and host only and header names without values, so a
+/// configuration can be logged without its secrets.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChannelConfig {
+    /// POST a JSON body (the Event) to `url`; or, with `method = "get"`, a plain GET ping
+    /// (healthchecks.io, Uptime Kuma push URLs). `url_failure` (optional) is used instead of
+    /// `url` for failure-type events (healthchecks.io uses <url>/fail). Optional `headers`.
+    Webhook {
+        name: String,
+        url: String,
+        #[serde(default)]
+        method: HttpMethod,
+        #[serde(default)]
+        url_failure: Option<String>,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        events: Option<Vec<EventKind>>,
+    },
+    /// ntfy-style plain text POST: body is the summary line, with Title/Priority/Tags headers.
+    /// (An access token can go in the URL as ntfy's `?auth=` parameter.)
+    Ntfy {
+        name: String,
+        url: String,
+        #[serde(default)]
+        events: Option<Vec<EventKind>>,
+    },
+    /// Email over SMTP. `password_file` holds the password (a trailing newline is ignored); it
+    /// is read at each delivery, so it can be rotated without a restart.
+    Email {
+        name: String,
+        server: String,
+        #[serde(default)]
+        port: Option<u16>,
+        #[serde(default)]
+        security: SmtpSecurity,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+        from: String,
+        to: Vec<String>,
+        #[serde(default)]
+        events: Option<Vec<EventKind>>,
+    },
+    /// Run a command (argv, no shell) with the Event as JSON on stdin and LIFEBOAT_EVENT,
+    /// LIFEBOAT_JOB, LIFEBOAT_SUMMARY (and LIFEBOAT_HOST) in the environment; bounded by a
+    /// timeout (default 30 s), after which its whole process group is killed. A command that
+    /// fails is not run again.
+    Command {
+        name: String,
+        argv: Vec<String>,
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+        #[serde(default)]
+        events: Option<Vec<EventKind>>,
+    },
+}
+
+impl ChannelConfig {
+    /// The channel's name (unique among the channels).
+    pub fn name(&self) -> &str {
+        match self {
+            ChannelConfig::Webhook { name, .. }
+            | ChannelConfig::Ntfy { name, .. }
+            | ChannelConfig::Email { name, .. }
+            | ChannelConfig::Command { name, .. } => name,
+        }
+    }
+
+    /// The channel's type as written in the configuration (`webhook`, `ntfy`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ChannelConfig::Webhook { .. } => "webhook",
+            ChannelConfig::Ntfy { .. } => "ntfy",
+            ChannelConfig::Email { .. } => "email",
+            ChannelConfig::Command { .. } => "command",
+        }
+    }
+
+    fn events(&self) -> Option<&[EventKind]> {
+        match self {
+            ChannelConfig::Webhook { events, .. }
+            | ChannelConfig::Ntfy { events, .. }
+            | ChannelConfig::Email { events, .. }
+            | ChannelConfig::Command { events, .. } => events.as_deref(),
+        }
+    }
+
+    /// Whether the channel receives events of this kind.
+    pub fn wants(&self, kind: EventKind) -> bool {
+        wants(self.events(), kind)
+    }
+
+    /// Checks the channel on its own: URLs parse, headers are valid, addresses parse, the
+    /// password file is readable, argv is not empty, ... (Name uniqueness is checked by
+    /// [`Notifier::start`].) Error texts never contain URLs or secrets.
+    pub fn validate(&self) -> Result<(), NotifyError> {
+        self.prepare().map(|_| ())
+    }
+
+    /// Validates and turns the configuration into what the worker uses.
+    fn prepare(&self) -> Result<Sink, NotifyError> {
+        let name = self.name();
+        let invalid = |reason: String| NotifyError::InvalidChannel {
+            channel: name.to_string(),
+            reason,
+        };
+        if name.trim().is_empty() {
+            return Err(invalid("the name is empty".into()));
+        }
+        match self {
+            ChannelConfig::Webhook {
+                url,
+                method,
+                url_failure,
+                headers,
+                ..
+            } => {
+                let url = parse_http_url(url).map_err(|e| invalid(format!("url: {e}")))?;
+                let url_failure = url_failure
+                    .as_deref()
+                    .map(parse_http_url)
+                    .transpose()
+                    .map_err(|e| invalid(format!("url_failure: {e}")))?;
+                let mut header_map = reqwest::header::HeaderMap::new();
+                for (key, value) in headers {
+                    let key = reqwest::header::HeaderName::from_bytes(key.as_bytes())
+                        .map_err(|_| invalid(format!("headers: {key:?} is not a valid name")))?;
+                    // The value may be a secret (Authorization): not in the message.
+                    let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                        invalid(format!("headers: the value of {key} is not a valid header value"))
+                    })?;
+                    value.set_sensitive(true);
+                    header_map.insert(key, value);
+                }
+                Ok(Sink::Webhook {
+                    method: *method,
+                    url,
+                    url_failure,
+                    headers: header_map,
+                    client: http_client().map_err(invalid)?,
+                })
+            }
+            ChannelConfig::Ntfy { url, .. } => {
+                let url = parse_http_url(url).map_err(|e| invalid(format!("url: {e}")))?;
+                Ok(Sink::Ntfy {
+                    url,
+                    client: http_client().map_err(invalid)?,
+                })
+            }
+            ChannelConfig::Email {
+                server,
+                port,
+                security,
+                username,
+                password_file,
+                from,
+                to,
+                ..
+            } => {
+                if server.trim().is_empty() {
+                    return Err(invalid("server is empty".into()));
+                }
+                if *port == Some(0) {
+                    return Err(invalid("port 0 is not a port".into()));
+                }
+                let from: lettre::message::Mailbox = from
+                    .parse()
+                    .map_err(|e| invalid(format!("from {from:?} is not a mail address: {e}")))?;
+                if to.is_empty() {
+                    return Err(invalid("to lists no recipient".into()));
+                }
+                let to = to
+                    .iter()
+                    .map(|addr| {
+                        addr.parse::<lettre::message::Mailbox>().map_err(|e| {
+                            invalid(format!("to: {addr:?} is not a mail address: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                match (username, password_file) {
+                    (Some(_), Some(path)) => {
+                        read_password(path).map_err(invalid)?;
+                    }
+                    (None, None) => {}
+                    (Some(_), None) => {
+                        return Err(invalid("username is set but password_file is not".into()))
+                    }
+                    (None, Some(_)) => {
+                        return Err(invalid("password_file is set but username is not".into()))
+                    }
+                }
+                let sink = EmailSink {
+                    server: server.clone(),
+                    port: *port,
+                    security: *security,
+                    username: username.clone(),
+                    password_file: password_file.clone(),
+                    from,
+                    to,
+                };
+                // Builds the TLS parameters once, so a bad server name shows now.
+                sink.transport(None, Duration::from_secs(30))
+                    .map_err(|e| invalid(format!("server {server:?}: {e}")))?;
+                Ok(Sink::Email(Box::new(sink)))
+            }
+            ChannelConfig::Command {
+                argv, timeout_secs, ..
+            } => {
+                match argv.first() {
+                    None => return Err(invalid("argv is empty".into())),
+                    Some(program) if program.is_empty() => {
+                        return Err(invalid("argv[0] (the program) is empty".into()))
+                    }
+                    Some(_) => {}
+                }
+                if *timeout_secs == Some(0) {
+                    return Err(invalid("timeout_secs must be at least 1".into()));
+                }
+                Ok(Sink::Command {
+                    argv: argv.clone(),
+                    timeout: timeout_secs.map(Duration::from_secs),
+                })
+            }
+        }
+    }
+}
+
+fn wants(events: Option<&[EventKind]>, kind: EventKind) -> bool {
+    kind == EventKind::Test
+        || match events {
+            Some(list) => list.contains(&kind),
+            None => kind != EventKind::BackupSucceeded,
+        }
+}
+
+impl fmt::Debug for ChannelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelConfig::Webhook {
+                name,
+                url,
+                method,
+                url_failure,
+                headers,
+                events,
+            } => f
+                .debug_struct("Webhook")
+                .field("name", name)
+                .field("url", &RedactedUrl(url))
+                .field("method", method)
+                .field("url_failure", &url_failure.as_deref().map(RedactedUrl))
+                .field("headers", &headers.keys().collect::<Vec<_>>())
+                .field("events", events)
+                .finish(),
+            ChannelConfig::Ntfy { name, url, events } => f
+                .debug_struct("Ntfy")
+                .field("name", name)
+                .field("url", &RedactedUrl(url))
+                .field("events", events)
+                .finish(),
+            ChannelConfig::Email {
+                name,
+                server,
+                port,
+                security,
+                username,
+                password_file,
+                from,
+                to,
+                events,
+            } => f
+                .debug_struct("Email")
+                .field("name", name)
+                .field("server", server)
+                .field("port", port)
+                .field("security", security)
+                .field("username", username)
+                .field("password_file", password_file)
+                .field("from", from)
+                .field("to", to)
+                .field("events", events)
+                .finish(),
+            ChannelConfig::Command {
+                name,
+                argv,
+                timeout_secs,
+                events,
+            } => f
+                .debug_struct("Command")
+                .field("name", name)
+                .field("argv", argv)
+                .field("timeout_secs", timeout_secs)
+                .field("events", events)
+                .finish(),
+        }
+    }
+}
+
+/// A URL shown as scheme and host only.
+struct RedactedUrl<'a>(&'a str);
+
+impl fmt::Debug for RedactedUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match reqwest::Url::parse(self.0) {
+            Ok(url) => write!(f, "\"{}\"", redact_url(&url)),
+            Err(_) => f.write_str("\"<not a URL>\""),
+        }
+    }
+}
+
+/// `scheme://host[:port]/…`: what of a URL can be logged (paths and queries hold tokens).
+fn redact_url(url: &reqwest::Url) -> String {
+    let mut out = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        out.push_str("/…");
+    }
+    out
+}
+
+fn parse_http_url(text: &str) -> Result<reqwest::Url, String> {
+    // The parse error never includes the input, which may hold a token.
+    let url = reqwest::Url::parse(text).map_err(|e| format!("not a valid URL ({e})"))?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => return Err(format!("scheme {other:?} is not http or https")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(url)
+}
+
+fn read_password(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading password_file {}: {e}", path.display()))?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(format!("password_file {} is empty", path.display()));
+    }
+    Ok(password.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors, options, statistics
+
+/// Why notifications could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// A channel's configuration is invalid.
+    #[error("notification channel {channel:?}: {reason}")]
+    InvalidChannel { channel: String, reason: String },
+
+    /// A channel's worker could not be started.
+    #[error("notification channel {channel:?}: cannot start its worker: {reason}")]
+    Start { channel: String, reason: String },
+}
+
+/// How deliveries are retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first one included (at least 1).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub initial_backoff: Duration,
+    /// Longest wait between two tries (also caps a server's Retry-After).
+    pub max_backoff: Duration,
+    /// No retry starts after this much time since the first try.
+    pub max_total: Duration,
+    /// Time limit of one HTTP request or SMTP conversation.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            max_total: Duration::from_secs(120),
+            attempt_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Wait before retry number `retry` (1 for the first retry).
+    fn backoff(&self, retry: u32) -> Duration {
+        let factor = 1u32 << retry.saturating_sub(1).min(20);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// Per-channel rate limit: at most `max_events` deliveries in any window of `per`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// 0 turns the limit off.
+    pub max_events: u32,
+    pub per: Duration,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            max_events: 30,
+            per: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Tunables of a [`Notifier`]; the defaults suit the daemon, tests shorten them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifierOptions {
+    pub retry: RetryPolicy,
+    pub rate_limit: RateLimit,
+    /// Events waiting per channel; when full, the oldest is dropped.
+    pub queue_capacity: usize,
+    /// Timeout of command channels without `timeout_secs`.
+    pub command_timeout: Duration,
+}
+
+impl Default for NotifierOptions {
+    fn default() -> Self {
+        NotifierOptions {
+            retry: RetryPolicy::default(),
+            rate_limit: RateLimit::default(),
+            queue_capacity: 1000,
+            command_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Delivery statistics of one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelStats {
+    pub name: String,
+    /// `webhook`, `ntfy`, `email` or `command`.
+    #[serde(rename = "type")]
+    pub channel_type: &'static str,
+    /// Deliveries that succeeded (suppression notices included).
+    pub sent: u64,
+    /// Deliveries given up: a permanent error, retries exhausted, or a flush deadline.
+    pub failed: u64,
+    /// Events discarded undelivered: the queue was full, or the notifier stopped.
+    pub dropped: u64,
+    /// Events held back by the rate limit (and reported in a summary notice instead).
+    pub suppressed: u64,
+    /// Events waiting now.
+    pub queued: usize,
+    /// When the last delivery succeeded.
+    pub last_sent: Option<DateTime<Utc>>,
+    /// Why the last failed delivery failed (without secrets).
+    pub last_error: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The notifier
+
+/// Sends events to the configured channels from background threads (one per channel).
+///
+/// Dropping it stops the workers without waiting (an attempt under way finishes on its own);
+/// call [`Notifier::flush`] first to deliver what is queued.
+pub struct Notifier {
+    channels: Vec<Arc<Channel>>,
+    capacity: usize,
+}
+
+struct Channel {
+    name: String,
+    type_name: &'static str,
+    events: Option<Vec<EventKind>>,
+    state: Mutex<ChannelState>,
+    /// Signals new events, stop, flush and the end of a delivery (worker and flushers wait).
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct ChannelState {
+    queue: VecDeque<Event>,
+    busy: bool,
+    stop: bool,
+    /// Set while a flush waits: pending notices go out at once, retries end by then.
+    flush_deadline: Option<Instant>,
+    suppressed: Option<Suppressed>,
+    sent: u64,
+    failed: u64,
+    dropped: u64,
+    suppressed_total: u64,
+    last_sent: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+}
+
+impl ChannelState {
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && !self.busy && self.suppressed.is_none()
+    }
+}
+
+/// Events held back by the rate limit, to be summarized in one notice.
+struct Suppressed {
+    count: u64,
+    kinds: BTreeMap<EventKind, u64>,
+    first_time: DateTime<Utc>,
+    same_job: bool,
+    last: Event,
+}
+
+impl Suppressed {
+    fn add(slot: &mut Option<Suppressed>, event: Event) {
+        match slot {
+            Some(s) => {
+                s.count += 1;
+                *s.kinds.entry(event.kind).or_default() += 1;
+                s.same_job &= s.last.job == event.job;
+                s.last = event;
+            }
+            None => {
+                *slot = Some(Suppressed {
+                    count: 1,
+                    kinds: BTreeMap::from([(event.kind, 1)]),
+                    first_time: event.time,
+                    same_job: true,
+                    last: event,
+                })
+            }
+        }
+    }
+
+    /// The notice: kind, job and host of the latest suppressed event (so a ping channel
+    /// reports the latest state), the counts in summary and details.
+    fn notice(self, limit: &RateLimit) -> Event {
+        let kinds = self
+            .kinds
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let summary = format!(
+            "{} more event{} suppressed (rate limit: {} per {} s): {kinds}; latest: {}",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            limit.max_events,
+            limit.per.as_secs(),
+            self.last.summary
+        );
+        let kinds_json: serde_json::Map<String, serde_json::Value> = self
+            .kinds
+            .iter()
+            .map(|(kind, n)| (kind.as_str().to_string(), (*n).into()))
+            .collect();
+        Event {
+            kind: self.last.kind,
+            job: if self.same_job {
+                self.last.job.clone()
+            } else {
+                None
+            },
+            host: self.last.host.clone(),
+            time: Utc::now(),
+            summary,
+            details: serde_json::json!({
+                "suppressed": self.count,
+                "kinds": kinds_json,
+                "first_time": self.first_time,
+                "latest": self.last,
+            }),
+        }
+    }
+}
+
+impl Notifier {
+    /// Validates the channels and starts one worker thread per channel, with the default
+    /// [`NotifierOptions`]. `send` never blocks the caller.
+    pub fn start(channels: Vec<ChannelConfig>) -> Result<Self, NotifyError> {
+        Self::start_with(channels, NotifierOptions::default())
+    }
+
+    /// [`Notifier::start`] with explicit options (tests use short backoffs).
+    pub fn start_with(
+        channels: Vec<ChannelConfig>,
+        options: NotifierOptions,
+    ) -> Result<Self, NotifyError> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut prepared = Vec::with_capacity(channels.len());
+        for config in &channels {
+            if !seen.insert(config.name()) {
+                return Err(NotifyError::InvalidChannel {
+                    channel: config.name().to_string(),
+                    reason: "another channel has the same name".into(),
+                });
+            }
+            prepared.push(config.prepare()?);
+        }
+        let options = NotifierOptions {
+            retry: RetryPolicy {
+                attempts: options.retry.attempts.max(1),
+                ..options.retry
+            },
+            queue_capacity: options.queue_capacity.max(1),
+            ..options
+        };
+        let mut notifier = Notifier {
+            channels: Vec::with_capacity(channels.len()),
+            capacity: options.queue_capacity,
+        };
+        for (config, sink) in channels.iter().zip(prepared) {
+            let channel = Arc::new(Channel {
+                name: config.name().to_string(),
+                type_name: config.type_name(),
+                events: config.events().map(<[EventKind]>::to_vec),
+                state: Mutex::new(ChannelState::default()),
+                cond: Condvar::new(),
+            });
+            // The thread builds its own runtime (a runtime must not be dropped inside another
+            // one, and `start` may be called from async code) and reports whether it could.
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let worker = Worker {
+                channel: Arc::clone(&channel),
+                sink,
+                options: options.clone(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("notify-{}", channel.name))
+                .spawn(move || worker.run(ready_tx));
+            let started = match spawned {
+                Err(e) => Err(format!("spawning a thread: {e}")),
+                Ok(_) => ready_rx
+                    .recv()
+                    .unwrap_or_else(|_| Err("the worker thread ended".into())),
+            };
+            if let Err(reason) = started {
+                // Dropping `notifier` stops the workers already started.
+                return Err(NotifyError::Start {
+                    channel: channel.name.clone(),
+                    reason,
+                });
+            }
+            notifier.channels.push(channel);
+        }
+        Ok(notifier)
+    }
+
+    /// Queues the event for every channel that wants it; returns at once. A channel whose
+    /// queue is full drops its oldest event (with a warning).
+    pub fn send(&self, event: Event) {
+        for channel in &self.channels {
+            if !wants(channel.events.as_deref(), event.kind) {
+                continue;
+            }
+            let mut state = channel.state.lock();
+            if state.stop {
+                continue;
+            }
+            if state.queue.len() >= self.capacity {
+                state.queue.pop_front();
+                state.dropped += 1;
+                // One warning per hundred drops is enough to see the problem.
+                if state.dropped % 100 == 1 {
+                    tracing::warn!(
+                        channel = %channel.name,
+                        dropped = state.dropped,
+                        "notification queue full ({} events): dropped the oldest event",
+                        self.capacity
+                    );
+                }
+            }
+            state.queue.push_back(event.clone());
+            drop(state);
+            channel.cond.notify_all();
+        }
+    }
+
+    /// Delivers everything queued, including pending rate-limit notices, or gives up when
+    /// `timeout` has passed (retries stop by then too). Used at daemon shutdown. Blocks: from
+    /// async code call it through `spawn_blocking`.
+    pub fn flush(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for channel in &self.channels {
+            let mut state = channel.state.lock();
+            state.flush_deadline = Some(state.flush_deadline.map_or(deadline, |d| d.max(deadline)));
+            drop(state);
+            channel.cond.notify_all();
+        }
+        for channel in &self.channels {
+            let mut state = channel.state.lock();
+            while !state.idle() && !state.stop {
+                if channel.cond.wait_until(&mut state, deadline).timed_out() {
+                    break;
+                }
+            }
+            if !state.idle() {
+                tracing::warn!(
+                    channel = %channel.name,
+                    queued = state.queue.len(),
+                    "notifications not delivered within the flush timeout of {} s",
+                    timeout.as_secs_f64()
+                );
+            }
+            if state.flush_deadline == Some(deadline) {
+                state.flush_deadline = None;
+            }
+        }
+    }
+
+    /// Delivery statistics per channel, in configuration order.
+    pub fn stats(&self) -> Vec<ChannelStats> {
+        self.channels
+            .iter()
+            .map(|channel| {
+                let state = channel.state.lock();
+                ChannelStats {
+                    name: channel.name.clone(),
+                    channel_type: channel.type_name,
+                    sent: state.sent,
+                    failed: state.failed,
+                    dropped: state.dropped,
+                    suppressed: state.suppressed_total,
+                    queued: state.queue.len(),
+                    last_sent: state.last_sent,
+                    last_error: state.last_error.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        for channel in &self.channels {
+            channel.state.lock().stop = true;
+            channel.cond.notify_all();
+        }
+    }
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notifier")
+            .field(
+                "channels",
+                &self.channels.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker
+
+/// A channel made ready to deliver.
+enum Sink {
+    Webhook {
+        method: HttpMethod,
+        url: reqwest::Url,
+        url_failure: Option<reqwest::Url>,
+        headers: reqwest::header::HeaderMap,
+        client: reqwest::Client,
+    },
+    Ntfy {
+        url: reqwest::Url,
+        client: reqwest::Client,
+    },
+    Email(Box<EmailSink>),
+    Command {
+        argv: Vec<String>,
+        timeout: Option<Duration>,
+    },
+}
+
+impl Sink {
+    fn uses_http(&self) -> bool {
+        matches!(self, Sink::Webhook { .. } | Sink::Ntfy { .. })
+    }
+}
+
+struct EmailSink {
+    server: String,
+    port: Option<u16>,
+    security: SmtpSecurity,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    from: lettre::message::Mailbox,
+    to: Vec<lettre::message::Mailbox>,
+}
+
+/// Why one delivery attempt failed.
+#[derive(Debug)]
+struct DeliveryError {
+    reason: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl DeliveryError {
+    fn permanent(reason: impl Into<String>) -> Self {
+        DeliveryError {
+            reason: reason.into(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+
+    fn transient(reason: impl Into<String>) -> Self {
+        DeliveryError {
+            reason: reason.into(),
+            retryable: true,
+            retry_after: None,
+        }
+    }
+}
+
+struct Worker {
+    channel: Arc<Channel>,
+    sink: Sink,
+    options: NotifierOptions,
+}
+
+/// What the worker took from its queue.
+enum Work {
+    Event(Event),
+    Notice(Event),
+}
+
+impl Worker {
+    fn run(self, ready: mpsc::Sender<Result<(), String>>) {
+        let runtime = if self.sink.uses_http() {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => Some(runtime),
+                Err(e) => {
+                    let _ = ready.send(Err(format!("building an async runtime: {e}")));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let _ = ready.send(Ok(()));
+        drop(ready);
+
+        let channel = &self.channel;
+        let limit = &self.options.rate_limit;
+        let mut window: VecDeque<Instant> = VecDeque::new();
+        loop {
+            let work = {
+                let mut state = channel.state.lock();
+                loop {
+                    if state.stop {
+                        state.dropped += state.queue.len() as u64;
+                        state.queue.clear();
+                        return;
+                    }
+                    let now = Instant::now();
+                    while window
+                        .front()
+                        .is_some_and(|t| now.saturating_duration_since(*t) >= limit.per)
+                    {
+                        window.pop_front();
+                    }
+                    let slot_free = limit.max_events == 0 || window.len() < limit.max_events as usize;
+                    if state.suppressed.is_some() && (slot_free || state.flush_deadline.is_some()) {
+                        if let Some(suppressed) = state.suppressed.take() {
+                            state.busy = true;
+                            break Work::Notice(suppressed.notice(limit));
+                        }
+                    }
+                    if let Some(event) = state.queue.pop_front() {
+                        if slot_free {
+                            state.busy = true;
+                            break Work::Event(event);
+                        }
+                        state.suppressed_total += 1;
+                        if state.suppressed.is_none() {
+                            tracing::warn!(
+                                channel = %channel.name,
+                                "more than {} notifications in {} s: holding back the excess",
+                                limit.max_events,
+                                limit.per.as_secs()
+                            );
+                        }
+                        Suppressed::add(&mut state.suppressed, event);
+                        continue;
+                    }
+                    match (&state.suppressed, window.front()) {
+                        // A pending notice waits for a slot to free.
+                        (Some(_), Some(oldest)) => {
+                            let wake = *oldest + limit.per;
+                            channel.cond.wait_until(&mut state, wake);
+                        }
+                        _ => channel.cond.wait(&mut state),
+                    }
+                }
+            };
+            window.push_back(Instant::now());
+            let (event, what) = match work {
+                Work::Event(event) => (event, "event"),
+                Work::Notice(event) => (event, "suppression notice"),
+            };
+            let result = self.deliver_with_retry(&event, runtime.as_ref());
+            let mut state = channel.state.lock();
+            state.busy = false;
+            match result {
+                Ok(()) => {
+                    state.sent += 1;
+                    state.last_sent = Some(Utc::now());
+                    tracing::debug!(channel = %channel.name, kind = %event.kind, "delivered {what}");
+                }
+                Err(reason) => {
+                    state.failed += 1;
+                    tracing::warn!(
+                        channel = %channel.name,
+                        kind = %event.kind,
+                        "notification not delivered: {reason}"
+                    );
+                    state.last_error = Some(reason);
+                }
+            }
+            drop(state);
+            channel.cond.notify_all();
+        }
+    }
+
+    /// Delivers with retries; the error says why it gave up.
+    fn deliver_with_retry(
+        &self,
+        event: &Event,
+        runtime: Option<&tokio::runtime::Runtime>,
+    ) -> Result<(), String> {
+        let policy = &self.options.retry;
+        let start = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let mut timeout = policy
+                .attempt_timeout
+                .min(policy.max_total.saturating_sub(start.elapsed()));
+            if let Some(deadline) = self.channel.state.lock().flush_deadline {
+                timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+            }
+            let timeout = timeout.max(Duration::from_millis(500));
+            let error = match self.deliver_once(event, runtime, timeout) {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            if !error.retryable {
+                return Err(error.reason);
+            }
+            if attempt >= policy.attempts {
+                return Err(format!("{} (gave up after {attempt} tries)", error.reason));
+            }
+            let mut wait = policy.backoff(attempt);
+            if let Some(after) = error.retry_after {
+                wait = wait.max(after.min(policy.max_backoff));
+            }
+            if start.elapsed() + wait > policy.max_total {
+                return Err(format!(
+                    "{} (gave up after {attempt} tries in {} s)",
+                    error.reason,
+                    start.elapsed().as_secs()
+                ));
+            }
+            tracing::debug!(
+                channel = %self.channel.name,
+                "try {attempt} failed: {}; retrying in {} ms",
+                error.reason,
+                wait.as_millis()
+            );
+            let until = Instant::now() + wait;
+            let mut state = self.channel.state.lock();
+            loop {
+                if state.stop {
+                    return Err(format!("{} (notifier stopped)", error.reason));
+                }
+                if state.flush_deadline.is_some_and(|d| d < until) {
+                    return Err(format!(
+                        "{} (no time left to retry before the flush deadline)",
+                        error.reason
+                    ));
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                self.channel.cond.wait_until(&mut state, until);
+            }
+            drop(state);
+            attempt += 1;
+        }
+    }
+
+    fn deliver_once(
+        &self,
+        event: &Event,
+        runtime: Option<&tokio::runtime::Runtime>,
+        timeout: Duration,
+    ) -> Result<(), DeliveryError> {
+        match &self.sink {
+            Sink::Webhook {
+                method,
+                url,
+                url_failure,
+                headers,
+                client,
+            } => {
+                let url = match url_failure {
+                    Some(failure) if event.kind.is_failure() => failure,
+                    _ => url,
+                };
+                let request = match method {
+                    HttpMethod::Get => client.get(url.clone()),
+                    HttpMethod::Post => {
+                        let body = serde_json::to_vec(event).map_err(|e| {
+                            DeliveryError::permanent(format!("encoding the event as JSON: {e}"))
+                        })?;
+                        client
+                            .post(url.clone())
+                            .header(reqwest::header::CONTENT_TYPE, "application/json")
+                            .body(body)
+                    }
+                };
+                http_send(runtime, request.headers(headers.clone()), url, timeout)
+            }
+            Sink::Ntfy { url, client } => {
+                let title = header_text(&format!(
+                    "Lifeboat on {}: {}",
+                    event.host,
+                    event.kind.title()
+                ));
+                let (priority, tag) = if event.kind.is_failure() {
+                    ("high", "rotating_light")
+                } else if matches!(
+                    event.kind,
+                    EventKind::Recovered | EventKind::BackupSucceeded
+                ) {
+                    ("default", "white_check_mark")
+                } else {
+                    ("default", "information_source")
+                };
+                let request = client
+                    .post(url.clone())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8",
+                    )
+                    .header("Title", title)
+                    .header("Priority", priority)
+                    .header("Tags", format!("{tag},lifeboat,{}", event.kind))
+                    .body(event.summary.clone());
+                http_send(runtime, request, url, timeout)
+            }
+            Sink::Email(sink) => sink.send(event, timeout),
+            Sink::Command { argv, timeout: own } => {
+                run_command(argv, event, own.unwrap_or(self.options.command_timeout))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+fn install_tls_provider() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // Fails only if another provider was installed first, which then serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    install_tls_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("building the HTTP client: {}", error_chain(&e.without_url())))
+}
+
+fn http_send(
+    runtime: Option<&tokio::runtime::Runtime>,
+    request: reqwest::RequestBuilder,
+    url: &reqwest::Url,
+    timeout: Duration,
+) -> Result<(), DeliveryError> {
+    let Some(runtime) = runtime else {
+        return Err(DeliveryError::permanent("no async runtime (a bug)"));
+    };
+    let target = redact_url(url);
+    runtime.block_on(async move {
+        let response = request.timeout(timeout).send().await.map_err(|e| {
+            let retryable = !e.is_builder();
+            let reason = format!("{target}: {}", error_chain(&e.without_url()));
+            DeliveryError {
+                reason,
+                retryable,
+                retry_after: None,
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.text().await.unwrap_or_default();
+        let body = one_line(&body, 200);
+        let reason = if body.is_empty() {
+            format!("{target}: HTTP {status}")
+        } else {
+            format!("{target}: HTTP {status}: {body}")
+        };
+        let retryable = status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+        Err(DeliveryError {
+            reason,
+            retryable,
+            retry_after,
+        })
+    })
+}
+
+/// An error and its sources, joined by ": " (repeats left out).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// `text` on one line, at most `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.chars().count() > max {
+        let mut cut: String = joined.chars().take(max).collect();
+        cut.push('…');
+        cut
+    } else {
+        joined
+    }
+}
+
+/// Header values must be visible ASCII: anything else becomes '?'.
+fn header_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Email
+
+impl EmailSink {
+    fn transport(
+        &self,
+        password: Option<String>,
+        timeout: Duration,
+    ) -> Result<lettre::SmtpTransport, String> {
+        use lettre::transport::smtp::{authentication::Credentials, extension::ClientId};
+        install_tls_provider();
+        let builder = match self.security {
+            SmtpSecurity::Starttls => lettre::SmtpTransport::starttls_relay(&self.server)
+                .map_err(|e| error_chain(&e))?
+                .port(self.port.unwrap_or(587)),
+            SmtpSecurity::Tls => lettre::SmtpTransport::relay(&self.server)
+                .map_err(|e| error_chain(&e))?
+                .port(self.port.unwrap_or(465)),
+            SmtpSecurity::None => lettre::SmtpTransport::builder_dangerous(&self.server)
+                .port(self.port.unwrap_or(25)),
+        };
+        let mut builder = builder
+            .timeout(Some(timeout))
+            .hello_name(ClientId::Domain(local_hostname()));
+        if let (Some(user), Some(password)) = (&self.username, password) {
+            builder = builder.credentials(Credentials::new(user.clone(), password));
+        }
+        Ok(builder.build())
+    }
+
+    fn send(&self, event: &Event, timeout: Duration) -> Result<(), DeliveryError> {
+        use lettre::Transport;
+        let password = match &self.password_file {
+            Some(path) => Some(read_password(path).map_err(DeliveryError::permanent)?),
+            None => None,
+        };
+        let message = self.message(event)?;
+        let transport = self.transport(password, timeout).map_err(|e| {
+            DeliveryError::permanent(format!("smtp server {}: {e}", self.server))
+        })?;
+        transport.send(&message).map(|_| ()).map_err(|e| {
+            let reason = format!("smtp server {}: {}", self.server, error_chain(&e));
+            if e.is_permanent() || e.is_client() {
+                DeliveryError::permanent(reason)
+            } else {
+                DeliveryError::transient(reason)
+            }
+        })
+    }
+
+    fn message(&self, event: &Event) -> Result<lettre::Message, DeliveryError> {
+        let subject = format!("[lifeboat] {}: {}", event.host, one_line(&event.summary, 150));
+        let mut body = format!(
+            "{}\n\nEvent: {}\nJob:   {}\nHost:  {}\nTime:  {}\n",
+            event.summary,
+            event.kind,
+            event.job.as_deref().unwrap_or("-"),
+            event.host,
+            event.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        if !event.details.is_null() {
+            let details = serde_json::to_string_pretty(&event.details).unwrap_or_default();
+            body.push_str("\nDetails:\n");
+            body.push_str(&details);
+            body.push('\n');
+        }
+        let mut builder = lettre::Message::builder()
+            .from(self.from.clone())
+            .subject(subject)
+            .header(lettre::message::header::ContentType::TEXT_PLAIN);
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        builder
+            .body(body)
+            .map_err(|e| DeliveryError::permanent(format!("building the mail: {e}")))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command
+
+fn run_command(argv: &[String], event: &Event, timeout: Duration) -> Result<(), DeliveryError> {
+    let program = argv.first().map(String::as_str).unwrap_or_default();
+    let json = serde_json::to_vec(event)
+        .map_err(|e| DeliveryError::permanent(format!("encoding the event as JSON: {e}")))?;
+    let mut command = std::process::Command::new(program);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("LIFEBOAT_EVENT", event.kind.as_str())
+        .env("LIFEBOAT_JOB", event.job.as_deref().unwrap_or(""))
+        .env("LIFEBOAT_SUMMARY", &event.summary)
+        .env("LIFEBOAT_HOST", &event.host)
+        // Its own process group, so a timeout kills what it started too.
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .map_err(|e| DeliveryError::permanent(format!("cannot run {program}: {e}")))?;
+
+    // Writing and reading in threads: a child that ignores its input or floods its error
+    // output must not stall us. They end when the pipes close.
+    if let Some(mut stdin) = child.stdin.take() {
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&json);
+        });
+    }
+    let (err_tx, err_rx) = mpsc::channel();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if kept.len() < 4096 {
+                    kept.extend_from_slice(&buf[..n]);
+                }
+            }
+            let _ = err_tx.send(String::from_utf8_lossy(&kept).into_owned());
+        });
+    }
+
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(&mut child);
+                return Err(DeliveryError::permanent(format!(
+                    "{program} did not finish within {} s: killed",
+                    timeout.as_secs_f64()
+                )));
+            }
+            Ok(None) => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => {
+                kill_group(&mut child);
+                return Err(DeliveryError::permanent(format!(
+                    "waiting for {program}: {e}"
+                )));
+            }
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    // What it left running may hold the pipe open: wait a little only.
+    let stderr = err_rx
+        .recv_timeout(Duration::from_secs(1))
+        .unwrap_or_default();
+    let stderr = one_line(&stderr, 300);
+    Err(DeliveryError::permanent(if stderr.is_empty() {
+        format!("{program} failed ({status})")
+    } else {
+        format!("{program} failed ({status}): {stderr}")
+    }))
+}
+
+fn kill_group(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

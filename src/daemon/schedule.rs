@@ -8,7 +8,7 @@
 //! a time that occurs twice runs once, a time skipped by the spring change runs once that day
 //! (see the tests).
 
-use chrono::{DateTime, Local, TimeZone, Utc};
+use chrono::{DateTime, Local, SubsecRound, TimeZone, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
@@ -52,7 +52,9 @@ impl Schedule {
     }
 
     fn next_in<Z: TimeZone>(&self, after: DateTime<Utc>, zone: &Z) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(zone);
+        // Cron has whole seconds: search from the second `after` falls in (croner mishandles
+        // fractional starts).
+        let local = after.trunc_subsecs(0).with_timezone(zone);
         self.cron
             .find_next_occurrence(&local, false)
             .ok()
@@ -128,6 +130,14 @@ mod tests {
         let t = utc("2026-11-26T00:00:00Z");
         assert_eq!(zero.next_after(t), seven.next_after(t));
         assert_eq!(zero.next_after(t).expect("next").weekday(), Weekday::Sun);
+    }
+
+    #[test]
+    fn fractional_start_times_find_the_next_second() {
+        let s = Schedule::parse("*/2 * * * * *", Some(chrono_tz::UTC)).expect("parse");
+        let t = utc("2026-11-26T12:18:38.935Z");
+        assert_eq!(s.next_after(t), Some(utc("2026-11-26T12:18:40Z")));
+        assert_eq!(s.between(t, utc("2026-11-26T12:18:45Z"), 10).len(), 3);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct Snapshot {
     /// The backed-up paths, absolute.
     pub paths: Vec<String>,
     pub tags: Vec<String>,
+    /// The daemon job that made it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     pub kind: BackupKind,
     pub parent: Option<SnapshotId>,
     /// The root directory listing ("/").

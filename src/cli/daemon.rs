@@ -1,0 +1,333 @@
+//! `lifeboat daemon`, `status`, `run`, `pause`, `resume`, `config check`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use lifeboat::config::{Config, DEFAULT_CONFIG};
+use lifeboat::daemon::control::{self, Request};
+use lifeboat::daemon::runner::{run_job, RunKind};
+use lifeboat::daemon::state::RunResult;
+
+use super::{EXIT_FAILURE, EXIT_INCOMPLETE};
+
+/// Which config file.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// The daemon's config file.
+    #[arg(long, short = 'c', env = "LIFEBOAT_CONFIG", value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The job to run now.
+    job: String,
+    /// A full backup (every file read again).
+    #[arg(long)]
+    full: bool,
+    /// Return once the daemon has queued the run instead of waiting for its end.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The job to pause (default: every job).
+    job: Option<String>,
+    /// Resume by itself after this long ("2h", "30m"); default: until `lifeboat resume`.
+    #[arg(long = "for", value_name = "DURATION")]
+    duration: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The job to resume (default: every job).
+    job: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config file without running anything.
+    Check(ConfigArg),
+}
+
+pub fn daemon(a: DaemonArgs) -> Result<ExitCode> {
+    lifeboat::daemon::Daemon::run(&a.config.config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config(c: ConfigCommand) -> Result<ExitCode> {
+    match c {
+        ConfigCommand::Check(a) => match Config::load(&a.config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: valid; {} repositories, {} jobs",
+                    a.config.display(),
+                    cfg.repositories.len(),
+                    cfg.jobs.len()
+                );
+                for j in &cfg.jobs {
+                    let now = chrono::Utc::now();
+                    let next = |s: &Option<lifeboat::daemon::schedule::Schedule>| {
+                        s.as_ref()
+                            .and_then(|s| s.next_after(now))
+                            .map(|t| {
+                                t.with_timezone(&chrono::Local)
+                                    .format("%Y-%m-%d %H:%M:%S")
+                                    .to_string()
+                            })
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    println!(
+                        "  job {}: next incremental {}, next full {}",
+                        j.name,
+                        next(&j.incremental),
+                        next(&j.full)
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                eprintln!(
+                    "lifeboat: {} errors in {}",
+                    errors.0.len(),
+                    a.config.display()
+                );
+                Ok(ExitCode::from(EXIT_FAILURE))
+            }
+        },
+    }
+}
+
+fn runtime_dir(config: &Path) -> Result<PathBuf> {
+    Ok(lifeboat::daemon::runtime_dir_of(config)?)
+}
+
+pub fn status(a: StatusArgs) -> Result<ExitCode> {
+    let answer = control::ask(&runtime_dir(&a.config.config)?, &Request::Status)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let d = &answer["daemon"];
+    println!(
+        "lifeboat daemon {} (pid {}), up since {}",
+        d["version"].as_str().unwrap_or("?"),
+        d["pid"],
+        d["started"].as_str().unwrap_or("?")
+    );
+    let mut any_bad = false;
+    for j in answer["jobs"].as_array().into_iter().flatten() {
+        let s = &j["state"];
+        let result = s["last_result"].as_str().unwrap_or("never run");
+        any_bad |= result == "failed" || j["stale"].as_bool() == Some(true);
+        println!("job {}:", j["name"].as_str().unwrap_or("?"));
+        if let Some(r) = j["running"].as_object() {
+            println!(
+                "  running: {} backup since {}, {} files, {} bytes read",
+                r["kind"].as_str().unwrap_or("?"),
+                r["started"].as_str().unwrap_or("?"),
+                r["files"],
+                r["bytes_read"]
+            );
+        }
+        println!(
+            "  last run: {} ({}){}",
+            s["last_start"].as_str().unwrap_or("never"),
+            result,
+            s["last_error"]
+                .as_str()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+        println!(
+            "  last success: {}",
+            s["last_success"].as_str().unwrap_or("never")
+        );
+        println!(
+            "  next: incremental {}, full {}",
+            j["next_incremental"].as_str().unwrap_or("-"),
+            j["next_full"].as_str().unwrap_or("-")
+        );
+        if let Some(p) = j["paused_until"].as_str() {
+            println!("  paused until {p}");
+        }
+        if j["stale"].as_bool() == Some(true) {
+            println!("  STALE: no successful backup within the job's stale_after bound");
+        }
+    }
+    Ok(if any_bad {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    let cfg =
+        Config::load(&a.config.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let Some(job) = cfg.job(&a.job).cloned() else {
+        bail!("no job named {:?} in {}", a.job, a.config.config.display());
+    };
+    let request = Request::Run {
+        job: a.job.clone(),
+        full: a.full,
+    };
+    match control::ask(&cfg.daemon.runtime_dir, &request) {
+        Ok(_) => {
+            println!("job {} queued in the running daemon", a.job);
+            if a.no_wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            wait_for(&cfg, &a.job)
+        }
+        Err(e) if control::socket_path(&cfg.daemon.runtime_dir).exists() => Err(e.into()),
+        Err(_) => {
+            // No daemon: run the job here, with the same configuration.
+            eprintln!(
+                "no daemon is running; running job {} in this process",
+                a.job
+            );
+            let kind = if a.full {
+                RunKind::Full
+            } else {
+                RunKind::Incremental
+            };
+            let outcome = run_job(&cfg, &job, kind, Arc::default());
+            report(
+                &a.job,
+                outcome.result,
+                outcome.error.as_deref(),
+                outcome.snapshot.as_deref(),
+            )
+        }
+    }
+}
+
+fn report(
+    job: &str,
+    result: RunResult,
+    error: Option<&str>,
+    snapshot: Option<&str>,
+) -> Result<ExitCode> {
+    match result {
+        RunResult::Success => {
+            println!(
+                "job {job}: success, snapshot {}",
+                snapshot.map(|s| &s[..8.min(s.len())]).unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RunResult::Partial => {
+            eprintln!(
+                "job {job}: snapshot written, with problems: {}",
+                error.unwrap_or("")
+            );
+            Ok(ExitCode::from(EXIT_INCOMPLETE))
+        }
+        RunResult::Failed => {
+            eprintln!("job {job}: FAILED: {}", error.unwrap_or("unknown error"));
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
+}
+
+/// Polls the daemon until the job has run (started and finished after the request).
+fn wait_for(cfg: &Config, job: &str) -> Result<ExitCode> {
+    let asked = chrono::Utc::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        if lifeboat::interrupt::requested() {
+            bail!("stopped waiting; the run goes on in the daemon");
+        }
+        let answer = control::ask(&cfg.daemon.runtime_dir, &Request::Status)?;
+        let Some(j) = answer["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["name"] == job)
+        else {
+            bail!("the daemon no longer has job {job:?}");
+        };
+        let s = &j["state"];
+        let end = s["last_end"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let start = s["last_start"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let done = j["running"].is_null()
+            && !j["queued"].as_bool().unwrap_or(false)
+            && start.is_some_and(|t| t >= asked - chrono::Duration::seconds(1))
+            && end.is_some_and(|e| start.is_some_and(|s| e >= s));
+        if done {
+            let result: RunResult = serde_json::from_value(s["last_result"].clone())?;
+            return report(
+                job,
+                result,
+                s["last_error"].as_str(),
+                s["last_snapshot"].as_str(),
+            );
+        }
+    }
+}
+
+pub fn pause(a: PauseArgs) -> Result<ExitCode> {
+    let for_secs = a
+        .duration
+        .as_deref()
+        .map(lifeboat::config::parse_duration)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?
+        .map(|d| d.as_secs());
+    let answer = control::ask(
+        &runtime_dir(&a.config.config)?,
+        &Request::Pause {
+            job: a.job,
+            for_secs,
+        },
+    )?;
+    println!(
+        "paused {} until {}",
+        answer["paused"].as_str().unwrap_or("?"),
+        answer["until"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn resume(a: ResumeArgs) -> Result<ExitCode> {
+    control::ask(
+        &runtime_dir(&a.config.config)?,
+        &Request::Resume { job: a.job.clone() },
+    )?;
+    println!("resumed {}", a.job.as_deref().unwrap_or("every job"));
+    Ok(ExitCode::SUCCESS)
+}

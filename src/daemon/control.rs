@@ -1,0 +1,94 @@
+//! The control socket: `lifeboat status | run | pause | resume` talk to the running daemon over
+//! a Unix socket in its runtime directory (mode 0600: root only, like the daemon). One JSON
+//! request per connection, one JSON answer.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Run {
+        job: String,
+        full: bool,
+    },
+    Pause {
+        job: Option<String>,
+        for_secs: Option<u64>,
+    },
+    Resume {
+        job: Option<String>,
+    },
+}
+
+/// The socket's path in a runtime directory.
+pub fn socket_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("lifeboat.sock")
+}
+
+/// Binds the control socket (replacing a stale one left by a crashed daemon).
+pub fn bind(runtime_dir: &Path) -> Result<UnixListener> {
+    std::fs::create_dir_all(runtime_dir)
+        .map_err(|e| Error::io("create runtime directory", runtime_dir, e))?;
+    let p = socket_path(runtime_dir);
+    if UnixStream::connect(&p).is_ok() {
+        return Err(Error::Invalid(format!(
+            "another lifeboat daemon is already running (its control socket {} answers)",
+            p.display()
+        )));
+    }
+    let _ = std::fs::remove_file(&p);
+    let listener = UnixListener::bind(&p).map_err(|e| Error::io("bind control socket", &p, e))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("restrict control socket", &p, e))?;
+    Ok(listener)
+}
+
+/// Reads one request from a connection.
+pub fn read_request(stream: &UnixStream) -> Result<Request> {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| Error::io("read control request", "socket", e))?;
+    serde_json::from_str(&line).map_err(|e| Error::Invalid(format!("bad control request: {e}")))
+}
+
+/// Writes the answer.
+pub fn write_answer(mut stream: &UnixStream, answer: &serde_json::Value) {
+    let _ = writeln!(stream, "{answer}");
+}
+
+/// Sends a request to the daemon whose runtime directory is `runtime_dir`.
+pub fn ask(runtime_dir: &Path, request: &Request) -> Result<serde_json::Value> {
+    let p = socket_path(runtime_dir);
+    let mut stream = UnixStream::connect(&p).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot reach the lifeboat daemon at {} ({e}): is it running (systemctl status lifeboat)? Is this the right --config?",
+            p.display()
+        ))
+    })?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let text = serde_json::to_string(request).map_err(|e| Error::Invalid(e.to_string()))?;
+    writeln!(stream, "{text}").map_err(|e| Error::io("send control request", &p, e))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| Error::io("read control answer", &p, e))?;
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| Error::Invalid(format!("bad answer from the daemon: {e}")))?;
+    if v.get("ok").and_then(|o| o.as_bool()) == Some(false) {
+        let msg = v.get("error").and_then(|e| e.as_str()).unwrap_or("refused");
+        return Err(Error::Invalid(msg.to_string()));
+    }
+    Ok(v)
+}

@@ -1,0 +1,262 @@
+//! Running one job: the `before` hook, the backup, the `after` hook.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use super::state::RunResult;
+use crate::backup::exclude::Excludes;
+use crate::backup::{backup, BackupOptions};
+use crate::config::{parse_duration, Config, HookConfig, Job, RepositoryConfig};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::{Credentials, Repository};
+use crate::storage::StorageOptions;
+
+/// Full or incremental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Full,
+    Incremental,
+}
+
+impl RunKind {
+    /// "full" or "incremental".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Full => "full",
+            RunKind::Incremental => "incremental",
+        }
+    }
+}
+
+/// How a run went.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub result: RunResult,
+    pub error: Option<String>,
+    pub snapshot: Option<String>,
+    pub summary: Option<crate::repo::Summary>,
+    pub duration: Duration,
+}
+
+fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| Error::io("read password file", path, e))?);
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(Error::Invalid(format!(
+            "password file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Zeroizing::new(line.to_vec()))
+}
+
+/// What opens a configured repository.
+pub fn credentials(r: &RepositoryConfig) -> Result<Credentials> {
+    if let Some(kit) = &r.recovery_kit {
+        let text =
+            std::fs::read_to_string(kit).map_err(|e| Error::io("read recovery kit", kit, e))?;
+        return Ok(Credentials::MasterKey(crate::repo::kit::parse(&text)?));
+    }
+    if let Some(f) = &r.password_file {
+        return read_secret(f).map(Credentials::Password);
+    }
+    let name = r
+        .password_credential
+        .as_deref()
+        .unwrap_or("lifeboat-password");
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let f = Path::new(&dir).join(name);
+        if f.exists() {
+            return read_secret(&f).map(Credentials::Password);
+        }
+    }
+    if let Some(p) = std::env::var_os("LIFEBOAT_PASSWORD") {
+        use std::os::unix::ffi::OsStrExt;
+        return Ok(Credentials::Password(Zeroizing::new(p.as_bytes().to_vec())));
+    }
+    Err(Error::Invalid(format!(
+        "repository {} is encrypted and its configuration gives no password: set password_file, password_credential or recovery_kit",
+        r.url
+    )))
+}
+
+/// Opens a configured repository, with the daemon's cache.
+pub fn open_repository(cfg: &Config, r: &RepositoryConfig) -> Result<Repository> {
+    let mut opts = StorageOptions::default();
+    opts.cloud.options = r.options.clone().into_iter().collect();
+    opts.limit_upload = r.limit_upload_kib.map(|k| k.saturating_mul(1024));
+    opts.limit_download = r.limit_download_kib.map(|k| k.saturating_mul(1024));
+    let storage = crate::storage::open(&r.url, &opts)?;
+    let repo = Repository::open(storage, || credentials(r))?;
+    Ok(repo.with_cache(Some(&cfg.daemon.cache_dir)))
+}
+
+/// Runs a hook; `Err` names the command and why it failed.
+fn run_hook(
+    hook: &HookConfig,
+    job: &str,
+    phase: &str,
+    result: Option<RunResult>,
+) -> std::result::Result<(), String> {
+    let timeout = hook
+        .timeout
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?
+        .unwrap_or(Duration::from_secs(600));
+    let (program, args) = hook.command.split_first().ok_or("empty command")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("LIFEBOAT_JOB", job)
+        .env("LIFEBOAT_PHASE", phase)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(r) = result {
+        cmd.env("LIFEBOAT_RESULT", format!("{r:?}").to_lowercase());
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{phase} hook {program}: cannot start: {e}"))?;
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                if status.success() {
+                    return Ok(());
+                }
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    let _ = s.read_to_string(&mut err);
+                }
+                let err = err.trim();
+                let tail: String = err
+                    .chars()
+                    .rev()
+                    .take(500)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                return Err(format!(
+                    "{phase} hook {program} failed ({status}){}",
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {tail}")
+                    }
+                ));
+            }
+            Ok(None) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{phase} hook {program} ran longer than {} and was killed",
+                    humantime::format_duration(timeout)
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("{phase} hook {program}: {e}")),
+        }
+    }
+}
+
+/// Runs `job` once.
+pub fn run_job(cfg: &Config, job: &Job, kind: RunKind, progress: Arc<Progress>) -> RunOutcome {
+    let started = Instant::now();
+    let failed = |error: String, started: Instant| RunOutcome {
+        result: RunResult::Failed,
+        error: Some(error),
+        snapshot: None,
+        summary: None,
+        duration: started.elapsed(),
+    };
+    let j = &job.config;
+    if let Some(h) = &j.before {
+        if let Err(e) = run_hook(h, &job.name, "before", None) {
+            if h.on_failure.as_deref() != Some("continue") {
+                return failed(format!("{e}; no backup was made"), started);
+            }
+            tracing::warn!(job = %job.name, error = %e, "before hook failed; backing up anyway");
+        }
+    }
+    let mut outcome = match backup_once(cfg, job, kind, progress) {
+        Ok(done) => {
+            let partial = !done.snapshot.summary.errors.is_empty();
+            RunOutcome {
+                result: if partial {
+                    RunResult::Partial
+                } else {
+                    RunResult::Success
+                },
+                error: partial.then(|| {
+                    format!(
+                        "{} source entries could not be read (first: {}: {})",
+                        done.snapshot.summary.errors.len(),
+                        done.snapshot.summary.errors[0].path,
+                        done.snapshot.summary.errors[0].error
+                    )
+                }),
+                snapshot: Some(done.id.to_hex()),
+                summary: Some(done.snapshot.summary),
+                duration: started.elapsed(),
+            }
+        }
+        Err(e) => failed(e.to_string(), started),
+    };
+    if let Some(h) = &j.after {
+        if let Err(e) = run_hook(h, &job.name, "after", Some(outcome.result)) {
+            tracing::warn!(job = %job.name, error = %e, "after hook failed");
+            if outcome.result != RunResult::Failed {
+                outcome.error = Some(e);
+                outcome.result = RunResult::Partial;
+            }
+        }
+    }
+    outcome.duration = started.elapsed();
+    outcome
+}
+
+fn backup_once(
+    cfg: &Config,
+    job: &Job,
+    kind: RunKind,
+    progress: Arc<Progress>,
+) -> Result<crate::backup::BackupOutcome> {
+    let r = cfg
+        .repositories
+        .get(&job.repository)
+        .ok_or_else(|| Error::Invalid(format!("no repository {:?}", job.repository)))?;
+    let repo = open_repository(cfg, r)?;
+    let j = &job.config;
+    let mut excludes = j.excludes.clone();
+    for f in &j.exclude_files {
+        excludes.extend(Excludes::read_file(f)?);
+    }
+    let host = j.host.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    });
+    let opts = BackupOptions {
+        paths: j.sources.get_ref().clone(),
+        full: kind == RunKind::Full,
+        excludes,
+        one_file_system: j.one_file_system,
+        tags: j.tags.clone(),
+        host,
+        threads: 0,
+        uploads: r.upload_concurrency.unwrap_or(0),
+        job: Some(job.name.clone()),
+    };
+    backup(&repo, &opts, progress)
+}

@@ -1,0 +1,113 @@
+//! The daemon's persistent state: per job, where the schedule was last evaluated, the last run
+//! and its result, the last success. Written atomically (temporary file, fsync, rename) after
+//! every change, so a crash or restart loses nothing and never reads a half-written file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    /// Snapshot written, every source file read.
+    Success,
+    /// Snapshot written, some source files unreadable.
+    Partial,
+    /// No snapshot.
+    Failed,
+}
+
+/// State of one job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobState {
+    /// The schedule has been evaluated up to this time: occurrences after it are still due.
+    pub cursor: Option<DateTime<Utc>>,
+    pub last_start: Option<DateTime<Utc>>,
+    pub last_end: Option<DateTime<Utc>>,
+    /// "full" or "incremental".
+    pub last_kind: Option<String>,
+    pub last_result: Option<RunResult>,
+    pub last_error: Option<String>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_snapshot: Option<String>,
+    pub last_duration_secs: Option<f64>,
+    pub last_bytes_read: u64,
+    pub last_bytes_added: u64,
+    pub last_files: u64,
+    pub last_source_errors: u64,
+    /// Runs that succeeded and failed since the state was created.
+    pub successes: u64,
+    pub failures: u64,
+    /// Scheduled runs are held until then.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// A staleness alert was sent and no success came since.
+    pub stale_alerted: bool,
+}
+
+/// State of every job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub jobs: BTreeMap<String, JobState>,
+}
+
+/// The state file in `dir`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+impl State {
+    /// Loads the state (a missing file is an empty state; a damaged one is an error naming it).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let p = path(dir);
+        match std::fs::read(&p) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Invalid(format!(
+                    "daemon state {} is damaged ({e}); move it away to start with a fresh state",
+                    p.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(Error::io("read daemon state", p, e)),
+        }
+    }
+
+    /// Saves the state atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, e))?;
+        let p = path(dir);
+        let tmp = dir.join(".state.json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &p)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| Error::io("write daemon state", &p, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(State::load(dir.path()).expect("empty"), State::default());
+        let mut s = State::default();
+        s.jobs.entry("etc".into()).or_default().last_result = Some(RunResult::Partial);
+        s.save(dir.path()).expect("save");
+        assert_eq!(State::load(dir.path()).expect("load"), s);
+        std::fs::write(path(dir.path()), b"{").expect("damage");
+        let err = State::load(dir.path()).expect_err("damaged");
+        assert!(err.to_string().contains("state.json"), "{err}");
+    }
+}
