@@ -75,6 +75,7 @@ fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
         username: "x".into(),
         paths: vec!["/".into()],
         tags: vec![],
+        job: None,
         kind: BackupKind::Full,
         parent: None,
         tree: root_id,

@@ -504,8 +504,23 @@ fn job_state_json(js: &JobState) -> serde_json::Value {
     serde_json::to_value(js).unwrap_or_default()
 }
 
-/// Where the control socket of the daemon using `config` is.
+/// Where the control socket of the daemon using `config` is. Works on a config that no longer
+/// validates (a broken edit waiting for SIGHUP is exactly when an operator asks for status).
 pub fn runtime_dir_of(config: &Path) -> Result<PathBuf> {
-    let c = Config::load(config).map_err(|e| Error::Invalid(format!("invalid config:\n{e}")))?;
-    Ok(c.daemon.runtime_dir)
+    match Config::load(config) {
+        Ok(c) => Ok(c.daemon.runtime_dir),
+        Err(e) => {
+            let text = std::fs::read_to_string(config)
+                .map_err(|io| Error::io("read config", config, io))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|_| Error::Invalid(format!("invalid config:\n{e}")))?;
+            let dir = table
+                .get("daemon")
+                .and_then(|d| d.get("runtime_dir"))
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::config::DaemonSection::default().runtime_dir);
+            Ok(dir)
+        }
+    }
 }

@@ -23,8 +23,9 @@ pub enum RunResult {
     Failed,
 }
 
-/// State of one job.
+/// State of one job. Fields missing from an older state file take their defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct JobState {
     /// The schedule has been evaluated up to this time: occurrences after it are still due.
     pub cursor: Option<DateTime<Utc>>,
@@ -52,6 +53,7 @@ pub struct JobState {
 
 /// State of every job.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct State {
     pub jobs: BTreeMap<String, JobState>,
 }

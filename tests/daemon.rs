@@ -1,0 +1,389 @@
+//! The daemon end to end: the real binary as a process, seconds-level schedules, the control
+//! socket, signals, catch-up and staleness, and the systemd unit.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A daemon setup in a scratch directory: a repository, a source folder, a config.
+struct Setup {
+    scratch: Scratch,
+    config: PathBuf,
+    repo: PathBuf,
+    src: PathBuf,
+}
+
+impl Setup {
+    fn new(jobs_toml: &str, daemon_extra: &str) -> Self {
+        let scratch = Scratch::new();
+        let src = scratch.join("src");
+        build_plain_tree(&src, 10, 0, 1);
+        let repo = scratch.join("repo");
+        lifeboat(args!["init", "--repo", &repo]).success();
+        let pass = scratch.join("password");
+        std::fs::write(&pass, format!("{PASSWORD}\n")).expect("write password");
+        let d = scratch.path().display().to_string();
+        let text = format!(
+            "[daemon]\nstate_dir = \"{d}/state\"\ncache_dir = \"{d}/cache\"\nruntime_dir = \"{d}/run\"\n{daemon_extra}\n\
+             [repositories.local]\nurl = \"{}\"\npassword_file = \"{}\"\n\n{}",
+            repo.display(),
+            pass.display(),
+            jobs_toml.replace("SRC", &src.display().to_string())
+        );
+        let config = scratch.join("lifeboat.toml");
+        std::fs::write(&config, text).expect("write config");
+        Setup {
+            scratch,
+            config,
+            repo,
+            src,
+        }
+    }
+
+    fn start(&self) -> Daemon {
+        let mut cmd = lifeboat_cmd();
+        cmd.args(args!["daemon", "--config", &self.config])
+            .env_remove("LIFEBOAT_PASSWORD")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.scratch.join("daemon.log")).expect("log"));
+        let child = cmd.spawn().expect("start daemon");
+        let d = Daemon {
+            child,
+            log: self.scratch.join("daemon.log"),
+        };
+        let sock = self.scratch.join("run/lifeboat.sock");
+        wait_until(Duration::from_secs(20), || sock.exists(), || d.log());
+        d
+    }
+
+    fn cli(&self, cmd: &str, rest: Vec<std::ffi::OsString>) -> Out {
+        let mut a = args![cmd, "--config", &self.config];
+        a.extend(rest);
+        lifeboat(a)
+    }
+
+    fn status(&self) -> Value {
+        self.cli("status", args!["--json"]).json()
+    }
+
+    fn snapshots(&self) -> Vec<Value> {
+        let out = lifeboat(args!["snapshots", "--json", "--repo", &self.repo]).success();
+        out.json().as_array().cloned().unwrap_or_default()
+    }
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
+            .expect("signal");
+    }
+
+    /// Sends SIGTERM and waits for a clean exit within `bound`.
+    fn stop(mut self, bound: Duration) -> String {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "daemon exit {status}: {}", self.log());
+                return self.log();
+            }
+            assert!(
+                started.elapsed() < bound,
+                "daemon did not stop within {bound:?}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[track_caller]
+fn wait_until(bound: Duration, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < bound,
+            "condition not met within {bound:?}; {}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn job(status: &Value, name: &str) -> Value {
+    status["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no job {name} in {status}"))
+}
+
+#[test]
+fn config_errors_name_file_line_and_field() {
+    let scratch = Scratch::new();
+    let config = scratch.join("broken.toml");
+    std::fs::write(
+        &config,
+        "[repositories.local]\nurl = \"/r\"\n\n[[jobs]]\nname = \"etc\"\nrepository = \"nope\"\nsources = [\"/etc\"]\nincremental = \"0 25 * * *\"\n",
+    )
+    .expect("write");
+    let out = lifeboat(args!["config", "check", "--config", &config]).expect_code(1);
+    let err = out.stderr();
+    assert!(err.contains(&format!("{}:6:", config.display())), "{err}");
+    assert!(err.contains(".repository") && err.contains("nope"), "{err}");
+    assert!(
+        err.contains(&format!("{}:8:", config.display())) && err.contains(".incremental"),
+        "{err}"
+    );
+    // The daemon refuses to start on it, with the same messages.
+    let out = lifeboat(args!["daemon", "--config", &config]).expect_code(1);
+    assert!(out.stderr().contains(".incremental"), "{}", out.stderr());
+}
+
+#[test]
+fn scheduled_incremental_and_full_backups_status_run_reload_and_stop() {
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"demo\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"*/2 * * * * *\"\nfull = \"*/9 * * * * *\"\n",
+        "",
+    );
+    let daemon = setup.start();
+    wait_until(
+        Duration::from_secs(40),
+        || {
+            let snaps = setup.snapshots();
+            let inc = snaps.iter().filter(|s| s["kind"] == "incremental").count();
+            let full = snaps.iter().filter(|s| s["kind"] == "full").count();
+            inc >= 2 && full >= 1
+        },
+        || daemon.log(),
+    );
+    for s in setup.snapshots() {
+        assert_eq!(s["job"], "demo", "{s}");
+    }
+    let status = setup.status();
+    let j = job(&status, "demo");
+    assert_eq!(j["state"]["last_result"], "success", "{j}");
+    assert!(
+        j["next_incremental"].is_string() && j["next_full"].is_string(),
+        "{j}"
+    );
+    assert!(setup
+        .cli("status", args![])
+        .success()
+        .stdout()
+        .contains("job demo"));
+
+    // `run --full` goes through the daemon and waits for the result.
+    let before = setup.snapshots().len();
+    let out = setup.cli("run", args!["demo", "--full"]).success();
+    assert!(
+        out.stdout().contains("queued in the running daemon"),
+        "{}",
+        out.stdout()
+    );
+    assert!(setup.snapshots().len() > before);
+
+    // A broken config on SIGHUP is reported and the old one stays in force.
+    let good = std::fs::read_to_string(&setup.config).expect("read");
+    std::fs::write(
+        &setup.config,
+        good.replace("*/2 * * * * *", "every two seconds"),
+    )
+    .expect("write");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(
+        Duration::from_secs(10),
+        || daemon.log().contains("not loaded"),
+        || daemon.log(),
+    );
+    let count = setup.snapshots().len();
+    wait_until(
+        Duration::from_secs(20),
+        || setup.snapshots().len() > count,
+        || daemon.log(),
+    );
+    assert_eq!(
+        job(&setup.status(), "demo")["state"]["last_result"],
+        "success"
+    );
+
+    // Pause holds scheduled runs; resume lets them go again.
+    std::fs::write(&setup.config, &good).expect("write");
+    setup.cli("pause", args!["demo"]).success();
+    assert!(job(&setup.status(), "demo")["paused_until"].is_string());
+    setup.cli("resume", args!["demo"]).success();
+    assert!(job(&setup.status(), "demo")["paused_until"].is_null());
+
+    let log = daemon.stop(Duration::from_secs(30));
+    assert!(log.contains("lifeboat daemon stopped"), "{log}");
+    assert!(
+        !setup.scratch.join("run/lifeboat.sock").exists(),
+        "socket removed at exit"
+    );
+    // The state survives: a new daemon knows the last success.
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(setup.scratch.join("state/state.json")).expect("state"),
+    )
+    .expect("json");
+    assert!(state["jobs"]["demo"]["last_success"].is_string(), "{state}");
+    lifeboat(args!["check", "--read-data", "--repo", &setup.repo]).success();
+}
+
+#[test]
+fn sigterm_during_a_backup_stops_cleanly_and_the_next_run_reuses_the_upload() {
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"big\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+        "",
+    );
+    for i in 0..24 {
+        write_file(
+            &setup.src.join(format!("big{i:02}.bin")),
+            &random_bytes(4 << 20, 100 + i),
+        );
+    }
+    let daemon = setup.start();
+    setup
+        .cli("run", args!["big", "--full", "--no-wait"])
+        .success();
+    // Wait until the backup has stored at least one pack, then stop the daemon.
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            let j = job(&setup.status(), "big");
+            j["running"]["bytes_added"].as_u64().unwrap_or(0) > 0
+        },
+        || daemon.log(),
+    );
+    let log = daemon.stop(Duration::from_secs(60));
+    assert!(
+        log.contains("FAILED") && log.contains("interrupted"),
+        "the run was stopped: {log}"
+    );
+    assert!(
+        setup.snapshots().is_empty(),
+        "no snapshot from an interrupted run"
+    );
+    lifeboat(args!["check", "--read-data", "--repo", &setup.repo]).success();
+    // Without a daemon, `run` runs the job in-process; it reuses what was uploaded.
+    let out = setup.cli("run", args!["big"]).success();
+    assert!(
+        out.stderr().contains("no daemon is running"),
+        "{}",
+        out.stderr()
+    );
+    let snaps = setup.snapshots();
+    assert_eq!(snaps.len(), 1);
+    let added = snaps[0]["summary"]["bytes_added"]
+        .as_u64()
+        .expect("bytes_added");
+    let total = snaps[0]["summary"]["total_bytes"].as_u64().expect("total");
+    assert!(
+        added < total,
+        "the second run stored {added} of {total} bytes: nothing was reused"
+    );
+}
+
+#[test]
+fn a_missed_run_is_caught_up_once_after_a_restart() {
+    let jobs = "[[jobs]]\nname = \"yearly\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n";
+    for catch_up in [true, false] {
+        let setup = Setup::new(jobs, &format!("catch_up = {catch_up}"));
+        // The daemon last looked in 2020: six New Year runs were missed since.
+        std::fs::create_dir_all(setup.scratch.join("state")).expect("mkdir");
+        std::fs::write(
+            setup.scratch.join("state/state.json"),
+            r#"{"jobs": {"yearly": {"cursor": "2020-06-01T00:00:00Z"}}}"#,
+        )
+        .expect("write state");
+        let daemon = setup.start();
+        if catch_up {
+            wait_until(
+                Duration::from_secs(30),
+                || setup.snapshots().len() == 1,
+                || daemon.log(),
+            );
+            std::thread::sleep(Duration::from_secs(2));
+            assert_eq!(
+                setup.snapshots().len(),
+                1,
+                "caught up once, not once per missed run"
+            );
+            let log = daemon.stop(Duration::from_secs(30));
+            assert!(log.contains("catch-up"), "{log}");
+        } else {
+            std::thread::sleep(Duration::from_secs(3));
+            let log = daemon.stop(Duration::from_secs(30));
+            assert!(setup.snapshots().is_empty(), "catch_up = false: {log}");
+            assert!(log.contains("catch_up is off"), "{log}");
+        }
+    }
+}
+
+#[test]
+fn a_job_without_success_within_its_bound_is_reported_stale() {
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"rare\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\nstale_after = \"2s\"\n",
+        "",
+    );
+    let daemon = setup.start();
+    wait_until(
+        Duration::from_secs(20),
+        || job(&setup.status(), "rare")["stale"] == true,
+        || daemon.log(),
+    );
+    let out = setup.cli("status", args![]).expect_code(1);
+    assert!(out.stdout().contains("STALE"), "{}", out.stdout());
+    wait_until(
+        Duration::from_secs(10),
+        || daemon.log().contains("STALE"),
+        || daemon.log(),
+    );
+    // A success clears it.
+    setup.cli("run", args!["rare"]).success();
+    assert_eq!(job(&setup.status(), "rare")["stale"], false);
+    daemon.stop(Duration::from_secs(30));
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let scratch = Scratch::new();
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/lifeboat.service"),
+    )
+    .expect("unit");
+    // verify checks that the executables exist: point them at the binary under test.
+    let unit = unit.replace("/usr/local/bin/lifeboat", bin());
+    let path = scratch.join("lifeboat.service");
+    std::fs::write(&path, unit).expect("write");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is needed to check the unit");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
