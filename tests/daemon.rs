@@ -387,3 +387,80 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn metrics_and_health_endpoints() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"m\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\nstale_after = \"4s\"\n",
+        &format!("metrics_listen = \"{addr}\""),
+    );
+    let daemon = setup.start();
+    let (code, body) = http_get(&addr, "/health");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    setup.cli("run", args!["m"]).success();
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            http_get(&addr, "/metrics")
+                .1
+                .contains("lifeboat_job_successes_total{job=\"m\"} 1")
+        },
+        || http_get(&addr, "/metrics").1,
+    );
+    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    for needle in [
+        "lifeboat_job_last_success_timestamp_seconds{job=\"m\"}",
+        "lifeboat_job_last_bytes_read{job=\"m\"}",
+        "lifeboat_job_last_bytes_added{job=\"m\"}",
+        "lifeboat_job_last_files{job=\"m\"} 10",
+        "lifeboat_job_running{job=\"m\"} 0",
+        "lifeboat_job_last_duration_seconds{job=\"m\"}",
+        "lifeboat_job_failures_total{job=\"m\"} 0",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from:\n{metrics}"
+        );
+    }
+    // Past its staleness bound without a success, /health answers 503 naming the job.
+    wait_until(
+        Duration::from_secs(20),
+        || http_get(&addr, "/health").0 == 503,
+        || http_get(&addr, "/health").1,
+    );
+    assert!(http_get(&addr, "/health").1.contains('m'));
+    assert!(http_get(&addr, "/metrics")
+        .1
+        .contains("lifeboat_job_stale{job=\"m\"} 1"));
+    assert_eq!(http_get(&addr, "/nope").0, 404);
+    daemon.stop(Duration::from_secs(30));
+}

@@ -15,6 +15,7 @@
 //! so the next run reuses it; then the state is saved and the daemon exits.
 
 pub mod control;
+pub mod metrics;
 pub mod runner;
 pub mod schedule;
 pub mod state;
@@ -63,6 +64,8 @@ pub struct Daemon {
     done_tx: Sender<(String, RunKind, RunOutcome)>,
     done_rx: Receiver<(String, RunKind, RunOutcome)>,
     reload: Arc<AtomicBool>,
+    /// What `/metrics` and `/health` serve.
+    published: metrics::Shared,
 }
 
 fn far_future() -> DateTime<Utc> {
@@ -114,7 +117,12 @@ impl Daemon {
             done_tx,
             done_rx,
             reload,
+            published: Default::default(),
         };
+        if let Some(listen) = d.config.daemon.metrics_listen.clone() {
+            metrics::serve(&listen, d.published.clone())?;
+            tracing::info!(%listen, "serving /metrics and /health");
+        }
         tracing::info!(config = %path.display(), jobs = d.config.jobs.len(), "lifeboat daemon started");
         systemd::notify(&format!("READY=1\nSTATUS={}", d.status_line()));
         let result = d.main_loop(&control_rx);
@@ -151,6 +159,7 @@ impl Daemon {
                     last_ping = Instant::now();
                 }
             }
+            *self.published.write() = self.status_json(Utc::now());
             let status = self.status_line();
             if status != last_status {
                 systemd::notify(&format!("STATUS={status}"));

@@ -1,0 +1,230 @@
+//! `/metrics` (Prometheus text format) and `/health` over HTTP, for monitoring. Off by default;
+//! when on, it should listen on localhost (`metrics_listen = "127.0.0.1:9188"`). It serves a
+//! copy of the daemon's status that the main loop refreshes, so a slow scraper never blocks
+//! scheduling.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The status the endpoint serves, refreshed by the daemon.
+pub type Shared = Arc<RwLock<Value>>;
+
+/// Starts serving on `listen`.
+pub fn serve(listen: &str, status: Shared) -> Result<()> {
+    let listener =
+        TcpListener::bind(listen).map_err(|e| Error::io("listen for metrics on", listen, e))?;
+    std::thread::Builder::new()
+        .name("lifeboat-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let status = status.read().clone();
+                let _ = answer(stream, &status);
+            }
+        })
+        .map_err(|e| Error::io("start metrics thread", "thread", e))?;
+    Ok(())
+}
+
+fn answer(mut stream: TcpStream, status: &Value) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let (code, content_type, body) = match path {
+        "/metrics" => (200, "text/plain; version=0.0.4", render(status)),
+        "/health" => {
+            let (ok, text) = health(status);
+            (if ok { 200 } else { 503 }, "text/plain", text)
+        }
+        _ => (
+            404,
+            "text/plain",
+            "not found: try /metrics or /health\n".to_string(),
+        ),
+    };
+    let reason = match code {
+        200 => "OK",
+        503 => "Service Unavailable",
+        _ => "Not Found",
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Healthy while every job is within its staleness bound.
+pub fn health(status: &Value) -> (bool, String) {
+    let stale: Vec<&str> = status["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|j| j["stale"].as_bool() == Some(true))
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    if stale.is_empty() {
+        (true, "ok\n".into())
+    } else {
+        (false, format!("stale: {}\n", stale.join(", ")))
+    }
+}
+
+fn ts(v: &Value) -> Option<f64> {
+    let t = chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok()?;
+    Some(t.timestamp_millis() as f64 / 1000.0)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of a status.
+pub fn render(status: &Value) -> String {
+    type Getter = fn(&Value) -> Option<f64>;
+    let metrics: [(&str, &str, &str, Getter); 12] = [
+        (
+            "lifeboat_job_last_success_timestamp_seconds",
+            "gauge",
+            "Time of the last successful backup.",
+            |j| ts(&j["state"]["last_success"]),
+        ),
+        (
+            "lifeboat_job_last_run_timestamp_seconds",
+            "gauge",
+            "Start of the last run.",
+            |j| ts(&j["state"]["last_start"]),
+        ),
+        (
+            "lifeboat_job_last_run_success",
+            "gauge",
+            "1 if the last run wrote a snapshot, 0 if it failed.",
+            |j| {
+                j["state"]["last_result"]
+                    .as_str()
+                    .map(|r| if r == "failed" { 0.0 } else { 1.0 })
+            },
+        ),
+        (
+            "lifeboat_job_last_duration_seconds",
+            "gauge",
+            "Duration of the last run.",
+            |j| j["state"]["last_duration_secs"].as_f64(),
+        ),
+        (
+            "lifeboat_job_last_bytes_read",
+            "gauge",
+            "Bytes read from the source by the last run.",
+            |j| j["state"]["last_bytes_read"].as_f64(),
+        ),
+        (
+            "lifeboat_job_last_bytes_added",
+            "gauge",
+            "Bytes added to the repository by the last run.",
+            |j| j["state"]["last_bytes_added"].as_f64(),
+        ),
+        (
+            "lifeboat_job_last_files",
+            "gauge",
+            "Files in the last snapshot.",
+            |j| j["state"]["last_files"].as_f64(),
+        ),
+        (
+            "lifeboat_job_last_source_errors",
+            "gauge",
+            "Source entries the last run could not read.",
+            |j| j["state"]["last_source_errors"].as_f64(),
+        ),
+        (
+            "lifeboat_job_running",
+            "gauge",
+            "1 while a backup of the job runs.",
+            |j| Some(if j["running"].is_null() { 0.0 } else { 1.0 }),
+        ),
+        (
+            "lifeboat_job_stale",
+            "gauge",
+            "1 when no backup succeeded within stale_after.",
+            |j| {
+                Some(if j["stale"].as_bool() == Some(true) {
+                    1.0
+                } else {
+                    0.0
+                })
+            },
+        ),
+        (
+            "lifeboat_job_successes_total",
+            "counter",
+            "Runs that wrote a snapshot.",
+            |j| j["state"]["successes"].as_f64(),
+        ),
+        (
+            "lifeboat_job_failures_total",
+            "counter",
+            "Runs that failed.",
+            |j| j["state"]["failures"].as_f64(),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, get) in metrics {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for j in status["jobs"].as_array().into_iter().flatten() {
+            if let (Some(job), Some(v)) = (j["name"].as_str(), get(j)) {
+                out.push_str(&format!("{name}{{job=\"{}\"}} {v}\n", escape(job)));
+            }
+        }
+    }
+    if let Some(t) = ts(&status["daemon"]["started"]) {
+        out.push_str("# HELP lifeboat_daemon_start_timestamp_seconds When the daemon started.\n");
+        out.push_str("# TYPE lifeboat_daemon_start_timestamp_seconds gauge\n");
+        out.push_str(&format!("lifeboat_daemon_start_timestamp_seconds {t}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_jobs_and_health() {
+        let status = serde_json::json!({
+            "daemon": {"started": "2026-11-26T10:00:00Z"},
+            "jobs": [
+                {"name": "etc", "running": null, "stale": false,
+                 "state": {"last_success": "2026-11-26T11:00:00Z", "last_result": "success", "last_bytes_added": 42, "successes": 3, "failures": 1}},
+                {"name": "db\"x", "running": {"kind": "full"}, "stale": true, "state": {"last_result": "failed"}},
+            ]
+        });
+        let m = render(&status);
+        assert!(
+            m.contains("lifeboat_job_last_success_timestamp_seconds{job=\"etc\"} 1795690800"),
+            "{m}"
+        );
+        assert!(
+            m.contains("lifeboat_job_last_bytes_added{job=\"etc\"} 42"),
+            "{m}"
+        );
+        assert!(m.contains("lifeboat_job_running{job=\"db\\\"x\"} 1"), "{m}");
+        assert!(
+            m.contains("lifeboat_job_last_run_success{job=\"db\\\"x\"} 0"),
+            "{m}"
+        );
+        assert!(
+            m.contains("# TYPE lifeboat_job_failures_total counter"),
+            "{m}"
+        );
+        let (ok, text) = health(&status);
+        assert!(!ok && text.contains("db\"x"));
+    }
+}
