@@ -177,6 +177,9 @@ pub struct JobConfig {
     /// A final incremental backup when the system shuts down.
     #[serde(default)]
     pub on_shutdown: bool,
+    /// Notification channels (by name) for this job's events; default: every channel.
+    #[serde(default)]
+    pub notify: Option<Spanned<Vec<String>>>,
 }
 
 /// The whole file, as written.
@@ -189,6 +192,9 @@ pub struct ConfigFile {
     pub repositories: BTreeMap<String, Spanned<RepositoryConfig>>,
     #[serde(default)]
     pub jobs: Vec<Spanned<JobConfig>>,
+    /// Notification channels (`[[notify]]`).
+    #[serde(default)]
+    pub notify: Vec<Spanned<crate::daemon::notify::ChannelConfig>>,
 }
 
 /// A job, validated and ready to schedule.
@@ -210,6 +216,7 @@ pub struct Config {
     pub daemon: DaemonSection,
     pub repositories: BTreeMap<String, RepositoryConfig>,
     pub jobs: Vec<Job>,
+    pub notify: Vec<crate::daemon::notify::ChannelConfig>,
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -467,8 +474,35 @@ impl Config {
                 stale_after,
             });
         }
+        let mut channel_names = HashSet::new();
+        for ch in &file.notify {
+            if let Err(e) = ch.get_ref().validate() {
+                c.push(ch.span(), "notify", e.to_string());
+            }
+            if !channel_names.insert(ch.get_ref().name().to_string()) {
+                c.push(
+                    ch.span(),
+                    "notify",
+                    format!("two channels are named {:?}", ch.get_ref().name()),
+                );
+            }
+        }
+        for (i, spanned) in file.jobs.iter().enumerate() {
+            if let Some(names) = &spanned.get_ref().notify {
+                for n in names.get_ref() {
+                    if !channel_names.contains(n) {
+                        c.push(
+                            names.span(),
+                            format!("jobs[{i}].notify"),
+                            format!("no [[notify]] channel is named {n:?}"),
+                        );
+                    }
+                }
+            }
+        }
         if c.errors.is_empty() {
             Ok(Config {
+                notify: file.notify.into_iter().map(Spanned::into_inner).collect(),
                 path: path.to_path_buf(),
                 daemon: file.daemon,
                 repositories: file

@@ -390,14 +390,20 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
+    let attempt = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    };
+    let text = match attempt() {
+        Ok(t) => t,
+        Err(e) => return (0, format!("request failed: {e}")),
+    };
     let code = text
         .split_whitespace()
         .nth(1)
@@ -463,4 +469,90 @@ fn metrics_and_health_endpoints() {
         .contains("lifeboat_job_stale{job=\"m\"} 1"));
     assert_eq!(http_get(&addr, "/nope").0, 404);
     daemon.stop(Duration::from_secs(30));
+}
+
+/// A local HTTP receiver that records the bodies of the requests it gets.
+fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut len = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line.trim_end() != "" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            sink.lock()
+                .expect("lock")
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let _ = (&stream)
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn failures_and_staleness_are_notified_to_a_webhook() {
+    let (url, got) = receiver();
+    let setup = Setup::new(
+        &format!(
+            "[[notify]]\ntype = \"webhook\"\nname = \"ops\"\nurl = \"{url}\"\n\n\
+             [repositories.gone]\nurl = \"/nonexistent/lifeboat-repo\"\npassword_file = \"/nonexistent/pass\"\n\n\
+             [[jobs]]\nname = \"broken\"\nrepository = \"gone\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\nstale_after = \"3s\"\n"
+        ),
+        "",
+    );
+    let daemon = setup.start();
+    let out = setup.cli("run", args!["broken"]).expect_code(1);
+    assert!(out.stderr().contains("FAILED"), "{}", out.stderr());
+    let has = |kind: &str| {
+        got.lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+            .any(|e| e["kind"] == kind && (e["job"] == "broken" || kind == "daemon_started"))
+    };
+    wait_until(
+        Duration::from_secs(20),
+        || has("backup_failed"),
+        || format!("{:?} {}", got.lock().map(|g| g.clone()), daemon.log()),
+    );
+    let failure = got
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+        .find(|e| e["kind"] == "backup_failed")
+        .expect("failure event");
+    assert!(
+        failure["summary"].as_str().unwrap_or("").contains("broken"),
+        "{failure}"
+    );
+    assert!(has("daemon_started"));
+    wait_until(
+        Duration::from_secs(30),
+        || has("stale"),
+        || format!("{:?}", got.lock().map(|g| g.clone())),
+    );
+    daemon.stop(Duration::from_secs(30));
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            got.lock()
+                .expect("lock")
+                .iter()
+                .any(|b| b.contains("daemon_stopping"))
+        },
+        || format!("{:?}", got.lock().map(|g| g.clone())),
+    );
 }

@@ -34,8 +34,15 @@ pub fn serve(listen: &str, status: Shared) -> Result<()> {
 
 fn answer(mut stream: TcpStream, status: &Value) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(&stream);
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
+    reader.read_line(&mut line)?;
+    // Read the headers to their end: closing a socket with unread input resets the
+    // connection, and the client would lose the answer.
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 0 && header.trim_end() != "" {
+        header.clear();
+    }
     let path = line.split_whitespace().nth(1).unwrap_or("/");
     let (code, content_type, body) = match path {
         "/metrics" => (200, "text/plain; version=0.0.4", render(status)),
@@ -58,7 +65,8 @@ fn answer(mut stream: TcpStream, status: &Value) -> std::io::Result<()> {
         stream,
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
+    )?;
+    stream.shutdown(std::net::Shutdown::Write)
 }
 
 /// Healthy while every job is within its staleness bound.

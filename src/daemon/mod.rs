@@ -16,6 +16,7 @@
 
 pub mod control;
 pub mod metrics;
+pub mod notify;
 pub mod runner;
 pub mod schedule;
 pub mod state;
@@ -66,6 +67,8 @@ pub struct Daemon {
     reload: Arc<AtomicBool>,
     /// What `/metrics` and `/health` serve.
     published: metrics::Shared,
+    /// Where events go, per channel name.
+    notifiers: Vec<(String, notify::Notifier)>,
 }
 
 fn far_future() -> DateTime<Utc> {
@@ -80,6 +83,12 @@ impl Daemon {
         let state = State::load(&config.daemon.state_dir)?;
         std::fs::create_dir_all(&config.daemon.cache_dir)
             .map_err(|e| Error::io("create cache directory", &config.daemon.cache_dir, e))?;
+        let published: metrics::Shared = Default::default();
+        // The metrics endpoint first: once the control socket exists, everything is up.
+        if let Some(listen) = &config.daemon.metrics_listen {
+            metrics::serve(listen, published.clone())?;
+            tracing::info!(%listen, "serving /metrics and /health");
+        }
         let listener = control::bind(&config.daemon.runtime_dir)?;
         let socket = control::socket_path(&config.daemon.runtime_dir);
         let reload = Arc::new(AtomicBool::new(false));
@@ -117,17 +126,38 @@ impl Daemon {
             done_tx,
             done_rx,
             reload,
-            published: Default::default(),
+            published,
+            notifiers: Vec::new(),
         };
-        if let Some(listen) = d.config.daemon.metrics_listen.clone() {
-            metrics::serve(&listen, d.published.clone())?;
-            tracing::info!(%listen, "serving /metrics and /health");
-        }
+        d.start_notifiers();
+        *d.published.write() = d.status_json(Utc::now());
+        d.event(
+            notify::EventKind::DaemonStarted,
+            None,
+            format!(
+                "lifeboat daemon started on {} with {} jobs",
+                notify::local_hostname(),
+                d.config.jobs.len()
+            ),
+            json!({}),
+        );
         tracing::info!(config = %path.display(), jobs = d.config.jobs.len(), "lifeboat daemon started");
         systemd::notify(&format!("READY=1\nSTATUS={}", d.status_line()));
         let result = d.main_loop(&control_rx);
         systemd::notify("STOPPING=1\nSTATUS=stopping: waiting for running backups to stop");
+        d.event(
+            notify::EventKind::DaemonStopping,
+            None,
+            format!(
+                "lifeboat daemon on {} is stopping (server going offline or service stopped)",
+                notify::local_hostname()
+            ),
+            json!({}),
+        );
         d.stop();
+        for (_, n) in &d.notifiers {
+            n.flush(Duration::from_secs(10));
+        }
         let _ = std::fs::remove_file(&socket);
         tracing::info!("lifeboat daemon stopped");
         result
@@ -184,6 +214,40 @@ impl Daemon {
         self.save_state();
     }
 
+    /// One notifier per channel, so a job can address some of them.
+    fn start_notifiers(&mut self) {
+        self.notifiers.clear();
+        for ch in &self.config.notify {
+            match notify::Notifier::start(vec![ch.clone()]) {
+                Ok(n) => self.notifiers.push((ch.name().to_string(), n)),
+                Err(e) => {
+                    tracing::error!(channel = ch.name(), error = %e, "notification channel not started")
+                }
+            }
+        }
+    }
+
+    /// Sends an event to the channels of `job` (every channel when the job names none).
+    fn event(
+        &self,
+        kind: notify::EventKind,
+        job: Option<&str>,
+        summary: String,
+        details: serde_json::Value,
+    ) {
+        let targets = job
+            .and_then(|j| self.config.job(j))
+            .and_then(|j| j.config.notify.as_ref())
+            .map(|n| n.get_ref().clone());
+        let event =
+            notify::Event::new(kind, job.map(str::to_string), summary).with_details(details);
+        for (name, n) in &self.notifiers {
+            if targets.as_ref().is_none_or(|t| t.contains(name)) {
+                n.send(event.clone());
+            }
+        }
+    }
+
     fn save_state(&self) {
         if let Err(e) = self.state.save(&self.config.daemon.state_dir) {
             tracing::error!(error = %e, "cannot save the daemon state");
@@ -202,6 +266,7 @@ impl Daemon {
                 }
                 tracing::info!(jobs = new.jobs.len(), "config reloaded");
                 self.config = Arc::new(new);
+                self.start_notifiers();
             }
             Err(e) => {
                 tracing::error!("the new config is invalid and was not loaded; the old one stays in force:\n{e}");
@@ -240,6 +305,7 @@ impl Daemon {
     /// Evaluates every job's schedules over the window since it last looked.
     fn tick(&mut self, now: DateTime<Utc>) {
         let config = self.config.clone();
+        let mut missed = Vec::new();
         for job in &config.jobs {
             let js = self.state.jobs.entry(job.name.clone()).or_default();
             let Some(cursor) = js.cursor else {
@@ -279,6 +345,7 @@ impl Daemon {
             }
             if due > 1 || late {
                 tracing::warn!(job = %job.name, missed = due, "scheduled runs fell due while the daemon could not run them (stopped, or the clock jumped); running once");
+                missed.push((job.name.clone(), due, latest));
             }
             if self.is_paused(&job.name, now) {
                 tracing::info!(job = %job.name, "scheduled run held: the job is paused");
@@ -308,10 +375,19 @@ impl Daemon {
                 not_before: Instant::now() + delay,
             });
         }
+        for (job, count, latest) in missed {
+            self.event(
+                notify::EventKind::MissedSchedule,
+                Some(&job),
+                format!("job {job}: {count} scheduled runs were missed (daemon stopped, machine off, or a clock jump; the latest was due {latest}); running once now"),
+                json!({"missed": count, "latest_due": latest}),
+            );
+        }
         self.check_staleness(now);
     }
 
     fn check_staleness(&mut self, now: DateTime<Utc>) {
+        let mut stale = Vec::new();
         for job in &self.config.jobs {
             let Some(bound) = job.stale_after else {
                 continue;
@@ -322,7 +398,20 @@ impl Daemon {
             if age > bound && !js.stale_alerted {
                 js.stale_alerted = true;
                 tracing::error!(job = %job.name, last_success = ?js.last_success, bound = %humantime::format_duration(bound), "STALE: no successful backup within the bound");
+                stale.push((job.name.clone(), js.last_success, bound));
             }
+        }
+        for (job, last, bound) in stale {
+            let when = last.map_or("never".to_string(), |t| t.to_rfc3339());
+            self.event(
+                notify::EventKind::Stale,
+                Some(&job),
+                format!(
+                    "job {job}: no successful backup for more than {} (last success: {when})",
+                    humantime::format_duration(bound)
+                ),
+                json!({"last_success": last, "stale_after_secs": bound.as_secs()}),
+            );
         }
     }
 
@@ -386,9 +475,11 @@ impl Daemon {
             js.last_files = s.files_new + s.files_changed + s.files_unchanged;
             js.last_source_errors = s.errors.len() as u64;
         }
+        let recovering = js.stale_alerted || js.consecutive_failures > 0;
         match o.result {
             RunResult::Success | RunResult::Partial => {
                 js.successes += 1;
+                js.consecutive_failures = 0;
                 js.last_success = js.last_end;
                 js.last_snapshot = o.snapshot.clone();
                 js.stale_alerted = false;
@@ -396,10 +487,55 @@ impl Daemon {
             }
             RunResult::Failed => {
                 js.failures += 1;
+                js.consecutive_failures += 1;
                 tracing::error!(job, kind = kind.as_str(), error = ?o.error, "backup FAILED");
             }
         }
         self.save_state();
+        let details = json!({
+            "kind": kind.as_str(),
+            "result": o.result,
+            "error": o.error,
+            "snapshot": o.snapshot,
+            "duration_secs": o.duration.as_secs_f64(),
+            "summary": o.summary,
+        });
+        match o.result {
+            RunResult::Failed => self.event(
+                notify::EventKind::BackupFailed,
+                Some(job),
+                format!(
+                    "{} backup of job {job} failed: {}",
+                    kind.as_str(),
+                    o.error.as_deref().unwrap_or("unknown error")
+                ),
+                details,
+            ),
+            _ => {
+                let summary = match o.result {
+                    RunResult::Partial => format!(
+                        "{} backup of job {job} finished with problems: {}",
+                        kind.as_str(),
+                        o.error.as_deref().unwrap_or("")
+                    ),
+                    _ => format!("{} backup of job {job} succeeded", kind.as_str()),
+                };
+                self.event(
+                    notify::EventKind::BackupSucceeded,
+                    Some(job),
+                    summary,
+                    details.clone(),
+                );
+                if recovering {
+                    self.event(
+                        notify::EventKind::Recovered,
+                        Some(job),
+                        format!("job {job} backs up again"),
+                        details,
+                    );
+                }
+            }
+        }
     }
 
     fn handle(&mut self, req: Request) -> serde_json::Value {

@@ -45,6 +45,8 @@ pub struct JobState {
     /// Runs that succeeded and failed since the state was created.
     pub successes: u64,
     pub failures: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u64,
     /// Scheduled runs are held until then.
     pub paused_until: Option<DateTime<Utc>>,
     /// A staleness alert was sent and no success came since.
