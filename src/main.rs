@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     cli::init_logging(
         args.verbose,
         matches!(args.command, cli::Command::Daemon(_)),
+        args.log_format == "json",
     );
     if let Err(e) = lifeboat::interrupt::install_handlers() {
         eprintln!("lifeboat: warning: cannot install signal handlers: {e}");

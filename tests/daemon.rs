@@ -46,7 +46,12 @@ impl Setup {
     }
 
     fn start(&self) -> Daemon {
+        self.start_with(&[])
+    }
+
+    fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = lifeboat_cmd();
+        cmd.envs(env.iter().copied());
         cmd.args(args!["daemon", "--config", &self.config])
             .env_remove("LIFEBOAT_PASSWORD")
             .stdout(Stdio::null())
@@ -555,4 +560,28 @@ fn failures_and_staleness_are_notified_to_a_webhook() {
         },
         || format!("{:?}", got.lock().map(|g| g.clone())),
     );
+}
+
+#[test]
+fn logs_can_be_json_lines_for_collectors() {
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"j\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+        "",
+    );
+    let daemon = setup.start_with(&[("LIFEBOAT_LOG_FORMAT", "json")]);
+    setup.cli("run", args!["j"]).success();
+    let log = daemon.stop(Duration::from_secs(30));
+    let events: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "backup finished" && e["fields"]["job"] == "j"),
+        "{log}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["level"].is_string() && e["timestamp"].is_string()));
 }

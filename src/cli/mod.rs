@@ -41,6 +41,9 @@ pub struct Cli {
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log format on stderr: "plain", or "json" (one object per line, for log collectors).
+    #[arg(long, global = true, env = "LIFEBOAT_LOG_FORMAT", value_name = "FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -158,7 +161,7 @@ pub enum Command {
 }
 
 /// Sets up tracing to stderr; `RUST_LOG` overrides the level. The daemon logs at info.
-pub fn init_logging(verbose: u8, daemon: bool) {
+pub fn init_logging(verbose: u8, daemon: bool, json: bool) {
     let level = match verbose {
         0 if daemon => "info",
         0 => "warn",
@@ -167,12 +170,17 @@ pub fn init_logging(verbose: u8, daemon: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lifeboat={level}")));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 /// Runs a parsed command.
