@@ -15,18 +15,7 @@ use zeroize::Zeroizing;
 pub const CREDENTIAL_NAME: &str = "lifeboat-password";
 
 fn from_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let bytes =
-        Zeroizing::new(std::fs::read(path).map_err(|e| Error::io("read password file", path, e))?);
-    // The first line, without its line ending.
-    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.is_empty() {
-        return Err(Error::Invalid(format!(
-            "password file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(Zeroizing::new(line.to_vec()))
+    lifeboat::repo::key::read_password_file(path)
 }
 
 fn from_environment(

@@ -44,20 +44,6 @@ pub struct RunOutcome {
     pub duration: Duration,
 }
 
-fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let bytes =
-        Zeroizing::new(std::fs::read(path).map_err(|e| Error::io("read password file", path, e))?);
-    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.is_empty() {
-        return Err(Error::Invalid(format!(
-            "password file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(Zeroizing::new(line.to_vec()))
-}
-
 /// What opens a configured repository.
 pub fn credentials(r: &RepositoryConfig) -> Result<Credentials> {
     if let Some(kit) = &r.recovery_kit {
@@ -66,7 +52,7 @@ pub fn credentials(r: &RepositoryConfig) -> Result<Credentials> {
         return Ok(Credentials::MasterKey(crate::repo::kit::parse(&text)?));
     }
     if let Some(f) = &r.password_file {
-        return read_secret(f).map(Credentials::Password);
+        return crate::repo::key::read_password_file(f).map(Credentials::Password);
     }
     let name = r
         .password_credential
@@ -75,7 +61,7 @@ pub fn credentials(r: &RepositoryConfig) -> Result<Credentials> {
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let f = Path::new(&dir).join(name);
         if f.exists() {
-            return read_secret(&f).map(Credentials::Password);
+            return crate::repo::key::read_password_file(&f).map(Credentials::Password);
         }
     }
     if let Some(p) = std::env::var_os("LIFEBOAT_PASSWORD") {

@@ -19,6 +19,22 @@ use zeroize::Zeroizing;
 use super::seal::{MasterKey, MASTER_KEY_LEN, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, Result};
 
+/// Reads a password from a file: its first line, without the line ending. An empty password
+/// is an error naming the file.
+pub fn read_password_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
+    let bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| Error::io("read password file", path, e))?);
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(Error::Invalid(format!(
+            "password file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Zeroizing::new(line.to_vec()))
+}
+
 /// Argon2id parameters, stored in the key object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
