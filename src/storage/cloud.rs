@@ -171,55 +171,38 @@ impl CloudStorage {
             (ClientConfigKey::ConnectTimeout, "15s"),
         ];
         let bad = |e: object_store::Error| Error::Invalid(format!("repository {display}: {e}"));
-        let store: Arc<dyn ObjectStore> = match url.cloud {
-            Cloud::S3 => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(&url.bucket)
-                    .with_retry(retry);
+        // The three builders share their shape: the cloud's environment, the bucket, retries,
+        // timeouts as client keys, then the operator's options by configuration key name.
+        macro_rules! build {
+            ($builder:expr, $key:ty) => {{
+                let mut b = $builder.with_retry(retry);
                 for (k, v) in client_keys {
-                    b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v);
-                }
-                if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
-                    b = b.with_endpoint(endpoint);
+                    b = b.with_config(<$key>::Client(k), v);
                 }
                 for (k, v) in &opts.options {
-                    let key = k
+                    let key: $key = k
                         .parse()
                         .map_err(|e| Error::Invalid(format!("storage option {k:?}: {e}")))?;
                     b = b.with_config(key, v);
                 }
-                Arc::new(b.build().map_err(bad)?)
-            }
-            Cloud::Gcs => {
-                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(&url.bucket)
-                    .with_retry(retry);
-                for (k, v) in client_keys {
-                    b = b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v);
-                }
-                for (k, v) in &opts.options {
-                    let key = k
-                        .parse()
-                        .map_err(|e| Error::Invalid(format!("storage option {k:?}: {e}")))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(bad)?)
-            }
-            Cloud::Azure => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(&url.bucket)
-                    .with_retry(retry);
-                for (k, v) in client_keys {
-                    b = b.with_config(object_store::azure::AzureConfigKey::Client(k), v);
-                }
-                for (k, v) in &opts.options {
-                    let key = k
-                        .parse()
-                        .map_err(|e| Error::Invalid(format!("storage option {k:?}: {e}")))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(bad)?)
-            }
+                Arc::new(b.build().map_err(bad)?) as Arc<dyn ObjectStore>
+            }};
+        }
+        let store = match url.cloud {
+            Cloud::S3 => build!(
+                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&url.bucket),
+                object_store::aws::AmazonS3ConfigKey
+            ),
+            Cloud::Gcs => build!(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&url.bucket),
+                object_store::gcp::GoogleConfigKey
+            ),
+            Cloud::Azure => build!(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&url.bucket),
+                object_store::azure::AzureConfigKey
+            ),
         };
         Ok(CloudStorage {
             store,
