@@ -168,12 +168,10 @@ pub struct JobConfig {
     pub before: Option<HookConfig>,
     #[serde(default)]
     pub after: Option<HookConfig>,
-    /// Scheduling priority of the backup (nice, -20..19).
+    /// Scheduling priority of the backup and its hooks (nice, -20..19). The I/O class is set
+    /// for the whole service in the systemd unit (IOSchedulingClass).
     #[serde(default)]
     pub nice: Option<i32>,
-    /// I/O class: "idle", "best-effort" or "realtime".
-    #[serde(default)]
-    pub ionice: Option<String>,
     /// A final incremental backup when the system shuts down.
     #[serde(default)]
     pub on_shutdown: bool,
@@ -452,15 +450,6 @@ impl Config {
                         spanned.span(),
                         field("nice"),
                         format!("{n} is outside -20..19"),
-                    );
-                }
-            }
-            if let Some(io) = &j.ionice {
-                if !["idle", "best-effort", "realtime"].contains(&io.as_str()) {
-                    c.push(
-                        spanned.span(),
-                        field("ionice"),
-                        format!("{io:?}: use \"idle\", \"best-effort\" or \"realtime\""),
                     );
                 }
             }

@@ -585,3 +585,36 @@ fn logs_can_be_json_lines_for_collectors() {
         .iter()
         .all(|e| e["level"].is_string() && e["timestamp"].is_string()));
 }
+
+#[test]
+fn a_job_runs_at_its_configured_nice_level() {
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"gentle\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\nnice = 7\n\
+         before = { command = [\"/bin/sh\", \"-c\", \"cut -d' ' -f19 /proc/self/stat > NICEFILE\"] }\n",
+        "",
+    );
+    let nice_file = setup.scratch.join("nice.txt");
+    let text = std::fs::read_to_string(&setup.config)
+        .expect("read")
+        .replace("NICEFILE", &nice_file.display().to_string());
+    std::fs::write(&setup.config, text).expect("write");
+    let daemon = setup.start();
+    setup.cli("run", args!["gentle"]).success();
+    let seen = std::fs::read_to_string(&nice_file).expect("the hook ran");
+    let base: i32 = std::fs::read_to_string("/proc/self/stat")
+        .expect("stat")
+        .split(' ')
+        .nth(18)
+        .and_then(|n| n.parse().ok())
+        .expect("own nice");
+    // nice = 7 is absolute; without privileges the kernel refuses to lower a nice level, so a
+    // test run that is itself niced beyond 7 keeps its own level (and the daemon warns).
+    let expected = if is_root() { 7 } else { 7.max(base) };
+    assert_eq!(
+        seen.trim().parse::<i32>().expect("number"),
+        expected,
+        "{}",
+        daemon.log()
+    );
+    daemon.stop(Duration::from_secs(30));
+}

@@ -166,6 +166,13 @@ pub fn run_job(cfg: &Config, job: &Job, kind: RunKind, progress: Arc<Progress>) 
         duration: started.elapsed(),
     };
     let j = &job.config;
+    if let Some(n) = j.nice {
+        // This thread runs only this job: its priority (Linux keeps one per thread) passes to
+        // the backup's worker threads and to the hooks' processes.
+        if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), n) {
+            tracing::warn!(job = %job.name, nice = n, error = %e, "cannot set the job's priority");
+        }
+    }
     if let Some(h) = &j.before {
         if let Err(e) = run_hook(h, &job.name, "before", None) {
             if h.on_failure.as_deref() != Some("continue") {
