@@ -371,26 +371,53 @@ fn a_job_without_success_within_its_bound_is_reported_stale() {
 }
 
 #[test]
-fn systemd_unit_passes_systemd_analyze_verify() {
-    let scratch = Scratch::new();
-    let unit = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/lifeboat.service"),
-    )
-    .expect("unit");
-    // verify checks that the executables exist: point them at the binary under test.
-    let unit = unit.replace("/usr/local/bin/lifeboat", bin());
-    let path = scratch.join("lifeboat.service");
-    std::fs::write(&path, unit).expect("write");
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze (Debian package systemd) is needed to check the unit");
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "systemd-analyze verify: {}",
-        String::from_utf8_lossy(&out.stderr)
+fn systemd_units_pass_systemd_analyze_verify() {
+    for name in ["lifeboat.service", "lifeboat-shutdown.service"] {
+        let scratch = Scratch::new();
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("systemd")
+                .join(name),
+        )
+        .expect("unit");
+        // verify checks that the executables exist: point them at the binary under test.
+        let unit = unit.replace("/usr/local/bin/lifeboat", bin());
+        let path = scratch.join(name);
+        std::fs::write(&path, unit).expect("write");
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (Debian package systemd) is needed to check the units");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "systemd-analyze verify {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn on_shutdown_runs_the_marked_jobs_once_each() {
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"last\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\non_shutdown = true\n\n\
+         [[jobs]]\nname = \"other\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+        "",
     );
+    let daemon = setup.start();
+    let out = setup.cli("run", args!["--on-shutdown"]).success();
+    assert!(
+        out.stdout().contains("job last") && !out.stdout().contains("job other"),
+        "{}",
+        out.stdout()
+    );
+    let snaps = setup.snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["job"], "last");
+    daemon.stop(Duration::from_secs(30));
+    // Without a daemon (already stopped), it runs in-process.
+    setup.cli("run", args!["--on-shutdown"]).success();
+    assert_eq!(setup.snapshots().len(), 2);
 }
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {

@@ -42,7 +42,15 @@ pub struct RunArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// The job to run now.
-    job: String,
+    #[arg(
+        required_unless_present = "on_shutdown",
+        conflicts_with = "on_shutdown"
+    )]
+    job: Option<String>,
+    /// Run every job marked `on_shutdown = true`, one after the other (incremental), as the
+    /// shutdown unit does before the server goes offline, or by hand before maintenance.
+    #[arg(long)]
+    on_shutdown: bool,
     /// A full backup (every file read again).
     #[arg(long)]
     full: bool,
@@ -194,36 +202,62 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
 pub fn run(a: RunArgs) -> Result<ExitCode> {
     let cfg =
         Config::load(&a.config.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-    let Some(job) = cfg.job(&a.job).cloned() else {
-        bail!("no job named {:?} in {}", a.job, a.config.config.display());
+    let jobs: Vec<String> = match &a.job {
+        Some(name) => {
+            if cfg.job(name).is_none() {
+                bail!("no job named {name:?} in {}", a.config.config.display());
+            }
+            vec![name.clone()]
+        }
+        None => cfg
+            .jobs
+            .iter()
+            .filter(|j| j.config.on_shutdown)
+            .map(|j| j.name.clone())
+            .collect(),
+    };
+    if jobs.is_empty() {
+        println!("no job has on_shutdown = true; nothing to do");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut worst = ExitCode::SUCCESS;
+    for name in &jobs {
+        let code = run_one(&cfg, name, a.full, a.no_wait)?;
+        if code != ExitCode::SUCCESS {
+            worst = code;
+        }
+    }
+    Ok(worst)
+}
+
+fn run_one(cfg: &Config, name: &str, full: bool, no_wait: bool) -> Result<ExitCode> {
+    let Some(job) = cfg.job(name).cloned() else {
+        bail!("no job named {name:?}");
     };
     let request = Request::Run {
-        job: a.job.clone(),
-        full: a.full,
+        job: name.to_string(),
+        full,
     };
     match control::ask(&cfg.daemon.runtime_dir, &request) {
         Ok(_) => {
-            println!("job {} queued in the running daemon", a.job);
-            if a.no_wait {
+            println!("job {name} queued in the running daemon");
+            if no_wait {
                 return Ok(ExitCode::SUCCESS);
             }
-            wait_for(&cfg, &a.job)
+            wait_for(cfg, name)
         }
         Err(e) if control::socket_path(&cfg.daemon.runtime_dir).exists() => Err(e.into()),
         Err(_) => {
             // No daemon: run the job here, with the same configuration.
-            eprintln!(
-                "no daemon is running; running job {} in this process",
-                a.job
-            );
-            let kind = if a.full {
+            eprintln!("no daemon is running; running job {name} in this process");
+            let kind = if full {
                 RunKind::Full
             } else {
                 RunKind::Incremental
             };
-            let outcome = run_job(&cfg, &job, kind, Arc::default());
+            let outcome = run_job(cfg, &job, kind, Arc::default());
             report(
-                &a.job,
+                name,
                 outcome.result,
                 outcome.error.as_deref(),
                 outcome.snapshot.as_deref(),
