@@ -71,7 +71,18 @@ pub fn write_answer(mut stream: &UnixStream, answer: &serde_json::Value) {
 /// Sends a request to the daemon whose runtime directory is `runtime_dir`.
 pub fn ask(runtime_dir: &Path, request: &Request) -> Result<serde_json::Value> {
     let p = socket_path(runtime_dir);
-    let mut stream = UnixStream::connect(&p).map_err(|e| {
+    // A daemon that is (re)starting may have its socket but not yet accept: try a few times.
+    let mut attempt = 0;
+    let connected = loop {
+        match UnixStream::connect(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => break other,
+        }
+    };
+    let mut stream = connected.map_err(|e| {
         Error::Invalid(format!(
             "cannot reach the lifeboat daemon at {} ({e}): is it running (systemctl status lifeboat)? Is this the right --config?",
             p.display()
