@@ -25,9 +25,7 @@ use chrono::Utc;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::progress::Progress;
-use crate::repo::{
-    BackupKind, BlobKind, Node, NodeKind, Repository, Snapshot, SourceError, Summary, Tree,
-};
+use crate::repo::{BackupKind, BlobKind, Node, Repository, Snapshot, SourceError, Summary, Tree};
 use exclude::Excludes;
 use pipeline::{ChunkJob, FileOutcome, Shared};
 use walk::{Event, Targets, Walker};
@@ -392,9 +390,4 @@ fn push(stack: &mut [(Node, Vec<Node>)], node: Node) {
     if let Some((_, children)) = stack.last_mut() {
         children.push(node);
     }
-}
-
-/// Whether a node's kind holds content chunks.
-pub fn has_content(node: &Node) -> bool {
-    node.kind == NodeKind::File
 }
