@@ -94,7 +94,7 @@ pub fn check(
     let mut index = Index::default();
     let mut indexed_packs: HashSet<PackId> = HashSet::new();
     for (name, _) in repo.storage().list(FileKind::Index)? {
-        match load_one_index(repo, &name) {
+        match repo.load_index_file(&name) {
             Ok(packs) => {
                 for (pack, entries) in packs {
                     indexed_packs.insert(pack);
@@ -340,13 +340,6 @@ fn note(
         .entry(problem.object(blob))
         .or_insert_with(|| (message, Vec::new()));
     entry.1.push(what);
-}
-
-fn load_one_index(
-    repo: &Repository,
-    name: &str,
-) -> Result<Vec<(PackId, Vec<crate::repo::PackEntry>)>> {
-    repo.load_index_file(name)
 }
 
 enum PackProblem {

@@ -12,16 +12,12 @@ use lifeboat::repo::{
 };
 use lifeboat::storage::LocalStorage;
 
-const PASSWORD: &str = "test password";
+mod common;
+
+use common::PASSWORD;
 
 fn lifeboat() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
-    c.env_remove("LIFEBOAT_REPOSITORY")
-        .env_remove("LIFEBOAT_PASSWORD_FILE")
-        .env("LIFEBOAT_PASSWORD", PASSWORD)
-        .env("LIFEBOAT_KDF_MEMORY_KIB", "64")
-        .env("LIFEBOAT_KDF_ITERATIONS", "1");
-    c
+    common::lifeboat_cmd()
 }
 
 /// Writes a snapshot whose root directory holds `nodes` (file nodes get `content` as data).

@@ -4,16 +4,10 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::Command;
 
-const PASSWORD: &str = "test password";
+mod common;
 
 fn lifeboat() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
-    c.env_remove("LIFEBOAT_REPOSITORY")
-        .env_remove("LIFEBOAT_PASSWORD_FILE")
-        .env("LIFEBOAT_PASSWORD", PASSWORD)
-        .env("LIFEBOAT_KDF_MEMORY_KIB", "64")
-        .env("LIFEBOAT_KDF_ITERATIONS", "1");
-    c
+    common::lifeboat_cmd()
 }
 
 #[test]

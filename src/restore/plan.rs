@@ -52,22 +52,13 @@ pub fn display_path(rel: &Path) -> String {
     format!("/{}", rel.display())
 }
 
-/// Whether `path` (absolute in the snapshot) is wanted by the include list.
-fn wanted(path: &Path, includes: &[PathBuf]) -> (bool, bool) {
-    // (restore this entry, descend into it)
-    if includes.is_empty() {
-        return (true, true);
-    }
-    let mut inside = false;
-    let mut ancestor = false;
-    for inc in includes {
-        if path.starts_with(inc) {
-            inside = true;
-        } else if inc.starts_with(path) {
-            ancestor = true;
-        }
-    }
-    (inside || ancestor, inside || ancestor)
+/// Whether `path` (absolute in the snapshot) is wanted by the include list: it is inside an
+/// included path, or an ancestor of one (created, and descended into).
+fn wanted(path: &Path, includes: &[PathBuf]) -> bool {
+    includes.is_empty()
+        || includes
+            .iter()
+            .any(|inc| path.starts_with(inc) || inc.starts_with(path))
 }
 
 /// Builds the plan from a snapshot's root tree.
@@ -142,8 +133,7 @@ fn walk(
         }
         let rel = dir.join(OsStr::from_bytes(&node.name));
         let abs = Path::new("/").join(&rel);
-        let (restore, descend) = wanted(&abs, includes);
-        if !restore {
+        if !wanted(&abs, includes) {
             continue;
         }
         let pos = plan.entries.len();
@@ -197,7 +187,7 @@ fn walk(
             node,
             link_to,
         });
-        if is_dir && descend {
+        if is_dir {
             let Some(sub) = subtree else {
                 plan.broken
                     .push((pos, "directory without a listing (corrupt)".into()));
