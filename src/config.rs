@@ -74,6 +74,11 @@ pub struct DaemonSection {
     pub catch_up: bool,
     /// `host:port` for `/metrics` and `/health`; off when absent.
     pub metrics_listen: Option<String>,
+    /// Lead times at which maintenance windows are announced (`["7d", "1d", "1h"]`); default:
+    /// a week before a window longer than a day, a day before a shorter one, and an hour before.
+    pub maintenance_announce: Option<Vec<String>>,
+    /// How long before a maintenance window the final backups of `on_shutdown` jobs start.
+    pub maintenance_final_backup: String,
 }
 
 impl Default for DaemonSection {
@@ -85,6 +90,8 @@ impl Default for DaemonSection {
             max_concurrent_jobs: 2,
             catch_up: true,
             metrics_listen: None,
+            maintenance_announce: None,
+            maintenance_final_backup: "15m".into(),
         }
     }
 }
@@ -215,6 +222,8 @@ pub struct Config {
     pub repositories: BTreeMap<String, RepositoryConfig>,
     pub jobs: Vec<Job>,
     pub notify: Vec<crate::daemon::notify::ChannelConfig>,
+    /// How the daemon acts on maintenance windows.
+    pub maintenance: crate::daemon::maintenance::Settings,
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -298,6 +307,21 @@ impl Config {
                     format!("{listen:?} is not an address like \"127.0.0.1:9188\""),
                 );
             }
+        }
+        let mut maintenance = crate::daemon::maintenance::Settings::default();
+        match parse_duration(&d.maintenance_final_backup) {
+            Ok(v) => maintenance.final_backup = v,
+            Err(e) => c.push(0..0, "daemon.maintenance_final_backup", e),
+        }
+        if let Some(leads) = &d.maintenance_announce {
+            let mut parsed = Vec::new();
+            for l in leads {
+                match parse_duration(l) {
+                    Ok(v) => parsed.push(v),
+                    Err(e) => c.push(0..0, "daemon.maintenance_announce", e),
+                }
+            }
+            maintenance.announce = Some(parsed);
         }
         for (name, repo) in &file.repositories {
             let field = format!("repositories.{name}");
@@ -500,6 +524,7 @@ impl Config {
                     .map(|(k, v)| (k, v.into_inner()))
                     .collect(),
                 jobs,
+                maintenance,
             })
         } else {
             Err(ConfigErrors(c.errors))

@@ -645,3 +645,234 @@ fn a_job_runs_at_its_configured_nice_level() {
     );
     daemon.stop(Duration::from_secs(30));
 }
+
+/// Every webhook event of `kind` received so far, as JSON.
+fn events(got: &std::sync::Mutex<Vec<String>>, kind: &str) -> Vec<Value> {
+    got.lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+fn snapshot_time(s: &Value) -> chrono::DateTime<chrono::Utc> {
+    s["time"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|| panic!("snapshot without time: {s}"))
+}
+
+#[test]
+fn a_maintenance_window_is_announced_backed_up_before_held_and_reported_over() {
+    let (url, got) = receiver();
+    let setup = Setup::new(
+        &format!(
+            "[[notify]]\ntype = \"webhook\"\nname = \"ops\"\nurl = \"{url}\"\n\n\
+             [[jobs]]\nname = \"final\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\non_shutdown = true\n\n\
+             [[jobs]]\nname = \"busy\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"*/2 * * * * *\"\n"
+        ),
+        "maintenance_announce = [\"4s\"]\nmaintenance_final_backup = \"2s\"\n",
+    );
+    let daemon = setup.start();
+    let added = setup
+        .cli(
+            "maintenance",
+            args![
+                "add",
+                "--start",
+                "+6s",
+                "--duration",
+                "6s",
+                "--reason",
+                "disk swap",
+                "--impact",
+                "web shop offline",
+                "--json"
+            ],
+        )
+        .success()
+        .json();
+    assert_eq!(added["phase"], "upcoming", "{added}");
+    let start = chrono::DateTime::parse_from_rfc3339(added["start"].as_str().expect("start"))
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let end = start + chrono::TimeDelta::seconds(6);
+    let listed = setup
+        .cli("maintenance", args!["list", "--json"])
+        .success()
+        .json();
+    assert_eq!(listed[0]["reason"], "disk swap", "{listed}");
+
+    let phase = |p: &str| {
+        events(&got, "maintenance")
+            .into_iter()
+            .find(|e| e["details"]["phase"] == p)
+    };
+    let context = || format!("{:?}\n{}", got.lock().map(|g| g.clone()), daemon.log());
+    wait_until(
+        Duration::from_secs(20),
+        || phase("announced").is_some(),
+        context,
+    );
+    let announced = phase("announced").expect("announced");
+    let text = announced["summary"].as_str().unwrap_or("");
+    assert!(
+        text.contains("disk swap") && text.contains("web shop offline"),
+        "{announced}"
+    );
+    wait_until(
+        Duration::from_secs(20),
+        || phase("started").is_some(),
+        context,
+    );
+    let status = setup.status();
+    assert_eq!(status["maintenance"][0]["phase"], "active", "{status}");
+    wait_until(
+        Duration::from_secs(30),
+        || phase("first_backup").is_some(),
+        context,
+    );
+    let ended = phase("ended").expect("ended");
+    assert_eq!(
+        ended["details"]["held_jobs"],
+        serde_json::json!(["busy"]),
+        "{ended}"
+    );
+    assert_eq!(phase("first_backup").expect("first")["job"], "busy");
+    let log = daemon.stop(Duration::from_secs(30));
+    assert!(
+        log.contains("final backups before the maintenance window queued"),
+        "{log}"
+    );
+
+    let snaps = setup.snapshots();
+    let finals: Vec<_> = snaps.iter().filter(|s| s["job"] == "final").collect();
+    assert_eq!(finals.len(), 1, "one final backup: {snaps:?}");
+    let t = snapshot_time(finals[0]);
+    assert!(
+        t < start && t > start - chrono::TimeDelta::seconds(10),
+        "final backup at {t}, window at {start}"
+    );
+    let during: Vec<_> = snaps
+        .iter()
+        .filter(|s| s["job"] == "busy")
+        .map(snapshot_time)
+        .filter(|t| *t >= start + chrono::TimeDelta::seconds(1) && *t < end)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "backups ran during the window: {during:?}"
+    );
+    assert!(
+        snaps
+            .iter()
+            .any(|s| s["job"] == "busy" && snapshot_time(s) >= end),
+        "no backup after the window: {snaps:?}"
+    );
+    // Over now: listed only with --all.
+    let all = setup
+        .cli("maintenance", args!["list", "--all", "--json"])
+        .success()
+        .json();
+    assert_eq!(all[0]["phase"], "over", "{all}");
+    assert_eq!(
+        setup
+            .cli("maintenance", args!["list", "--json"])
+            .success()
+            .json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn maintenance_windows_are_validated_listed_and_cancelled_without_a_daemon() {
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"j\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+        "",
+    );
+    let bad = |rest: Vec<std::ffi::OsString>, expect: &str| {
+        let out = setup.cli("maintenance", rest).failure();
+        assert!(out.stderr().contains(expect), "{}", out.stderr());
+    };
+    bad(
+        args![
+            "add",
+            "--start",
+            "soon",
+            "--duration",
+            "1h",
+            "--reason",
+            "x"
+        ],
+        "is not a time",
+    );
+    bad(
+        args![
+            "add",
+            "--start",
+            "+1h",
+            "--duration",
+            "lots",
+            "--reason",
+            "x"
+        ],
+        "--duration",
+    );
+    bad(
+        args![
+            "add",
+            "--start",
+            "2020-01-01 00:00",
+            "--duration",
+            "1h",
+            "--reason",
+            "x"
+        ],
+        "already over",
+    );
+    bad(
+        args!["add", "--start", "+1h", "--duration", "1h", "--reason", " "],
+        "give a reason",
+    );
+    let out = setup
+        .cli(
+            "maintenance",
+            args![
+                "add",
+                "--start",
+                "+2d",
+                "--duration",
+                "3h",
+                "--reason",
+                "move racks"
+            ],
+        )
+        .success();
+    assert!(
+        out.stdout().contains("maintenance window 1"),
+        "{}",
+        out.stdout()
+    );
+    let out = setup.cli("maintenance", args!["list"]).success();
+    assert!(
+        out.stdout().contains("upcoming") && out.stdout().contains("move racks"),
+        "{}",
+        out.stdout()
+    );
+    setup.cli("maintenance", args!["cancel", "1"]).success();
+    bad(args!["cancel", "1"], "already cancelled");
+    bad(args!["cancel", "7"], "no maintenance window 7");
+    let out = setup.cli("maintenance", args!["list"]).success();
+    assert!(
+        out.stdout().contains("no maintenance windows"),
+        "{}",
+        out.stdout()
+    );
+    let all = setup
+        .cli("maintenance", args!["list", "--all", "--json"])
+        .success()
+        .json();
+    assert_eq!(all[0]["phase"], "cancelled", "{all}");
+}

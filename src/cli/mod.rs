@@ -6,6 +6,7 @@ mod daemon;
 mod init;
 mod key;
 mod ls;
+mod maintenance;
 mod output;
 mod password;
 mod restore;
@@ -158,6 +159,8 @@ pub enum Command {
     /// Validate the daemon's config.
     #[command(subcommand)]
     Config(daemon::ConfigCommand),
+    /// Plan maintenance windows: announced, backed up before, no scheduled backups during.
+    Maintenance(maintenance::MaintenanceArgs),
 }
 
 /// Sets up tracing to stderr; `RUST_LOG` overrides the level. The daemon logs at info.
@@ -199,6 +202,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pause(a) => daemon::pause(a),
         Command::Resume(a) => daemon::resume(a),
         Command::Config(c) => daemon::config(c),
+        Command::Maintenance(c) => maintenance::run(c),
     }
 }
 

@@ -15,6 +15,7 @@
 //! so the next run reuses it; then the state is saved and the daemon exits.
 
 pub mod control;
+pub mod maintenance;
 pub mod metrics;
 pub mod notify;
 pub mod runner;
@@ -69,6 +70,9 @@ pub struct Daemon {
     published: metrics::Shared,
     /// Where events go, per channel name.
     notifiers: Vec<(String, notify::Notifier)>,
+    /// The maintenance windows as last read, and when they were last looked at.
+    windows: maintenance::Windows,
+    windows_checked: Option<Instant>,
 }
 
 fn far_future() -> DateTime<Utc> {
@@ -128,6 +132,8 @@ impl Daemon {
             reload,
             published,
             notifiers: Vec::new(),
+            windows: maintenance::Windows::default(),
+            windows_checked: None,
         };
         d.start_notifiers();
         *d.published.write() = d.status_json(Utc::now());
@@ -145,14 +151,35 @@ impl Daemon {
         systemd::notify(&format!("READY=1\nSTATUS={}", d.status_line()));
         let result = d.main_loop(&control_rx);
         systemd::notify("STOPPING=1\nSTATUS=stopping: waiting for running backups to stop");
+        let now = Utc::now();
+        let window = d
+            .windows
+            .windows
+            .iter()
+            .filter(|w| {
+                w.phase(now) == maintenance::Phase::Active
+                    || (w.phase(now) == maintenance::Phase::Upcoming
+                        && w.start - now < chrono::TimeDelta::hours(1))
+            })
+            .min_by_key(|w| w.start);
+        let (why, details) = match window {
+            Some(w) => (
+                format!("planned maintenance {}", w.describe()),
+                json!({"maintenance": w.to_json(now)}),
+            ),
+            None => (
+                "server going offline or service stopped".to_string(),
+                json!({}),
+            ),
+        };
         d.event(
             notify::EventKind::DaemonStopping,
             None,
             format!(
-                "lifeboat daemon on {} is stopping (server going offline or service stopped)",
+                "lifeboat daemon on {} is stopping ({why})",
                 notify::local_hostname()
             ),
-            json!({}),
+            details,
         );
         d.stop();
         for (_, n) in &d.notifiers {
@@ -170,6 +197,13 @@ impl Daemon {
         while !crate::interrupt::requested() {
             if self.reload.swap(false, Ordering::SeqCst) {
                 self.reload_config();
+            }
+            if self
+                .windows_checked
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                self.windows_checked = Some(Instant::now());
+                self.maintenance(Utc::now());
             }
             self.tick(Utc::now());
             self.start_queued();
@@ -276,6 +310,14 @@ impl Daemon {
     }
 
     fn status_line(&self) -> String {
+        if let Some(w) = self.windows.active(Utc::now()) {
+            if self.running.is_empty() {
+                return format!(
+                    "maintenance until {}: scheduled backups held",
+                    maintenance::local(w.effective_end())
+                );
+            }
+        }
         if self.running.is_empty() {
             format!("idle; {} jobs", self.config.jobs.len())
         } else {
@@ -351,6 +393,11 @@ impl Daemon {
                 tracing::info!(job = %job.name, "scheduled run held: the job is paused");
                 continue;
             }
+            if let Some(window) = self.windows.active(now).map(|w| w.id) {
+                tracing::info!(job = %job.name, window, "scheduled run held: maintenance window in force; it runs once when the window ends");
+                self.hold_for_maintenance(&job.name, kind == RunKind::Full, now);
+                continue;
+            }
             if self.running.contains_key(&job.name) || self.queue.iter().any(|q| q.job == job.name)
             {
                 tracing::info!(job = %job.name, "scheduled run coalesced: the previous run is still going");
@@ -384,6 +431,151 @@ impl Daemon {
             );
         }
         self.check_staleness(now);
+    }
+
+    /// Changes the maintenance windows under their lock, keeping the daemon's copy current.
+    fn update_windows<R>(
+        &mut self,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut maintenance::Windows) -> R,
+    ) -> Option<R> {
+        let mut copy = None;
+        let r = maintenance::update(&self.config.daemon.state_dir, now, |w| {
+            let r = f(w);
+            copy = Some(w.clone());
+            Ok(r)
+        });
+        match r {
+            Ok(r) => {
+                if let Some(c) = copy {
+                    self.windows = c;
+                }
+                Some(r)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read or update the maintenance windows");
+                None
+            }
+        }
+    }
+
+    /// Acts on the maintenance windows: announcements, final backups, start and end.
+    fn maintenance(&mut self, now: DateTime<Utc>) {
+        let settings = self.config.maintenance.clone();
+        let Some(actions) = self.update_windows(now, |w| maintenance::due(w, now, &settings))
+        else {
+            return;
+        };
+        let host = notify::local_hostname();
+        for action in actions {
+            let id = match &action {
+                maintenance::Action::Announce { id, .. }
+                | maintenance::Action::FinalBackups { id }
+                | maintenance::Action::Started { id }
+                | maintenance::Action::Ended { id, .. }
+                | maintenance::Action::Cancelled { id } => *id,
+            };
+            let Some(w) = self.windows.windows.iter().find(|w| w.id == id).cloned() else {
+                continue;
+            };
+            let mut details = json!({"maintenance": w.to_json(now)});
+            let summary = match action {
+                maintenance::Action::Announce { in_secs, .. } => {
+                    details["phase"] = json!("announced");
+                    let until = humantime::format_duration(Duration::from_secs(
+                        (in_secs.max(0) as u64 / 60) * 60,
+                    ));
+                    format!("planned maintenance of {host} in {until}: {}", w.describe())
+                }
+                maintenance::Action::FinalBackups { .. } => {
+                    let jobs: Vec<String> = self
+                        .config
+                        .jobs
+                        .iter()
+                        .filter(|j| j.config.on_shutdown)
+                        .map(|j| j.name.clone())
+                        .collect();
+                    for job in &jobs {
+                        self.enqueue(job, RunKind::Incremental, "final backup before maintenance");
+                    }
+                    tracing::info!(window = id, jobs = ?jobs, "final backups before the maintenance window queued");
+                    continue;
+                }
+                maintenance::Action::Started { .. } => {
+                    details["phase"] = json!("started");
+                    format!(
+                        "maintenance of {host} has started: {}; scheduled backups are held until it ends",
+                        w.describe()
+                    )
+                }
+                maintenance::Action::Ended { held, .. } => {
+                    details["phase"] = json!("ended");
+                    for (job, kind) in &held {
+                        let kind = if kind == "full" {
+                            RunKind::Full
+                        } else {
+                            RunKind::Incremental
+                        };
+                        self.enqueue(job, kind, "held by maintenance");
+                    }
+                    details["held_jobs"] = json!(held.keys().collect::<Vec<_>>());
+                    if self.started > w.start {
+                        details["back_online_since"] = json!(self.started);
+                        format!(
+                            "{host} is back online after maintenance {} (daemon up since {}); backups resume",
+                            w.describe(),
+                            maintenance::local(self.started)
+                        )
+                    } else {
+                        format!(
+                            "the maintenance window of {host} is over: {}; backups resume",
+                            w.describe()
+                        )
+                    }
+                }
+                maintenance::Action::Cancelled { .. } => {
+                    details["phase"] = json!("cancelled");
+                    format!(
+                        "planned maintenance of {host} is called off: {}",
+                        w.describe()
+                    )
+                }
+            };
+            tracing::info!(window = id, "{summary}");
+            self.event(notify::EventKind::Maintenance, None, summary, details);
+        }
+    }
+
+    /// Records a scheduled run held by the maintenance window in force.
+    fn hold_for_maintenance(&mut self, job: &str, full: bool, now: DateTime<Utc>) {
+        let held = self.update_windows(now, |w| maintenance::hold(w, job, full, now));
+        if held.is_none() {
+            // The file could not be written: keep the hold in memory at least.
+            maintenance::hold(&mut self.windows, job, full, now);
+        }
+    }
+
+    /// Queues a run of `job` unless it runs or waits already (a full run upgrades a queued one).
+    fn enqueue(&mut self, job: &str, kind: RunKind, reason: &'static str) {
+        if self.config.job(job).is_none() {
+            return;
+        }
+        if let Some(q) = self.queue.iter_mut().find(|q| q.job == job) {
+            if kind == RunKind::Full {
+                q.kind = RunKind::Full;
+            }
+            return;
+        }
+        if self.running.contains_key(job) {
+            tracing::info!(job, reason, "run coalesced: the job is running");
+            return;
+        }
+        self.queue.push_back(Queued {
+            job: job.to_string(),
+            kind,
+            reason,
+            not_before: Instant::now(),
+        });
     }
 
     fn check_staleness(&mut self, now: DateTime<Utc>) {
@@ -531,11 +723,43 @@ impl Daemon {
                         notify::EventKind::Recovered,
                         Some(job),
                         format!("job {job} backs up again"),
-                        details,
+                        details.clone(),
                     );
                 }
+                self.report_first_backup_after_maintenance(job, details);
             }
         }
+    }
+
+    /// Reports a job's first successful backup after a maintenance window.
+    fn report_first_backup_after_maintenance(&mut self, job: &str, mut details: serde_json::Value) {
+        if !self
+            .windows
+            .windows
+            .iter()
+            .any(|w| w.progress.end_announced.is_some())
+        {
+            return;
+        }
+        let now = Utc::now();
+        let Some(Some(w)) =
+            self.update_windows(now, |ws| maintenance::first_backup_after(ws, job, now))
+        else {
+            return;
+        };
+        details["phase"] = json!("first_backup");
+        details["maintenance"] = w.to_json(now);
+        let snapshot = details["snapshot"].as_str().unwrap_or("?").to_string();
+        self.event(
+            notify::EventKind::Maintenance,
+            Some(job),
+            format!(
+                "first backup of job {job} on {} after maintenance {:?} succeeded (snapshot {snapshot})",
+                notify::local_hostname(),
+                w.reason
+            ),
+            details,
+        );
     }
 
     fn handle(&mut self, req: Request) -> serde_json::Value {
@@ -641,6 +865,13 @@ impl Daemon {
                 "version": env!("CARGO_PKG_VERSION"),
             },
             "jobs": jobs,
+            "maintenance": self
+                .windows
+                .windows
+                .iter()
+                .filter(|w| matches!(w.phase(now), maintenance::Phase::Upcoming | maintenance::Phase::Active))
+                .map(|w| w.to_json(now))
+                .collect::<Vec<_>>(),
         })
     }
 }
