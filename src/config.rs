@@ -175,10 +175,16 @@ pub struct JobConfig {
     pub before: Option<HookConfig>,
     #[serde(default)]
     pub after: Option<HookConfig>,
-    /// Scheduling priority of the backup and its hooks (nice, -20..19). The I/O class is set
-    /// for the whole service in the systemd unit (IOSchedulingClass).
+    /// Scheduling priority of the backup and its hooks (nice, -20..19).
     #[serde(default)]
     pub nice: Option<i32>,
+    /// I/O scheduling class of the backup and its hooks, as ionice(1): `idle`, `best-effort`
+    /// or `realtime`. Default: the service's (IOSchedulingClass= in the unit).
+    #[serde(default)]
+    pub ionice_class: Option<Spanned<String>>,
+    /// Level within the class, 0 (first) to 7 (last); default 4. Not for `idle`.
+    #[serde(default)]
+    pub ionice_level: Option<Spanned<u8>>,
     /// A final incremental backup when the system shuts down.
     #[serde(default)]
     pub on_shutdown: bool,
@@ -212,6 +218,8 @@ pub struct Job {
     pub full: Option<Schedule>,
     pub random_delay: Duration,
     pub stale_after: Option<Duration>,
+    /// I/O priority for the job's thread (and so its workers and hooks), if set.
+    pub ionice: Option<ioprio::Priority>,
 }
 
 /// A validated configuration.
@@ -257,6 +265,28 @@ impl Collector<'_> {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration (like \"90s\", \"26h\", \"1h 30m\"): {e}"))
+}
+
+/// The I/O priority of an ionice class name and level.
+fn ionice(class: &str, level: Option<u8>) -> Result<ioprio::Priority, String> {
+    use ioprio::{BePriorityLevel, Class, RtPriorityLevel};
+    let bad_level = |l: u8| format!("ionice_level {l} is outside 0..7");
+    let class = match (class, level) {
+        ("idle", None) => Class::Idle,
+        ("idle", Some(_)) => return Err("the idle class has no levels: drop ionice_level".into()),
+        ("best-effort", l) => Class::BestEffort(
+            BePriorityLevel::from_level(l.unwrap_or(4)).ok_or_else(|| bad_level(l.unwrap_or(4)))?,
+        ),
+        ("realtime", l) => Class::Realtime(
+            RtPriorityLevel::from_level(l.unwrap_or(4)).ok_or_else(|| bad_level(l.unwrap_or(4)))?,
+        ),
+        (other, _) => {
+            return Err(format!(
+                "{other:?} is not an I/O class: use \"idle\", \"best-effort\" or \"realtime\""
+            ))
+        }
+    };
+    Ok(ioprio::Priority::new(class))
 }
 
 fn valid_name(s: &str) -> bool {
@@ -477,8 +507,34 @@ impl Config {
                     );
                 }
             }
+            let ionice = match (&j.ionice_class, &j.ionice_level) {
+                (None, None) => None,
+                (None, Some(l)) => {
+                    c.push(
+                        l.span(),
+                        field("ionice_level"),
+                        "give ionice_class too (\"best-effort\" or \"realtime\")",
+                    );
+                    None
+                }
+                (Some(class), level) => {
+                    let lvl = level.as_ref().map(|l| *l.get_ref());
+                    match ionice(class.get_ref(), lvl) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            let span = match (class.get_ref().as_str(), level) {
+                                ("idle" | "best-effort" | "realtime", Some(l)) => l.span(),
+                                _ => class.span(),
+                            };
+                            c.push(span, field("ionice_class"), e);
+                            None
+                        }
+                    }
+                }
+            };
             jobs.push(Job {
                 name,
+                ionice,
                 repository: j.repository.get_ref().clone(),
                 config: j.clone(),
                 incremental,
@@ -593,6 +649,53 @@ timezone = "Mars/Olympus"
         assert_eq!(find("stale_after").line, 10);
         assert_eq!(find("timezone").line, 11);
         assert!(text.iter().all(|t| t.starts_with("l.toml:")), "{text:?}");
+    }
+
+    #[test]
+    fn io_priorities_and_maintenance_settings() {
+        let with = |job_extra: &str, daemon: &str| {
+            Config::parse(
+                Path::new("l.toml"),
+                &format!("[daemon]\n{daemon}\n{GOOD}{job_extra}\n"),
+            )
+        };
+        let c = with("ionice_class = \"best-effort\"\nionice_level = 6", "").expect("valid");
+        assert_eq!(
+            c.jobs[0].ionice.and_then(|p| p.class()),
+            Some(ioprio::Class::BestEffort(
+                ioprio::BePriorityLevel::from_level(6).expect("level")
+            ))
+        );
+        assert_eq!(c.maintenance.final_backup, Duration::from_secs(15 * 60));
+        assert_eq!(c.maintenance.announce, None);
+        for (extra, needle, line) in [
+            ("ionice_class = \"slow\"", "not an I/O class", 15),
+            ("ionice_class = \"idle\"\nionice_level = 3", "no levels", 16),
+            (
+                "ionice_class = \"realtime\"\nionice_level = 9",
+                "outside 0..7",
+                16,
+            ),
+            ("ionice_level = 3", "give ionice_class", 15),
+        ] {
+            let errs = with(extra, "").expect_err(extra).0;
+            assert!(errs[0].message.contains(needle), "{extra}: {errs:?}");
+            assert_eq!(errs[0].line, line, "{extra}: {errs:?}");
+        }
+        let c = with(
+            "",
+            "maintenance_announce = [\"2d\", \"30m\"]\nmaintenance_final_backup = \"5m\"",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.maintenance.announce,
+            Some(vec![Duration::from_secs(172800), Duration::from_secs(1800)])
+        );
+        assert_eq!(c.maintenance.final_backup, Duration::from_secs(300));
+        let errs = with("", "maintenance_announce = [\"soon\"]")
+            .expect_err("bad lead")
+            .0;
+        assert_eq!(errs[0].field, "daemon.maintenance_announce", "{errs:?}");
     }
 
     #[test]

@@ -614,10 +614,13 @@ fn logs_can_be_json_lines_for_collectors() {
 }
 
 #[test]
-fn a_job_runs_at_its_configured_nice_level() {
+fn a_job_runs_at_its_configured_nice_level_and_io_class() {
     let setup = Setup::new(
         "[[jobs]]\nname = \"gentle\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\nnice = 7\n\
-         before = { command = [\"/bin/sh\", \"-c\", \"cut -d' ' -f19 /proc/self/stat > NICEFILE\"] }\n",
+         ionice_class = \"best-effort\"\nionice_level = 6\n\
+         before = { command = [\"/bin/sh\", \"-c\", \"cut -d' ' -f19 /proc/self/stat > NICEFILE; ionice -p $$ > NICEFILE.io\"] }\n\n\
+         [[jobs]]\nname = \"idle\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\nionice_class = \"idle\"\n\
+         before = { command = [\"/bin/sh\", \"-c\", \"ionice -p $$ > NICEFILE.idle\"] }\n",
         "",
     );
     let nice_file = setup.scratch.join("nice.txt");
@@ -643,6 +646,15 @@ fn a_job_runs_at_its_configured_nice_level() {
         "{}",
         daemon.log()
     );
+    let io = |suffix: &str| {
+        std::fs::read_to_string(setup.scratch.join(format!("nice.txt.{suffix}")))
+            .expect("the hook ran")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(io("io"), "best-effort: prio 6", "{}", daemon.log());
+    setup.cli("run", args!["idle"]).success();
+    assert_eq!(io("idle"), "idle", "{}", daemon.log());
     daemon.stop(Duration::from_secs(30));
 }
 

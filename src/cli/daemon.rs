@@ -152,6 +152,20 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
         d["pid"],
         d["started"].as_str().unwrap_or("?")
     );
+    for w in answer["maintenance"].as_array().into_iter().flatten() {
+        println!(
+            "maintenance {} ({}): {:?} from {} to {}{}",
+            w["id"],
+            w["phase"].as_str().unwrap_or("?"),
+            w["reason"].as_str().unwrap_or(""),
+            w["start"].as_str().unwrap_or("?"),
+            w["end"].as_str().unwrap_or("?"),
+            w["impact"]
+                .as_str()
+                .map(|i| format!("; impact: {i}"))
+                .unwrap_or_default()
+        );
+    }
     let mut any_bad = false;
     for j in answer["jobs"].as_array().into_iter().flatten() {
         let s = &j["state"];

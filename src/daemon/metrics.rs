@@ -197,6 +197,28 @@ pub fn render(status: &Value) -> String {
         out.push_str("# TYPE lifeboat_daemon_start_timestamp_seconds gauge\n");
         out.push_str(&format!("lifeboat_daemon_start_timestamp_seconds {t}\n"));
     }
+    // Alerting rules can mute "backup stale" alerts while a planned window is in force.
+    let windows = status["maintenance"].as_array().into_iter().flatten();
+    let active = windows.clone().any(|w| w["phase"] == "active");
+    let next = windows
+        .filter(|w| w["phase"] == "upcoming")
+        .filter_map(|w| ts(&w["start"]))
+        .min_by(f64::total_cmp);
+    out.push_str(
+        "# HELP lifeboat_maintenance_active 1 while a planned maintenance window is in force.\n",
+    );
+    out.push_str("# TYPE lifeboat_maintenance_active gauge\n");
+    out.push_str(&format!(
+        "lifeboat_maintenance_active {}\n",
+        u8::from(active)
+    ));
+    if let Some(t) = next {
+        out.push_str("# HELP lifeboat_maintenance_next_start_timestamp_seconds Start of the next planned maintenance window.\n");
+        out.push_str("# TYPE lifeboat_maintenance_next_start_timestamp_seconds gauge\n");
+        out.push_str(&format!(
+            "lifeboat_maintenance_next_start_timestamp_seconds {t}\n"
+        ));
+    }
     out
 }
 
@@ -212,7 +234,8 @@ mod tests {
                 {"name": "etc", "running": null, "stale": false,
                  "state": {"last_success": "2026-11-26T11:00:00Z", "last_result": "success", "last_bytes_added": 42, "successes": 3, "failures": 1}},
                 {"name": "db\"x", "running": {"kind": "full"}, "stale": true, "state": {"last_result": "failed"}},
-            ]
+            ],
+            "maintenance": [{"phase": "upcoming", "start": "2026-11-27T00:00:00Z"}],
         });
         let m = render(&status);
         assert!(
@@ -230,6 +253,11 @@ mod tests {
         );
         assert!(
             m.contains("# TYPE lifeboat_job_failures_total counter"),
+            "{m}"
+        );
+        assert!(m.contains("lifeboat_maintenance_active 0\n"), "{m}");
+        assert!(
+            m.contains("lifeboat_maintenance_next_start_timestamp_seconds 1795737600"),
             "{m}"
         );
         let (ok, text) = health(&status);

@@ -173,6 +173,14 @@ pub fn run_job(cfg: &Config, job: &Job, kind: RunKind, progress: Arc<Progress>) 
             tracing::warn!(job = %job.name, nice = n, error = %e, "cannot set the job's priority");
         }
     }
+    if let Some(p) = job.ionice {
+        // The I/O priority is per thread too (pid 0: the calling thread), and passes to threads
+        // and processes started from it.
+        let me = ioprio::Target::Process(ioprio::Pid::from_raw(0));
+        if let Err(e) = ioprio::set_priority(me, p) {
+            tracing::warn!(job = %job.name, error = %e, "cannot set the job's I/O priority");
+        }
+    }
     if let Some(h) = &j.before {
         if let Err(e) = run_hook(h, &job.name, "before", None) {
             if h.on_failure.as_deref() != Some("continue") {
