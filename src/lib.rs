@@ -14,6 +14,7 @@ pub mod interrupt;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 
 pub use error::{Error, Result};
