@@ -85,6 +85,10 @@ pub enum Error {
         damaged_keys: Vec<String>,
     },
 
+    /// Another process holds a conflicting lock on the repository.
+    #[error("the repository at {location} is in use: {holders}; try again later, or run `lifeboat unlock` if that process is gone")]
+    Locked { location: String, holders: String },
+
     /// An operation was interrupted by the user or the service manager.
     #[error("interrupted by a signal; stopped cleanly")]
     Interrupted,

@@ -75,12 +75,43 @@ pub fn normalize_path(p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Runs a backup and writes its snapshot.
+/// Runs a backup and writes its snapshot, under a shared repository lock.
+///
+/// If the lock lapsed during the run (the process was frozen past the lock's staleness bound,
+/// so a prune may have removed data this run relies on), everything the new snapshot
+/// references is checked against the repository as it is now before the snapshot is written;
+/// when something is gone, the run starts over with a fresh index (re-reading and uploading
+/// what is missing) rather than commit a snapshot that points at deleted data.
 pub fn backup(
     repo: &Repository,
     opts: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupOutcome> {
+    let settings = crate::repo::LockSettings::from_env()?;
+    let lock = repo.lock("backup", false, &settings.waiting(settings.stale_after))?;
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        if let Some(done) = backup_attempt(repo, opts, progress.clone(), &lock)? {
+            lock.release();
+            return Ok(done);
+        }
+        tracing::warn!(
+            attempt,
+            "data this backup relied on was removed while it was stalled (a prune ran when its lock looked stale); starting over with the repository as it is now"
+        );
+    }
+    Err(Error::Invalid(format!(
+        "the backup was stalled past its lock's staleness bound {ATTEMPTS} times and data it relied on was removed each time; nothing was committed. Check that the machine is not being suspended, or raise LIFEBOAT_LOCK_STALE_AFTER"
+    )))
+}
+
+/// One run; `Ok(None)` when it must start over (see [`backup`]).
+fn backup_attempt(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+    lock: &crate::repo::RepoLock,
+) -> Result<Option<BackupOutcome>> {
     let started = Instant::now();
     let time = Utc::now();
     if opts.paths.is_empty() {
@@ -247,6 +278,26 @@ pub fn backup(
         .iter()
         .map(|(_, entries)| entries.iter().map(|e| u64::from(e.stored_len)).sum::<u64>())
         .sum();
+    if lock.confirm()? {
+        let missing = missing_references(repo, &root, &written)?;
+        if missing.lost_any() {
+            tracing::warn!(
+                chunks = missing.blobs,
+                own_packs = missing.own_packs.len(),
+                "the repository lost data this backup references while its lock had lapsed"
+            );
+            // Keep what survives of this run's uploads: the next attempt deduplicates
+            // against it.
+            let surviving: Vec<_> = written
+                .into_iter()
+                .filter(|(p, _)| !missing.own_packs.contains(p))
+                .collect();
+            if !surviving.is_empty() {
+                repo.save_index(&surviving)?;
+            }
+            return Ok(None);
+        }
+    }
     if !written.is_empty() {
         repo.save_index(&written)?;
     }
@@ -269,7 +320,75 @@ pub fn backup(
         program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
     };
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupOutcome { id, snapshot })
+    Ok(Some(BackupOutcome { id, snapshot }))
+}
+
+/// What a snapshot being committed references that the repository no longer has.
+#[derive(Debug, Default)]
+struct Missing {
+    /// Chunks and listings not in the current index, or in packs that are gone.
+    blobs: usize,
+    /// Packs this run wrote that are gone.
+    own_packs: std::collections::HashSet<crate::id::PackId>,
+}
+
+impl Missing {
+    fn lost_any(&self) -> bool {
+        self.blobs > 0 || !self.own_packs.is_empty()
+    }
+}
+
+/// Checks every blob reachable from `root` against the repository as it is now: the current
+/// index plus this run's packs, and the packs actually in storage.
+fn missing_references(
+    repo: &Repository,
+    root: &BlobId,
+    written: &[(crate::id::PackId, Vec<crate::repo::PackEntry>)],
+) -> Result<Missing> {
+    use crate::storage::FileKind;
+    let present: std::collections::HashSet<String> = repo
+        .storage()
+        .list(FileKind::Pack)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut missing = Missing::default();
+    let mut index = crate::repo::Index::default();
+    for (pack, entries) in written {
+        if present.contains(&pack.to_hex()) {
+            index.add_pack(*pack, entries);
+        } else {
+            missing.own_packs.insert(*pack);
+        }
+    }
+    let current = repo.load_index()?;
+    for (pack, entries) in current.by_pack() {
+        if present.contains(&pack.to_hex()) {
+            index.add_pack(pack, &entries);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![*root];
+    while let Some(tree_id) = todo.pop() {
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        let tree = match repo.load_tree(&index, &tree_id) {
+            Ok(t) => t,
+            Err(Error::MissingBlob { .. } | Error::NotFound { .. }) => {
+                missing.blobs += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for node in &tree.nodes {
+            if let Some(sub) = node.subtree {
+                todo.push(sub);
+            }
+            missing.blobs += node.content.iter().filter(|c| !index.contains(c)).count();
+        }
+    }
+    Ok(missing)
 }
 
 /// Consumes the walker's events and stores the directory listings bottom-up.

@@ -32,6 +32,11 @@ pub fn default_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/lifeboat"))
 }
 
+/// Only immutable objects that are read again are cached (never locks, keys or the config).
+fn cached(kind: FileKind) -> bool {
+    matches!(kind, FileKind::Pack | FileKind::Index | FileKind::Snapshot)
+}
+
 fn sub(kind: FileKind) -> &'static str {
     match kind {
         FileKind::Pack => "trees",
@@ -69,6 +74,9 @@ impl MetadataCache {
 
     /// The cached object, if present and intact.
     pub fn get(&self, kind: FileKind, name: &str) -> Option<Vec<u8>> {
+        if !cached(kind) {
+            return None;
+        }
         let p = self.path(kind, name);
         let data = fs::read(&p).ok()?;
         if blake3::hash(&data).to_hex().as_str() == name {
@@ -82,6 +90,9 @@ impl MetadataCache {
 
     /// Stores a copy (best effort: a cache that cannot be written is only slower).
     pub fn put(&self, kind: FileKind, name: &str, data: &[u8]) {
+        if !cached(kind) {
+            return;
+        }
         let p = self.path(kind, name);
         if p.exists() {
             return;

@@ -122,6 +122,19 @@ impl Index {
     pub fn iter(&self) -> impl Iterator<Item = (&BlobId, &IndexEntry)> {
         self.blobs.iter()
     }
+
+    /// Every pack with the blobs the index places in it, in pack order, blobs by offset.
+    pub fn by_pack(&self) -> Vec<(PackId, Vec<PackEntry>)> {
+        let mut out: Vec<(PackId, Vec<PackEntry>)> =
+            self.packs.iter().map(|p| (*p, Vec::new())).collect();
+        for (id, e) in &self.blobs {
+            out[e.pack as usize].1.push(e.to_pack_entry(*id));
+        }
+        for (_, entries) in &mut out {
+            entries.sort_by_key(|e| e.offset);
+        }
+        out
+    }
 }
 
 /// Serializes index content: packs and their entries.

@@ -37,6 +37,8 @@ pub enum ObjectType {
     Index = 4,
     /// A snapshot object.
     Snapshot = 5,
+    /// A lock object.
+    Lock = 6,
 }
 
 impl ObjectType {
@@ -47,6 +49,7 @@ impl ObjectType {
             ObjectType::PackHeader => "pack header",
             ObjectType::Index => "index",
             ObjectType::Snapshot => "snapshot",
+            ObjectType::Lock => "lock",
         }
     }
 
@@ -57,6 +60,7 @@ impl ObjectType {
             3 => ObjectType::PackHeader,
             4 => ObjectType::Index,
             5 => ObjectType::Snapshot,
+            6 => ObjectType::Lock,
             _ => return None,
         })
     }

@@ -374,6 +374,17 @@ impl Storage for CloudStorage {
         Ok(first && matches!(second, Ok(false)))
     }
 
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let p = self.path(kind, name);
+        match runtime().block_on(self.store.head(&p)) {
+            Ok(meta) => Ok(Some(meta.last_modified.into())),
+            Err(object_store::Error::NotFound { .. }) => Err(crate::error::Error::NotFound {
+                name: kind.path(name),
+            }),
+            Err(e) => Err(self.err("inspect", kind, name, e)),
+        }
+    }
+
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path(kind, name);
         match runtime().block_on(self.store.delete(&p)) {

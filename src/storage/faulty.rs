@@ -176,6 +176,10 @@ impl Storage for FaultyStorage {
         self.inject("remove", name, false)?;
         self.inner.remove(kind, name)
     }
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inject("inspect", name, true)?;
+        self.inner.modified(kind, name)
+    }
     fn local_path(&self) -> Option<std::path::PathBuf> {
         self.inner.local_path()
     }

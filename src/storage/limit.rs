@@ -100,6 +100,9 @@ impl Storage for LimitedStorage {
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         self.inner.remove(kind, name)
     }
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.modified(kind, name)
+    }
     fn local_path(&self) -> Option<std::path::PathBuf> {
         self.inner.local_path()
     }

@@ -200,6 +200,17 @@ impl Storage for LocalStorage {
         Ok(out)
     }
 
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let p = self.path_of(kind, name);
+        match fs::metadata(&p).and_then(|m| m.modified()) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(crate::error::Error::NotFound {
+                name: kind.path(name),
+            }),
+            Err(e) => Err(self.err("inspect", kind, name, e)),
+        }
+    }
+
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path_of(kind, name);
         match fs::remove_file(&p) {

@@ -100,6 +100,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Removes an object; removing a missing object is not an error.
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
 
+    /// When the object was last written, by the storage's own clock (the server's, for cloud
+    /// storage), so that times of objects written by different machines compare even when
+    /// their clocks disagree. `Ok(None)` when the backend cannot tell; `NotFound` when the
+    /// object does not exist.
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let _ = (kind, name);
+        Ok(None)
+    }
+
     /// The local directory of the repository, if it is on a local filesystem.
     fn local_path(&self) -> Option<std::path::PathBuf> {
         None

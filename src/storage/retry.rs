@@ -102,6 +102,9 @@ impl Storage for RetryingStorage {
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         self.run(name, || self.inner.remove(kind, name))
     }
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.run(name, || self.inner.modified(kind, name))
+    }
     fn local_path(&self) -> Option<std::path::PathBuf> {
         self.inner.local_path()
     }

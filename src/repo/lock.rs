@@ -1,0 +1,479 @@
+//! Locks: how backups, forget, check and prune share a repository.
+//!
+//! A lock is a small sealed object under `locks/` naming the operation, host, process and
+//! times. Backups, `forget` and `check` take *shared* locks; `prune` takes an *exclusive* one.
+//! Taking a lock is "write mine, then look at the others": two processes that take locks at
+//! the same time each see the other's (storage is read-after-write consistent), so a shared
+//! and an exclusive lock are never both granted; when they collide both back off and the
+//! shared side retries.
+//!
+//! A lock is refreshed (a new object written, the old one removed) every `refresh` interval by
+//! a background thread. Another process treats it as *stale*, and removes it, when its process
+//! is gone on this host, or when it was not refreshed within `stale_after`. Ages compare the
+//! storage's own modification times (the server's clock for cloud storage) against the time
+//! of the checker's own freshly written lock, so a client clock a day off neither keeps a dead
+//! lock alive nor kills a live one.
+//!
+//! A holder that was frozen (SIGSTOP, a suspended VM) past `stale_after` may have lost its lock
+//! and have had data removed under it by a prune. [`RepoLock::confirm`] tells it so before it
+//! commits, and the backup then validates what it references against the repository as it
+//! is now (see `backup`), instead of writing a snapshot that points at deleted data.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use super::{this_host, ObjectType, Repository};
+use crate::error::{Error, Result};
+use crate::storage::FileKind;
+
+/// What a lock object says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// `backup`, `forget`, `check`, `prune`, ...
+    pub operation: String,
+    pub exclusive: bool,
+    pub host: String,
+    pub pid: u32,
+    pub user: String,
+    /// When the holder took the lock (its own clock; for people).
+    pub created: DateTime<Utc>,
+    /// When the holder last refreshed it (its own clock; for people).
+    pub refreshed: DateTime<Utc>,
+    /// Distinguishes the holder's objects from another holder's with the same fields.
+    pub nonce: u64,
+}
+
+impl std::fmt::Display for LockInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}) by {}@{} pid {} since {}",
+            self.operation,
+            if self.exclusive {
+                "exclusive"
+            } else {
+                "shared"
+            },
+            self.user,
+            self.host,
+            self.pid,
+            self.created.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// Lock timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockSettings {
+    /// A lock not refreshed for this long is stale.
+    pub stale_after: Duration,
+    /// How often a holder refreshes its lock.
+    pub refresh: Duration,
+    /// How long to wait for a conflicting lock to go away before giving up.
+    pub wait: Duration,
+}
+
+impl Default for LockSettings {
+    fn default() -> Self {
+        LockSettings::with_stale_after(Duration::from_secs(30 * 60))
+    }
+}
+
+impl LockSettings {
+    /// Settings for a staleness bound: refresh six times within it (at most every 5 minutes).
+    pub fn with_stale_after(stale_after: Duration) -> Self {
+        LockSettings {
+            stale_after,
+            refresh: (stale_after / 6).clamp(Duration::from_millis(200), Duration::from_secs(300)),
+            wait: Duration::ZERO,
+        }
+    }
+
+    /// The defaults, or `LIFEBOAT_LOCK_STALE_AFTER` ("30m") when set.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("LIFEBOAT_LOCK_STALE_AFTER") {
+            Ok(v) => crate::config::parse_duration(&v)
+                .map(Self::with_stale_after)
+                .map_err(|e| Error::Invalid(format!("LIFEBOAT_LOCK_STALE_AFTER: {e}"))),
+            Err(_) => Ok(Self::default()),
+        }
+    }
+
+    /// The same with a wait for conflicting locks.
+    pub fn waiting(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+}
+
+/// A lock found in the repository.
+#[derive(Debug, Clone)]
+pub struct FoundLock {
+    pub name: String,
+    /// `None` when the object could not be read (damaged, or removed meanwhile).
+    pub info: Option<LockInfo>,
+    /// Time since its last refresh, when known.
+    pub age: Option<Duration>,
+    /// Why it is stale, if it is.
+    pub stale: Option<String>,
+}
+
+impl std::fmt::Display for FoundLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.info {
+            Some(i) => write!(f, "{i}")?,
+            None => write!(f, "unreadable lock {}", FileKind::Lock.path(&self.name))?,
+        }
+        if let Some(a) = self.age {
+            write!(f, ", refreshed {}s ago", a.as_secs())?;
+        }
+        Ok(())
+    }
+}
+
+fn is_lock_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether process `pid` exists on this host.
+fn process_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+impl Repository {
+    fn write_lock(&self, info: &LockInfo) -> Result<String> {
+        let plain = serde_json::to_vec(info).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.save_metadata(FileKind::Lock, ObjectType::Lock, &plain)
+            .map(hex::encode)
+    }
+
+    fn read_lock(&self, name: &str) -> Result<LockInfo> {
+        let plain = self.load_metadata(FileKind::Lock, ObjectType::Lock, name)?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(FileKind::Lock.path(name), format!("not a lock: {e}")))
+    }
+
+    /// Every lock but `except`, with its age measured against `reference` (the storage's time
+    /// of a lock just written; the local clock when `None`) and whether it is stale.
+    pub fn locks(
+        &self,
+        except: Option<&str>,
+        reference: Option<SystemTime>,
+        settings: &LockSettings,
+    ) -> Result<Vec<FoundLock>> {
+        let (host, _) = this_host();
+        let mut out = Vec::new();
+        for (name, _) in self.storage.list(FileKind::Lock)? {
+            if !is_lock_name(&name) || Some(name.as_str()) == except {
+                continue;
+            }
+            let info = match self.read_lock(&name) {
+                Ok(i) => Some(i),
+                Err(Error::NotFound { .. }) => continue, // released meanwhile
+                Err(e) => {
+                    tracing::warn!(lock = %name, error = %e, "unreadable lock object");
+                    None
+                }
+            };
+            let modified = match self.storage.modified(FileKind::Lock, &name) {
+                Ok(m) => m,
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let age = match (modified, &info) {
+                (Some(m), _) => reference
+                    .unwrap_or_else(SystemTime::now)
+                    .duration_since(m)
+                    .ok()
+                    .or(Some(Duration::ZERO)),
+                (None, Some(i)) => (Utc::now() - i.refreshed).to_std().ok(),
+                (None, None) => None,
+            };
+            let stale = match (&info, age) {
+                (Some(i), _) if i.host == host && !process_alive(i.pid) => {
+                    Some(format!("process {} is gone on this host", i.pid))
+                }
+                (_, Some(a)) if a > settings.stale_after => Some(format!(
+                    "not refreshed for {} (bound {})",
+                    humantime::format_duration(Duration::from_secs(a.as_secs())),
+                    humantime::format_duration(settings.stale_after)
+                )),
+                _ => None,
+            };
+            out.push(FoundLock {
+                name,
+                info,
+                age,
+                stale,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes stale locks (or every lock, with `all`); returns what it removed.
+    pub fn unlock(&self, all: bool, settings: &LockSettings) -> Result<Vec<FoundLock>> {
+        let mut removed = Vec::new();
+        for l in self.locks(None, None, settings)? {
+            if all || l.stale.is_some() {
+                self.storage.remove(FileKind::Lock, &l.name)?;
+                removed.push(l);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Live locks that conflict with ours (`own`); stale ones are removed on the way.
+    fn conflicts(
+        &self,
+        own: &str,
+        exclusive: bool,
+        settings: &LockSettings,
+    ) -> Result<Vec<FoundLock>> {
+        let reference = self.storage.modified(FileKind::Lock, own).ok().flatten();
+        let mut live = Vec::new();
+        for l in self.locks(Some(own), reference, settings)? {
+            if let Some(why) = &l.stale {
+                tracing::warn!(lock = %l, reason = %why, "removing a stale lock");
+                self.storage.remove(FileKind::Lock, &l.name)?;
+                continue;
+            }
+            let theirs_exclusive = l.info.as_ref().is_none_or(|i| i.exclusive);
+            if exclusive || theirs_exclusive {
+                live.push(l);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Takes a lock for `operation`, waiting up to `settings.wait` for conflicting ones.
+    pub fn lock(
+        &self,
+        operation: &str,
+        exclusive: bool,
+        settings: &LockSettings,
+    ) -> Result<RepoLock> {
+        let (host, user) = this_host();
+        let now = Utc::now();
+        let info = LockInfo {
+            operation: operation.to_string(),
+            exclusive,
+            host,
+            pid: std::process::id(),
+            user,
+            created: now,
+            refreshed: now,
+            nonce: rand::random(),
+        };
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            let name = self.write_lock(&info)?;
+            let conflicts = match self.conflicts(&name, exclusive, settings) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = self.storage.remove(FileKind::Lock, &name);
+                    return Err(e);
+                }
+            };
+            if conflicts.is_empty() {
+                return Ok(RepoLock::start(self.clone(), name, info, *settings));
+            }
+            self.storage.remove(FileKind::Lock, &name)?;
+            let holders = conflicts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if started.elapsed() >= settings.wait || crate::interrupt::requested() {
+                return Err(Error::Locked {
+                    location: self.storage.location(),
+                    holders,
+                });
+            }
+            if !told {
+                tracing::info!(%holders, "waiting for the repository lock");
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(500).min(settings.refresh));
+        }
+    }
+}
+
+struct LockState {
+    name: String,
+    info: LockInfo,
+    last_refresh: Instant,
+    /// Our lock object disappeared: someone took it for stale.
+    lost: bool,
+}
+
+struct Shared {
+    repo: Repository,
+    settings: LockSettings,
+    state: Mutex<LockState>,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    stopped: AtomicBool,
+}
+
+impl Shared {
+    /// Writes a fresh lock object and removes the previous one, noting whether that one was
+    /// still there.
+    fn refresh(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        match self.repo.storage.modified(FileKind::Lock, &st.name) {
+            Err(Error::NotFound { .. }) => {
+                if !st.lost {
+                    tracing::warn!(
+                        "our repository lock was removed by another process that took it for stale (were we frozen?)"
+                    );
+                }
+                st.lost = true;
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        st.info.refreshed = Utc::now();
+        st.info.nonce = rand::random();
+        let name = self.repo.write_lock(&st.info)?;
+        let old = std::mem::replace(&mut st.name, name);
+        st.last_refresh = Instant::now();
+        if let Err(e) = self.repo.storage.remove(FileKind::Lock, &old) {
+            tracing::warn!(error = %e, "could not remove the previous lock object");
+        }
+        Ok(())
+    }
+}
+
+/// A held lock: refreshed in the background, released on drop.
+pub struct RepoLock {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RepoLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoLock")
+            .field("name", &self.shared.state.lock().name)
+            .finish()
+    }
+}
+
+impl RepoLock {
+    fn start(repo: Repository, name: String, info: LockInfo, settings: LockSettings) -> Self {
+        let shared = Arc::new(Shared {
+            repo,
+            settings,
+            state: Mutex::new(LockState {
+                name,
+                info,
+                last_refresh: Instant::now(),
+                lost: false,
+            }),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            stopped: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("lifeboat-lock".into())
+            .spawn(move || loop {
+                {
+                    let mut stop = s.stop.lock();
+                    if !*stop {
+                        s.wake.wait_for(&mut stop, s.settings.refresh);
+                    }
+                    if *stop {
+                        break;
+                    }
+                }
+                if let Err(e) = s.refresh() {
+                    tracing::warn!(error = %e, "could not refresh the repository lock; retrying");
+                }
+            })
+            .ok();
+        RepoLock { shared, thread }
+    }
+
+    /// The object name of the lock as it is now.
+    pub fn name(&self) -> String {
+        self.shared.state.lock().name.clone()
+    }
+
+    /// Before a commit: refreshes the lock now, waits for any exclusive holder to finish, and
+    /// tells whether the lock may have lapsed — not refreshed within `stale_after` (the
+    /// process was frozen, or storage unreachable), removed by someone else, or an exclusive
+    /// holder (prune) seen. When it says `true`, whatever the caller relies on may have been
+    /// removed meanwhile and must be checked against the repository as it is now.
+    pub fn confirm(&self) -> Result<bool> {
+        let overdue =
+            self.shared.state.lock().last_refresh.elapsed() > self.shared.settings.stale_after;
+        self.shared.refresh()?;
+        let lost = self.shared.state.lock().lost;
+        let started = Instant::now();
+        let mut saw_exclusive = false;
+        loop {
+            let name = self.name();
+            let conflicts = self
+                .shared
+                .repo
+                .conflicts(&name, false, &self.shared.settings)?;
+            if conflicts.is_empty() {
+                break;
+            }
+            saw_exclusive = true;
+            if started.elapsed() > self.shared.settings.stale_after {
+                return Err(Error::Locked {
+                    location: self.shared.repo.storage.location(),
+                    holders: conflicts
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500).min(self.shared.settings.refresh));
+        }
+        // Restart the lapse clock only after a confirmed refresh.
+        self.shared.state.lock().lost = false;
+        Ok(overdue || lost || saw_exclusive)
+    }
+
+    /// Releases the lock.
+    pub fn release(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.shared.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        *self.shared.stop.lock() = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let name = self.shared.state.lock().name.clone();
+        if let Err(e) = self.shared.repo.storage.remove(FileKind::Lock, &name) {
+            tracing::warn!(error = %e, lock = %name, "could not remove our repository lock; it goes stale by itself");
+        }
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
