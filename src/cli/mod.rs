@@ -3,12 +3,14 @@
 mod backup;
 mod check;
 mod daemon;
+mod forget;
 mod init;
 mod key;
 mod ls;
 mod maintenance;
 mod output;
 mod password;
+mod prune;
 mod restore;
 mod snapshots;
 
@@ -143,6 +145,12 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(check::CheckArgs),
+    /// Remove snapshots by a retention policy (--keep-daily 7 ...) or by id.
+    Forget(forget::ForgetArgs),
+    /// Delete data no snapshot references and repack partly used packs.
+    Prune(prune::PruneArgs),
+    /// Remove stale locks (their process is gone, or they were not refreshed in time).
+    Unlock(prune::UnlockArgs),
     /// Manage the repository's keys (passwords) and export a recovery kit.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -195,6 +203,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ls(a) => ls::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Check(a) => check::run(a),
+        Command::Forget(a) => forget::run(a),
+        Command::Prune(a) => prune::run(a),
+        Command::Unlock(a) => prune::unlock(a),
         Command::Key(c) => key::run(c),
         Command::Daemon(a) => daemon::daemon(a),
         Command::Status(a) => daemon::status(a),
