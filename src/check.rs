@@ -17,7 +17,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
 use crate::repo::pack::{decode_blob, read_pack_header};
@@ -29,6 +29,10 @@ use crate::storage::FileKind;
 pub struct CheckOptions {
     /// Read and verify every pack.
     pub read_data: bool,
+    /// With `read_data`, read only subset `n` of `t` (1-based): the packs whose id falls in
+    /// bucket `n` when ids are spread over `t` buckets. Checks 1/t, 2/t, ... t/t together read
+    /// every pack once.
+    pub read_data_subset: Option<(u64, u64)>,
     /// Parallel pack readers (0: one per core).
     pub threads: usize,
 }
@@ -92,7 +96,7 @@ pub fn check(
     let settings = crate::repo::LockSettings::from_env()?;
     let _lock = match repo.lock("check", false, &settings.waiting(settings.stale_after)) {
         Ok(l) => Some(l),
-        Err(e @ crate::Error::Locked { .. }) => return Err(e),
+        Err(e @ Error::Locked { .. }) => return Err(e),
         Err(e) => {
             tracing::warn!(error = %e, "checking without a repository lock (cannot write one)");
             None
@@ -140,7 +144,14 @@ pub fn check(
     // Pack data.
     let mut bad_blobs: HashMap<BlobId, BlobProblem> = HashMap::new();
     if opts.read_data {
-        let damaged = read_all_packs(repo, &index, &stored, opts.threads, &progress);
+        let damaged = read_all_packs(
+            repo,
+            &index,
+            &stored,
+            opts.read_data_subset,
+            opts.threads,
+            &progress,
+        );
         crate::interrupt::check()?;
         report.bytes_read = Progress::get(&progress.bytes_read);
         for (pack, problem) in damaged {
@@ -358,10 +369,37 @@ enum PackProblem {
     Blobs(Vec<(BlobId, String)>),
 }
 
+/// The bucket (0-based, of `t`) of a pack name: its first 16 hex digits modulo `t`.
+pub fn subset_bucket(name: &str, t: u64) -> u64 {
+    let head = name.get(..16).unwrap_or(name);
+    u64::from_str_radix(head, 16).unwrap_or(0) % t.max(1)
+}
+
+/// Parses a subset: "n/t" (1 ≤ n ≤ t), or "P%" (a random bucket of about P percent).
+pub fn parse_subset(s: &str) -> Result<(u64, u64)> {
+    let bad = || {
+        Error::Invalid(format!(
+            "{s:?} is not a subset: give \"n/t\" (like \"2/5\") or a percentage (like \"10%\")"
+        ))
+    };
+    if let Some((n, t)) = s.split_once('/') {
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        let t: u64 = t.trim().parse().map_err(|_| bad())?;
+        if n == 0 || t == 0 || n > t {
+            return Err(bad());
+        }
+        return Ok((n, t));
+    }
+    let p = crate::config::parse_percent(s, 0.001).map_err(|_| bad())?;
+    let t = (100.0 / p).round().max(1.0) as u64;
+    Ok((rand::random::<u64>() % t + 1, t))
+}
+
 fn read_all_packs(
     repo: &Repository,
     index: &Index,
     stored: &HashMap<String, u64>,
+    subset: Option<(u64, u64)>,
     threads: usize,
     progress: &Progress,
 ) -> Vec<(PackId, PackProblem)> {
@@ -373,7 +411,13 @@ fn read_all_packs(
             .or_default()
             .push((*id, *e));
     }
-    let mut names: Vec<&String> = stored.keys().collect();
+    let mut names: Vec<&String> = stored
+        .keys()
+        .filter(|name| match subset {
+            Some((n, t)) => subset_bucket(name, t) == n - 1,
+            None => true,
+        })
+        .collect();
     names.sort();
     let queue = Mutex::new(names.into_iter());
     let results = Mutex::new(Vec::new());

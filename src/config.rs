@@ -121,6 +121,19 @@ pub struct RepositoryConfig {
     /// Packs stored concurrently.
     #[serde(default)]
     pub upload_concurrency: Option<usize>,
+    /// When to prune this repository (crontab line); never when absent.
+    #[serde(default)]
+    pub prune: Option<Spanned<String>>,
+    /// Prune's repack threshold ("10%").
+    #[serde(default)]
+    pub prune_max_unused: Option<Spanned<String>>,
+    /// When to check this repository (crontab line); never when absent.
+    #[serde(default)]
+    pub check: Option<Spanned<String>>,
+    /// Share of the pack data each scheduled check re-reads ("10%": every byte is read over
+    /// ten checks); absent: structure only.
+    #[serde(default)]
+    pub check_read_data_subset: Option<Spanned<String>>,
 }
 
 /// A command run before or after a backup.
@@ -188,6 +201,15 @@ pub struct JobConfig {
     /// A final incremental backup when the system shuts down.
     #[serde(default)]
     pub on_shutdown: bool,
+    /// Which of this job's snapshots to keep; applied after each successful backup.
+    #[serde(default)]
+    pub retention: Option<Spanned<crate::retention::Policy>>,
+    /// When to run a restore drill of the job's latest snapshot (crontab line).
+    #[serde(default)]
+    pub drill: Option<Spanned<String>>,
+    /// What a drill restores: a share of the files ("10%", the default) or "all".
+    #[serde(default)]
+    pub drill_sample: Option<Spanned<String>>,
     /// Notification channels (by name) for this job's events; default: every channel.
     #[serde(default)]
     pub notify: Option<Spanned<Vec<String>>>,
@@ -220,6 +242,19 @@ pub struct Job {
     pub stale_after: Option<Duration>,
     /// I/O priority for the job's thread (and so its workers and hooks), if set.
     pub ionice: Option<ioprio::Priority>,
+    /// Restore drills, and the share of files they restore (`None`: all).
+    pub drill: Option<Schedule>,
+    pub drill_share: Option<f64>,
+}
+
+/// A repository's scheduled prune and check.
+#[derive(Debug, Clone, Default)]
+pub struct RepositoryTasks {
+    pub prune: Option<Schedule>,
+    pub prune_max_unused: f64,
+    pub check: Option<Schedule>,
+    /// Percent of pack data each check reads.
+    pub check_read_data_subset: Option<f64>,
 }
 
 /// A validated configuration.
@@ -232,6 +267,8 @@ pub struct Config {
     pub notify: Vec<crate::daemon::notify::ChannelConfig>,
     /// How the daemon acts on maintenance windows.
     pub maintenance: crate::daemon::maintenance::Settings,
+    /// Scheduled prune and check per repository.
+    pub repository_tasks: BTreeMap<String, RepositoryTasks>,
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -287,6 +324,14 @@ fn ionice(class: &str, level: Option<u8>) -> Result<ioprio::Priority, String> {
         }
     };
     Ok(ioprio::Priority::new(class))
+}
+
+/// Parses "10%" (or "10") into a percentage in `min..=100`.
+pub fn parse_percent(s: &str, min: f64) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').trim().parse::<f64>() {
+        Ok(v) if v >= min && v <= 100.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage from {min}% to 100%")),
+    }
 }
 
 fn valid_name(s: &str) -> bool {
@@ -353,6 +398,7 @@ impl Config {
             }
             maintenance.announce = Some(parsed);
         }
+        let mut repository_tasks = BTreeMap::new();
         for (name, repo) in &file.repositories {
             let field = format!("repositories.{name}");
             if !valid_name(name) {
@@ -378,6 +424,34 @@ impl Config {
                     "give only one of password_file, password_credential and recovery_kit",
                 );
             }
+            let mut tasks = RepositoryTasks {
+                prune_max_unused: 10.0,
+                ..Default::default()
+            };
+            for (sched, f, slot) in [
+                (&r.prune, "prune", &mut tasks.prune),
+                (&r.check, "check", &mut tasks.check),
+            ] {
+                if let Some(s) = sched {
+                    match Schedule::parse(s.get_ref(), None) {
+                        Ok(v) => *slot = Some(v),
+                        Err(e) => c.push(s.span(), format!("{field}.{f}"), e),
+                    }
+                }
+            }
+            if let Some(m) = &r.prune_max_unused {
+                match parse_percent(m.get_ref(), 0.0) {
+                    Ok(v) => tasks.prune_max_unused = v,
+                    Err(e) => c.push(m.span(), format!("{field}.prune_max_unused"), e),
+                }
+            }
+            if let Some(m) = &r.check_read_data_subset {
+                match parse_percent(m.get_ref(), 0.001) {
+                    Ok(v) => tasks.check_read_data_subset = Some(v),
+                    Err(e) => c.push(m.span(), format!("{field}.check_read_data_subset"), e),
+                }
+            }
+            repository_tasks.insert(name.clone(), tasks);
         }
         let mut jobs = Vec::new();
         let mut names = HashSet::new();
@@ -532,9 +606,41 @@ impl Config {
                     }
                 }
             };
+            let drill = match &j.drill {
+                Some(s) => match Schedule::parse(s.get_ref(), tz) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        c.push(s.span(), field("drill"), e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            let drill_share = match &j.drill_sample {
+                None => Some(10.0),
+                Some(s) if s.get_ref().trim() == "all" => None,
+                Some(s) => match parse_percent(s.get_ref(), 0.001) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        c.push(s.span(), field("drill_sample"), format!("{e}, or \"all\""));
+                        None
+                    }
+                },
+            };
+            if let Some(r) = &j.retention {
+                if r.get_ref().is_empty() {
+                    c.push(
+                        r.span(),
+                        field("retention"),
+                        "this retention policy keeps nothing: give keep_last, keep_daily, ... or keep_within",
+                    );
+                }
+            }
             jobs.push(Job {
                 name,
                 ionice,
+                drill,
+                drill_share,
                 repository: j.repository.get_ref().clone(),
                 config: j.clone(),
                 incremental,
@@ -581,6 +687,7 @@ impl Config {
                     .collect(),
                 jobs,
                 maintenance,
+                repository_tasks,
             })
         } else {
             Err(ConfigErrors(c.errors))

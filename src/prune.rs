@@ -193,12 +193,16 @@ fn prune_locked(
             .map(|e| u64::from(e.stored_len))
             .sum();
         report.used_bytes += used_bytes;
+        // Dead bytes: the pack's size less its live blobs and the header that describes them
+        // (a header is about 48 bytes per blob plus sealing); a pack of only live blobs is
+        // never repacked, however small.
+        let live = entries.iter().filter(|e| used.contains(&e.id)).count() as u64;
+        let overhead = 128 + 48 * live;
+        let dead = size.saturating_sub(used_bytes + overhead);
         if used_bytes == 0 {
             report.unused_packs += 1;
             delete.push((pack, size));
-        } else if size > 0
-            && (size - used_bytes.min(size)) as f64 * 100.0 / size as f64 > opts.max_unused_percent
-        {
+        } else if size > 0 && dead as f64 * 100.0 / size as f64 > opts.max_unused_percent {
             report.repacked_packs += 1;
             report.repacked_bytes += used_bytes;
             repack.push((pack, entries));

@@ -375,6 +375,7 @@ fn run_through(s: Arc<dyn Storage>, src: &Path, target: &Path) -> lifeboat::Resu
         &repo,
         &CheckOptions {
             read_data: true,
+            read_data_subset: None,
             threads: 0,
         },
         Arc::default(),
@@ -456,6 +457,7 @@ fn permanent_faults_fail_cleanly_and_leave_a_valid_repository() {
             &repo,
             &CheckOptions {
                 read_data: true,
+                read_data_subset: None,
                 threads: 0,
             },
             Arc::default(),

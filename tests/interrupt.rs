@@ -98,6 +98,7 @@ fn interrupted_backup_and_restore_stop_cleanly() {
         &repo,
         &CheckOptions {
             read_data: true,
+            read_data_subset: None,
             threads: 0,
         },
         Arc::default(),
@@ -113,6 +114,7 @@ fn interrupted_backup_and_restore_stop_cleanly() {
         &repo,
         &CheckOptions {
             read_data: true,
+            read_data_subset: None,
             threads: 0,
         },
         Arc::default(),

@@ -17,6 +17,10 @@ pub struct CheckArgs {
     /// Read every pack and verify every chunk.
     #[arg(long)]
     read_data: bool,
+    /// Read and verify only a subset of the packs: "n/t" (subset n of t; running 1/t to t/t
+    /// reads everything once) or "P%" (a random subset of about P percent).
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
+    read_data_subset: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -24,8 +28,14 @@ pub struct CheckArgs {
 
 pub fn run(a: CheckArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
+    let subset = a
+        .read_data_subset
+        .as_deref()
+        .map(lifeboat::check::parse_subset)
+        .transpose()?;
     let opts = CheckOptions {
-        read_data: a.read_data,
+        read_data: a.read_data || subset.is_some(),
+        read_data_subset: subset,
         threads: 0,
     };
     let progress = super::progress();
@@ -45,7 +55,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
                 println!("  affects {f}");
             }
         }
-        let data = if a.read_data {
+        let data = if opts.read_data {
             format!(
                 ", {} of pack data read and verified",
                 human(report.bytes_read)

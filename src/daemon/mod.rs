@@ -22,6 +22,7 @@ pub mod runner;
 pub mod schedule;
 pub mod state;
 pub mod systemd;
+pub mod tasks;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -73,6 +74,11 @@ pub struct Daemon {
     /// The maintenance windows as last read, and when they were last looked at.
     windows: maintenance::Windows,
     windows_checked: Option<Instant>,
+    /// Scheduled prunes, checks and drills: waiting, running, finished.
+    task_queue: VecDeque<tasks::Task>,
+    tasks_running: HashMap<String, (tasks::Task, DateTime<Utc>)>,
+    task_done_tx: Sender<(tasks::Task, tasks::TaskOutcome)>,
+    task_done_rx: Receiver<(tasks::Task, tasks::TaskOutcome)>,
 }
 
 fn far_future() -> DateTime<Utc> {
@@ -120,6 +126,7 @@ impl Daemon {
             })
             .map_err(|e| Error::io("start control thread", "thread", e))?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let (task_done_tx, task_done_rx) = crossbeam_channel::unbounded();
         let mut d = Daemon {
             config: Arc::new(config),
             state,
@@ -134,6 +141,10 @@ impl Daemon {
             notifiers: Vec::new(),
             windows: maintenance::Windows::default(),
             windows_checked: None,
+            task_queue: VecDeque::new(),
+            tasks_running: HashMap::new(),
+            task_done_tx,
+            task_done_rx,
         };
         d.start_notifiers();
         *d.published.write() = d.status_json(Utc::now());
@@ -207,9 +218,13 @@ impl Daemon {
             }
             self.tick(Utc::now());
             self.start_queued();
+            self.start_tasks();
             crossbeam_channel::select! {
                 recv(self.done_rx) -> msg => if let Ok((job, kind, outcome)) = msg {
                     self.finished(&job, kind, outcome);
+                },
+                recv(self.task_done_rx) -> msg => if let Ok((task, outcome)) = msg {
+                    self.task_finished(task, outcome);
                 },
                 recv(control) -> msg => if let Ok((req, answer)) = msg {
                     let a = self.handle(req);
@@ -236,10 +251,15 @@ impl Daemon {
     /// Waits (bounded) for running backups to stop after SIGTERM, then saves the state.
     fn stop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(80);
-        while !self.running.is_empty() && Instant::now() < deadline {
-            if let Ok((job, kind, outcome)) = self.done_rx.recv_timeout(Duration::from_millis(200))
+        while !(self.running.is_empty() && self.tasks_running.is_empty())
+            && Instant::now() < deadline
+        {
+            if let Ok((job, kind, outcome)) = self.done_rx.recv_timeout(Duration::from_millis(100))
             {
                 self.finished(&job, kind, outcome);
+            }
+            if let Ok((task, outcome)) = self.task_done_rx.try_recv() {
+                self.task_finished(task, outcome);
             }
         }
         if !self.running.is_empty() {
@@ -422,6 +442,7 @@ impl Daemon {
                 not_before: Instant::now() + delay,
             });
         }
+        self.tick_tasks(now, &config);
         for (job, count, latest) in missed {
             self.event(
                 notify::EventKind::MissedSchedule,
@@ -431,6 +452,188 @@ impl Daemon {
             );
         }
         self.check_staleness(now);
+    }
+
+    /// Evaluates the schedules of prunes, checks and drills, as [`Self::tick`] does for jobs.
+    fn tick_tasks(&mut self, now: DateTime<Utc>, config: &Config) {
+        let mut scheduled: Vec<(tasks::Task, &schedule::Schedule)> = Vec::new();
+        for (repo, t) in &config.repository_tasks {
+            if let Some(s) = &t.prune {
+                scheduled.push((
+                    tasks::Task::Prune {
+                        repository: repo.clone(),
+                    },
+                    s,
+                ));
+            }
+            if let Some(s) = &t.check {
+                scheduled.push((
+                    tasks::Task::Check {
+                        repository: repo.clone(),
+                    },
+                    s,
+                ));
+            }
+        }
+        for job in &config.jobs {
+            if let Some(s) = &job.drill {
+                scheduled.push((
+                    tasks::Task::Drill {
+                        job: job.name.clone(),
+                    },
+                    s,
+                ));
+            }
+        }
+        for (task, sched) in scheduled {
+            let key = task.key();
+            let ts = self.state.tasks.entry(key.clone()).or_default();
+            let Some(cursor) = ts.cursor else {
+                ts.cursor = Some(now);
+                continue;
+            };
+            if now <= cursor {
+                continue;
+            }
+            let due = sched.between(cursor, now, 10_000);
+            ts.cursor = Some(now);
+            let Some(latest) = due.iter().max().copied() else {
+                continue;
+            };
+            let late = now - latest > chrono::Duration::seconds(30);
+            if cursor < self.started && late && !config.daemon.catch_up {
+                continue;
+            }
+            if self.paused_all_until.is_some_and(|t| t > now) {
+                tracing::info!(task = %key, "scheduled task held: the daemon is paused");
+                continue;
+            }
+            if self.windows.active(now).is_some() {
+                tracing::info!(task = %key, "scheduled task skipped: maintenance window in force");
+                continue;
+            }
+            if self.tasks_running.contains_key(&key)
+                || self.task_queue.iter().any(|t| t.key() == key)
+            {
+                tracing::info!(task = %key, "scheduled task coalesced: the previous run is still going");
+                continue;
+            }
+            self.task_queue.push_back(task);
+        }
+    }
+
+    /// Starts waiting tasks while there is room; a prune waits until no backup of its
+    /// repository runs.
+    fn start_tasks(&mut self) {
+        let mut i = 0;
+        while i < self.task_queue.len()
+            && self.running.len() + self.tasks_running.len()
+                < self.config.daemon.max_concurrent_jobs
+        {
+            let task = self.task_queue[i].clone();
+            let repo = task.repository(&self.config).map(str::to_string);
+            let busy = task.exclusive()
+                && self.running.keys().any(|j| {
+                    self.config.job(j).map(|j| Some(&j.repository)) == Some(repo.as_ref())
+                });
+            let same_repo_task = self.tasks_running.values().any(|(t, _)| {
+                (t.exclusive() || task.exclusive())
+                    && t.repository(&self.config).map(str::to_string) == repo
+            });
+            if busy || same_repo_task {
+                i += 1;
+                continue;
+            }
+            self.task_queue.remove(i);
+            let key = task.key();
+            let now = Utc::now();
+            let ts = self.state.tasks.entry(key.clone()).or_default();
+            ts.last_start = Some(now);
+            let run_number = ts.runs;
+            tracing::info!(task = %key, "task starting");
+            self.tasks_running.insert(key.clone(), (task.clone(), now));
+            let config = self.config.clone();
+            let done = self.task_done_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("task-{key}"))
+                .spawn(move || {
+                    let outcome = tasks::run_task(&config, &task, run_number);
+                    let _ = done.send((task, outcome));
+                });
+            if let Err(e) = spawned {
+                tracing::error!(task = %key, error = %e, "cannot start the task thread");
+                self.tasks_running.remove(&key);
+            }
+            self.save_state();
+        }
+    }
+
+    fn task_finished(&mut self, task: tasks::Task, o: tasks::TaskOutcome) {
+        let key = task.key();
+        self.tasks_running.remove(&key);
+        let ts = self.state.tasks.entry(key.clone()).or_default();
+        let now = Utc::now();
+        ts.last_end = Some(now);
+        ts.last_ok = Some(o.ok);
+        ts.last_error = o.error.clone();
+        ts.last_duration_secs = Some(o.duration.as_secs_f64());
+        ts.last_report = (!o.report.is_null()).then(|| o.report.clone());
+        ts.runs += 1;
+        if o.ok {
+            ts.last_success = Some(now);
+        } else {
+            ts.failures += 1;
+        }
+        self.save_state();
+        let details = json!({"task": key, "ok": o.ok, "error": o.error, "report": o.report, "duration_secs": o.duration.as_secs_f64()});
+        let error = o.error.as_deref().unwrap_or("unknown error");
+        let host = notify::local_hostname();
+        match (&task, o.ok) {
+            (tasks::Task::Prune { .. }, true) => {
+                tracing::info!(task = %key, freed = o.report["bytes_freed"].as_u64(), "prune finished")
+            }
+            (tasks::Task::Prune { repository }, false) => {
+                tracing::error!(task = %key, error, "prune FAILED");
+                self.event(
+                    notify::EventKind::PruneFailed,
+                    None,
+                    format!("prune of repository {repository} on {host} failed: {error}"),
+                    details,
+                );
+            }
+            (tasks::Task::Check { .. }, true) => tracing::info!(task = %key, "check passed"),
+            (tasks::Task::Check { repository }, false) => {
+                tracing::error!(task = %key, error, "check FAILED");
+                self.event(
+                    notify::EventKind::CheckFailed,
+                    None,
+                    format!("check of repository {repository} on {host} failed: {error}"),
+                    details,
+                );
+            }
+            (tasks::Task::Drill { job }, true) => {
+                let r = &o.report;
+                tracing::info!(task = %key, estimated_full_restore_secs = r["estimated_full_restore_secs"].as_f64(), "restore drill passed");
+                self.event(
+                    notify::EventKind::DrillPassed,
+                    Some(job),
+                    format!(
+                        "restore drill of job {job} on {host} passed: {}",
+                        drill_summary(r)
+                    ),
+                    details,
+                );
+            }
+            (tasks::Task::Drill { job }, false) => {
+                tracing::error!(task = %key, error, "restore drill FAILED");
+                self.event(
+                    notify::EventKind::DrillFailed,
+                    Some(job),
+                    format!("restore drill of job {job} on {host} FAILED: {error}"),
+                    details,
+                );
+            }
+        }
     }
 
     /// Changes the maintenance windows under their lock, keeping the daemon's copy current.
@@ -611,8 +814,18 @@ impl Daemon {
         let now = Instant::now();
         let mut started_any = false;
         let mut i = 0;
-        while i < self.queue.len() && self.running.len() < self.config.daemon.max_concurrent_jobs {
-            if self.queue[i].not_before > now || self.running.contains_key(&self.queue[i].job) {
+        while i < self.queue.len()
+            && self.running.len() + self.tasks_running.len()
+                < self.config.daemon.max_concurrent_jobs
+        {
+            let pruning = self.config.job(&self.queue[i].job).is_some_and(|j| {
+                self.tasks_running
+                    .contains_key(&format!("prune:{}", j.repository))
+            });
+            if self.queue[i].not_before > now
+                || self.running.contains_key(&self.queue[i].job)
+                || pruning
+            {
                 i += 1;
                 continue;
             }
@@ -684,6 +897,19 @@ impl Daemon {
             }
         }
         self.save_state();
+        match &o.retention {
+            Some(Ok(n)) => tracing::info!(job, removed = n, "retention applied"),
+            Some(Err(e)) => {
+                tracing::error!(job, error = %e, "retention FAILED; no snapshot was removed");
+                self.event(
+                    notify::EventKind::RetentionFailed,
+                    Some(job),
+                    format!("retention of job {job} failed (no snapshot was removed): {e}"),
+                    json!({"error": e}),
+                );
+            }
+            None => {}
+        }
         let details = json!({
             "kind": kind.as_str(),
             "result": o.result,
@@ -865,6 +1091,17 @@ impl Daemon {
                 "version": env!("CARGO_PKG_VERSION"),
             },
             "jobs": jobs,
+            "tasks": self
+                .state
+                .tasks
+                .iter()
+                .map(|(key, ts)| json!({
+                    "task": key,
+                    "running": self.tasks_running.get(key).map(|(_, since)| since),
+                    "queued": self.task_queue.iter().any(|t| &t.key() == key),
+                    "state": ts,
+                }))
+                .collect::<Vec<_>>(),
             "maintenance": self
                 .windows
                 .windows
@@ -874,6 +1111,20 @@ impl Daemon {
                 .collect::<Vec<_>>(),
         })
     }
+}
+
+/// One line of drill figures for people.
+fn drill_summary(r: &serde_json::Value) -> String {
+    let mib = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
+    format!(
+        "restored {} of {} files ({:.1} of {:.1} MiB) in {:.1} s; estimated full restore {:.0} s",
+        r["files_restored"],
+        r["total_files"],
+        mib(&r["bytes_restored"]),
+        mib(&r["total_bytes"]),
+        r["duration_secs"].as_f64().unwrap_or(0.0),
+        r["estimated_full_restore_secs"].as_f64().unwrap_or(0.0)
+    )
 }
 
 fn job_state_json(js: &JobState) -> serde_json::Value {

@@ -49,12 +49,21 @@ pub enum EventKind {
     DaemonStarted,
     DaemonStopping,
     Maintenance,
+    /// Retention (forget) after a backup failed or was refused.
+    RetentionFailed,
+    PruneFailed,
+    /// A scheduled check found problems or could not run.
+    CheckFailed,
+    /// A restore drill failed: the backups may not restore.
+    DrillFailed,
+    /// A restore drill passed (with its figures).
+    DrillPassed,
     Test,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::BackupFailed,
         EventKind::BackupSucceeded,
         EventKind::MissedSchedule,
@@ -63,6 +72,11 @@ impl EventKind {
         EventKind::DaemonStarted,
         EventKind::DaemonStopping,
         EventKind::Maintenance,
+        EventKind::RetentionFailed,
+        EventKind::PruneFailed,
+        EventKind::CheckFailed,
+        EventKind::DrillFailed,
+        EventKind::DrillPassed,
         EventKind::Test,
     ];
 
@@ -77,6 +91,11 @@ impl EventKind {
             EventKind::DaemonStarted => "daemon_started",
             EventKind::DaemonStopping => "daemon_stopping",
             EventKind::Maintenance => "maintenance",
+            EventKind::RetentionFailed => "retention_failed",
+            EventKind::PruneFailed => "prune_failed",
+            EventKind::CheckFailed => "check_failed",
+            EventKind::DrillFailed => "drill_failed",
+            EventKind::DrillPassed => "drill_passed",
             EventKind::Test => "test",
         }
     }
@@ -86,7 +105,13 @@ impl EventKind {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            EventKind::BackupFailed | EventKind::MissedSchedule | EventKind::Stale
+            EventKind::BackupFailed
+                | EventKind::MissedSchedule
+                | EventKind::Stale
+                | EventKind::RetentionFailed
+                | EventKind::PruneFailed
+                | EventKind::CheckFailed
+                | EventKind::DrillFailed
         )
     }
 
@@ -101,6 +126,11 @@ impl EventKind {
             EventKind::DaemonStarted => "daemon started",
             EventKind::DaemonStopping => "daemon stopping",
             EventKind::Maintenance => "maintenance",
+            EventKind::RetentionFailed => "retention failed",
+            EventKind::PruneFailed => "prune failed",
+            EventKind::CheckFailed => "repository check failed",
+            EventKind::DrillFailed => "restore drill FAILED",
+            EventKind::DrillPassed => "restore drill passed",
             EventKind::Test => "test notification",
         }
     }
@@ -1237,7 +1267,7 @@ impl Worker {
                     ("high", "rotating_light")
                 } else if matches!(
                     event.kind,
-                    EventKind::Recovered | EventKind::BackupSucceeded
+                    EventKind::Recovered | EventKind::BackupSucceeded | EventKind::DrillPassed
                 ) {
                     ("default", "white_check_mark")
                 } else {

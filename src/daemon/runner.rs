@@ -42,6 +42,8 @@ pub struct RunOutcome {
     pub snapshot: Option<String>,
     pub summary: Option<crate::repo::Summary>,
     pub duration: Duration,
+    /// The job's retention after a successful backup: snapshots removed, or why it failed.
+    pub retention: Option<std::result::Result<usize, String>>,
 }
 
 /// What opens a configured repository.
@@ -164,6 +166,7 @@ pub fn run_job(cfg: &Config, job: &Job, kind: RunKind, progress: Arc<Progress>) 
         snapshot: None,
         summary: None,
         duration: started.elapsed(),
+        retention: None,
     };
     let j = &job.config;
     if let Some(n) = j.nice {
@@ -190,7 +193,10 @@ pub fn run_job(cfg: &Config, job: &Job, kind: RunKind, progress: Arc<Progress>) 
         }
     }
     let mut outcome = match backup_once(cfg, job, kind, progress) {
-        Ok(done) => {
+        Ok((done, repo)) => {
+            let retention = j.retention.as_ref().map(|policy| {
+                apply_retention(&repo, job, policy.get_ref()).map_err(|e| e.to_string())
+            });
             let partial = !done.snapshot.summary.errors.is_empty();
             RunOutcome {
                 result: if partial {
@@ -209,6 +215,7 @@ pub fn run_job(cfg: &Config, job: &Job, kind: RunKind, progress: Arc<Progress>) 
                 snapshot: Some(done.id.to_hex()),
                 summary: Some(done.snapshot.summary),
                 duration: started.elapsed(),
+                retention,
             }
         }
         Err(e) => failed(e.to_string(), started),
@@ -231,7 +238,7 @@ fn backup_once(
     job: &Job,
     kind: RunKind,
     progress: Arc<Progress>,
-) -> Result<crate::backup::BackupOutcome> {
+) -> Result<(crate::backup::BackupOutcome, Repository)> {
     let r = cfg
         .repositories
         .get(&job.repository)
@@ -259,5 +266,28 @@ fn backup_once(
         uploads: r.upload_concurrency.unwrap_or(0),
         job: Some(job.name.clone()),
     };
-    backup(&repo, &opts, progress)
+    let done = backup(&repo, &opts, progress)?;
+    Ok((done, repo))
+}
+
+/// Applies the job's retention policy to the job's own snapshots (grouped by host and
+/// paths); returns how many it removed. Refusals (a policy that would remove every snapshot
+/// of a group) are errors: the daemon never forces.
+fn apply_retention(
+    repo: &Repository,
+    job: &Job,
+    policy: &crate::retention::Policy,
+) -> Result<usize> {
+    let opts = crate::forget::ForgetOptions {
+        policy: policy.clone(),
+        filter: crate::forget::Filter {
+            jobs: vec![job.name.clone()],
+            ..Default::default()
+        },
+        lock: crate::repo::LockSettings::from_env()?,
+        ..Default::default()
+    };
+    let report = crate::forget::forget(repo, &opts, chrono::Utc::now())?;
+    tracing::info!(job = %job.name, removed = report.removed.len(), "retention applied");
+    Ok(report.removed.len())
 }

@@ -53,11 +53,31 @@ pub struct JobState {
     pub stale_alerted: bool,
 }
 
-/// State of every job.
+/// State of a scheduled repository task (prune, check) or restore drill.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskState {
+    /// The schedule has been evaluated up to this time.
+    pub cursor: Option<DateTime<Utc>>,
+    pub last_start: Option<DateTime<Utc>>,
+    pub last_end: Option<DateTime<Utc>>,
+    pub last_ok: Option<bool>,
+    pub last_error: Option<String>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_duration_secs: Option<f64>,
+    /// What the last run reported (prune, check or drill figures).
+    pub last_report: Option<serde_json::Value>,
+    pub runs: u64,
+    pub failures: u64,
+}
+
+/// State of every job and task.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct State {
     pub jobs: BTreeMap<String, JobState>,
+    /// Keyed `prune:REPO`, `check:REPO`, `drill:JOB`.
+    pub tasks: BTreeMap<String, TaskState>,
 }
 
 /// The state file in `dir`.

@@ -477,3 +477,60 @@ impl Drop for RepoLock {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::{InitOptions, KdfSetting};
+    use crate::storage::LocalStorage;
+
+    fn repo(dir: &std::path::Path) -> Repository {
+        let opts = InitOptions {
+            kdf: KdfSetting::Fixed {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        Repository::init(Arc::new(LocalStorage::new(dir)), &opts, Some(b"pw")).expect("init")
+    }
+
+    #[test]
+    fn a_held_lock_is_refreshed_and_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = repo(&dir.path().join("repo"));
+        let settings = LockSettings::with_stale_after(Duration::from_millis(1500));
+        let lock = repo.lock("backup", false, &settings).expect("lock");
+        let first = lock.name();
+        std::thread::sleep(Duration::from_millis(800));
+        assert_ne!(lock.name(), first, "refreshed");
+        let names = |r: &Repository| r.locks(None, None, &settings).expect("locks");
+        assert_eq!(names(&repo).len(), 1, "the old object is removed");
+        assert!(!lock.confirm().expect("confirm"), "not lapsed");
+        // A second shared lock is granted; an exclusive one is refused at once.
+        let other = repo.lock("backup", false, &settings).expect("shared");
+        let err = repo.lock("prune", true, &settings).expect_err("exclusive");
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        drop(other);
+        lock.release();
+        assert!(names(&repo).is_empty());
+        let prune = repo.lock("prune", true, &settings).expect("exclusive now");
+        let err = repo.lock("backup", false, &settings).expect_err("shared");
+        assert!(err.to_string().contains("prune (exclusive)"), "{err}");
+        drop(prune);
+    }
+
+    #[test]
+    fn a_lock_removed_as_stale_is_reported_lapsed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = repo(&dir.path().join("repo"));
+        let settings = LockSettings::with_stale_after(Duration::from_secs(60));
+        let lock = repo.lock("backup", false, &settings).expect("lock");
+        repo.storage
+            .remove(FileKind::Lock, &lock.name())
+            .expect("someone removes it");
+        assert!(lock.confirm().expect("confirm"), "lapsed");
+        assert!(!lock.confirm().expect("confirm"), "fresh again");
+    }
+}

@@ -1,0 +1,139 @@
+//! Scheduled repository tasks: prune and check per repository, restore drills per job.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::runner::open_repository;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// A task the daemon runs on a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    Prune { repository: String },
+    Check { repository: String },
+    Drill { job: String },
+}
+
+impl Task {
+    /// The key in the state and status: `prune:REPO`, `check:REPO`, `drill:JOB`.
+    pub fn key(&self) -> String {
+        match self {
+            Task::Prune { repository } => format!("prune:{repository}"),
+            Task::Check { repository } => format!("check:{repository}"),
+            Task::Drill { job } => format!("drill:{job}"),
+        }
+    }
+
+    /// The repository it works on.
+    pub fn repository<'a>(&'a self, cfg: &'a Config) -> Option<&'a str> {
+        match self {
+            Task::Prune { repository } | Task::Check { repository } => Some(repository),
+            Task::Drill { job } => cfg.job(job).map(|j| j.repository.as_str()),
+        }
+    }
+
+    /// Whether it needs the repository to itself (no backup running there).
+    pub fn exclusive(&self) -> bool {
+        matches!(self, Task::Prune { .. })
+    }
+}
+
+/// How a task went.
+#[derive(Debug, Clone)]
+pub struct TaskOutcome {
+    pub ok: bool,
+    pub error: Option<String>,
+    /// The task's report (prune, check or drill figures).
+    pub report: serde_json::Value,
+    pub duration: Duration,
+}
+
+/// Runs a task. `run_number` picks the check's read-data subset, so consecutive scheduled
+/// checks read different packs and every pack is read once per cycle.
+pub fn run_task(cfg: &Config, task: &Task, run_number: u64) -> TaskOutcome {
+    let started = Instant::now();
+    let result = run(cfg, task, run_number);
+    let duration = started.elapsed();
+    match result {
+        Ok((ok, error, report)) => TaskOutcome {
+            ok,
+            error,
+            report,
+            duration,
+        },
+        Err(e) => TaskOutcome {
+            ok: false,
+            error: Some(e.to_string()),
+            report: serde_json::Value::Null,
+            duration,
+        },
+    }
+}
+
+type Ran = (bool, Option<String>, serde_json::Value);
+
+fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
+    let repo_name = task
+        .repository(cfg)
+        .ok_or_else(|| Error::Invalid(format!("{}: no such job or repository", task.key())))?;
+    let r = cfg
+        .repositories
+        .get(repo_name)
+        .ok_or_else(|| Error::Invalid(format!("no repository {repo_name:?}")))?;
+    let tasks = cfg
+        .repository_tasks
+        .get(repo_name)
+        .cloned()
+        .unwrap_or_default();
+    let repo = open_repository(cfg, r)?;
+    let progress = Arc::new(Progress::default());
+    match task {
+        Task::Prune { .. } => {
+            let opts = crate::prune::PruneOptions {
+                max_unused_percent: tasks.prune_max_unused,
+                dry_run: false,
+                lock: crate::repo::LockSettings::from_env()?,
+            };
+            let report = crate::prune::prune(&repo, &opts, progress)?;
+            Ok((
+                true,
+                None,
+                serde_json::to_value(&report).unwrap_or_default(),
+            ))
+        }
+        Task::Check { .. } => {
+            let subset = tasks.check_read_data_subset.map(|p| {
+                let t = (100.0 / p).round().max(1.0) as u64;
+                (run_number % t + 1, t)
+            });
+            let opts = crate::check::CheckOptions {
+                read_data: subset.is_some(),
+                read_data_subset: subset,
+                threads: 0,
+            };
+            let report = crate::check::check(&repo, &opts, progress)?;
+            let ok = report.is_ok();
+            let error = (!ok).then(|| {
+                let first = &report.errors[0];
+                format!(
+                    "{} problems; first: {}: {}",
+                    report.errors.len(),
+                    first.object,
+                    first.message
+                )
+            });
+            let mut value = serde_json::to_value(&report).unwrap_or_default();
+            if let Some((n, t)) = subset {
+                value["read_data_subset"] = json!(format!("{n}/{t}"));
+            }
+            Ok((ok, error, value))
+        }
+        Task::Drill { .. } => Err(Error::Invalid(
+            "restore drills are not available in this build".into(),
+        )),
+    }
+}

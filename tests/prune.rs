@@ -1,0 +1,426 @@
+//! forget, prune and locks end to end: retention by the CLI, space reclaimed, the guards that
+//! refuse to delete every backup, prune against live, dead and frozen writers, and prune
+//! killed at random points.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn dir_size(p: &Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+fn ids(snaps: &[Value]) -> Vec<String> {
+    snaps.iter().map(|s| string(s, "id")).collect()
+}
+
+/// Restores every snapshot of `repo` with full verification, writing nothing.
+#[track_caller]
+fn every_snapshot_verifies(repo: &Repo) {
+    for id in ids(&repo.snapshots(args![])) {
+        let target = Scratch::new();
+        repo.restore(&id, target.path(), args!["--verify-only"])
+            .success();
+    }
+}
+
+/// Five generations of a tree, each replacing a fifth of its data.
+fn repo_with_generations(src: &Path) -> Repo {
+    let repo = Repo::new();
+    std::fs::create_dir_all(src).expect("mkdir");
+    for gen in 0..5u64 {
+        for f in 0..5u64 {
+            if gen == 0 || f == gen {
+                write_file(
+                    &src.join(format!("f{f}")),
+                    &random_bytes(2 * MIB as usize, gen * 10 + f),
+                );
+            }
+        }
+        repo.backup(args![src]);
+    }
+    repo
+}
+
+#[test]
+fn forget_and_prune_reclaim_space_and_keep_what_remains_restorable() {
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let repo = repo_with_generations(&src);
+    let before = dir_size(&repo.path.join("data"));
+    let snaps = repo.snapshots(args![]);
+    assert_eq!(snaps.len(), 5);
+
+    let dry = repo
+        .run("forget", args!["--keep-last", "2", "--dry-run", "--json"])
+        .success()
+        .json();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(
+        repo.snapshots(args![]).len(),
+        5,
+        "a dry run removes nothing"
+    );
+    let decisions = dry["plan"]["groups"][0]["decisions"]
+        .as_array()
+        .cloned()
+        .expect("decisions");
+    assert_eq!(decisions.len(), 5);
+    assert_eq!(
+        decisions.iter().filter(|d| d["keep"] == true).count(),
+        2,
+        "{dry}"
+    );
+    assert_eq!(decisions[0]["reasons"][0], "last", "{dry}");
+
+    let out = repo
+        .run("forget", args!["--keep-last", "2", "--prune"])
+        .success();
+    assert!(out.stdout().contains("removed 3 snapshots"), "{out}");
+    let left = repo.snapshots(args![]);
+    assert_eq!(ids(&left), ids(&snaps[3..]), "the two newest stay");
+    let after = dir_size(&repo.path.join("data"));
+    // Three generations replaced 3 of 5 files (6 of 10 MiB of unique data): about 6 MiB goes.
+    assert!(
+        after < before - 5 * MIB,
+        "data/ went from {before} to {after} bytes"
+    );
+    repo.check(args!["--read-data"]).success();
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+    every_snapshot_verifies(&repo);
+
+    // Nothing left to do: a second prune changes nothing.
+    let again = repo.run("prune", args!["--json"]).success().json();
+    assert_eq!(num(&again, "packs_removed"), 0, "{again}");
+    assert_eq!(num(&again, "new_packs"), 0, "{again}");
+}
+
+#[test]
+fn prune_dry_run_changes_nothing_and_max_unused_controls_repacking() {
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let repo = repo_with_generations(&src);
+    repo.run("forget", args!["--keep-last", "1"]).success();
+    let before = fingerprint(&repo.path);
+    let plan = repo
+        .run("prune", args!["--dry-run", "--json"])
+        .success()
+        .json();
+    assert_eq!(
+        fingerprint(&repo.path),
+        before,
+        "dry run wrote or removed something"
+    );
+    assert!(num(&plan, "bytes_freed") > 0, "{plan}");
+    // Never repack: only whole unused packs go.
+    let none = repo
+        .run("prune", args!["--max-unused", "100%", "--json"])
+        .success()
+        .json();
+    assert_eq!(num(&none, "repacked_packs"), 0, "{none}");
+    assert_eq!(num(&none, "new_packs"), 0, "{none}");
+    // Repack everything partly unused.
+    let all = repo
+        .run("prune", args!["--max-unused", "0%", "--json"])
+        .success()
+        .json();
+    assert_eq!(num(&all, "unused_packs"), 0, "{all}");
+    repo.check(args!["--read-data"]).success();
+    every_snapshot_verifies(&repo);
+    repo.run("prune", args!["--max-unused", "150%"])
+        .failure()
+        .stderr_contains("0% to 100%");
+}
+
+#[test]
+fn forget_refuses_to_delete_every_backup_by_mistake() {
+    let scratch = Scratch::new();
+    let a = scratch.join("a");
+    let b = scratch.join("b");
+    build_plain_tree(&a, 3, 0, 1);
+    build_plain_tree(&b, 3, 0, 2);
+    let repo = Repo::new();
+    repo.backup(args![&a, "--tag", "keep"]);
+    repo.backup(args![&a]);
+    repo.backup(args![&b]);
+    let all = ids(&repo.snapshots(args![]));
+
+    let refused = |rest: Vec<std::ffi::OsString>, why: &str| {
+        let out = repo.run("forget", rest).failure();
+        assert!(out.stderr().contains(why), "{out}");
+        assert_eq!(ids(&repo.snapshots(args![])), all, "nothing may go: {out}");
+    };
+    // Group b has no snapshot tagged "keep": the policy would empty it.
+    refused(args!["--keep-tag", "keep"], "removes every snapshot of");
+    // A mistyped tag, host, job or path.
+    refused(
+        args!["--keep-tag", "kepe", "--keep-last", "1"],
+        "keep-tag \"kepe\"",
+    );
+    refused(
+        args!["--keep-last", "1", "--host", "nosuchhost"],
+        "host \"nosuchhost\"",
+    );
+    refused(
+        args!["--keep-last", "1", "--job", "nosuchjob"],
+        "job \"nosuchjob\"",
+    );
+    // No policy at all.
+    refused(args![], "no policy given");
+    refused(args!["--keep-last", "0"], "no policy given");
+
+    // With --force, the tag policy does what it says.
+    let out = repo
+        .run("forget", args!["--keep-tag", "keep", "--force"])
+        .success();
+    assert!(out.stderr().contains("--force"), "{out}");
+    let left = repo.snapshots(args![]);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["tags"][0], "keep");
+
+    // By id.
+    let id = string(&left[0], "id");
+    repo.run("forget", args![&id[..8]]).success();
+    assert!(repo.snapshots(args![]).is_empty());
+    repo.run("forget", args!["latest"])
+        .failure()
+        .stderr_contains("snapshot ids");
+}
+
+/// Starts `lifeboat backup` of `src` as a child process (paced uploads keep it running).
+fn spawn_backup(repo: &Repo, src: &Path, env: &[(&str, &str)], log: &Path) -> Child {
+    let mut cmd = lifeboat_cmd();
+    cmd.args(args![
+        "backup",
+        "--repo",
+        &repo.path,
+        src,
+        "--limit-upload",
+        "2048"
+    ])
+    .envs(env.iter().copied())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).expect("log"));
+    cmd.spawn().expect("spawn backup")
+}
+
+fn lock_names(repo: &Repo) -> Vec<PathBuf> {
+    std::fs::read_dir(repo.path.join("locks"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[track_caller]
+fn wait_for(bound: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < bound,
+            "condition not met within {bound:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
+}
+
+#[test]
+fn prune_refuses_while_a_live_backup_holds_a_lock_and_clears_a_dead_ones_lock() {
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("big"), &random_bytes(12 * MIB as usize, 5));
+    let repo = Repo::new();
+    let mut child = spawn_backup(&repo, &src, &[], &scratch.join("log"));
+    wait_for(Duration::from_secs(20), || !lock_names(&repo).is_empty());
+    let out = repo.run("prune", args![]).failure();
+    assert!(
+        out.stderr().contains("in use") && out.stderr().contains("backup (shared)"),
+        "{out}"
+    );
+    // The backup dies without cleaning up: its lock stays, naming a process that is gone.
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(
+        !lock_names(&repo).is_empty(),
+        "a killed process leaves its lock"
+    );
+    let out = repo.run("unlock", args![]).success();
+    assert!(out.stdout().contains("is gone on this host"), "{out}");
+    assert!(lock_names(&repo).is_empty());
+    // Killed again; this time prune clears the stale lock by itself and runs.
+    let mut child = spawn_backup(&repo, &src, &[], &scratch.join("log2"));
+    wait_for(Duration::from_secs(20), || !lock_names(&repo).is_empty());
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    repo.run("prune", args![]).success();
+    assert!(lock_names(&repo).is_empty(), "prune released its lock");
+    repo.check(args!["--read-data"]).success();
+}
+
+/// The backup is frozen (SIGSTOP) past its lock's staleness bound while forget and prune
+/// remove the data it deduplicated against and the packs it had uploaded. When it resumes it
+/// notices before committing, starts over, and its snapshot is complete.
+#[test]
+fn a_backup_frozen_past_the_lock_bound_survives_a_prune() {
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("a/old"), &random_bytes(6 * MIB as usize, 1));
+    let repo = Repo::new();
+    repo.backup(args![&src]);
+    write_file(&src.join("z/new"), &random_bytes(8 * MIB as usize, 2));
+    let stale = [("LIFEBOAT_LOCK_STALE_AFTER", "2s")];
+    let log = scratch.join("backup.log");
+    let mut child = spawn_backup(&repo, &src, &stale, &log);
+    wait_for(Duration::from_secs(20), || !lock_names(&repo).is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, nix::sys::signal::Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3));
+    // The only snapshot goes, and with it (after prune) the data of a/old that the frozen
+    // backup found in the index, and the packs it stored more than 2 s ago.
+    let first = ids(&repo.snapshots(args![]));
+    repo.run("forget", args![&first[0]]).success();
+    let env: Vec<(&str, &std::ffi::OsStr)> = stale
+        .iter()
+        .map(|(k, v)| (*k, std::ffi::OsStr::new(*v)))
+        .collect();
+    let pruned = lifeboat_env(args!["prune", "--repo", &repo.path, "--json"], &env)
+        .success()
+        .json();
+    assert!(num(&pruned, "packs_removed") > 0, "{pruned}");
+    signal(&child, nix::sys::signal::Signal::SIGCONT);
+    let status = child.wait().expect("wait");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "the resumed backup failed: {text}");
+    assert!(
+        text.contains("starting over"),
+        "the backup did not notice the lost data: {text}"
+    );
+    let snaps = repo.snapshots(args![]);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    repo.check(args!["--read-data"]).success();
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+/// Two hosts back up the same data into one repository at the same time: both snapshots
+/// restore, and after prune the shared data is stored once.
+#[test]
+fn two_writers_back_up_concurrently_and_shared_data_is_stored_once() {
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("shared"), &random_bytes(8 * MIB as usize, 9));
+    let repo = Repo::new();
+    let run = |host: &'static str| {
+        let path = repo.path.clone();
+        let src = src.clone();
+        std::thread::spawn(move || {
+            lifeboat(args!["backup", "--repo", &path, &src, "--host", host]).success();
+        })
+    };
+    let (a, b) = (run("alpha"), run("beta"));
+    a.join().expect("alpha");
+    b.join().expect("beta");
+    let snaps = repo.snapshots(args![]);
+    let hosts: std::collections::BTreeSet<String> =
+        snaps.iter().map(|s| string(s, "host")).collect();
+    assert_eq!(hosts.len(), 2, "{snaps:?}");
+    repo.run("prune", args![]).success();
+    let stored = dir_size(&repo.path.join("data"));
+    assert!(
+        stored < 8 * MIB + MIB,
+        "8 MiB of shared data takes {stored} bytes after prune"
+    );
+    repo.check(args!["--read-data"]).success();
+    for s in &snaps {
+        let target = Scratch::new();
+        repo.restore(&string(s, "id"), target.path(), args![])
+            .success();
+        assert_trees_equal(&src, &restored(target.path(), &src));
+    }
+}
+
+/// prune killed with SIGKILL at random moments, repeatedly: every remaining snapshot stays
+/// restorable and the next prune completes. (LIFEBOAT_PRUNE_KILLS sets the rounds; the long
+/// run is `LIFEBOAT_PRUNE_KILLS=100 cargo test --test prune kill`.)
+#[test]
+fn prune_killed_at_random_points_leaves_a_valid_repository() {
+    let rounds: u32 = std::env::var("LIFEBOAT_PRUNE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let repo = repo_with_generations(&src);
+    repo.run("forget", args!["--keep-last", "2"]).success();
+    let keep = ids(&repo.snapshots(args![]));
+    let mut rng_state = 0x9e3779b97f4a7c15u64;
+    for round in 0..rounds {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let delay = Duration::from_millis(rng_state % 400);
+        let mut cmd = lifeboat_cmd();
+        // Paced reads keep prune busy long enough to be caught mid-way.
+        cmd.args(args![
+            "prune",
+            "--repo",
+            &repo.path,
+            "--max-unused",
+            "0%",
+            "--limit-download",
+            "8192"
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn prune");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().expect("wait");
+        assert_eq!(ids(&repo.snapshots(args![])), keep, "round {round}");
+        every_snapshot_verifies(&repo);
+    }
+    repo.run("prune", args![]).success();
+    repo.check(args!["--read-data"]).success();
+    every_snapshot_verifies(&repo);
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
+}
+
+#[test]
+fn prune_on_a_damaged_repository_changes_nothing() {
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let repo = repo_with_generations(&src);
+    repo.run("forget", args!["--keep-last", "1"]).success();
+    // Remove a pack the latest snapshot needs.
+    let (pack, _) = repo.largest_pack();
+    std::fs::remove_file(&pack).expect("remove pack");
+    let before = fingerprint(&repo.path);
+    let out = repo.run("prune", args![]).failure();
+    assert!(
+        out.stderr()
+            .contains("prune stopped before changing anything"),
+        "{out}"
+    );
+    let mut after = fingerprint(&repo.path);
+    let mut before = before;
+    after.retain(|p, _| !p.starts_with("locks"));
+    before.retain(|p, _| !p.starts_with("locks"));
+    assert_eq!(after, before);
+}
