@@ -44,13 +44,18 @@ fn acquire_takes_a_delay_lock_held_until_dropped() {
     assert!(fake.is_held(0), "lock released while the InhibitLock lives");
 
     // A second lock is independent of the first.
-    let second = inhibitor.acquire("backup of job etc").expect("second acquire");
+    let second = inhibitor
+        .acquire("backup of job etc")
+        .expect("second acquire");
     assert_eq!(fake.held_count(), 2);
     drop(lock);
     assert!(fake.wait_released(0, SOON), "lock not released after drop");
     assert!(fake.is_held(1), "dropping one lock released the other");
     drop(second);
-    assert!(fake.wait_released(1, SOON), "second lock not released after drop");
+    assert!(
+        fake.wait_released(1, SOON),
+        "second lock not released after drop"
+    );
     assert_eq!(fake.held_count(), 0);
 }
 
@@ -152,7 +157,11 @@ fn bus_without_logind_gives_none() {
     let bus = PrivateBus::start();
     let start = Instant::now();
     assert!(Inhibitor::connect_to(bus.address()).is_none());
-    assert!(start.elapsed() < CONNECT_TIMEOUT, "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < CONNECT_TIMEOUT,
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]

@@ -94,15 +94,17 @@ impl Inhibitor {
     /// standard one. `None` when there is no bus or no logind on it (logged, once at info
     /// level); never an error.
     pub fn connect() -> Option<Inhibitor> {
-        Self::connect_to(&system_bus_address(std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok()))
+        Self::connect_to(&system_bus_address(
+            std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok(),
+        ))
     }
 
     /// Connects to logind on the bus at `address` (a D-Bus address such as
     /// `unix:path=/run/dbus/system_bus_socket`). `None` when that bus cannot be reached within
     /// [`CONNECT_TIMEOUT`] or has no logind (logged).
     pub fn connect_to(address: &str) -> Option<Inhibitor> {
-        let outcome =
-            runtime().block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, open(address)).await });
+        let outcome = runtime()
+            .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, open(address)).await });
         let reason = match outcome {
             Ok(Ok(inhibitor)) => {
                 tracing::debug!(bus = address, "connected to logind: backups delay shutdown");
@@ -310,6 +312,10 @@ mod tests {
         let start = Instant::now();
         assert!(Inhibitor::connect_to(&address).is_none());
         assert!(Inhibitor::connect_to("not a D-Bus address").is_none());
-        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
