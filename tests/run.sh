@@ -9,8 +9,12 @@ need() { command -v "$1" >/dev/null 2>&1; }
 as_root() { [ "$(id -u)" = 0 ]; }
 
 # setpriv (util-linux) runs the unreadable-file tests as an unprivileged user when run as root.
-if ! need setpriv && as_root && need apt-get; then
-  apt-get update -qq && apt-get install -y -qq util-linux >/dev/null
+# dbus-daemon runs the private bus of the logind inhibitor tests (tests/inhibit.rs).
+missing=()
+need setpriv || missing+=(util-linux)
+need dbus-daemon || missing+=(dbus-daemon)
+if [ ${#missing[@]} -gt 0 ] && as_root && need apt-get; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # Cloud emulators: moto's S3 server (PyPI) and Azurite (npm); the Azure SDK makes the

@@ -15,6 +15,7 @@
 //! so the next run reuses it; then the state is saved and the daemon exits.
 
 pub mod control;
+pub mod inhibit;
 pub mod maintenance;
 pub mod metrics;
 pub mod notify;

@@ -23,8 +23,9 @@ use object_store::{
 use super::{FileKind, Storage};
 use crate::error::{Error, Result};
 
-/// The runtime that drives every object store request.
-fn runtime() -> &'static tokio::runtime::Runtime {
+/// The runtime that drives every object store request (and the daemon's D-Bus connection,
+/// `daemon::inhibit`).
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

@@ -4,6 +4,8 @@
 //! inspects the file system directly; nothing reaches into the library.
 #![allow(dead_code)]
 
+pub mod logind;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fmt;

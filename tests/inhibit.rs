@@ -1,0 +1,199 @@
+//! The daemon's logind inhibitor lock (`lifeboat::daemon::inhibit`) against a fake logind on a
+//! private, real D-Bus bus (`dbus-daemon`; see tests/common/logind.rs).
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::logind::{wait_until, FakeLogind, InhibitCall, PrivateBus};
+use lifeboat::daemon::inhibit::{Inhibitor, CALL_TIMEOUT, CONNECT_TIMEOUT};
+
+/// Generous bound for things that take milliseconds (a signal's delivery, a close seen).
+const SOON: Duration = Duration::from_secs(5);
+
+fn connect(fake: &FakeLogind) -> Inhibitor {
+    Inhibitor::connect_to(fake.address())
+        .unwrap_or_else(|| panic!("no inhibitor on the fake logind's bus {}", fake.address()))
+}
+
+#[test]
+fn acquire_takes_a_delay_lock_held_until_dropped() {
+    let fake = FakeLogind::start();
+    let inhibitor = connect(&fake);
+    assert_eq!(inhibitor.address(), fake.address());
+
+    let lock = inhibitor.acquire("backup of job home").expect("acquire");
+    assert_eq!(lock.why(), "backup of job home");
+    let calls = fake.calls();
+    assert_eq!(
+        calls,
+        vec![InhibitCall {
+            what: "shutdown:sleep".into(),
+            who: "lifeboat".into(),
+            why: "backup of job home".into(),
+            mode: "delay".into(),
+        }]
+    );
+    assert!(calls[0].what.split(':').any(|w| w == "shutdown"));
+
+    // Held while the lock lives (and stays held: nothing else closes it).
+    assert!(fake.is_held(0), "lock released while the InhibitLock lives");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(fake.is_held(0), "lock released while the InhibitLock lives");
+
+    // A second lock is independent of the first.
+    let second = inhibitor
+        .acquire("backup of job etc")
+        .expect("second acquire");
+    assert_eq!(fake.held_count(), 2);
+    drop(lock);
+    assert!(fake.wait_released(0, SOON), "lock not released after drop");
+    assert!(fake.is_held(1), "dropping one lock released the other");
+    drop(second);
+    assert!(
+        fake.wait_released(1, SOON),
+        "second lock not released after drop"
+    );
+    assert_eq!(fake.held_count(), 0);
+}
+
+#[test]
+fn lock_is_not_inherited_by_child_processes() {
+    let fake = FakeLogind::start();
+    let inhibitor = connect(&fake);
+    let lock = inhibitor.acquire("backup with a hook").expect("acquire");
+    // A hook that outlives the backup (here: a sleep) must not keep the lock held.
+    let mut child = Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sleep");
+    drop(lock);
+    let released = fake.wait_released(0, SOON);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        released,
+        "a child process started while the lock was held kept it held"
+    );
+}
+
+#[test]
+fn prepare_for_shutdown_is_reported_and_its_cancellation_too() {
+    let fake = FakeLogind::start();
+    let inhibitor = connect(&fake);
+    assert!(!inhibitor.shutdown_pending());
+
+    fake.prepare_for_shutdown(true);
+    assert!(
+        wait_until(SOON, || inhibitor.shutdown_pending()),
+        "PrepareForShutdown(true) not reported within {SOON:?}"
+    );
+    fake.prepare_for_shutdown(false);
+    assert!(
+        wait_until(SOON, || !inhibitor.shutdown_pending()),
+        "PrepareForShutdown(false) not reported within {SOON:?}"
+    );
+}
+
+#[test]
+fn prepare_for_shutdown_from_another_client_is_ignored() {
+    let fake = FakeLogind::start();
+    let inhibitor = connect(&fake);
+    let impostor = fake.bus().connect(fake.runtime());
+    fake.runtime()
+        .block_on(impostor.emit_signal(
+            None::<&str>,
+            "/org/freedesktop/login1",
+            "org.freedesktop.login1.Manager",
+            "PrepareForShutdown",
+            &(true,),
+        ))
+        .expect("emit the impostor's signal");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !inhibitor.shutdown_pending(),
+        "a PrepareForShutdown from a client that is not logind was believed"
+    );
+    // The real one still gets through.
+    fake.prepare_for_shutdown(true);
+    assert!(wait_until(SOON, || inhibitor.shutdown_pending()));
+}
+
+#[test]
+fn connect_honours_dbus_system_bus_address() {
+    // The only test here that reads or sets the variable.
+    let fake = FakeLogind::start();
+    std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", fake.address());
+    let inhibitor = Inhibitor::connect();
+    std::env::remove_var("DBUS_SYSTEM_BUS_ADDRESS");
+    let inhibitor = inhibitor.expect("connect() to the bus DBUS_SYSTEM_BUS_ADDRESS names");
+    assert_eq!(inhibitor.address(), fake.address());
+    drop(inhibitor.acquire("env").expect("acquire"));
+    assert_eq!(fake.calls().len(), 1);
+}
+
+#[test]
+fn nonexistent_bus_gives_none_quickly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address = format!("unix:path={}", dir.path().join("nothing-here").display());
+    let start = Instant::now();
+    assert!(Inhibitor::connect_to(&address).is_none());
+    assert!(Inhibitor::connect_to("unix:path=/nonexistent/dir/bus").is_none());
+    assert!(Inhibitor::connect_to("no-such-transport:x=y").is_none());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn bus_without_logind_gives_none() {
+    let bus = PrivateBus::start();
+    let start = Instant::now();
+    assert!(Inhibitor::connect_to(bus.address()).is_none());
+    assert!(
+        start.elapsed() < CONNECT_TIMEOUT,
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn hung_bus_gives_none_within_the_bound() {
+    // A socket that accepts connections and never says a word.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("hung");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let start = Instant::now();
+    assert!(Inhibitor::connect_to(&format!("unix:path={}", path.display())).is_none());
+    let took = start.elapsed();
+    assert!(
+        took >= CONNECT_TIMEOUT - Duration::from_millis(100) && took < CONNECT_TIMEOUT + SOON,
+        "a hung bus took {took:?} (bound {CONNECT_TIMEOUT:?})"
+    );
+    drop(listener);
+}
+
+#[test]
+fn acquire_fails_in_bounded_time_with_a_clear_error_when_logind_goes_away() {
+    let fake = FakeLogind::start();
+    let inhibitor = connect(&fake);
+    let address = fake.address().to_owned();
+    drop(fake); // the bus and logind are gone
+    let start = Instant::now();
+    let err = inhibitor
+        .acquire("after the bus died")
+        .expect_err("acquire without a bus")
+        .to_string();
+    assert!(start.elapsed() < CALL_TIMEOUT + SOON);
+    assert!(
+        err.contains("org.freedesktop.login1.Manager.Inhibit") && err.contains(&address),
+        "the error does not say what failed and where: {err}"
+    );
+}
