@@ -29,6 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
@@ -84,6 +85,20 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
     /// Whether anything was written to the target.
     pub written: bool,
+    /// How long each phase took.
+    pub timings: RestoreTimings,
+}
+
+/// Wall-clock seconds of the phases of a restore (what a restore drill extrapolates from).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct RestoreTimings {
+    /// Reading the snapshot's directory listings and mapping files to chunks.
+    pub plan_secs: f64,
+    /// Reading, verifying and writing file content (grows with the bytes restored).
+    pub data_secs: f64,
+    /// Creating files, directories and links and setting their metadata (grows with the
+    /// number of entries restored).
+    pub entries_secs: f64,
 }
 
 /// Runs a restore of the snapshot whose root listing is `root`.
@@ -104,9 +119,11 @@ pub fn restore(
         }
         includes.push(crate::backup::normalize_path(inc)?);
     }
+    let started = Instant::now();
     let plan = plan::build(repo, index, root, &includes)?;
     Progress::add(&progress.bytes_total, plan.bytes);
     let mut report = RestoreReport::default();
+    report.timings.plan_secs = started.elapsed().as_secs_f64();
     for name in &plan.unsafe_names {
         report.damaged.push(Damaged {
             path: name.clone(),
@@ -173,6 +190,7 @@ fn stage_and_place(
     report: &mut RestoreReport,
 ) -> Result<()> {
     // Staged files, with their final size (holes until written).
+    let started = Instant::now();
     if let Some(staging) = staging {
         for (i, e) in plan.entries.iter().enumerate() {
             if e.node.kind == NodeKind::File && e.link_to.is_none() {
@@ -189,7 +207,10 @@ fn stage_and_place(
         }
     }
 
+    report.timings.entries_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     let bad_chunks = fetch_and_verify(repo, index, plan, staging, opts.threads, progress)?;
+    report.timings.data_secs = started.elapsed().as_secs_f64();
 
     // Every entry that cannot be restored, with the reason.
     let mut broken: HashMap<usize, String> = plan.broken.iter().cloned().collect();
@@ -248,7 +269,10 @@ fn stage_and_place(
         warnings: Vec::new(),
     };
     report.written = true;
-    match placer.place_all(plan, &broken) {
+    let started = Instant::now();
+    let placed = placer.place_all(plan, &broken);
+    report.timings.entries_secs += started.elapsed().as_secs_f64();
+    match placed {
         Ok(()) => {
             report.warnings.append(&mut placer.warnings);
             Ok(())
