@@ -146,13 +146,16 @@ pub struct DrillReport {
     pub files_restored: u64,
     pub bytes_restored: u64,
     /// Entries the restore created (the files, their parent directories, hard links; with
-    /// [`Sample::All`] everything).
+    /// [`Sample::All`] everything), and how many of them were directories.
     pub entries_restored: u64,
+    pub dirs_restored: u64,
     /// Files of the snapshot (hard links count once) and the sum of their sizes.
     pub total_files: u64,
     pub total_bytes: u64,
-    /// Every entry of the snapshot: files, hard links, directories, symlinks, special files.
+    /// Every entry of the snapshot (files, hard links, directories, symlinks, special files),
+    /// and its directories.
     pub total_entries: u64,
+    pub total_dirs: u64,
     /// The whole drill, from start to the removal of the scratch directory.
     pub duration_secs: f64,
     /// Reading every directory listing of the snapshot.
@@ -167,14 +170,22 @@ pub struct DrillReport {
     pub throughput_bytes_per_sec: f64,
     /// Estimated seconds to restore the whole snapshot to the scratch directory's file system:
     ///
-    /// `listing_secs + total_bytes × data_secs / bytes_sampled
-    ///  + total_entries × entries_secs / entries_restored`
+    /// ```text
+    /// listing_secs
+    ///   + total_bytes × data_secs / bytes_sampled
+    ///   + (total_entries − total_dirs) × files_secs / (entries_restored − dirs_restored)
+    ///   + total_dirs × dirs_secs / dirs_restored
+    /// ```
     ///
-    /// where `data_secs` (reading, verifying and writing file content) and `entries_secs`
-    /// (creating entries and setting their metadata) are the restore's measured phases: a
-    /// per-byte rate from the sampled bytes applied to all bytes, a per-entry cost from the
-    /// sampled entries applied to all entries, and the measured time to read every listing.
-    /// A small sample reads scattered chunks, so the estimate errs on the long side.
+    /// where `data_secs` (reading, verifying and writing file content), `files_secs` (creating
+    /// files and links and setting their metadata) and `dirs_secs` (the same for directories)
+    /// are the restore's measured phases ([`RestoreTimings`]): a per-byte rate from the sampled
+    /// bytes applied to all bytes, a per-entry cost from the sampled entries applied to all
+    /// entries (directories apart, as a sample creates the parents of its files, a larger share
+    /// of the directories than of the files), and the measured time to read every directory
+    /// listing, as a full restore does first. A term whose sample is empty counts 0. A small
+    /// sample reads scattered chunks, so the estimate errs on the long side; page-cached
+    /// repository data makes it shorter.
     pub estimated_full_restore_secs: f64,
     /// Where the sample was restored (removed again).
     pub scratch: PathBuf,
@@ -257,9 +268,11 @@ pub fn drill(
         files_restored: 0,
         bytes_restored: 0,
         entries_restored: 0,
+        dirs_restored: 0,
         total_files: 0,
         total_bytes: 0,
         total_entries: 0,
+        total_dirs: 0,
         duration_secs: 0.0,
         listing_secs: 0.0,
         restore_secs: 0.0,
@@ -275,7 +288,9 @@ pub fn drill(
     let index = match repo.load_index() {
         Ok(i) => i,
         Err(e) if is_damage(&e) => {
-            report.problems.push(format!("the index cannot be read: {e}"));
+            report
+                .problems
+                .push(format!("the index cannot be read: {e}"));
             return Ok(finish(report, started));
         }
         Err(e) => return Err(e),
@@ -287,6 +302,7 @@ pub fn drill(
     report.total_files = inv.files.len() as u64;
     report.total_bytes = inv.files.iter().map(|f| f.node.size).sum();
     report.total_entries = inv.entries;
+    report.total_dirs = inv.dirs;
 
     let chosen = choose(&inv.files, opts.sample, seed);
     report.files_sampled = chosen.len() as u64;
@@ -336,6 +352,7 @@ pub fn drill(
         Ok(r) => {
             report.restore_timings = r.timings;
             report.entries_restored = r.files + r.dirs + r.others;
+            report.dirs_restored = r.dirs;
             for d in &r.damaged {
                 // Unsafe names were reported by the listing already.
                 if !d.reason.starts_with("unsafe entry name") {
@@ -409,19 +426,23 @@ fn finish(mut report: DrillReport, started: Instant) -> DrillReport {
 
 /// See [`DrillReport::estimated_full_restore_secs`].
 fn estimate(r: &DrillReport) -> f64 {
+    // `total × secs / sampled`, 0 when nothing was sampled.
+    let scale = |total: u64, secs: f64, sampled: u64| {
+        if sampled > 0 {
+            total as f64 * secs / sampled as f64
+        } else {
+            0.0
+        }
+    };
     let t = &r.restore_timings;
-    let data = if r.bytes_sampled > 0 {
-        r.total_bytes as f64 * t.data_secs / r.bytes_sampled as f64
-    } else {
-        // Only empty files were sampled, which happens only when every file is empty.
-        0.0
-    };
-    let entries = if r.entries_restored > 0 {
-        r.total_entries as f64 * t.entries_secs / r.entries_restored as f64
-    } else {
-        0.0
-    };
-    r.listing_secs + data + entries
+    r.listing_secs
+        + scale(r.total_bytes, t.data_secs, r.bytes_sampled)
+        + scale(
+            r.total_entries.saturating_sub(r.total_dirs),
+            t.files_secs,
+            r.entries_restored.saturating_sub(r.dirs_restored),
+        )
+        + scale(r.total_dirs, t.dirs_secs, r.dirs_restored)
 }
 
 /// Whether an error means the repository is damaged (rather than unreachable).
@@ -440,10 +461,12 @@ struct FileEntry {
     node: Node,
 }
 
-/// The snapshot's files (each hard-linked file once), and its number of entries.
+/// The snapshot's files (each hard-linked file once), and its numbers of entries and
+/// directories.
 struct Inventory {
     files: Vec<FileEntry>,
     entries: u64,
+    dirs: u64,
 }
 
 const MAX_DEPTH: usize = 4096;
@@ -459,6 +482,7 @@ fn inventory(
     let mut inv = Inventory {
         files: Vec::new(),
         entries: 0,
+        dirs: 0,
     };
     let mut hardlinks: HashMap<(u64, u64), Vec<BlobId>> = HashMap::new();
     let mut stack: Vec<(BlobId, PathBuf, usize)> = vec![(*root, PathBuf::from("/"), 0)];
@@ -495,13 +519,16 @@ fn inventory(
             inv.entries += 1;
             let path = dir.join(OsStr::from_bytes(&node.name));
             match node.kind {
-                NodeKind::Dir => match node.subtree {
-                    Some(sub) => subdirs.push((sub, path, depth + 1)),
-                    None => problems.push(format!(
-                        "{}: directory without a listing (corrupt)",
-                        path.display()
-                    )),
-                },
+                NodeKind::Dir => {
+                    inv.dirs += 1;
+                    match node.subtree {
+                        Some(sub) => subdirs.push((sub, path, depth + 1)),
+                        None => problems.push(format!(
+                            "{}: directory without a listing (corrupt)",
+                            path.display()
+                        )),
+                    }
+                }
                 NodeKind::File => {
                     // A further name of a hard-linked file is restored as a link: no content.
                     if node.links > 1 {
@@ -672,7 +699,10 @@ fn verify_file(
     let n = node.content.len();
     for (i, id) in node.content.iter().enumerate() {
         let len = index.get(id).map(|e| e.raw_len).ok_or_else(|| {
-            format!("chunk {} of {n} ({id}) is not in the repository index", i + 1)
+            format!(
+                "chunk {} of {n} ({id}) is not in the repository index",
+                i + 1
+            )
         })?;
         buf.resize(len as usize, 0);
         f.read_exact(&mut buf).map_err(|e| {

@@ -262,7 +262,13 @@ mod tests {
         ] {
             assert!(inc.wanted(Path::new(yes)), "{yes}");
         }
-        for no in ["/srv/www/b.txt", "/srv/other", "/etc/ssh", "/etc/nginx2", "/var"] {
+        for no in [
+            "/srv/www/b.txt",
+            "/srv/other",
+            "/etc/ssh",
+            "/etc/nginx2",
+            "/var",
+        ] {
             assert!(!inc.wanted(Path::new(no)), "{no}");
         }
         assert!(Includes::new(&[]).wanted(Path::new("/anything")));
