@@ -103,6 +103,8 @@ pub struct DrillOptions {
     pub seed: Option<u64>,
     /// Parallel pack readers and verifiers (0: one per core).
     pub threads: usize,
+    /// List the sampled files in [`DrillReport::files`].
+    pub list_files: bool,
 }
 
 impl Default for DrillOptions {
@@ -112,6 +114,7 @@ impl Default for DrillOptions {
             scratch: default_scratch(),
             seed: None,
             threads: 0,
+            list_files: false,
         }
     }
 }
@@ -189,6 +192,9 @@ pub struct DrillReport {
     pub estimated_full_restore_secs: f64,
     /// Where the sample was restored (removed again).
     pub scratch: PathBuf,
+    /// The sampled files (absolute paths in the snapshot), with [`DrillOptions::list_files`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
     /// What failed: each names the file and what was wrong, or the damaged repository object.
     pub problems: Vec<String>,
     /// Worth knowing, not failures (metadata restore could not apply, a scratch on tmpfs...).
@@ -281,6 +287,7 @@ pub fn drill(
         throughput_bytes_per_sec: 0.0,
         estimated_full_restore_secs: 0.0,
         scratch: PathBuf::new(),
+        files: Vec::new(),
         problems: Vec::new(),
         warnings: Vec::new(),
     };
@@ -307,6 +314,12 @@ pub fn drill(
     let chosen = choose(&inv.files, opts.sample, seed);
     report.files_sampled = chosen.len() as u64;
     report.bytes_sampled = chosen.iter().map(|&i| inv.files[i].node.size).sum();
+    if opts.list_files {
+        report.files = chosen
+            .iter()
+            .map(|&i| inv.files[i].path.display().to_string())
+            .collect();
+    }
     if chosen.is_empty() {
         // Nothing to restore: the snapshot has no files (or none could be listed).
         report.estimated_full_restore_secs = report.listing_secs;
@@ -908,6 +921,111 @@ mod tests {
         assert!(Sample::Bytes(1.0).check().is_ok());
         assert_eq!(Sample::Files(0.1).describe(), "10% of files");
         assert_eq!(Sample::Bytes(0.125).describe(), "12.5% of bytes");
+    }
+
+    /// A file written in three chunks, its node and an index of its chunks.
+    fn restored_file(dir: &Path, sealer: &Sealer) -> (PathBuf, Node, Index) {
+        let chunks: [&[u8]; 3] = [b"first chunk ", b"second chunk ", b"third"];
+        let path = dir.join("f");
+        fs::write(&path, chunks.concat()).expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let mtime = filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789);
+        filetime::set_file_mtime(&path, mtime).expect("mtime");
+        let meta = fs::metadata(&path).expect("stat");
+        let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+        node.size = meta.len();
+        node.mode = 0o640;
+        node.uid = meta.uid();
+        node.gid = meta.gid();
+        node.mtime = crate::repo::Timestamp {
+            sec: 1_600_000_000,
+            nsec: 123_456_789,
+        };
+        let mut entries = Vec::new();
+        for c in chunks {
+            let id = sealer.blob_id(c);
+            node.content.push(id);
+            entries.push(crate::repo::PackEntry {
+                kind: crate::repo::BlobKind::Data,
+                compressed: false,
+                id,
+                offset: 0,
+                stored_len: c.len() as u32,
+                raw_len: c.len() as u32,
+            });
+        }
+        let mut index = Index::default();
+        index.add_pack(crate::id::PackId::hash(b"pack"), &entries);
+        (path, node, index)
+    }
+
+    #[test]
+    fn verification_catches_content_size_mode_mtime_and_type() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // Keyed chunk ids, as in an encrypted repository.
+        let sealer = Sealer::encrypted(&crate::repo::MasterKey::random());
+        let root = nix::unistd::geteuid().is_root();
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        verify_file(&path, &node, &index, &sealer, root).expect("intact file verifies");
+
+        // The same bytes under plain ids do not match keyed ids.
+        let err = verify_file(&path, &node, &index, &Sealer::plain(), root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("chunk 1 of 3"), "{err}");
+
+        // One changed byte in the second chunk, same size and metadata.
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[15] ^= 1;
+        let meta = fs::metadata(&path).expect("stat");
+        fs::write(&path, &bytes).expect("write");
+        filetime::set_file_mtime(
+            &path,
+            filetime::FileTime::from_last_modification_time(&meta),
+        )
+        .expect("mtime");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(
+            err.contains("differs from the snapshot at bytes 12..25 (chunk 2 of 3"),
+            "{err}"
+        );
+
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("mode 0644, the snapshot says 0640"), "{err}");
+
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(1_600_000_000, 0))
+            .expect("mtime");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("mtime 1600000000.000000000"), "{err}");
+
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"!"))
+            .expect("append");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(
+            err.contains("restored size 31 bytes, the snapshot says 30"),
+            "{err}"
+        );
+
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        fs::remove_file(&path).expect("rm");
+        std::os::unix::fs::symlink("elsewhere", &path).expect("symlink");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("not a regular file"), "{err}");
+        fs::remove_file(&path).expect("rm");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("missing after the restore"), "{err}");
     }
 
     #[test]

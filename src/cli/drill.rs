@@ -13,7 +13,9 @@ use super::{RepoArgs, EXIT_FAILURE};
 
 /// Arguments of `lifeboat drill`.
 #[derive(Debug, Args)]
-#[command(mut_arg("repo", |a| a.required(false).required_unless_present("config")))]
+// --repo is not required with --config (an empty value stands for "not given": Option<RepoArgs>
+// would not do, as the environment sets other repository options such as LIFEBOAT_CACHE_DIR).
+#[command(mut_arg("repo", |a| a.required(false).default_value("").hide_default_value(true)))]
 #[command(after_help = "\
 Examples:
   lifeboat drill --repo /mnt/backup/repo                 # latest snapshot, 10% of its files
@@ -21,7 +23,7 @@ Examples:
   lifeboat drill --config /etc/lifeboat/lifeboat.toml etc --sample-bytes 5 --scratch /srv/drill")]
 pub struct DrillArgs {
     #[command(flatten)]
-    repo: Option<RepoArgs>,
+    repo: RepoArgs,
     /// Drill the latest snapshot of a daemon job instead: the daemon's config file, whose
     /// repository settings (and password) are used instead of --repo and its options; the
     /// argument is then the job's name.
@@ -56,6 +58,9 @@ pub struct DrillArgs {
     /// With "latest": only snapshots that include this path.
     #[arg(long)]
     path: Option<String>,
+    /// List the sampled files (absolute paths in the snapshot).
+    #[arg(long)]
+    list: bool,
     /// Print the report as JSON (after JSON progress events, one object per line).
     #[arg(long)]
     json: bool,
@@ -76,7 +81,8 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         (_, Some(p), _) => Sample::Bytes(share("--sample-bytes", p)?),
         _ => Sample::default(),
     };
-    let (repo, (id, snap)) = match (&a.config, &a.repo) {
+    let repo_args = (!a.repo.repo.is_empty()).then_some(&a.repo);
+    let (repo, (id, snap)) = match (&a.config, repo_args) {
         (Some(file), _) => {
             let Some(job) = &a.which else {
                 bail!("give the name of the job to drill: lifeboat drill --config FILE JOB");
@@ -113,6 +119,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         scratch: a.scratch.clone().unwrap_or_else(default_scratch),
         seed: a.seed,
         threads: 0,
+        list_files: a.list,
     };
     let progress = super::progress();
     let report = {
@@ -132,9 +139,12 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         }
         println!("{v}");
     } else {
+        for f in &report.files {
+            println!("sampled: {f}");
+        }
         println!("{}", report.summary());
         println!(
-            "snapshot {} of {} ({}{}), sample: {} (seed {}); listing {}, restore {}, verification {}",
+            "snapshot {} of {} ({}{}), sample: {}{}; listing {}, restore {}, verification {}",
             id.short(),
             report
                 .snapshot_time
@@ -147,7 +157,11 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
                 .map(|j| format!(", job {j}"))
                 .unwrap_or_default(),
             report.sample,
-            report.seed,
+            if sample == Sample::All {
+                String::new()
+            } else {
+                format!(" (seed {})", report.seed)
+            },
             lifeboat::drill::human_duration(report.listing_secs),
             lifeboat::drill::human_duration(report.restore_secs),
             lifeboat::drill::human_duration(report.verify_secs),
