@@ -303,6 +303,7 @@ pub fn drill(
         Err(e) => return Err(e),
     };
 
+    // 1. Every listing, timed.
     let listed = Instant::now();
     let inv = inventory(repo, &index, &snapshot.tree, &mut report.problems)?;
     report.listing_secs = listed.elapsed().as_secs_f64();
@@ -311,6 +312,7 @@ pub fn drill(
     report.total_entries = inv.entries;
     report.total_dirs = inv.dirs;
 
+    // 2. The sample.
     let chosen = choose(&inv.files, opts.sample, seed);
     report.files_sampled = chosen.len() as u64;
     report.bytes_sampled = chosen.iter().map(|&i| inv.files[i].node.size).sum();
