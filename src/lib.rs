@@ -2,12 +2,13 @@
 //!
 //! The library holds everything; `src/main.rs` is a thin command-line front end. The modules
 //! follow the layers of the system (see docs/DESIGN.md): [`storage`] below [`repo`], and the
-//! commands ([`backup`], [`restore`], [`check`]) above.
+//! commands ([`backup`], [`restore`], [`check`], [`drill`]) above.
 
 pub mod backup;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod drill;
 pub mod error;
 pub mod forget;
 pub mod id;

@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod daemon;
+mod drill;
 mod forget;
 mod init;
 mod key;
@@ -151,6 +152,16 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Remove stale locks (their process is gone, or they were not refreshed in time).
     Unlock(prune::UnlockArgs),
+    /// Restore drill: restore a random sample of a snapshot to scratch, verify it, time it,
+    /// and estimate how long a full restore would take.
+    ///
+    /// Restores a random sample of a snapshot (a share of its files or of its bytes, or all of
+    /// it) into a fresh scratch directory, verifies every restored file against the snapshot
+    /// (size, content hash, mode, mtime), times the restore, estimates how long restoring the
+    /// whole snapshot would take, and removes the scratch data. Exit code 0 when the drill
+    /// passed, 1 when it found a problem (each is listed: the file and what was wrong, or the
+    /// damaged repository object).
+    Drill(drill::DrillArgs),
     /// Manage the repository's keys (passwords) and export a recovery kit.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -206,6 +217,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Forget(a) => forget::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Unlock(a) => prune::unlock(a),
+        Command::Drill(a) => drill::run(a),
         Command::Key(c) => key::run(c),
         Command::Daemon(a) => daemon::daemon(a),
         Command::Status(a) => daemon::status(a),

@@ -29,6 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
@@ -84,6 +85,22 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
     /// Whether anything was written to the target.
     pub written: bool,
+    /// How long each phase took.
+    pub timings: RestoreTimings,
+}
+
+/// Wall-clock seconds of the phases of a restore (what a restore drill extrapolates from).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct RestoreTimings {
+    /// Reading the snapshot's directory listings and mapping files to chunks.
+    pub plan_secs: f64,
+    /// Reading, verifying and writing file content (grows with the bytes restored).
+    pub data_secs: f64,
+    /// Creating files, links and special files and setting their metadata (grows with the
+    /// number of such entries restored).
+    pub files_secs: f64,
+    /// Creating directories and setting their metadata (grows with the number of directories).
+    pub dirs_secs: f64,
 }
 
 /// Runs a restore of the snapshot whose root listing is `root`.
@@ -104,9 +121,11 @@ pub fn restore(
         }
         includes.push(crate::backup::normalize_path(inc)?);
     }
+    let started = Instant::now();
     let plan = plan::build(repo, index, root, &includes)?;
     Progress::add(&progress.bytes_total, plan.bytes);
     let mut report = RestoreReport::default();
+    report.timings.plan_secs = started.elapsed().as_secs_f64();
     for name in &plan.unsafe_names {
         report.damaged.push(Damaged {
             path: name.clone(),
@@ -173,6 +192,7 @@ fn stage_and_place(
     report: &mut RestoreReport,
 ) -> Result<()> {
     // Staged files, with their final size (holes until written).
+    let started = Instant::now();
     if let Some(staging) = staging {
         for (i, e) in plan.entries.iter().enumerate() {
             if e.node.kind == NodeKind::File && e.link_to.is_none() {
@@ -189,7 +209,10 @@ fn stage_and_place(
         }
     }
 
+    report.timings.files_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     let bad_chunks = fetch_and_verify(repo, index, plan, staging, opts.threads, progress)?;
+    report.timings.data_secs = started.elapsed().as_secs_f64();
 
     // Every entry that cannot be restored, with the reason.
     let mut broken: HashMap<usize, String> = plan.broken.iter().cloned().collect();
@@ -246,9 +269,17 @@ fn stage_and_place(
         is_root: nix::unistd::geteuid().is_root(),
         created: Vec::new(),
         warnings: Vec::new(),
+        dirs_time: Duration::ZERO,
     };
     report.written = true;
-    match placer.place_all(plan, &broken) {
+    let started = Instant::now();
+    let placed = placer.place_all(plan, &broken);
+    report.timings.dirs_secs = placer.dirs_time.as_secs_f64();
+    report.timings.files_secs += started
+        .elapsed()
+        .saturating_sub(placer.dirs_time)
+        .as_secs_f64();
+    match placed {
         Ok(()) => {
             report.warnings.append(&mut placer.warnings);
             Ok(())
@@ -608,6 +639,8 @@ struct Placer<'a> {
     /// Entries created in the target, in order, for roll-back.
     created: Vec<PathBuf>,
     warnings: Vec<String>,
+    /// Time spent creating directories and setting their metadata.
+    dirs_time: Duration,
 }
 
 impl Placer<'_> {
@@ -629,9 +662,11 @@ impl Placer<'_> {
             let path = self.target.join(&e.rel);
             match e.node.kind {
                 NodeKind::Dir => {
+                    let started = Instant::now();
                     if self.make_dir(&path)? || self.overwrite {
                         dirs.push((path, &e.node));
                     }
+                    self.dirs_time += started.elapsed();
                 }
                 NodeKind::File => match e.link_to {
                     Some(first) => {
@@ -682,9 +717,11 @@ impl Placer<'_> {
             }
         }
         // Directory metadata last, deepest first, so adding entries does not change mtimes.
+        let started = Instant::now();
         for (path, node) in dirs.iter().rev() {
             self.apply_metadata(path, path, node);
         }
+        self.dirs_time += started.elapsed();
         Ok(())
     }
 

@@ -1,0 +1,1055 @@
+//! Restore drills: prove that a snapshot restores, and measure how long restoring all of it
+//! would take ("not do I have backups, but how long until the server is back").
+//!
+//! A drill:
+//! 1. reads every directory listing of the snapshot (timed: a full restore plans the same way),
+//!    counting its entries and files and noting every listing it cannot read;
+//! 2. picks a random sample of its files ([`Sample`]; seeded, so a drill can be repeated);
+//! 3. restores the sample with the ordinary [`restore`](crate::restore::restore) into a fresh
+//!    scratch directory (every chunk is verified there before it is written; damaged files are
+//!    left out and named, with the damaged repository objects);
+//! 4. verifies each restored file again, independently of restore: its size, its content
+//!    re-hashed chunk by chunk with the repository's chunk-id function and compared with the
+//!    snapshot's chunk list, its mode and mtime (and owner, as root);
+//! 5. removes the scratch directory (also on failure and on SIGINT/SIGTERM), and extrapolates
+//!    the time of a full restore from the measured phases (see
+//!    [`DrillReport::estimated_full_restore_secs`]).
+//!
+//! A damaged repository makes the drill *fail* with a report naming what is damaged; only
+//! conditions that keep the drill from running at all (an unreachable repository, a scratch
+//! directory that cannot be written, an interruption) are an `Err`.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::progress::Progress;
+use crate::repo::{Index, Node, NodeKind, Repository, Sealer, Snapshot};
+use crate::restore::{human, restore, RestoreOptions, RestoreTimings};
+
+/// What part of a snapshot a drill restores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    /// This share (0 < share ≤ 1) of the snapshot's files, chosen at random; at least one.
+    Files(f64),
+    /// Files chosen at random until this share (0 < share ≤ 1) of the snapshot's file bytes
+    /// is reached; at least one file.
+    Bytes(f64),
+    /// The whole snapshot.
+    All,
+}
+
+impl Default for Sample {
+    /// 10% of the files.
+    fn default() -> Self {
+        Sample::Files(0.1)
+    }
+}
+
+impl Sample {
+    fn check(&self) -> Result<()> {
+        match *self {
+            Sample::Files(s) | Sample::Bytes(s) if !(s > 0.0 && s <= 1.0) => Err(Error::Invalid(
+                format!("drill sample share {s} is outside 0 < share <= 1 (0% < share <= 100%)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A description such as "10% of files".
+    pub fn describe(&self) -> String {
+        match *self {
+            Sample::Files(s) => format!("{} of files", percent(s)),
+            Sample::Bytes(s) => format!("{} of bytes", percent(s)),
+            Sample::All => "the whole snapshot".into(),
+        }
+    }
+}
+
+fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p}%")
+    }
+}
+
+/// Options of [`drill`].
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub sample: Sample,
+    /// A directory under which a fresh scratch directory `lifeboat-drill-<random>` is made (the
+    /// directory itself is created if missing, and kept). The scratch directory is always
+    /// removed at the end. Put it on the file system a real restore would write to: on tmpfs
+    /// the drill does not measure disk writes.
+    pub scratch: PathBuf,
+    /// Seed of the random sample; `None`: a random seed (reported, so a drill can be repeated).
+    pub seed: Option<u64>,
+    /// Parallel pack readers and verifiers (0: one per core).
+    pub threads: usize,
+    /// List the sampled files in [`DrillReport::files`].
+    pub list_files: bool,
+}
+
+impl Default for DrillOptions {
+    fn default() -> Self {
+        DrillOptions {
+            sample: Sample::default(),
+            scratch: default_scratch(),
+            seed: None,
+            threads: 0,
+            list_files: false,
+        }
+    }
+}
+
+/// The default scratch parent: `$TMPDIR` if set, else `/var/tmp` (which, unlike `/tmp` on
+/// many systems, is on disk).
+pub fn default_scratch() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+}
+
+/// What a drill found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    /// No problem was found.
+    pub passed: bool,
+    pub snapshot_id: String,
+    pub snapshot_time: DateTime<Utc>,
+    pub host: String,
+    /// The daemon job that made the snapshot, if any.
+    pub job: Option<String>,
+    /// The sample asked for, e.g. "10% of files".
+    pub sample: String,
+    /// The seed of the random choice (repeat the drill with it to restore the same files).
+    pub seed: u64,
+    /// Files chosen, and the sum of their sizes.
+    pub files_sampled: u64,
+    pub bytes_sampled: u64,
+    /// Files restored and verified intact, and the sum of their sizes.
+    pub files_restored: u64,
+    pub bytes_restored: u64,
+    /// Entries the restore created (the files, their parent directories, hard links; with
+    /// [`Sample::All`] everything), and how many of them were directories.
+    pub entries_restored: u64,
+    pub dirs_restored: u64,
+    /// Files of the snapshot (hard links count once) and the sum of their sizes.
+    pub total_files: u64,
+    pub total_bytes: u64,
+    /// Every entry of the snapshot (files, hard links, directories, symlinks, special files),
+    /// and its directories.
+    pub total_entries: u64,
+    pub total_dirs: u64,
+    /// The whole drill, from start to the removal of the scratch directory.
+    pub duration_secs: f64,
+    /// Reading every directory listing of the snapshot.
+    pub listing_secs: f64,
+    /// Restoring the sample (the restore call).
+    pub restore_secs: f64,
+    /// The restore's phases.
+    pub restore_timings: RestoreTimings,
+    /// Verifying the restored files again.
+    pub verify_secs: f64,
+    /// `bytes_sampled / restore_secs`.
+    pub throughput_bytes_per_sec: f64,
+    /// Estimated seconds to restore the whole snapshot to the scratch directory's file system:
+    ///
+    /// ```text
+    /// listing_secs
+    ///   + total_bytes × data_secs / bytes_sampled
+    ///   + (total_entries − total_dirs) × files_secs / (entries_restored − dirs_restored)
+    ///   + total_dirs × dirs_secs / dirs_restored
+    /// ```
+    ///
+    /// where `data_secs` (reading, verifying and writing file content), `files_secs` (creating
+    /// files and links and setting their metadata) and `dirs_secs` (the same for directories)
+    /// are the restore's measured phases ([`RestoreTimings`]): a per-byte rate from the sampled
+    /// bytes applied to all bytes, a per-entry cost from the sampled entries applied to all
+    /// entries (directories apart, as a sample creates the parents of its files, a larger share
+    /// of the directories than of the files), and the measured time to read every directory
+    /// listing, as a full restore does first. A term whose sample is empty counts 0. A small
+    /// sample reads scattered chunks, so the estimate errs on the long side; page-cached
+    /// repository data makes it shorter.
+    pub estimated_full_restore_secs: f64,
+    /// Where the sample was restored (removed again).
+    pub scratch: PathBuf,
+    /// The sampled files (absolute paths in the snapshot), with [`DrillOptions::list_files`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// What failed: each names the file and what was wrong, or the damaged repository object.
+    pub problems: Vec<String>,
+    /// Worth knowing, not failures (metadata restore could not apply, a scratch on tmpfs...).
+    pub warnings: Vec<String>,
+}
+
+impl DrillReport {
+    /// One line: "drill passed: restored 42 of 420 files (12.5 MiB of 125 MiB) in 1.2 s
+    /// (10.4 MiB/s); estimated full restore: 12 s".
+    pub fn summary(&self) -> String {
+        format!(
+            "drill {}: restored {} of {} files ({} of {}) in {} ({}/s); estimated full restore: {}",
+            if self.passed { "passed" } else { "FAILED" },
+            self.files_restored,
+            self.total_files,
+            human(self.bytes_restored),
+            human(self.total_bytes),
+            human_duration(self.restore_secs),
+            human(self.throughput_bytes_per_sec as u64),
+            human_duration(self.estimated_full_restore_secs),
+        )
+    }
+}
+
+/// Seconds in a human unit: "0.4 s", "12 s", "3 min 20 s", "5 h 12 min".
+pub fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "?".into();
+    }
+    if secs < 10.0 {
+        return format!("{secs:.1} s");
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// The newest snapshot made by daemon job `job`.
+pub fn latest_of_job(repo: &Repository, job: &str) -> Result<(SnapshotId, Snapshot)> {
+    repo.load_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| s.job.as_deref() == Some(job))
+        .max_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)))
+        .ok_or_else(|| {
+            Error::SnapshotSelect(format!(
+                "the repository at {} has no snapshot of job {job:?} yet",
+                repo.storage().location()
+            ))
+        })
+}
+
+/// Runs a restore drill of snapshot `id` (`snapshot` is its loaded object). Callable from any
+/// thread; `progress` counts what the restore reads and writes, and the files verified.
+pub fn drill(
+    repo: &Repository,
+    id: &SnapshotId,
+    snapshot: &Snapshot,
+    opts: &DrillOptions,
+    progress: Arc<Progress>,
+) -> Result<DrillReport> {
+    let started = Instant::now();
+    opts.sample.check()?;
+    let seed = opts.seed.unwrap_or_else(rand::random);
+    let mut report = DrillReport {
+        passed: false,
+        snapshot_id: id.to_hex(),
+        snapshot_time: snapshot.time,
+        host: snapshot.host.clone(),
+        job: snapshot.job.clone(),
+        sample: opts.sample.describe(),
+        seed,
+        files_sampled: 0,
+        bytes_sampled: 0,
+        files_restored: 0,
+        bytes_restored: 0,
+        entries_restored: 0,
+        dirs_restored: 0,
+        total_files: 0,
+        total_bytes: 0,
+        total_entries: 0,
+        total_dirs: 0,
+        duration_secs: 0.0,
+        listing_secs: 0.0,
+        restore_secs: 0.0,
+        restore_timings: RestoreTimings::default(),
+        verify_secs: 0.0,
+        throughput_bytes_per_sec: 0.0,
+        estimated_full_restore_secs: 0.0,
+        scratch: PathBuf::new(),
+        files: Vec::new(),
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    let index = match repo.load_index() {
+        Ok(i) => i,
+        Err(e) if is_damage(&e) => {
+            report
+                .problems
+                .push(format!("the index cannot be read: {e}"));
+            return Ok(finish(report, started));
+        }
+        Err(e) => return Err(e),
+    };
+
+    // 1. Every listing, timed.
+    let listed = Instant::now();
+    let inv = inventory(repo, &index, &snapshot.tree, &mut report.problems)?;
+    report.listing_secs = listed.elapsed().as_secs_f64();
+    report.total_files = inv.files.len() as u64;
+    report.total_bytes = inv.files.iter().map(|f| f.node.size).sum();
+    report.total_entries = inv.entries;
+    report.total_dirs = inv.dirs;
+
+    // 2. The sample.
+    let chosen = choose(&inv.files, opts.sample, seed);
+    report.files_sampled = chosen.len() as u64;
+    report.bytes_sampled = chosen.iter().map(|&i| inv.files[i].node.size).sum();
+    if opts.list_files {
+        report.files = chosen
+            .iter()
+            .map(|&i| inv.files[i].path.display().to_string())
+            .collect();
+    }
+    if chosen.is_empty() {
+        // Nothing to restore: the snapshot has no files (or none could be listed).
+        report.estimated_full_restore_secs = report.listing_secs;
+        return Ok(finish(report, started));
+    }
+
+    let scratch = ScratchDir::create(&opts.scratch)?;
+    report.scratch = scratch.path.clone();
+    if on_tmpfs(&scratch.path) {
+        report.warnings.push(format!(
+            "the scratch directory {} is on tmpfs (memory): disk writes were not measured, so \
+             the estimate is too short; give a scratch directory on the file system a restore \
+             would write to",
+            scratch.path.display()
+        ));
+    }
+
+    // 3. Restore the sample.
+    let includes = if opts.sample == Sample::All {
+        Vec::new() // everything, empty directories and special files included
+    } else {
+        chosen.iter().map(|&i| inv.files[i].path.clone()).collect()
+    };
+    let restore_opts = RestoreOptions {
+        target: scratch.path.clone(),
+        includes,
+        verify_only: false,
+        allow_partial: true,
+        overwrite: false,
+        threads: opts.threads,
+    };
+    let restoring = Instant::now();
+    let restored = restore(
+        repo,
+        &index,
+        &snapshot.tree,
+        &restore_opts,
+        progress.clone(),
+    );
+    report.restore_secs = restoring.elapsed().as_secs_f64();
+    let mut not_restored: HashSet<String> = HashSet::new();
+    match restored {
+        Ok(r) => {
+            report.restore_timings = r.timings;
+            report.entries_restored = r.files + r.dirs + r.others;
+            report.dirs_restored = r.dirs;
+            for d in &r.damaged {
+                // Unsafe names were reported by the listing already.
+                if !d.reason.starts_with("unsafe entry name") {
+                    report
+                        .problems
+                        .push(format!("{}: not restored: {}", d.path, d.reason));
+                }
+                not_restored.insert(d.path.clone());
+            }
+            for o in &r.damaged_objects {
+                report
+                    .problems
+                    .push(format!("damaged repository object: {o}"));
+            }
+            report.warnings.extend(r.warnings);
+        }
+        Err(e) if is_damage(&e) => {
+            report
+                .problems
+                .push(format!("the sample could not be restored: {e}"));
+            for &i in &chosen {
+                not_restored.insert(inv.files[i].path.display().to_string());
+            }
+        }
+        Err(e) => return Err(e),
+    }
+
+    // 4. Verify the restored files again, on their own terms.
+    let verifying = Instant::now();
+    let todo: Vec<&FileEntry> = chosen
+        .iter()
+        .map(|&i| &inv.files[i])
+        .filter(|f| !not_restored.contains(&f.path.display().to_string()))
+        .collect();
+    let verified = verify_files(
+        &todo,
+        &scratch.path,
+        &index,
+        repo.sealer(),
+        opts.threads,
+        &progress,
+    )?;
+    report.verify_secs = verifying.elapsed().as_secs_f64();
+    report.files_restored = verified.files;
+    report.bytes_restored = verified.bytes;
+    report.problems.extend(verified.problems);
+
+    // 5. Remove the scratch data, and extrapolate.
+    if let Err(e) = scratch.remove() {
+        report.problems.push(format!(
+            "the scratch directory could not be removed (remove it by hand): {e}"
+        ));
+    }
+    report.throughput_bytes_per_sec = if report.restore_secs > 0.0 {
+        report.bytes_sampled as f64 / report.restore_secs
+    } else {
+        0.0
+    };
+    report.estimated_full_restore_secs = estimate(&report);
+    Ok(finish(report, started))
+}
+
+fn finish(mut report: DrillReport, started: Instant) -> DrillReport {
+    // The same problem can be found twice (a listing read by the inventory and the restore).
+    let mut seen = HashSet::new();
+    report.problems.retain(|p| seen.insert(p.clone()));
+    report.passed = report.problems.is_empty();
+    report.duration_secs = started.elapsed().as_secs_f64();
+    report
+}
+
+/// See [`DrillReport::estimated_full_restore_secs`].
+fn estimate(r: &DrillReport) -> f64 {
+    // `total × secs / sampled`, 0 when nothing was sampled.
+    let scale = |total: u64, secs: f64, sampled: u64| {
+        if sampled > 0 {
+            total as f64 * secs / sampled as f64
+        } else {
+            0.0
+        }
+    };
+    let t = &r.restore_timings;
+    r.listing_secs
+        + scale(r.total_bytes, t.data_secs, r.bytes_sampled)
+        + scale(
+            r.total_entries.saturating_sub(r.total_dirs),
+            t.files_secs,
+            r.entries_restored.saturating_sub(r.dirs_restored),
+        )
+        + scale(r.total_dirs, t.dirs_secs, r.dirs_restored)
+}
+
+/// Whether an error means the repository is damaged (rather than unreachable).
+fn is_damage(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt { .. } | Error::NotFound { .. } | Error::MissingBlob { .. }
+    )
+}
+
+/// A file of the snapshot that a drill can sample.
+struct FileEntry {
+    /// Its absolute path in the snapshot.
+    path: PathBuf,
+    /// Its node, without name and xattrs (not needed).
+    node: Node,
+}
+
+/// The snapshot's files (each hard-linked file once), and its numbers of entries and
+/// directories.
+struct Inventory {
+    files: Vec<FileEntry>,
+    entries: u64,
+    dirs: u64,
+}
+
+const MAX_DEPTH: usize = 4096;
+
+/// Reads every directory listing below `root`, in a deterministic order. A listing that cannot
+/// be read because the repository is damaged is a problem (the rest is still listed).
+fn inventory(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+    problems: &mut Vec<String>,
+) -> Result<Inventory> {
+    let mut inv = Inventory {
+        files: Vec::new(),
+        entries: 0,
+        dirs: 0,
+    };
+    let mut hardlinks: HashMap<(u64, u64), Vec<BlobId>> = HashMap::new();
+    let mut stack: Vec<(BlobId, PathBuf, usize)> = vec![(*root, PathBuf::from("/"), 0)];
+    while let Some((tree_id, dir, depth)) = stack.pop() {
+        crate::interrupt::check()?;
+        if depth > MAX_DEPTH {
+            problems.push(format!(
+                "{}: directory listing {tree_id}: directories nested too deeply (corrupt or tampered)",
+                dir.display()
+            ));
+            continue;
+        }
+        let tree = match repo.load_tree(index, &tree_id) {
+            Ok(t) => t,
+            Err(e) if is_damage(&e) => {
+                problems.push(format!(
+                    "{}: its directory listing cannot be read: {e}",
+                    dir.display()
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut subdirs = Vec::new();
+        for mut node in tree.nodes {
+            if !node.name_is_safe() {
+                problems.push(format!(
+                    "{}/{:?} in directory listing {tree_id}: unsafe entry name (corrupt or tampered); never restored",
+                    dir.display().to_string().trim_end_matches('/'),
+                    String::from_utf8_lossy(&node.name)
+                ));
+                continue;
+            }
+            inv.entries += 1;
+            let path = dir.join(OsStr::from_bytes(&node.name));
+            match node.kind {
+                NodeKind::Dir => {
+                    inv.dirs += 1;
+                    match node.subtree {
+                        Some(sub) => subdirs.push((sub, path, depth + 1)),
+                        None => problems.push(format!(
+                            "{}: directory without a listing (corrupt)",
+                            path.display()
+                        )),
+                    }
+                }
+                NodeKind::File => {
+                    // A further name of a hard-linked file is restored as a link: no content.
+                    if node.links > 1 {
+                        match hardlinks.get(&(node.device, node.inode)) {
+                            Some(first) if *first == node.content => continue,
+                            Some(_) => {}
+                            None => {
+                                hardlinks.insert((node.device, node.inode), node.content.clone());
+                            }
+                        }
+                    }
+                    node.name = Vec::new();
+                    node.xattrs = Vec::new();
+                    inv.files.push(FileEntry { path, node });
+                }
+                _ => {}
+            }
+        }
+        // Depth first, in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(inv)
+}
+
+/// The positions in `files` of a random sample (sorted). Always at least one file when there is
+/// one, and at least one non-empty file when there is one.
+fn choose(files: &[FileEntry], sample: Sample, seed: u64) -> Vec<usize> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    if sample == Sample::All {
+        return (0..files.len()).collect();
+    }
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    let mut chosen: Vec<usize> = match sample {
+        Sample::Files(share) => {
+            let n = ((files.len() as f64 * share).ceil() as usize).clamp(1, files.len());
+            order[..n].to_vec()
+        }
+        Sample::Bytes(share) => {
+            let total: u64 = files.iter().map(|f| f.node.size).sum();
+            let goal = (total as f64 * share).ceil() as u64;
+            let mut sum = 0u64;
+            let mut out = Vec::new();
+            for &i in &order {
+                out.push(i);
+                sum += files[i].node.size;
+                if sum >= goal {
+                    break;
+                }
+            }
+            out
+        }
+        Sample::All => order.clone(),
+    };
+    if chosen.iter().all(|&i| files[i].node.size == 0) {
+        if let Some(&i) = order.iter().find(|&&i| files[i].node.size > 0) {
+            chosen.push(i);
+        }
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Result of verifying restored files.
+struct Verified {
+    files: u64,
+    bytes: u64,
+    problems: Vec<String>,
+}
+
+/// Verifies each restored file in `scratch` against its snapshot node, in parallel.
+fn verify_files(
+    files: &[&FileEntry],
+    scratch: &Path,
+    index: &Index,
+    sealer: &Sealer,
+    threads: usize,
+    progress: &Progress,
+) -> Result<Verified> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        threads
+    }
+    .min(files.len())
+    .max(1);
+    let queue = Mutex::new(files.iter().enumerate());
+    let results: Mutex<Vec<(usize, Option<String>)>> = Mutex::new(Vec::new());
+    let stopped = Mutex::new(None);
+    let is_root = nix::unistd::geteuid().is_root();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                if let Err(e) = crate::interrupt::check() {
+                    *stopped.lock() = Some(e);
+                    break;
+                }
+                let Some((pos, f)) = queue.lock().next() else {
+                    break;
+                };
+                let rel = f.path.strip_prefix("/").unwrap_or(&f.path);
+                let problem = verify_file(&scratch.join(rel), &f.node, index, sealer, is_root)
+                    .err()
+                    .map(|why| format!("{}: {why}", f.path.display()));
+                Progress::add(&progress.files, 1);
+                results.lock().push((pos, problem));
+            });
+        }
+    });
+    if let Some(e) = stopped.into_inner() {
+        return Err(e);
+    }
+    let mut results = results.into_inner();
+    results.sort_by_key(|(pos, _)| *pos);
+    let mut out = Verified {
+        files: 0,
+        bytes: 0,
+        problems: Vec::new(),
+    };
+    for (pos, problem) in results {
+        match problem {
+            Some(p) => out.problems.push(p),
+            None => {
+                out.files += 1;
+                out.bytes += files[pos].node.size;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks one restored file against the snapshot: type, size, content (re-hashed chunk by
+/// chunk and compared with the snapshot's chunk ids), mode, mtime, and owner when `is_root`.
+/// `Err` says what is wrong.
+fn verify_file(
+    path: &Path,
+    node: &Node,
+    index: &Index,
+    sealer: &Sealer,
+    is_root: bool,
+) -> std::result::Result<(), String> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err("missing after the restore".into())
+        }
+        Err(e) => return Err(format!("cannot inspect the restored file: {e}")),
+    };
+    if !meta.file_type().is_file() {
+        return Err("the restored entry is not a regular file".into());
+    }
+    if meta.len() != node.size {
+        return Err(format!(
+            "restored size {} bytes, the snapshot says {}",
+            meta.len(),
+            node.size
+        ));
+    }
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("cannot open the restored file: {e}"))?;
+    let mut buf = Vec::new();
+    let mut offset = 0u64;
+    let n = node.content.len();
+    for (i, id) in node.content.iter().enumerate() {
+        let len = index.get(id).map(|e| e.raw_len).ok_or_else(|| {
+            format!(
+                "chunk {} of {n} ({id}) is not in the repository index",
+                i + 1
+            )
+        })?;
+        buf.resize(len as usize, 0);
+        f.read_exact(&mut buf).map_err(|e| {
+            format!(
+                "cannot read chunk {} of {n} at byte {offset} of the restored file: {e}",
+                i + 1
+            )
+        })?;
+        if sealer.blob_id(&buf) != *id {
+            return Err(format!(
+                "restored content differs from the snapshot at bytes {offset}..{} (chunk {} of {n}, {id})",
+                offset + u64::from(len),
+                i + 1
+            ));
+        }
+        offset += u64::from(len);
+    }
+    let mut extra = [0u8; 1];
+    match f.read(&mut extra) {
+        Ok(0) => {}
+        Ok(_) => {
+            return Err(format!(
+                "the restored file goes on after the snapshot's {offset} bytes of content"
+            ))
+        }
+        Err(e) => return Err(format!("cannot read the restored file: {e}")),
+    }
+    // As another user, the kernel may drop setgid for a group the restoring user is not in.
+    let mask = if is_root { 0o7777 } else { 0o5777 };
+    if meta.mode() & mask != node.mode & mask {
+        return Err(format!(
+            "restored mode {:04o}, the snapshot says {:04o}",
+            meta.mode() & 0o7777,
+            node.mode & 0o7777
+        ));
+    }
+    if (meta.mtime(), meta.mtime_nsec()) != (node.mtime.sec, i64::from(node.mtime.nsec)) {
+        return Err(format!(
+            "restored mtime {}.{:09}, the snapshot says {}.{:09}",
+            meta.mtime(),
+            meta.mtime_nsec(),
+            node.mtime.sec,
+            node.mtime.nsec
+        ));
+    }
+    if is_root && (meta.uid(), meta.gid()) != (node.uid, node.gid) {
+        return Err(format!(
+            "restored owner {}:{}, the snapshot says {}:{}",
+            meta.uid(),
+            meta.gid(),
+            node.uid,
+            node.gid
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `path` is on tmpfs.
+fn on_tmpfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// A fresh scratch directory, removed when dropped (early returns, errors, interruption).
+struct ScratchDir {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl ScratchDir {
+    fn create(parent: &Path) -> Result<Self> {
+        let parent = crate::backup::normalize_path(parent)?;
+        fs::create_dir_all(&parent)
+            .map_err(|e| Error::io("create drill scratch directory", &parent, e))?;
+        let path = parent.join(format!("lifeboat-drill-{:016x}", rand::random::<u64>()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| Error::io("create drill scratch directory", &path, e))?;
+        Ok(ScratchDir {
+            path,
+            removed: false,
+        })
+    }
+
+    /// Removes the directory and everything in it; `Err` names what could not be removed.
+    fn remove(mut self) -> Result<()> {
+        self.removed = true;
+        remove_tree(&self.path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if !self.removed {
+            if let Err(e) = remove_tree(&self.path) {
+                tracing::warn!(error = %e, "cannot remove the drill's scratch directory");
+            }
+        }
+    }
+}
+
+/// Removes a directory tree without following symlinks; read-only directories (restored with
+/// their snapshot modes) are made writable first.
+fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    make_writable(path);
+    fs::remove_dir_all(path).map_err(|e| Error::io("remove drill scratch directory", path, e))
+}
+
+fn make_writable(dir: &Path) {
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            make_writable(&e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(sizes: &[u64]) -> Vec<FileEntry> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                let mut node = Node::new(Vec::new(), NodeKind::File);
+                node.size = size;
+                FileEntry {
+                    path: PathBuf::from(format!("/f{i}")),
+                    node,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn file_share_rounds_up_and_takes_at_least_one() {
+        let f = files(&[10; 100]);
+        assert_eq!(choose(&f, Sample::Files(0.1), 1).len(), 10);
+        assert_eq!(choose(&f, Sample::Files(0.001), 1).len(), 1);
+        assert_eq!(choose(&f, Sample::Files(0.105), 1).len(), 11);
+        assert_eq!(choose(&f, Sample::Files(1.0), 1).len(), 100);
+        assert_eq!(choose(&f, Sample::All, 1).len(), 100);
+        assert!(choose(&[], Sample::Files(0.5), 1).is_empty());
+    }
+
+    #[test]
+    fn same_seed_same_sample_other_seed_other_sample() {
+        let f = files(&[10; 1000]);
+        let a = choose(&f, Sample::Files(0.05), 7);
+        assert_eq!(a, choose(&f, Sample::Files(0.05), 7));
+        assert_ne!(a, choose(&f, Sample::Files(0.05), 8));
+        assert!(a.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+    }
+
+    #[test]
+    fn byte_share_picks_files_until_reached() {
+        let f = files(&[100; 50]);
+        for seed in 0..20 {
+            let c = choose(&f, Sample::Bytes(0.25), seed);
+            let bytes: u64 = c.iter().map(|&i| f[i].node.size).sum();
+            assert!(bytes >= 1250, "{bytes}");
+            assert!(bytes < 1250 + 100, "stops once reached: {bytes}");
+        }
+        // One file holds nearly everything: any share beyond the rest needs it.
+        let f = files(&[1, 1, 1, 1_000_000, 1]);
+        for seed in 0..20 {
+            assert!(choose(&f, Sample::Bytes(0.5), seed).contains(&3));
+        }
+    }
+
+    #[test]
+    fn a_non_empty_file_is_always_sampled_when_there_is_one() {
+        let mut sizes = vec![0; 99];
+        sizes.push(5);
+        let f = files(&sizes);
+        for seed in 0..20 {
+            let c = choose(&f, Sample::Files(0.01), seed);
+            assert!(c.contains(&99), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn shares_outside_the_range_are_refused() {
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            assert!(Sample::Files(bad).check().is_err(), "{bad}");
+            assert!(Sample::Bytes(bad).check().is_err(), "{bad}");
+        }
+        assert!(Sample::Bytes(1.0).check().is_ok());
+        assert_eq!(Sample::Files(0.1).describe(), "10% of files");
+        assert_eq!(Sample::Bytes(0.125).describe(), "12.5% of bytes");
+    }
+
+    /// A file written in three chunks, its node and an index of its chunks.
+    fn restored_file(dir: &Path, sealer: &Sealer) -> (PathBuf, Node, Index) {
+        let chunks: [&[u8]; 3] = [b"first chunk ", b"second chunk ", b"third"];
+        let path = dir.join("f");
+        fs::write(&path, chunks.concat()).expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let mtime = filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789);
+        filetime::set_file_mtime(&path, mtime).expect("mtime");
+        let meta = fs::metadata(&path).expect("stat");
+        let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+        node.size = meta.len();
+        node.mode = 0o640;
+        node.uid = meta.uid();
+        node.gid = meta.gid();
+        node.mtime = crate::repo::Timestamp {
+            sec: 1_600_000_000,
+            nsec: 123_456_789,
+        };
+        let mut entries = Vec::new();
+        for c in chunks {
+            let id = sealer.blob_id(c);
+            node.content.push(id);
+            entries.push(crate::repo::PackEntry {
+                kind: crate::repo::BlobKind::Data,
+                compressed: false,
+                id,
+                offset: 0,
+                stored_len: c.len() as u32,
+                raw_len: c.len() as u32,
+            });
+        }
+        let mut index = Index::default();
+        index.add_pack(crate::id::PackId::hash(b"pack"), &entries);
+        (path, node, index)
+    }
+
+    #[test]
+    fn verification_catches_content_size_mode_mtime_and_type() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // Keyed chunk ids, as in an encrypted repository.
+        let sealer = Sealer::encrypted(&crate::repo::MasterKey::random());
+        let root = nix::unistd::geteuid().is_root();
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        verify_file(&path, &node, &index, &sealer, root).expect("intact file verifies");
+
+        // The same bytes under plain ids do not match keyed ids.
+        let err = verify_file(&path, &node, &index, &Sealer::plain(), root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("chunk 1 of 3"), "{err}");
+
+        // One changed byte in the second chunk, same size and metadata.
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[15] ^= 1;
+        let meta = fs::metadata(&path).expect("stat");
+        fs::write(&path, &bytes).expect("write");
+        filetime::set_file_mtime(
+            &path,
+            filetime::FileTime::from_last_modification_time(&meta),
+        )
+        .expect("mtime");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(
+            err.contains("differs from the snapshot at bytes 12..25 (chunk 2 of 3"),
+            "{err}"
+        );
+
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("mode 0644, the snapshot says 0640"), "{err}");
+
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(1_600_000_000, 0))
+            .expect("mtime");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("mtime 1600000000.000000000"), "{err}");
+
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"!"))
+            .expect("append");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(
+            err.contains("restored size 31 bytes, the snapshot says 30"),
+            "{err}"
+        );
+
+        let (path, node, index) = restored_file(tmp.path(), &sealer);
+        fs::remove_file(&path).expect("rm");
+        std::os::unix::fs::symlink("elsewhere", &path).expect("symlink");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("not a regular file"), "{err}");
+        fs::remove_file(&path).expect("rm");
+        let err = verify_file(&path, &node, &index, &sealer, root)
+            .expect_err("the damage goes unnoticed");
+        assert!(err.contains("missing after the restore"), "{err}");
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(1.23), "1.2 s");
+        assert_eq!(human_duration(12.4), "12 s");
+        assert_eq!(human_duration(200.0), "3 min 20 s");
+        assert_eq!(human_duration(5.0 * 3600.0 + 12.0 * 60.0), "5 h 12 min");
+    }
+
+    #[test]
+    fn scratch_removal_handles_read_only_directories() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = ScratchDir::create(tmp.path()).expect("create");
+        let ro = s.path.join("a/b");
+        fs::create_dir_all(&ro).expect("mkdir");
+        fs::write(ro.join("f"), b"x").expect("write");
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).expect("chmod");
+        fs::set_permissions(s.path.join("a"), fs::Permissions::from_mode(0o500)).expect("chmod");
+        let p = s.path.clone();
+        s.remove().expect("remove");
+        assert!(!p.exists());
+        assert_eq!(fs::read_dir(tmp.path()).expect("read").count(), 0);
+    }
+}
