@@ -888,3 +888,188 @@ fn maintenance_windows_are_validated_listed_and_cancelled_without_a_daemon() {
         .json();
     assert_eq!(all[0]["phase"], "cancelled", "{all}");
 }
+
+/// Adds settings to the config's `[repositories.local]` section.
+fn with_repository_settings(setup: &Setup, settings: &str) {
+    let text = std::fs::read_to_string(&setup.config).expect("read config");
+    let text = text.replacen(
+        "[repositories.local]\n",
+        &format!("[repositories.local]\n{settings}\n"),
+        1,
+    );
+    std::fs::write(&setup.config, text).expect("write config");
+}
+
+fn task(status: &Value, key: &str) -> Value {
+    status["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["task"] == key))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn retention_prune_check_and_drills_run_on_their_schedules() {
+    let (url, got) = receiver();
+    let setup = Setup::new(
+        &format!(
+            "[[notify]]\ntype = \"webhook\"\nname = \"ops\"\nurl = \"{url}\"\n\n\
+             [[jobs]]\nname = \"t\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"*/2 * * * * *\"\n\
+             drill = \"*/3 * * * * *\"\ndrill_sample = \"all\"\nretention = {{ keep_last = 2 }}\n"
+        ),
+        "",
+    );
+    with_repository_settings(
+        &setup,
+        "prune = \"*/4 * * * * *\"\ncheck = \"*/3 * * * * *\"\ncheck_read_data_subset = \"50%\"",
+    );
+    std::fs::write(setup.src.join("changing"), b"0").expect("write");
+    let daemon = setup.start();
+    let done = |key: &str| {
+        let s = setup.status();
+        num(&task(&s, key)["state"], "runs") >= 2
+    };
+    let context = || format!("{}\n{}", setup.status(), daemon.log());
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            // New content for every backup, so retention has something to forget.
+            let n = rand::random::<u64>();
+            let _ = std::fs::write(setup.src.join("changing"), n.to_string());
+            done("prune:local") && done("check:local") && done("drill:t")
+        },
+        context,
+    );
+    let status = setup.status();
+    for key in ["prune:local", "check:local", "drill:t"] {
+        let t = task(&status, key);
+        assert_eq!(t["state"]["last_ok"], true, "{key}: {t}");
+    }
+    let drill = &task(&status, "drill:t")["state"]["last_report"];
+    assert_eq!(drill["passed"], true, "{drill}");
+    assert!(
+        drill["estimated_full_restore_secs"].as_f64().unwrap_or(0.0) > 0.0,
+        "{drill}"
+    );
+    assert_eq!(
+        drill["files_restored"], drill["total_files"],
+        "drill_sample = all: {drill}"
+    );
+    let check = &task(&status, "check:local")["state"]["last_report"];
+    assert!(
+        check["read_data_subset"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("/2")),
+        "{check}"
+    );
+    let j = job(&status, "t");
+    assert!(num(&j["state"], "successes") >= 3, "{j}");
+    daemon.stop(Duration::from_secs(60));
+    // Retention kept at most two of the job's snapshots (the last run may have been between
+    // its backup and its retention when the daemon stopped: then three).
+    let snaps = setup.snapshots();
+    assert!((1..=3).contains(&snaps.len()), "{snaps:?}");
+    lifeboat(args!["check", "--read-data", "--repo", &setup.repo]).success();
+    assert!(
+        !events(&got, "drill_passed").is_empty(),
+        "{:?}",
+        got.lock().map(|g| g.clone())
+    );
+}
+
+#[test]
+fn a_damaged_repository_fails_its_drill_and_check_and_people_are_told() {
+    let (url, got) = receiver();
+    let setup = Setup::new(
+        &format!(
+            "[[notify]]\ntype = \"webhook\"\nname = \"ops\"\nurl = \"{url}\"\n\n\
+             [[jobs]]\nname = \"d\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n\
+             drill = \"*/2 * * * * *\"\ndrill_sample = \"all\"\n"
+        ),
+        "",
+    );
+    with_repository_settings(
+        &setup,
+        "check = \"*/2 * * * * *\"\ncheck_read_data_subset = \"100%\"",
+    );
+    std::fs::write(setup.src.join("big"), random_bytes(3 * MIB as usize, 4)).expect("write");
+    let daemon = setup.start();
+    setup.cli("run", args!["d"]).success();
+    let repo = Repo::at(&setup.repo);
+    let (pack, _) = repo.largest_pack();
+    let len = std::fs::metadata(&pack).expect("stat").len();
+    flip_byte(&pack, len / 3);
+    let context = || format!("{:?}\n{}", got.lock().map(|g| g.clone()), daemon.log());
+    wait_until(
+        Duration::from_secs(40),
+        || !events(&got, "drill_failed").is_empty() && !events(&got, "check_failed").is_empty(),
+        context,
+    );
+    let failed = &events(&got, "drill_failed")[0];
+    assert_eq!(failed["job"], "d", "{failed}");
+    let status = setup.status();
+    let t = task(&status, "drill:d");
+    assert_eq!(t["state"]["last_ok"], false, "{t}");
+    assert!(
+        t["state"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("problems"),
+        "{t}"
+    );
+    daemon.stop(Duration::from_secs(30));
+}
+
+#[test]
+fn backups_hold_a_logind_delay_lock_and_a_shutdown_starts_nothing_new() {
+    let fake = common::logind::FakeLogind::start();
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"slow\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+        "",
+    );
+    with_repository_settings(&setup, "limit_upload_kib = 1024");
+    std::fs::write(setup.src.join("big"), random_bytes(3 * MIB as usize, 8)).expect("write");
+    let daemon = setup.start_with(&[("DBUS_SYSTEM_BUS_ADDRESS", fake.address())]);
+    setup.cli("run", args!["slow", "--no-wait"]).success();
+    assert!(
+        fake.wait_calls(1, Duration::from_secs(20)),
+        "no inhibitor lock taken: {}",
+        daemon.log()
+    );
+    let call = &fake.calls()[0];
+    assert_eq!(call.mode, "delay");
+    assert!(call.why.contains("backup of slow"), "{call:?}");
+    assert!(fake.is_held(0), "held while the backup runs");
+    assert!(
+        fake.wait_released(0, Duration::from_secs(60)),
+        "the lock outlived the backup: {}",
+        daemon.log()
+    );
+    assert_eq!(
+        job(&setup.status(), "slow")["state"]["last_result"],
+        "success"
+    );
+
+    // logind announces a shutdown: a requested run waits.
+    fake.prepare_for_shutdown(true);
+    wait_until(
+        Duration::from_secs(10),
+        || daemon.log().contains("the system is shutting down"),
+        || daemon.log(),
+    );
+    std::fs::write(setup.src.join("more"), b"more").expect("write");
+    setup.cli("run", args!["slow", "--no-wait"]).success();
+    std::thread::sleep(Duration::from_secs(2));
+    let j = job(&setup.status(), "slow");
+    assert_eq!(j["queued"], true, "{j}");
+    assert!(j["running"].is_null(), "{j}");
+    assert_eq!(fake.calls().len(), 1, "nothing new was started");
+    // Cancelled: it runs.
+    fake.prepare_for_shutdown(false);
+    wait_until(
+        Duration::from_secs(60),
+        || num(&job(&setup.status(), "slow")["state"], "successes") == 2,
+        || daemon.log(),
+    );
+    daemon.stop(Duration::from_secs(30));
+}

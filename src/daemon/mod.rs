@@ -80,6 +80,11 @@ pub struct Daemon {
     tasks_running: HashMap<String, (tasks::Task, DateTime<Utc>)>,
     task_done_tx: Sender<(tasks::Task, tasks::TaskOutcome)>,
     task_done_rx: Receiver<(tasks::Task, tasks::TaskOutcome)>,
+    /// logind, when there is one: a "delay" inhibitor lock is held while anything runs.
+    inhibitor: Option<inhibit::Inhibitor>,
+    inhibit_lock: Option<inhibit::InhibitLock>,
+    /// logind announced a shutdown: nothing new starts.
+    shutting_down: bool,
 }
 
 fn far_future() -> DateTime<Utc> {
@@ -146,6 +151,9 @@ impl Daemon {
             tasks_running: HashMap::new(),
             task_done_tx,
             task_done_rx,
+            inhibitor: inhibit::Inhibitor::connect(),
+            inhibit_lock: None,
+            shutting_down: false,
         };
         d.start_notifiers();
         *d.published.write() = d.status_json(Utc::now());
@@ -218,8 +226,12 @@ impl Daemon {
                 self.maintenance(Utc::now());
             }
             self.tick(Utc::now());
-            self.start_queued();
-            self.start_tasks();
+            self.watch_shutdown();
+            if !self.shutting_down {
+                self.start_queued();
+                self.start_tasks();
+            }
+            self.hold_inhibitor();
             crossbeam_channel::select! {
                 recv(self.done_rx) -> msg => if let Ok((job, kind, outcome)) = msg {
                     self.finished(&job, kind, outcome);
@@ -266,6 +278,7 @@ impl Daemon {
         if !self.running.is_empty() {
             tracing::warn!(jobs = ?self.running.keys().collect::<Vec<_>>(), "backups still running at exit");
         }
+        self.inhibit_lock = None;
         self.save_state();
     }
 
@@ -453,6 +466,50 @@ impl Daemon {
             );
         }
         self.check_staleness(now);
+    }
+
+    /// Notices logind's shutdown announcement (and its cancellation).
+    fn watch_shutdown(&mut self) {
+        let pending = self
+            .inhibitor
+            .as_ref()
+            .is_some_and(inhibit::Inhibitor::shutdown_pending);
+        if pending != self.shutting_down {
+            self.shutting_down = pending;
+            if pending {
+                tracing::warn!(
+                    running = self.running.len() + self.tasks_running.len(),
+                    "the system is shutting down: no new runs start; running ones go on while the inhibitor lock delays the shutdown (logind's InhibitDelayMaxSec bounds it)"
+                );
+            } else {
+                tracing::info!("the shutdown was cancelled; runs start again");
+            }
+        }
+    }
+
+    /// Holds the logind delay lock exactly while a backup or task runs.
+    fn hold_inhibitor(&mut self) {
+        let busy = !(self.running.is_empty() && self.tasks_running.is_empty());
+        match (&self.inhibitor, busy, self.inhibit_lock.is_some()) {
+            (Some(inhibitor), true, false) => {
+                let mut what: Vec<String> = self
+                    .running
+                    .keys()
+                    .map(|j| format!("backup of {j}"))
+                    .collect();
+                what.extend(self.tasks_running.keys().cloned());
+                what.sort();
+                match inhibitor.acquire(&format!("lifeboat: {}", what.join(", "))) {
+                    Ok(lock) => self.inhibit_lock = Some(lock),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot delay shutdowns while backing up; going on without");
+                        self.inhibitor = None;
+                    }
+                }
+            }
+            (_, false, true) => self.inhibit_lock = None,
+            _ => {}
+        }
     }
 
     /// Evaluates the schedules of prunes, checks and drills, as [`Self::tick`] does for jobs.

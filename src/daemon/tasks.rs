@@ -132,8 +132,32 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
             }
             Ok((ok, error, value))
         }
-        Task::Drill { .. } => Err(Error::Invalid(
-            "restore drills are not available in this build".into(),
-        )),
+        Task::Drill { job } => {
+            let j = cfg
+                .job(job)
+                .ok_or_else(|| Error::Invalid(format!("no job named {job:?}")))?;
+            let (id, snapshot) = crate::drill::latest_of_job(&repo, job)?;
+            let opts = crate::drill::DrillOptions {
+                sample: match j.drill_share {
+                    Some(p) => crate::drill::Sample::Files(p / 100.0),
+                    None => crate::drill::Sample::All,
+                },
+                scratch: crate::drill::default_scratch(),
+                ..Default::default()
+            };
+            let report = crate::drill::drill(&repo, &id, &snapshot, &opts, progress)?;
+            let error = (!report.passed).then(|| {
+                format!(
+                    "{} problems; first: {}",
+                    report.problems.len(),
+                    report.problems.first().map(String::as_str).unwrap_or("?")
+                )
+            });
+            Ok((
+                report.passed,
+                error,
+                serde_json::to_value(&report).unwrap_or_default(),
+            ))
+        }
     }
 }
