@@ -714,3 +714,53 @@ fn upload_limit_is_applied() {
     .success();
     assert_trees_equal(&src, &restored(&target, &src));
 }
+
+/// Two hosts back up the same data into one repository at the same time, on local disk and
+/// on the S3 server: both snapshots restore, and after forget + prune the shared data is
+/// stored once and the repository checks clean.
+#[test]
+fn two_writers_share_a_repository_and_prune_keeps_what_they_need() {
+    for b in [local(), s3()] {
+        let scratch = Scratch::new();
+        let src = scratch.join("src");
+        write_file(&src.join("shared.bin"), &random_bytes(6 * MIB as usize, 21));
+        build_plain_tree(&src.join("small"), 20, 0, 22);
+        let url = b.url("writers");
+        let with = |cmd: &str, rest: Vec<OsString>| {
+            let mut a = args![cmd, "--repo", &url];
+            a.extend(rest);
+            b.run(a)
+        };
+        with("init", args![]).success();
+        std::thread::scope(|s| {
+            for host in ["alpha", "beta"] {
+                let with = &with;
+                let src = &src;
+                s.spawn(move || with("backup", args![src, "--host", host]).success());
+            }
+        });
+        // An older generation for each host, forgotten, so prune has work to do.
+        write_file(&src.join("shared.bin"), &random_bytes(6 * MIB as usize, 23));
+        for host in ["alpha", "beta"] {
+            with("backup", args![&src, "--host", host]).success();
+        }
+        with("forget", args!["--keep-last", "1"]).success();
+        let out = with("prune", args!["--json"]).success().json();
+        assert!(num(&out, "packs_removed") > 0, "{}: {out}", b.name);
+        let after = num(&out, "repository_bytes_after");
+        assert!(
+            after < 6 * MIB + MIB,
+            "{}: the shared 6 MiB is stored once after prune, not {after} bytes",
+            b.name
+        );
+        with("check", args!["--read-data"]).success();
+        let snaps = with("snapshots", args!["--json"]).success().json();
+        let snaps = snaps.as_array().cloned().unwrap_or_default();
+        assert_eq!(snaps.len(), 2, "{}: {snaps:?}", b.name);
+        for s in &snaps {
+            let target = scratch.join(format!("t-{}", string(s, "host")));
+            with("restore", args![string(s, "id"), "--target", &target]).success();
+            assert_trees_equal(&src, &restored(&target, &src));
+        }
+    }
+}
