@@ -197,6 +197,67 @@ pub fn render(status: &Value) -> String {
         out.push_str("# TYPE lifeboat_daemon_start_timestamp_seconds gauge\n");
         out.push_str(&format!("lifeboat_daemon_start_timestamp_seconds {t}\n"));
     }
+    // Scheduled prunes, checks and drills, by task key (`prune:REPO`, `check:REPO`, `drill:JOB`).
+    let tasks: Vec<&Value> = status["tasks"].as_array().into_iter().flatten().collect();
+    type TaskGetter = fn(&Value) -> Option<f64>;
+    let task_metrics: [(&str, &str, TaskGetter); 3] = [
+        (
+            "lifeboat_task_last_success_timestamp_seconds",
+            "Time of the task's last success.",
+            |t| ts(&t["state"]["last_success"]),
+        ),
+        (
+            "lifeboat_task_last_run_ok",
+            "1 if the task's last run succeeded (a drill passed, a check found nothing), 0 if not.",
+            |t| {
+                t["state"]["last_ok"]
+                    .as_bool()
+                    .map(|b| f64::from(u8::from(b)))
+            },
+        ),
+        (
+            "lifeboat_task_last_duration_seconds",
+            "Duration of the task's last run.",
+            |t| t["state"]["last_duration_secs"].as_f64(),
+        ),
+    ];
+    for (name, help, get) in task_metrics {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for t in &tasks {
+            if let (Some(key), Some(v)) = (t["task"].as_str(), get(t)) {
+                out.push_str(&format!("{name}{{task=\"{}\"}} {v}\n", escape(key)));
+            }
+        }
+    }
+    let drill_metrics: [(&str, &str, &str); 3] = [
+        (
+            "lifeboat_drill_estimated_full_restore_seconds",
+            "Estimated time to restore the job's whole latest snapshot, from its last drill.",
+            "estimated_full_restore_secs",
+        ),
+        (
+            "lifeboat_drill_bytes_restored",
+            "Bytes the last drill restored and verified.",
+            "bytes_restored",
+        ),
+        (
+            "lifeboat_drill_throughput_bytes_per_second",
+            "Restore throughput measured by the last drill.",
+            "throughput_bytes_per_sec",
+        ),
+    ];
+    for (name, help, field) in drill_metrics {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for t in &tasks {
+            let (Some(key), Some(v)) = (
+                t["task"].as_str().and_then(|k| k.strip_prefix("drill:")),
+                t["state"]["last_report"][field].as_f64(),
+            ) else {
+                continue;
+            };
+            out.push_str(&format!("{name}{{job=\"{}\"}} {v}\n", escape(key)));
+        }
+    }
     // Alerting rules can mute "backup stale" alerts while a planned window is in force.
     let windows = status["maintenance"].as_array().into_iter().flatten();
     let active = windows.clone().any(|w| w["phase"] == "active");
@@ -236,6 +297,10 @@ mod tests {
                 {"name": "db\"x", "running": {"kind": "full"}, "stale": true, "state": {"last_result": "failed"}},
             ],
             "maintenance": [{"phase": "upcoming", "start": "2026-11-27T00:00:00Z"}],
+            "tasks": [
+                {"task": "drill:etc", "state": {"last_ok": true, "last_report": {"estimated_full_restore_secs": 42.5}}},
+                {"task": "check:local", "state": {"last_ok": false}},
+            ],
         });
         let m = render(&status);
         assert!(
@@ -256,6 +321,18 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("lifeboat_maintenance_active 0\n"), "{m}");
+        assert!(
+            m.contains("lifeboat_task_last_run_ok{task=\"drill:etc\"} 1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("lifeboat_task_last_run_ok{task=\"check:local\"} 0\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("lifeboat_drill_estimated_full_restore_seconds{job=\"etc\"} 42.5\n"),
+            "{m}"
+        );
         assert!(
             m.contains("lifeboat_maintenance_next_start_timestamp_seconds 1795737600"),
             "{m}"
