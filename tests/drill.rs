@@ -507,3 +507,42 @@ fn sigint_stops_the_drill_and_removes_the_scratch_data() {
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert_empty(parent.path());
 }
+
+/// `lifeboat drill JOB` on a server: the daemon's config comes from LIFEBOAT_CONFIG (or
+/// /etc/lifeboat/lifeboat.toml) when no repository is given.
+#[test]
+fn drill_job_uses_the_daemon_config_by_default() {
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 5, 0, 3);
+    let repo = Repo::new();
+    repo.backup(args![&src]);
+    let pass = scratch.join("pass");
+    std::fs::write(&pass, PASSWORD).expect("write");
+    let config = scratch.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repositories.r]\nurl = \"{}\"\npassword_file = \"{}\"\n\n[[jobs]]\nname = \"web\"\nrepository = \"r\"\nsources = [\"{}\"]\nincremental = \"@daily\"\n",
+            repo.path.display(),
+            pass.display(),
+            src.display()
+        ),
+    )
+    .expect("write config");
+    // The backup above was not made by the job: the job has no snapshot yet.
+    let out = lifeboat_env(
+        args!["drill", "web", "--scratch", scratch.path()],
+        &[("LIFEBOAT_CONFIG", config.as_os_str())],
+    )
+    .failure();
+    assert!(out.stderr().contains("no snapshot of job \"web\""), "{out}");
+    // After the job's first run (in-process: no daemon runs), the drill passes.
+    lifeboat(args!["run", "web", "--config", &config]).success();
+    let out = lifeboat_env(
+        args!["drill", "web", "--scratch", scratch.path()],
+        &[("LIFEBOAT_CONFIG", config.as_os_str())],
+    )
+    .success();
+    assert!(out.stdout().contains("drill passed"), "{out}");
+}

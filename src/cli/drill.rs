@@ -26,7 +26,9 @@ pub struct DrillArgs {
     repo: RepoArgs,
     /// Drill the latest snapshot of a daemon job instead: the daemon's config file, whose
     /// repository settings (and password) are used instead of --repo and its options; the
-    /// argument is then the job's name.
+    /// argument is then the job's name. Without --repo and --config, the daemon's config
+    /// (LIFEBOAT_CONFIG, else /etc/lifeboat/lifeboat.toml) is used when it exists, so
+    /// `lifeboat drill JOB` drills a job of this server.
     #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["host", "path"])]
     config: Option<PathBuf>,
     /// Snapshot id, unique id prefix, or "latest" (the default); with --config, the job.
@@ -82,7 +84,16 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         _ => Sample::default(),
     };
     let repo_args = (!a.repo.repo.is_empty()).then_some(&a.repo);
-    let (repo, (id, snap)) = match (&a.config, repo_args) {
+    let config = a.config.clone().or_else(|| {
+        let default = std::env::var_os("LIFEBOAT_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(lifeboat::config::DEFAULT_CONFIG));
+        (repo_args.is_none() && default.exists()).then_some(default)
+    });
+    if config.is_some() && repo_args.is_some() {
+        eprintln!("lifeboat: note: drilling the job of the daemon config; --repo is not used");
+    }
+    let (repo, (id, snap)) = match (&config, repo_args) {
         (Some(file), _) => {
             let Some(job) = &a.which else {
                 bail!("give the name of the job to drill: lifeboat drill --config FILE JOB");
