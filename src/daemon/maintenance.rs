@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -396,17 +395,11 @@ pub fn path(state_dir: &Path) -> PathBuf {
 
 /// Reads the windows without a lock (a reader sees either the old or the new file).
 pub fn load(state_dir: &Path) -> Result<Windows> {
-    let p = path(state_dir);
-    match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Invalid(format!(
-                "maintenance windows file {} is damaged ({e}); fix or remove it",
-                p.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Windows::default()),
-        Err(e) => Err(Error::io("read maintenance windows", p, e)),
-    }
+    super::state::read_json(
+        &path(state_dir),
+        "maintenance windows file",
+        "fix or remove it",
+    )
 }
 
 /// Changes the windows under the lock: reads them afresh, applies `f`, and writes them back
@@ -438,17 +431,12 @@ pub fn update<R>(
 }
 
 fn save(state_dir: &Path, windows: &Windows) -> Result<()> {
-    let p = path(state_dir);
-    let tmp = state_dir.join(".maintenance.json.tmp");
-    let bytes = serde_json::to_vec_pretty(windows).map_err(|e| Error::Invalid(e.to_string()))?;
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &p)?;
-        File::open(state_dir)?.sync_all()
-    };
-    write().map_err(|e| Error::io("write maintenance windows", &p, e))
+    super::state::write_json(
+        state_dir,
+        "maintenance.json",
+        windows,
+        "write maintenance windows",
+    )
 }
 
 /// Parses a start time: `now`, `+DURATION` (`+2h`), RFC 3339 (`2026-12-01T02:00:00Z`), or a

@@ -85,36 +85,56 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join("state.json")
 }
 
+/// Reads a JSON file of the state directory: a missing file is the default value, a damaged
+/// one an error naming it and what to do (`fix`).
+pub fn read_json<T: serde::de::DeserializeOwned + Default>(
+    p: &Path,
+    what: &'static str,
+    fix: &str,
+) -> Result<T> {
+    match std::fs::read(p) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Invalid(format!("{what} {} is damaged ({e}); {fix}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(Error::io("read", p, e)),
+    }
+}
+
+/// Writes `dir/name` as JSON atomically: a temporary file, fsync, rename, fsync of the
+/// directory; a crash leaves the old file or the new one, never a mix.
+pub fn write_json<T: Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+    what: &'static str,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, e))?;
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &p)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| Error::io(what, &p, e))
+}
+
 impl State {
     /// Loads the state (a missing file is an empty state; a damaged one is an error naming it).
     pub fn load(dir: &Path) -> Result<Self> {
-        let p = path(dir);
-        match std::fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Invalid(format!(
-                    "daemon state {} is damaged ({e}); move it away to start with a fresh state",
-                    p.display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(Error::io("read daemon state", p, e)),
-        }
+        read_json(
+            &path(dir),
+            "daemon state",
+            "move it away to start with a fresh state",
+        )
     }
 
     /// Saves the state atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, e))?;
-        let p = path(dir);
-        let tmp = dir.join(".state.json.tmp");
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &p)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| Error::io("write daemon state", &p, e))
+        write_json(dir, "state.json", self, "write daemon state")
     }
 }
 
