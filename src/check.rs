@@ -91,17 +91,8 @@ pub fn check(
     opts: &CheckOptions,
     progress: Arc<Progress>,
 ) -> Result<CheckReport> {
-    // A shared lock keeps prune from deleting packs while they are being checked. A store
-    // that cannot be written (read-only credentials) is still checked, without one.
-    let settings = crate::repo::LockSettings::from_env()?;
-    let _lock = match repo.lock("check", false, &settings.waiting(settings.stale_after)) {
-        Ok(l) => Some(l),
-        Err(e @ Error::Locked { .. }) => return Err(e),
-        Err(e) => {
-            tracing::warn!(error = %e, "checking without a repository lock (cannot write one)");
-            None
-        }
-    };
+    // A shared lock keeps prune from deleting packs while they are being checked.
+    let _lock = repo.lock_for_reading("check")?;
     let mut report = CheckReport::default();
     let stored: HashMap<String, u64> = repo.storage().list(FileKind::Pack)?.into_iter().collect();
 

@@ -292,6 +292,7 @@ pub fn drill(
         warnings: Vec::new(),
     };
 
+    let _lock = repo.lock_for_reading("drill")?;
     let index = match repo.load_index() {
         Ok(i) => i,
         Err(e) if is_damage(&e) => {

@@ -424,3 +424,35 @@ fn prune_on_a_damaged_repository_changes_nothing() {
     before.retain(|p, _| !p.starts_with("locks"));
     assert_eq!(after, before);
 }
+
+/// A restore (during an outage, the one command that must not fail) holds a shared lock, so
+/// a prune cannot move or delete the packs it is reading.
+#[test]
+fn prune_does_not_run_under_a_restore() {
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("big"), &random_bytes(6 * MIB as usize, 31));
+    let repo = Repo::new();
+    repo.backup(args![&src]);
+    let target = scratch.join("target");
+    let mut cmd = lifeboat_cmd();
+    cmd.args(args![
+        "restore",
+        "latest",
+        "--repo",
+        &repo.path,
+        "--target",
+        &target,
+        "--limit-download",
+        "1024"
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn restore");
+    wait_for(Duration::from_secs(20), || !lock_names(&repo).is_empty());
+    let out = repo.run("prune", args![]).failure();
+    assert!(out.stderr().contains("restore (shared)"), "{out}");
+    assert!(child.wait().expect("wait").success());
+    assert_trees_equal(&src, &restored(&target, &src));
+    assert!(lock_names(&repo).is_empty(), "restore released its lock");
+}

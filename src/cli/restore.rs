@@ -49,6 +49,7 @@ pub struct RestoreArgs {
 
 pub fn run(a: RestoreArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
+    let _lock = repo.lock_for_reading("restore")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot, a.host.as_deref(), a.path.as_deref())?;
     let index = repo.load_index()?;
     let target = match (&a.target, a.verify_only) {

@@ -222,6 +222,21 @@ impl Repository {
         Ok(out)
     }
 
+    /// A shared lock for a reader (restore, check, drill), so that prune does not remove packs
+    /// it is about to read; waits for a running prune. Storage that cannot be written
+    /// (read-only credentials, a read-only mount during recovery) is read without a lock.
+    pub fn lock_for_reading(&self, operation: &str) -> Result<Option<RepoLock>> {
+        let settings = LockSettings::from_env()?;
+        match self.lock(operation, false, &settings.waiting(settings.stale_after)) {
+            Ok(l) => Ok(Some(l)),
+            Err(e @ Error::Locked { .. }) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the repository without a lock (cannot write one); a prune running meanwhile could make this {operation} fail");
+                Ok(None)
+            }
+        }
+    }
+
     /// Removes stale locks (or every lock, with `all`); returns what it removed.
     pub fn unlock(&self, all: bool, settings: &LockSettings) -> Result<Vec<FoundLock>> {
         let mut removed = Vec::new();
