@@ -194,7 +194,9 @@ fn backup_attempt(
     let summary = std::thread::scope(|s| -> Result<(BlobId, Summary)> {
         let (job_tx, job_rx) = crossbeam_channel::unbounded();
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(threads * 2);
-        let (pack_tx, pack_rx) = crossbeam_channel::bounded(1);
+        // A rendezvous: a full pack goes straight to a free uploader (each queued pack is 16 MiB
+        // of memory).
+        let (pack_tx, pack_rx) = crossbeam_channel::bounded(0);
         let opts = &BackupOptions {
             uploads: if opts.uploads == 0 { 2 } else { opts.uploads },
             ..opts.clone()

@@ -67,6 +67,10 @@ pub struct Shared {
     pub progress: Arc<Progress>,
     seen: Mutex<HashSet<BlobId>>,
     packers: [Mutex<PackBuilder>; 2],
+    /// Buffers of stored packs, reused for the next packs: allocating and freeing 16 MiB
+    /// buffers on several threads made glibc keep the freed ones in per-thread arenas, which
+    /// cost tens of MiB of resident memory.
+    spare: Mutex<Vec<Vec<u8>>>,
     written: Mutex<Vec<(PackId, Vec<PackEntry>)>>,
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
@@ -88,12 +92,29 @@ impl Shared {
             progress,
             seen: Mutex::new(HashSet::new()),
             packers: [packer(), packer()],
+            spare: Mutex::new(Vec::new()),
             written: Mutex::new(Vec::new()),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
             chunker: cfg.chunker,
             level: cfg.compression_level,
             pack_size,
+        }
+    }
+
+    /// An empty pack builder, in a reused buffer when one is spare.
+    fn new_pack(&self) -> PackBuilder {
+        match self.spare.lock().pop() {
+            Some(buf) => PackBuilder::from_buffer(buf),
+            None => PackBuilder::with_capacity(self.pack_size + PACK_SLACK),
+        }
+    }
+
+    /// Keeps the buffer of a stored pack for the next one (a few at most).
+    fn recycle(&self, buf: Vec<u8>) {
+        let mut spare = self.spare.lock();
+        if buf.capacity() >= self.pack_size && spare.len() < MAX_SPARE_PACKS {
+            spare.push(buf);
         }
     }
 
@@ -279,6 +300,8 @@ pub fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, chunks: Sender<Chun
 
 /// Room for the header beyond a pack's target size.
 const PACK_SLACK: usize = 256 << 10;
+/// Stored packs' buffers kept for reuse (more than the packs in flight is never needed).
+const MAX_SPARE_PACKS: usize = 4;
 
 /// A compressor: encodes chunks into the pack builders; hands full packs to the uploaders.
 pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<PackBuilder>) {
@@ -305,10 +328,7 @@ pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<Pac
             // A pack is handed on before a blob would push it past the target size, so its
             // buffer never grows beyond what it was given.
             let full = if !p.is_empty() && p.len() + blob.stored.len() > shared.pack_size {
-                Some(std::mem::replace(
-                    &mut *p,
-                    PackBuilder::with_capacity(shared.pack_size + PACK_SLACK),
-                ))
+                Some(std::mem::replace(&mut *p, shared.new_pack()))
             } else {
                 None
             };
@@ -352,6 +372,7 @@ fn store_pack(shared: &Shared, pack: PackBuilder) -> Result<()> {
     }
     Progress::add(&shared.progress.bytes_written, bytes.len() as u64);
     shared.written.lock().push((id, entries));
+    shared.recycle(bytes);
     Ok(())
 }
 

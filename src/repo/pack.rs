@@ -217,6 +217,15 @@ impl PackBuilder {
         }
     }
 
+    /// An empty pack built in a buffer that held an earlier one (reusing its memory).
+    pub fn from_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        PackBuilder {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
     /// Bytes of blob data so far.
     pub fn len(&self) -> usize {
         self.buf.len()
