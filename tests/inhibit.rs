@@ -13,6 +13,18 @@ use lifeboat::daemon::inhibit::{Inhibitor, CALL_TIMEOUT, CONNECT_TIMEOUT};
 /// Generous bound for things that take milliseconds (a signal's delivery, a close seen).
 const SOON: Duration = Duration::from_secs(5);
 
+/// The tests of this file run one at a time. zbus receives the lock's file descriptor without
+/// close-on-exec and `acquire` sets it a moment later; a process spawned by another test's
+/// thread in that moment (a `dbus-daemon`, a `sleep`) would inherit the descriptor and keep
+/// the lock held, and the release checks would fail for a reason outside the test.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn connect(fake: &FakeLogind) -> Inhibitor {
     Inhibitor::connect_to(fake.address())
         .unwrap_or_else(|| panic!("no inhibitor on the fake logind's bus {}", fake.address()))
@@ -20,6 +32,7 @@ fn connect(fake: &FakeLogind) -> Inhibitor {
 
 #[test]
 fn acquire_takes_a_delay_lock_held_until_dropped() {
+    let _serial = serial();
     let fake = FakeLogind::start();
     let inhibitor = connect(&fake);
     assert_eq!(inhibitor.address(), fake.address());
@@ -61,6 +74,7 @@ fn acquire_takes_a_delay_lock_held_until_dropped() {
 
 #[test]
 fn lock_is_not_inherited_by_child_processes() {
+    let _serial = serial();
     let fake = FakeLogind::start();
     let inhibitor = connect(&fake);
     let lock = inhibitor.acquire("backup with a hook").expect("acquire");
@@ -84,6 +98,7 @@ fn lock_is_not_inherited_by_child_processes() {
 
 #[test]
 fn prepare_for_shutdown_is_reported_and_its_cancellation_too() {
+    let _serial = serial();
     let fake = FakeLogind::start();
     let inhibitor = connect(&fake);
     assert!(!inhibitor.shutdown_pending());
@@ -102,6 +117,7 @@ fn prepare_for_shutdown_is_reported_and_its_cancellation_too() {
 
 #[test]
 fn prepare_for_shutdown_from_another_client_is_ignored() {
+    let _serial = serial();
     let fake = FakeLogind::start();
     let inhibitor = connect(&fake);
     let impostor = fake.bus().connect(fake.runtime());
@@ -126,6 +142,7 @@ fn prepare_for_shutdown_from_another_client_is_ignored() {
 
 #[test]
 fn connect_honours_dbus_system_bus_address() {
+    let _serial = serial();
     // The only test here that reads or sets the variable.
     let fake = FakeLogind::start();
     std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", fake.address());
@@ -139,6 +156,7 @@ fn connect_honours_dbus_system_bus_address() {
 
 #[test]
 fn nonexistent_bus_gives_none_quickly() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let address = format!("unix:path={}", dir.path().join("nothing-here").display());
     let start = Instant::now();
@@ -154,6 +172,7 @@ fn nonexistent_bus_gives_none_quickly() {
 
 #[test]
 fn bus_without_logind_gives_none() {
+    let _serial = serial();
     let bus = PrivateBus::start();
     let start = Instant::now();
     assert!(Inhibitor::connect_to(bus.address()).is_none());
@@ -166,6 +185,7 @@ fn bus_without_logind_gives_none() {
 
 #[test]
 fn hung_bus_gives_none_within_the_bound() {
+    let _serial = serial();
     // A socket that accepts connections and never says a word.
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("hung");
@@ -182,6 +202,7 @@ fn hung_bus_gives_none_within_the_bound() {
 
 #[test]
 fn acquire_fails_in_bounded_time_with_a_clear_error_when_logind_goes_away() {
+    let _serial = serial();
     let fake = FakeLogind::start();
     let inhibitor = connect(&fake);
     let address = fake.address().to_owned();
