@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
-use crate::repo::pack::{decode_blob, read_pack_header, EncodedBlob, PackBuilder};
+use crate::repo::pack::{decode_blob, EncodedBlob, PackBuilder};
 use crate::repo::{BlobKind, Index, LockSettings, PackEntry, Repository};
 use crate::storage::FileKind;
 
@@ -254,14 +254,7 @@ fn prune_locked(
         let mut copied: HashSet<BlobId> = HashSet::new();
         let mut flush =
             |b: PackBuilder, new_packs: &mut Vec<(PackId, Vec<PackEntry>)>| -> Result<()> {
-                let (bytes, entries) = b.finish(repo.sealer());
-                let parsed = read_pack_header(repo.sealer(), &bytes, "new pack")?;
-                if parsed != entries {
-                    return Err(Error::corrupt(
-                        "new pack",
-                        "header does not read back as written",
-                    ));
-                }
+                let (bytes, entries) = b.finish_verified(repo.sealer())?;
                 let id = repo.save_pack(&bytes)?;
                 Progress::add(&progress.bytes_written, bytes.len() as u64);
                 new_bytes += bytes.len() as u64;

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
 use crate::repo::config::ChunkerParams;
-use crate::repo::pack::{encode_blob, read_pack_header, PackBuilder};
+use crate::repo::pack::{encode_blob, PackBuilder};
 use crate::repo::{BlobKind, Index, PackEntry, Repository};
 
 /// A chunk on its way to a pack.
@@ -357,15 +357,7 @@ pub fn uploader(shared: &Shared, packs: Receiver<PackBuilder>) {
 
 fn store_pack(shared: &Shared, pack: PackBuilder) -> Result<()> {
     let sealer = shared.repo.sealer();
-    let (bytes, entries) = pack.finish(sealer);
-    // Verify before storing: the header must parse back to exactly what was written.
-    let parsed = read_pack_header(sealer, &bytes, "new pack")?;
-    if parsed != entries {
-        return Err(Error::corrupt(
-            "new pack",
-            "header does not read back as written",
-        ));
-    }
+    let (bytes, entries) = pack.finish_verified(sealer)?;
     let id = shared.repo.save_pack(&bytes)?;
     if entries.first().is_some_and(|e| e.kind == BlobKind::Tree) {
         shared.repo.cache_tree_pack(&id, &bytes);

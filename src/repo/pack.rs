@@ -250,6 +250,19 @@ impl PackBuilder {
         });
     }
 
+    /// Finishes the pack and proves its header parses back to exactly what was written, as
+    /// every pack must before it is stored.
+    pub fn finish_verified(self, sealer: &Sealer) -> Result<(Vec<u8>, Vec<PackEntry>)> {
+        let (bytes, entries) = self.finish(sealer);
+        if read_pack_header(sealer, &bytes, "new pack")? != entries {
+            return Err(Error::corrupt(
+                "new pack",
+                "header does not read back as written",
+            ));
+        }
+        Ok((bytes, entries))
+    }
+
     /// Writes the header and trailer; returns the pack's bytes and its entries.
     pub fn finish(mut self, sealer: &Sealer) -> (Vec<u8>, Vec<PackEntry>) {
         let mut header = Vec::with_capacity(5 + self.entries.len() * ENTRY_LEN);
