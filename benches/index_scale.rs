@@ -97,4 +97,26 @@ fn main() {
         grown as f64 / 1048576.0,
         grown as f64 / chunks as f64
     );
+
+    // Lookup speed: a backup asks for every chunk of every file it reads.
+    let present: Vec<BlobId> = index.iter().step_by(10).map(|(id, _)| *id).collect();
+    let started = Instant::now();
+    let found = present.iter().filter(|id| index.contains(id)).count();
+    let present_ns = started.elapsed().as_nanos() as f64 / present.len().max(1) as f64;
+    assert_eq!(found, present.len());
+    let absent: Vec<BlobId> = (0..present.len())
+        .map(|_| {
+            let mut id = [0u8; 32];
+            rng.fill_bytes(&mut id);
+            BlobId(id)
+        })
+        .collect();
+    let started = Instant::now();
+    let found = absent.iter().filter(|id| index.contains(id)).count();
+    let absent_ns = started.elapsed().as_nanos() as f64 / absent.len().max(1) as f64;
+    assert_eq!(found, 0);
+    println!(
+        "index_scale: lookups of {} present ids: {present_ns:.0} ns each; of absent ids: {absent_ns:.0} ns each",
+        present.len()
+    );
 }

@@ -97,7 +97,7 @@ pub fn check(
     let stored: HashMap<String, u64> = repo.storage().list(FileKind::Pack)?.into_iter().collect();
 
     // Index objects.
-    let mut index = Index::default();
+    let mut index = Index::builder();
     let mut indexed_packs: HashSet<PackId> = HashSet::new();
     for (name, _) in repo.storage().list(FileKind::Index)? {
         match repo.load_index_file(&name) {
@@ -114,6 +114,7 @@ pub fn check(
             }),
         }
     }
+    let index = index.finish();
     report.blobs = index.len();
     report.packs = stored.len();
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();

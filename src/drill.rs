@@ -957,9 +957,9 @@ mod tests {
                 raw_len: c.len() as u32,
             });
         }
-        let mut index = Index::default();
+        let mut index = Index::builder();
         index.add_pack(crate::id::PackId::hash(b"pack"), &entries);
-        (path, node, index)
+        (path, node, index.finish())
     }
 
     #[test]

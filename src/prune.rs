@@ -128,7 +128,7 @@ fn prune_locked(
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-    let mut index = Index::default();
+    let mut index = Index::builder();
     let mut indexed: HashSet<PackId> = HashSet::new();
     let mut missing_packs: HashSet<PackId> = HashSet::new();
     for name in &index_names {
@@ -141,6 +141,7 @@ fn prune_locked(
             }
         }
     }
+    let index = index.finish();
     report.missing_packs = missing_packs.len();
     let snapshots = repo.load_snapshots()?;
     report.snapshots = snapshots.len();

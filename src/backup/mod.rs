@@ -355,7 +355,7 @@ fn missing_references(
         .map(|(n, _)| n)
         .collect();
     let mut missing = Missing::default();
-    let mut index = crate::repo::Index::default();
+    let mut index = crate::repo::Index::builder();
     for (pack, entries) in written {
         if present.contains(&pack.to_hex()) {
             index.add_pack(*pack, entries);
@@ -369,6 +369,7 @@ fn missing_references(
             index.add_pack(pack, &entries);
         }
     }
+    let index = index.finish();
     let mut seen = std::collections::HashSet::new();
     let mut todo = vec![*root];
     while let Some(tree_id) = todo.pop() {

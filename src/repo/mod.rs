@@ -21,7 +21,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 pub use config::RepoConfig;
-pub use index::{Index, IndexEntry};
+pub use index::{Index, IndexBuilder, IndexEntry};
 pub use key::{KdfParams, KeyFile};
 pub use lock::{LockInfo, LockSettings, RepoLock};
 pub use pack::{BlobKind, PackEntry};
@@ -475,7 +475,7 @@ impl Repository {
 
     /// Loads and merges every index object.
     pub fn load_index(&self) -> Result<Index> {
-        let mut idx = Index::default();
+        let mut idx = Index::builder();
         let names = self.storage.list(FileKind::Index)?;
         if let Some(c) = &self.cache {
             c.retain(
@@ -483,11 +483,48 @@ impl Repository {
                 &names.iter().map(|(n, _)| n.clone()).collect(),
             );
         }
-        for (name, _) in names {
-            for (pack, entries) in self.load_index_file(&name)? {
-                idx.add_pack(pack, &entries);
+        // Index objects are read, checked, decrypted and decoded on several threads (the
+        // larger part of opening a big repository); one thread merges them, in listing order.
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(names.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<_>)>(threads);
+        std::thread::scope(|scope| -> Result<()> {
+            for _ in 0..threads {
+                let tx = tx.clone();
+                let (next, names) = (&next, &names);
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((name, _)) = names.get(i) else { break };
+                    let failed = {
+                        let loaded = self.load_index_file(name);
+                        let failed = loaded.is_err();
+                        // The receiver stops at the first error and drops its end: stop too.
+                        tx.send((i, loaded)).is_err() || failed
+                    };
+                    if failed {
+                        break;
+                    }
+                });
             }
-        }
+            drop(tx);
+            // Merge in listing order, so the first location of a blob listed twice does not
+            // depend on thread timing.
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut want = 0;
+            for (i, loaded) in rx {
+                waiting.insert(i, loaded?);
+                while let Some(packs) = waiting.remove(&want) {
+                    for (pack, entries) in packs {
+                        idx.add_pack(pack, &entries);
+                    }
+                    want += 1;
+                }
+            }
+            Ok(())
+        })?;
+        let idx = idx.finish();
         if let Some(c) = &self.cache {
             c.retain(
                 FileKind::Pack,
