@@ -12,6 +12,7 @@
 //! Interrupted at any point, the repository stays valid: packs written so far are unreferenced
 //! (a later backup reuses nothing from them, prune removes them) and no snapshot is written.
 
+pub mod chunker;
 pub mod exclude;
 pub mod pipeline;
 pub mod walk;

@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use fastcdc::v2020::StreamCDC;
 use parking_lot::Mutex;
 
+use super::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
@@ -173,11 +173,16 @@ impl Shared {
 
 /// Reads one file: chunks, hashes and hands new chunks on. Retries a file that changes while it
 /// is read (size, mtime or ctime differ before and after), up to three reads.
-pub fn read_file(shared: &Shared, job: &FileJob, chunks: &Sender<ChunkJob>) -> FileOutcome {
+pub fn read_file(
+    shared: &Shared,
+    chunker: &mut Chunker,
+    job: &FileJob,
+    chunks: &Sender<ChunkJob>,
+) -> FileOutcome {
     const ATTEMPTS: usize = 3;
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        match read_once(shared, job, chunks) {
+        match read_once(shared, chunker, job, chunks) {
             Ok((content, size, before, stable)) => {
                 if stable {
                     return FileOutcome::Read {
@@ -223,7 +228,12 @@ fn open_no_follow(path: &PathBuf) -> io::Result<File> {
     }
 }
 
-fn read_once(shared: &Shared, job: &FileJob, chunks: &Sender<ChunkJob>) -> ReadResult {
+fn read_once(
+    shared: &Shared,
+    chunker: &mut Chunker,
+    job: &FileJob,
+    chunks: &Sender<ChunkJob>,
+) -> ReadResult {
     let file = open_no_follow(&job.path).map_err(|e| match e.raw_os_error() {
         Some(libc::ELOOP) => "replaced by a symlink while backing up".to_string(),
         Some(libc::ENOENT) => "vanished before it could be read".to_string(),
@@ -236,32 +246,36 @@ fn read_once(shared: &Shared, job: &FileJob, chunks: &Sender<ChunkJob>) -> ReadR
     if before.ino() != job.inode {
         return Err("replaced by another file while backing up".into());
     }
-    let c = shared.chunker;
     let mut content = Vec::new();
     let mut size = 0u64;
     let reader = CountingReader {
         inner: &file,
         progress: &shared.progress,
     };
-    for chunk in StreamCDC::new(reader, c.min_size, c.avg_size, c.max_size) {
-        if shared.has_failed() {
-            return Err("backup stopped".into());
-        }
-        let chunk = chunk.map_err(|e| io::Error::from(e).to_string())?;
-        let id = shared.repo.sealer().blob_id(&chunk.data);
-        size += chunk.data.len() as u64;
-        if shared.claim(&id) {
-            let job = ChunkJob {
-                kind: BlobKind::Data,
-                id,
-                data: chunk.data,
-            };
-            if chunks.send(job).is_err() {
-                return Err("backup stopped".into());
+    chunker
+        .for_each_chunk(reader, |data| -> std::result::Result<(), ChunkStop> {
+            if shared.has_failed() {
+                return Err(ChunkStop::Stopped);
             }
-        }
-        content.push(id);
-    }
+            let id = shared.repo.sealer().blob_id(data);
+            size += data.len() as u64;
+            if shared.claim(&id) {
+                let job = ChunkJob {
+                    kind: BlobKind::Data,
+                    id,
+                    data: data.to_vec(),
+                };
+                if chunks.send(job).is_err() {
+                    return Err(ChunkStop::Stopped);
+                }
+            }
+            content.push(id);
+            Ok(())
+        })
+        .map_err(|e| match e {
+            ChunkStop::Stopped => "backup stopped".to_string(),
+            ChunkStop::Read(e) => e.to_string(),
+        })?;
     let after = file.metadata().map_err(|e| e.to_string())?;
     let stable = after.len() == size
         && before.len() == size
@@ -270,6 +284,18 @@ fn read_once(shared: &Shared, job: &FileJob, chunks: &Sender<ChunkJob>) -> ReadR
         && after.ctime() == before.ctime()
         && after.ctime_nsec() == before.ctime_nsec();
     Ok((content, size, before, stable))
+}
+
+/// Why chunking a file stopped early.
+enum ChunkStop {
+    Stopped,
+    Read(io::Error),
+}
+
+impl From<io::Error> for ChunkStop {
+    fn from(e: io::Error) -> Self {
+        ChunkStop::Read(e)
+    }
 }
 
 struct CountingReader<'a> {
@@ -287,11 +313,12 @@ impl Read for CountingReader<'_> {
 
 /// A file worker: reads files from `jobs` until the queue closes.
 pub fn file_worker(shared: &Shared, jobs: Receiver<FileJob>, chunks: Sender<ChunkJob>) {
+    let mut chunker = Chunker::new(shared.chunker);
     for job in jobs {
         let outcome = if shared.has_failed() {
             FileOutcome::Failed("backup stopped".into())
         } else {
-            read_file(shared, &job, &chunks)
+            read_file(shared, &mut chunker, &job, &chunks)
         };
         // The builder may be gone after a failure; nothing to do then.
         let _ = job.reply.send(outcome);
@@ -399,7 +426,13 @@ mod tests {
     fn read(shared: &Shared, path: PathBuf, inode: u64) -> FileOutcome {
         let (reply, _rx) = crossbeam_channel::bounded(1);
         let (chunks, rx) = crossbeam_channel::unbounded();
-        let out = read_file(shared, &FileJob { path, inode, reply }, &chunks);
+        let mut chunker = Chunker::new(shared.chunker);
+        let out = read_file(
+            shared,
+            &mut chunker,
+            &FileJob { path, inode, reply },
+            &chunks,
+        );
         drop(rx);
         out
     }
@@ -460,7 +493,7 @@ mod tests {
             size,
             unstable,
             ..
-        } = read_file(&s, &job, &chunks)
+        } = read_file(&s, &mut Chunker::new(s.chunker), &job, &chunks)
         else {
             panic!("read failed")
         };
@@ -469,7 +502,9 @@ mod tests {
         assert!(!content.is_empty());
         let queued = rx.try_iter().count();
         // Reading the same file again queues nothing new: every chunk is already claimed.
-        let FileOutcome::Read { content: again, .. } = read_file(&s, &job, &chunks) else {
+        let FileOutcome::Read { content: again, .. } =
+            read_file(&s, &mut Chunker::new(s.chunker), &job, &chunks)
+        else {
             panic!("read failed")
         };
         assert_eq!(again, content);

@@ -83,6 +83,48 @@ thread_local! {
     // zstd contexts are reused per thread: creating one per chunk costs time and memory.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    // The fastest level, for samples (see `worth_compressing`), with its output buffer.
+    static SAMPLER: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// Size of each slice of a chunk that `worth_compressing` tries.
+const SAMPLE_SLICE: usize = 16 << 10;
+/// Slices tried per chunk: the start, the end and two between.
+const SAMPLE_SLICES: usize = 4;
+
+/// Whether compressing `raw` is likely to pay: four 16 KiB slices spread over it, compressed at
+/// zstd's fastest level, must shrink by at least 3% together. Already-compressed or encrypted
+/// content (archives, media, random data) fails this in a fraction of the time a full
+/// compression at the repository's level takes, and is stored as it is; so is its restore
+/// (nothing to decompress). Small chunks are always compressed.
+fn worth_compressing(raw: &[u8]) -> bool {
+    if raw.len() <= 2 * SAMPLE_SLICES * SAMPLE_SLICE {
+        return true;
+    }
+    let step = (raw.len() - SAMPLE_SLICE) / (SAMPLE_SLICES - 1);
+    SAMPLER.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            match zstd::bulk::Compressor::new(1) {
+                Ok(c) => *slot = Some((c, Vec::with_capacity(2 * SAMPLE_SLICE))),
+                // No sampler: compress everything, as without the test.
+                Err(_) => return true,
+            }
+        }
+        let Some((c, out)) = slot.as_mut() else {
+            return true;
+        };
+        let mut stored = 0;
+        for i in 0..SAMPLE_SLICES {
+            let slice = &raw[i * step..i * step + SAMPLE_SLICE];
+            out.clear();
+            match c.compress_to_buffer(slice, out) {
+                Ok(n) => stored += n,
+                Err(_) => return true,
+            }
+        }
+        stored * 100 < SAMPLE_SLICES * SAMPLE_SLICE * 97
+    })
 }
 
 fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
@@ -116,7 +158,8 @@ fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
-/// Compresses (when it shrinks the data) and seals a blob, then proves it decodes back to `id`.
+/// Compresses (when a sample says it pays and it shrinks the data) and seals a blob, then proves
+/// it decodes back to `id`.
 pub fn encode_blob(
     sealer: &Sealer,
     kind: BlobKind,
@@ -129,9 +172,13 @@ pub fn encode_blob(
         .ok()
         .filter(|&l| l <= MAX_BLOB_LEN)
         .ok_or_else(|| Error::Invalid(format!("chunk of {} bytes is too large", raw.len())))?;
-    let compressed = compress(raw, level)
-        .map_err(|e| Error::corrupt(what(), format!("zstd compression failed: {e}")))?;
-    let (payload, is_compressed) = if compressed.len() < raw.len() {
+    let compressed = if worth_compressing(raw) {
+        compress(raw, level)
+            .map_err(|e| Error::corrupt(what(), format!("zstd compression failed: {e}")))?
+    } else {
+        Vec::new()
+    };
+    let (payload, is_compressed) = if !compressed.is_empty() && compressed.len() < raw.len() {
         (compressed.as_slice(), true)
     } else {
         (raw, false)
@@ -394,6 +441,40 @@ mod tests {
         for (e, raw) in parsed.iter().zip([&text[..], &noise[..]]) {
             let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
             assert_eq!(decode_blob(&s, e, stored, "p").expect("decode"), raw);
+        }
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored_as_they_are() {
+        use rand::{RngCore, SeedableRng};
+        let s = Sealer::default();
+        let mut random = vec![0u8; 1 << 20];
+        rand::rngs::StdRng::seed_from_u64(1).fill_bytes(&mut random);
+        assert!(!worth_compressing(&random));
+        let r = blob(&s, &random, BlobKind::Data);
+        assert!(!r.compressed);
+        // Text with a random first half: the sample sees both, and compression pays.
+        let mut mixed = random.clone();
+        for (i, b) in mixed[1 << 19..].iter_mut().enumerate() {
+            *b = b"GET /index.html 200 0.003\n"[i % 26];
+        }
+        assert!(worth_compressing(&mixed));
+        let m = blob(&s, &mixed, BlobKind::Data);
+        assert!(
+            m.compressed && m.stored.len() < 600 << 10,
+            "{}",
+            m.stored.len()
+        );
+        // Small chunks skip the sample and are compressed when that shrinks them.
+        let small = b"abc".repeat(1000);
+        assert!(worth_compressing(&small) && blob(&s, &small, BlobKind::Data).compressed);
+        for (b, raw) in [(r, &random), (m, &mixed)] {
+            let mut p = PackBuilder::default();
+            p.add(&b);
+            let (bytes, entries) = p.finish(&s);
+            let e = entries[0];
+            let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+            assert_eq!(&decode_blob(&s, &e, stored, "p").expect("decode"), raw);
         }
     }
 
