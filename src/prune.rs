@@ -294,7 +294,7 @@ fn prune_locked(
                 let b = builders
                     .entry(e.kind)
                     .or_insert_with(|| PackBuilder::with_capacity(pack_size));
-                if !b.is_empty() && b.len() + blob.stored.len() > pack_size {
+                if !b.is_empty() && b.finished_len_with(blob.stored.len()) > pack_size {
                     let full = std::mem::take(b);
                     flush(full, &mut new_packs)?;
                 }

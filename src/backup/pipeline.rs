@@ -352,9 +352,12 @@ pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<Pac
         drop(job);
         let full = {
             let mut p = shared.packer(blob.kind).lock();
-            // A pack is handed on before a blob would push it past the target size, so its
-            // buffer never grows beyond what it was given.
-            let full = if !p.is_empty() && p.len() + blob.stored.len() > shared.pack_size {
+            // A pack is handed on before a blob would push it, finished with its header, past
+            // the target size, so its buffer never grows beyond what it was given. (Counting
+            // without the header, packs of small files' chunks outgrew their buffer, and the
+            // doubling made a 34 MiB allocation.)
+            let full = if !p.is_empty() && p.finished_len_with(blob.stored.len()) > shared.pack_size
+            {
                 Some(std::mem::replace(&mut *p, shared.new_pack()))
             } else {
                 None

@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 
-use super::seal::{ObjectType, Sealer};
+use super::seal::{ObjectType, Sealer, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
 
@@ -283,6 +283,19 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
+    /// The size the pack would have, finished, with one more blob of `stored_len` bytes: an
+    /// upper bound (exact for encrypted repositories). A pack of many small blobs has a header
+    /// of several hundred KiB, which must fit in the buffer too.
+    pub fn finished_len_with(&self, stored_len: usize) -> usize {
+        self.buf.len()
+            + stored_len
+            + 5
+            + (self.entries.len() + 1) * ENTRY_LEN
+            + NONCE_LEN
+            + TAG_LEN
+            + TRAILER_LEN
+    }
+
     /// Appends a blob.
     pub fn add(&mut self, blob: &EncodedBlob) {
         let offset = self.buf.len() as u32;
@@ -475,6 +488,27 @@ mod tests {
             let e = entries[0];
             let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
             assert_eq!(&decode_blob(&s, &e, stored, "p").expect("decode"), raw);
+        }
+    }
+
+    #[test]
+    fn finished_size_is_known_before_adding() {
+        for s in [
+            Sealer::plain(),
+            Sealer::encrypted(&crate::repo::MasterKey::random()),
+        ] {
+            let mut p = PackBuilder::default();
+            let mut predicted = 0;
+            for i in 0..3000u32 {
+                let b = blob(&s, &i.to_le_bytes(), BlobKind::Tree);
+                predicted = p.finished_len_with(b.stored.len());
+                p.add(&b);
+            }
+            let (bytes, _) = p.finish(&s);
+            assert!(bytes.len() <= predicted);
+            if s.is_encrypted() {
+                assert_eq!(bytes.len(), predicted);
+            }
         }
     }
 
