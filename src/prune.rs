@@ -75,6 +75,8 @@ pub struct PruneReport {
     pub unindexed_packs_removed: usize,
     /// Unindexed packs younger than the lock bound, kept (a backup may still be writing).
     pub unindexed_packs_kept: usize,
+    /// Temporary files of packs that killed backups were writing, removed after a day.
+    pub temporary_files_removed: usize,
     /// Index entries that named packs missing from storage (dropped from the new index).
     pub missing_packs: usize,
     pub index_objects_removed: usize,
@@ -245,6 +247,12 @@ fn prune_locked(
         return Ok(report);
     }
     check_interrupt()?;
+    // Packs killed backups were filling (temporary files, local repositories). A day at least,
+    // far past the lock bound: a frozen backup that wakes up finds its file still there.
+    report.temporary_files_removed = storage.clean_spool(
+        FileKind::Pack,
+        stale_after.max(std::time::Duration::from_secs(24 * 3600)),
+    )?;
 
     // 4a. Repack: copy the used blobs, verified, into new packs.
     let mut new_packs: Vec<(PackId, Vec<PackEntry>)> = Vec::new();

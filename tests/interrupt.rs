@@ -94,6 +94,14 @@ fn interrupted_backup_and_restore_stop_cleanly() {
         repo.load_snapshots().expect("list").is_empty(),
         "no snapshot after an interruption"
     );
+    // Data packs being filled are temporary files in data/ (local repositories): an
+    // interrupted backup removes its own.
+    let leftovers: Vec<String> = std::fs::read_dir(tmp.path().join("repo/data"))
+        .expect("data dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let report = check(
         &repo,
         &CheckOptions {
@@ -122,6 +130,11 @@ fn interrupted_backup_and_restore_stop_cleanly() {
     .expect("check");
     assert!(report.is_ok(), "{:?}", report.errors);
     assert!(repo.storage().list(FileKind::Pack).expect("packs").len() > 10);
+    let data_root: Vec<_> = std::fs::read_dir(tmp.path().join("repo/data"))
+        .expect("data dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(data_root.len(), 256, "only the 256 pack directories remain");
 
     // Restore interrupted once it has verified something: the target is left as it was.
     let target = tmp.path().join("target");

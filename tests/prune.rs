@@ -456,3 +456,36 @@ fn prune_does_not_run_under_a_restore() {
     assert_trees_equal(&src, &restored(&target, &src));
     assert!(lock_names(&repo).is_empty(), "restore released its lock");
 }
+
+#[test]
+fn prune_removes_temporary_pack_files_of_killed_backups_after_a_day() {
+    // A local repository's data packs are filled as `data/.tmp-*` files; a backup killed with
+    // SIGKILL cannot remove its own. Prune removes those not written for a day (a frozen backup
+    // younger than that finds its file still there) and never touches a fresh one.
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let repo = repo_with_generations(&src);
+    let data = repo.path.join("data");
+    let old = data.join(".tmp-pack-00000000000000aa");
+    let fresh = data.join(".tmp-pack-00000000000000bb");
+    for p in [&old, &fresh] {
+        write_file(p, &random_bytes(4096, 1));
+    }
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .expect("open")
+        .set_modified(two_days_ago)
+        .expect("set mtime");
+    let dry = repo
+        .run("prune", args!["--dry-run", "--json"])
+        .success()
+        .json();
+    assert_eq!(num(&dry, "temporary_files_removed"), 0, "{dry}");
+    assert!(old.exists(), "a dry run removes nothing");
+    let report = repo.run("prune", args!["--json"]).success().json();
+    assert_eq!(num(&report, "temporary_files_removed"), 1, "{report}");
+    assert!(!old.exists() && fresh.exists());
+    repo.check(args!["--read-data"]).success();
+}

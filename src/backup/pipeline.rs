@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
 use crate::repo::config::ChunkerParams;
-use crate::repo::pack::{encode_blob, PackBuilder};
+use crate::repo::pack::{encode_blob, EncodedBlob, PackBuilder, SpoolPack};
 use crate::repo::{BlobKind, Index, PackEntry, Repository};
 
 /// A chunk on its way to a pack.
@@ -66,7 +66,7 @@ pub struct Shared {
     pub index: Arc<Index>,
     pub progress: Arc<Progress>,
     seen: Mutex<HashSet<BlobId>>,
-    packers: [Mutex<PackBuilder>; 2],
+    packers: [Mutex<OpenPack>; 2],
     /// Buffers of stored packs, reused for the next packs: allocating and freeing 16 MiB
     /// buffers on several threads made glibc keep the freed ones in per-thread arenas, which
     /// cost tens of MiB of resident memory.
@@ -77,6 +77,46 @@ pub struct Shared {
     chunker: ChunkerParams,
     level: i32,
     pack_size: usize,
+    spool: Option<PathBuf>,
+}
+
+/// A pack being filled: in memory, or in a temporary file of the repository.
+#[derive(Debug)]
+pub enum OpenPack {
+    Memory(PackBuilder),
+    Spooled(Box<SpoolPack>),
+}
+
+impl Default for OpenPack {
+    fn default() -> Self {
+        OpenPack::Memory(PackBuilder::default())
+    }
+}
+
+impl OpenPack {
+    fn is_empty(&self) -> bool {
+        match self {
+            OpenPack::Memory(p) => p.is_empty(),
+            OpenPack::Spooled(p) => p.is_empty(),
+        }
+    }
+
+    fn finished_len_with(&self, stored_len: usize) -> usize {
+        match self {
+            OpenPack::Memory(p) => p.finished_len_with(stored_len),
+            OpenPack::Spooled(p) => p.finished_len_with(stored_len),
+        }
+    }
+
+    fn add(&mut self, blob: &EncodedBlob) -> Result<()> {
+        match self {
+            OpenPack::Memory(p) => {
+                p.add(blob);
+                Ok(())
+            }
+            OpenPack::Spooled(p) => p.add(blob),
+        }
+    }
 }
 
 impl Shared {
@@ -85,13 +125,24 @@ impl Shared {
         let cfg = repo.config().clone();
         let pack_size = cfg.pack_size as usize;
         // Capacity only reserves address space; pages are touched as blobs arrive.
-        let packer = || Mutex::new(PackBuilder::with_capacity(pack_size + PACK_SLACK));
+        // Data packs are written to a file as they fill where the storage allows it (a local
+        // repository): then no data pack is held in memory. Tree packs stay in memory (they
+        // also go to the cache).
+        let spool = repo.pack_spool_dir();
+        let data_packer = Mutex::new(match &spool {
+            Some(dir) => OpenPack::Spooled(Box::new(SpoolPack::new(dir.clone()))),
+            None => OpenPack::Memory(PackBuilder::with_capacity(pack_size + PACK_SLACK)),
+        });
+        let tree_packer = Mutex::new(OpenPack::Memory(PackBuilder::with_capacity(
+            pack_size + PACK_SLACK,
+        )));
         Shared {
             repo,
             index,
             progress,
             seen: Mutex::new(HashSet::new()),
-            packers: [packer(), packer()],
+            packers: [data_packer, tree_packer],
+            spool,
             spare: Mutex::new(Vec::new()),
             written: Mutex::new(Vec::new()),
             failed: AtomicBool::new(false),
@@ -103,11 +154,14 @@ impl Shared {
     }
 
     /// An empty pack builder, in a reused buffer when one is spare.
-    fn new_pack(&self) -> PackBuilder {
-        match self.spare.lock().pop() {
+    fn new_pack(&self, kind: BlobKind) -> OpenPack {
+        if let (BlobKind::Data, Some(dir)) = (kind, &self.spool) {
+            return OpenPack::Spooled(Box::new(SpoolPack::new(dir.clone())));
+        }
+        OpenPack::Memory(match self.spare.lock().pop() {
             Some(buf) => PackBuilder::from_buffer(buf),
             None => PackBuilder::with_capacity(self.pack_size + PACK_SLACK),
-        }
+        })
     }
 
     /// Keeps the buffer of a stored pack for the next one (a few at most).
@@ -154,7 +208,7 @@ impl Shared {
         std::mem::take(&mut self.written.lock())
     }
 
-    fn packer(&self, kind: BlobKind) -> &Mutex<PackBuilder> {
+    fn packer(&self, kind: BlobKind) -> &Mutex<OpenPack> {
         match kind {
             BlobKind::Data => &self.packers[0],
             BlobKind::Tree => &self.packers[1],
@@ -162,7 +216,7 @@ impl Shared {
     }
 
     /// Takes the partly filled packs at the end of a run.
-    pub fn take_partial_packs(&self) -> Vec<PackBuilder> {
+    pub fn take_partial_packs(&self) -> Vec<OpenPack> {
         self.packers
             .iter()
             .map(|p| std::mem::take(&mut *p.lock()))
@@ -331,7 +385,7 @@ const PACK_SLACK: usize = 256 << 10;
 const MAX_SPARE_PACKS: usize = 4;
 
 /// A compressor: encodes chunks into the pack builders; hands full packs to the uploaders.
-pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<PackBuilder>) {
+pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<OpenPack>) {
     for job in chunks {
         if shared.has_failed() {
             continue;
@@ -358,11 +412,14 @@ pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<Pac
             // doubling made a 34 MiB allocation.)
             let full = if !p.is_empty() && p.finished_len_with(blob.stored.len()) > shared.pack_size
             {
-                Some(std::mem::replace(&mut *p, shared.new_pack()))
+                Some(std::mem::replace(&mut *p, shared.new_pack(blob.kind)))
             } else {
                 None
             };
-            p.add(&blob);
+            if let Err(e) = p.add(&blob) {
+                // Writing a spooled pack failed (a full disk, an I/O error): the backup stops.
+                shared.fail(e);
+            }
             full
         };
         if let Some(pack) = full {
@@ -374,7 +431,7 @@ pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<Pac
 }
 
 /// An uploader: finishes packs, verifies them and stores them.
-pub fn uploader(shared: &Shared, packs: Receiver<PackBuilder>) {
+pub fn uploader(shared: &Shared, packs: Receiver<OpenPack>) {
     for pack in packs {
         if shared.has_failed() {
             continue;
@@ -385,7 +442,17 @@ pub fn uploader(shared: &Shared, packs: Receiver<PackBuilder>) {
     }
 }
 
-fn store_pack(shared: &Shared, pack: PackBuilder) -> Result<()> {
+fn store_pack(shared: &Shared, pack: OpenPack) -> Result<()> {
+    let pack = match pack {
+        OpenPack::Memory(p) => p,
+        OpenPack::Spooled(p) => {
+            let done = p.finish_verified(shared.repo.sealer())?;
+            shared.repo.publish_pack(&done)?;
+            Progress::add(&shared.progress.bytes_written, done.len as u64);
+            shared.written.lock().push((done.id, done.entries));
+            return Ok(());
+        }
+    };
     let sealer = shared.repo.sealer();
     let (bytes, entries) = pack.finish_verified(sealer)?;
     let id = shared.repo.save_pack(&bytes)?;

@@ -80,6 +80,12 @@ pub fn print_report(r: &PruneReport, json: bool) -> Result<()> {
             r.unindexed_packs_kept
         );
     }
+    if r.temporary_files_removed > 0 {
+        println!(
+            "removed {} temporary pack files of killed backups (older than a day)",
+            r.temporary_files_removed
+        );
+    }
     if r.missing_packs > 0 {
         println!(
             "warning: the index named {} packs missing from storage; run `lifeboat check`",

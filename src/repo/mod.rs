@@ -466,6 +466,18 @@ impl Repository {
         Ok(id)
     }
 
+    /// Where a pack may be built as a file instead of in memory (local repositories).
+    pub fn pack_spool_dir(&self) -> Option<std::path::PathBuf> {
+        self.storage.spool_dir(FileKind::Pack)
+    }
+
+    /// Stores a pack built in [`Repository::pack_spool_dir`] and finished.
+    pub fn publish_pack(&self, pack: &pack::SpooledPack) -> Result<()> {
+        self.storage
+            .publish(FileKind::Pack, &pack.id.to_hex(), &pack.path)?;
+        Ok(())
+    }
+
     /// Stores an index object naming these packs.
     pub fn save_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
         let plain = index::encode(packs);

@@ -287,13 +287,7 @@ impl PackBuilder {
     /// upper bound (exact for encrypted repositories). A pack of many small blobs has a header
     /// of several hundred KiB, which must fit in the buffer too.
     pub fn finished_len_with(&self, stored_len: usize) -> usize {
-        self.buf.len()
-            + stored_len
-            + 5
-            + (self.entries.len() + 1) * ENTRY_LEN
-            + NONCE_LEN
-            + TAG_LEN
-            + TRAILER_LEN
+        finished_len(self.buf.len() + stored_len, self.entries.len() + 1)
     }
 
     /// Appends a blob.
@@ -325,22 +319,160 @@ impl PackBuilder {
 
     /// Writes the header and trailer; returns the pack's bytes and its entries.
     pub fn finish(mut self, sealer: &Sealer) -> (Vec<u8>, Vec<PackEntry>) {
-        let mut header = Vec::with_capacity(5 + self.entries.len() * ENTRY_LEN);
-        header.push(HEADER_VERSION);
-        header.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for e in &self.entries {
-            header.push(e.kind as u8);
-            header.push(u8::from(e.compressed));
-            header.extend_from_slice(&e.stored_len.to_le_bytes());
-            header.extend_from_slice(&e.raw_len.to_le_bytes());
-            header.extend_from_slice(&e.id.0);
-        }
-        let sealed = sealer.seal(ObjectType::PackHeader, &header);
-        self.buf.extend_from_slice(&sealed);
         self.buf
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(PACK_MAGIC);
+            .extend_from_slice(&header_and_trailer(sealer, &self.entries));
         (self.buf, self.entries)
+    }
+}
+
+/// The end of a pack: its sealed header, then the trailer (header length, magic).
+fn header_and_trailer(sealer: &Sealer, entries: &[PackEntry]) -> Vec<u8> {
+    let mut header = Vec::with_capacity(5 + entries.len() * ENTRY_LEN);
+    header.push(HEADER_VERSION);
+    header.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        header.push(e.kind as u8);
+        header.push(u8::from(e.compressed));
+        header.extend_from_slice(&e.stored_len.to_le_bytes());
+        header.extend_from_slice(&e.raw_len.to_le_bytes());
+        header.extend_from_slice(&e.id.0);
+    }
+    let mut out = sealer.seal(ObjectType::PackHeader, &header);
+    let sealed_len = out.len() as u32;
+    out.extend_from_slice(&sealed_len.to_le_bytes());
+    out.extend_from_slice(PACK_MAGIC);
+    out
+}
+
+/// The finished size of a pack holding `data_len` bytes of `blobs` blobs (an upper bound; exact
+/// when encrypted).
+fn finished_len(data_len: usize, blobs: usize) -> usize {
+    data_len + 5 + blobs * ENTRY_LEN + NONCE_LEN + TAG_LEN + TRAILER_LEN
+}
+
+/// A pack written to a temporary file as its blobs arrive, so that building it holds no pack
+/// in memory (for storages with a [`crate::storage::Storage::spool_dir`]). The file is
+/// removed when the pack is dropped unfinished.
+#[derive(Debug)]
+pub struct SpoolPack {
+    dir: std::path::PathBuf,
+    file: Option<(std::fs::File, std::path::PathBuf)>,
+    hasher: blake3::Hasher,
+    len: usize,
+    entries: Vec<PackEntry>,
+}
+
+/// A spooled pack, finished: its id, entries and the synced temporary file to publish.
+#[derive(Debug)]
+pub struct SpooledPack {
+    pub id: crate::id::PackId,
+    pub entries: Vec<PackEntry>,
+    pub path: std::path::PathBuf,
+    pub len: usize,
+}
+
+impl SpoolPack {
+    /// An empty pack whose file will be made in `dir` when the first blob arrives.
+    pub fn new(dir: std::path::PathBuf) -> Self {
+        SpoolPack {
+            dir,
+            file: None,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// See [`PackBuilder::finished_len_with`].
+    pub fn finished_len_with(&self, stored_len: usize) -> usize {
+        finished_len(self.len + stored_len, self.entries.len() + 1)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        if self.file.is_none() {
+            let path = self
+                .dir
+                .join(format!(".tmp-pack-{:016x}", rand::random::<u64>()));
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::io("create temporary pack", &path, e))?;
+            self.file = Some((f, path));
+        }
+        if let Some((f, path)) = &mut self.file {
+            f.write_all(bytes)
+                .map_err(|e| Error::io("write temporary pack", &*path, e))?;
+        }
+        self.hasher.update(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+
+    /// Appends a blob to the file.
+    pub fn add(&mut self, blob: &EncodedBlob) -> Result<()> {
+        let offset = self.len as u32;
+        self.write(&blob.stored)?;
+        self.entries.push(PackEntry {
+            kind: blob.kind,
+            compressed: blob.compressed,
+            id: blob.id,
+            offset,
+            stored_len: blob.stored.len() as u32,
+            raw_len: blob.raw_len,
+        });
+        Ok(())
+    }
+
+    /// Writes header and trailer, syncs the file, and proves the header reads back from the
+    /// file to exactly what was written.
+    pub fn finish_verified(mut self, sealer: &Sealer) -> Result<SpooledPack> {
+        use std::os::unix::fs::FileExt;
+        let end = header_and_trailer(sealer, &self.entries);
+        let data_len = self.len;
+        self.write(&end)?;
+        let Some((f, path)) = self.file.take() else {
+            return Err(Error::Invalid("an empty pack cannot be finished".into()));
+        };
+        let fail = |op, e| {
+            let _ = std::fs::remove_file(&path);
+            Error::io(op, &path, e)
+        };
+        f.sync_all().map_err(|e| fail("sync temporary pack", e))?;
+        let mut back = vec![0u8; end.len()];
+        f.read_exact_at(&mut back, data_len as u64)
+            .map_err(|e| fail("read back temporary pack", e))?;
+        let hlen = back.len() - TRAILER_LEN;
+        let parsed = header_len_from_trailer(&back[hlen..], self.len as u64, "new pack")
+            .and_then(|_| parse_header(sealer, &back[..hlen], data_len as u64, "new pack"));
+        if parsed.ok().as_ref() != Some(&self.entries) {
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::corrupt(
+                "new pack",
+                "header does not read back as written",
+            ));
+        }
+        Ok(SpooledPack {
+            id: crate::id::PackId(*self.hasher.finalize().as_bytes()),
+            entries: std::mem::take(&mut self.entries),
+            path,
+            len: self.len,
+        })
+    }
+}
+
+impl Drop for SpoolPack {
+    fn drop(&mut self) {
+        if let Some((_, path)) = self.file.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -510,6 +642,57 @@ mod tests {
                 assert_eq!(bytes.len(), predicted);
             }
         }
+    }
+
+    #[test]
+    fn spooled_pack_is_a_valid_pack_and_leaves_nothing_behind_when_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Sealer::encrypted(&crate::repo::MasterKey::random());
+        let blobs: Vec<(Vec<u8>, EncodedBlob)> = (0..50u32)
+            .map(|i| {
+                let data = format!("blob {i} ")
+                    .repeat(i as usize * 40 + 1)
+                    .into_bytes();
+                let b = blob(&s, &data, BlobKind::Data);
+                (data, b)
+            })
+            .collect();
+        let mut p = SpoolPack::new(dir.path().to_path_buf());
+        let mut predicted = 0;
+        for (_, b) in &blobs {
+            predicted = p.finished_len_with(b.stored.len());
+            p.add(b).expect("add");
+        }
+        let done = p.finish_verified(&s).expect("finish");
+        let bytes = std::fs::read(&done.path).expect("read back");
+        assert_eq!((bytes.len(), done.len), (predicted, predicted));
+        assert_eq!(
+            crate::id::PackId::hash(&bytes),
+            done.id,
+            "named by its content"
+        );
+        assert_eq!(
+            read_pack_header(&s, &bytes, "p").expect("header"),
+            done.entries
+        );
+        for (e, (raw, _)) in done.entries.iter().zip(&blobs) {
+            let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+            assert_eq!(&decode_blob(&s, e, stored, "p").expect("decode"), raw);
+        }
+        std::fs::remove_file(&done.path).expect("remove");
+        // Dropped before it is finished (a failed backup): its file is removed.
+        let mut p = SpoolPack::new(dir.path().to_path_buf());
+        p.add(&blobs[3].1).expect("add");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+        drop(p);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+        // No directory to write in: a clear error naming the file, not a panic.
+        let mut p = SpoolPack::new(dir.path().join("gone"));
+        let err = p.add(&blobs[0].1).expect_err("no directory").to_string();
+        assert!(
+            err.contains("temporary pack") && err.contains("gone"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -183,6 +183,9 @@ impl Storage for FaultyStorage {
     fn local_path(&self) -> Option<std::path::PathBuf> {
         self.inner.local_path()
     }
+    fn clean_spool(&self, kind: FileKind, older_than: std::time::Duration) -> Result<usize> {
+        self.inner.clean_spool(kind, older_than)
+    }
     fn probe_create_only(&self) -> Result<bool> {
         self.inner.probe_create_only()
     }

@@ -51,6 +51,33 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Moves the synced temporary file `tmp` to `final_path`, create-only, and syncs the directory so
+/// the name survives a power loss. False (and `tmp` removed) when `final_path` exists.
+fn place(tmp: &Path, final_path: &Path) -> io::Result<bool> {
+    match renameat2(None, tmp, None, final_path, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => {}
+        Err(Errno::EEXIST) => {
+            fs::remove_file(tmp)?;
+            return Ok(false);
+        }
+        // Filesystems without RENAME_NOREPLACE: a hard link is create-only too.
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) | Err(Errno::EOPNOTSUPP) => {
+            let linked = fs::hard_link(tmp, final_path);
+            fs::remove_file(tmp)?;
+            match linked {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(errno) => return Err(io::Error::from(errno)),
+    }
+    if let Some(dir) = final_path.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok(true)
+}
+
 fn is_temp(name: &str) -> bool {
     name.starts_with('.')
 }
@@ -135,37 +162,64 @@ impl Storage for LocalStorage {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
         let tmp = dir.join(format!(".tmp-{}-{:016x}", name, rand::random::<u64>()));
-        let werr = |e| self.err("write", kind, name, e);
         let result = (|| -> io::Result<bool> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
-            match renameat2(None, &tmp, None, &final_path, RenameFlags::RENAME_NOREPLACE) {
-                Ok(()) => {}
-                Err(Errno::EEXIST) => {
-                    fs::remove_file(&tmp)?;
-                    return Ok(false);
-                }
-                // Filesystems without RENAME_NOREPLACE: a hard link is create-only too.
-                Err(Errno::EINVAL) | Err(Errno::ENOSYS) | Err(Errno::EOPNOTSUPP) => {
-                    let linked = fs::hard_link(&tmp, &final_path);
-                    fs::remove_file(&tmp)?;
-                    match linked {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(errno) => return Err(io::Error::from(errno)),
-            }
-            fsync_dir(&dir)?;
-            Ok(true)
+            place(&tmp, &final_path)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result.map_err(werr)
+        result.map_err(|e| self.err("write", kind, name, e))
+    }
+
+    fn spool_dir(&self, kind: FileKind) -> Option<PathBuf> {
+        // Packs are the large objects; their directory's root is on the same filesystem as
+        // every `data/xx/` directory, so publishing is a rename.
+        (kind == FileKind::Pack).then(|| self.root.join(kind.dir()))
+    }
+
+    fn clean_spool(&self, kind: FileKind, older_than: std::time::Duration) -> Result<usize> {
+        let Some(dir) = self.spool_dir(kind) else {
+            return Ok(0);
+        };
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io("read directory", &dir, e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > older_than);
+            if old {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove", entry.path(), e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn publish(&self, kind: FileKind, name: &str, tmp: &Path) -> Result<bool> {
+        let result = place(tmp, &self.path_of(kind, name));
+        if result.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        result.map_err(|e| self.err("write", kind, name, e))
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
@@ -175,7 +229,12 @@ impl Storage for LocalStorage {
             let mut v = Vec::with_capacity(256);
             for entry in fs::read_dir(&base).map_err(|e| Error::io("list", &base, e))? {
                 let entry = entry.map_err(|e| Error::io("list", &base, e))?;
-                v.push(entry.path());
+                // Beside the 256 directories: packs being written (`.tmp-*`, see
+                // `spool_dir`), or anything else someone put there; none of them are packs.
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && !is_temp(&entry.file_name().to_string_lossy()) {
+                    v.push(entry.path());
+                }
             }
             v
         } else {

@@ -114,6 +114,36 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// A directory on the repository's own filesystem where an object of `kind` may be written
+    /// as a temporary file (named `.tmp-*`) while it is built, then made an object with
+    /// [`Storage::publish`], instead of being held in memory. `None` (the default) when the
+    /// storage cannot do that; wrappers that must see every byte (limits, fault injection)
+    /// leave it `None`.
+    fn spool_dir(&self, kind: FileKind) -> Option<std::path::PathBuf> {
+        let _ = kind;
+        None
+    }
+
+    /// Removes temporary files of [`Storage::spool_dir`] last written more than `older_than`
+    /// ago (left by killed processes); returns how many. Only safe while no backup can be
+    /// writing one that old (prune's exclusive lock, with a bound far past the lock's).
+    fn clean_spool(&self, kind: FileKind, older_than: std::time::Duration) -> Result<usize> {
+        let _ = (kind, older_than);
+        Ok(0)
+    }
+
+    /// Makes `tmp`, a complete and synced file in [`Storage::spool_dir`], the object `name`:
+    /// create-only, durable when it returns; `tmp` is gone afterwards in every case. Returns
+    /// false if the object already existed (then nothing is replaced).
+    fn publish(&self, kind: FileKind, name: &str, tmp: &std::path::Path) -> Result<bool> {
+        let _ = std::fs::remove_file(tmp);
+        Err(crate::error::Error::Invalid(format!(
+            "{}: cannot publish {} from a local file",
+            self.location(),
+            kind.path(name)
+        )))
+    }
+
     /// Whether the store really refuses a second `create` of the same name (some
     /// S3-compatible stores accept `If-None-Match` and ignore it). May write and remove a
     /// probe object.

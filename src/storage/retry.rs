@@ -108,6 +108,17 @@ impl Storage for RetryingStorage {
     fn local_path(&self) -> Option<std::path::PathBuf> {
         self.inner.local_path()
     }
+    fn clean_spool(&self, kind: FileKind, older_than: std::time::Duration) -> Result<usize> {
+        self.inner.clean_spool(kind, older_than)
+    }
+    fn spool_dir(&self, kind: FileKind) -> Option<std::path::PathBuf> {
+        self.inner.spool_dir(kind)
+    }
+    // Not retried: the file is consumed by the first attempt (and local renames do not fail
+    // transiently).
+    fn publish(&self, kind: FileKind, name: &str, tmp: &std::path::Path) -> Result<bool> {
+        self.inner.publish(kind, name, tmp)
+    }
     fn probe_create_only(&self) -> Result<bool> {
         self.inner.probe_create_only()
     }
