@@ -270,7 +270,7 @@ fn backup_attempt(
             // No snapshot; but the packs already stored are durable: index them so the next
             // run deduplicates against them instead of uploading the same data again.
             if !written.is_empty() {
-                if let Err(ie) = repo.save_index(&written) {
+                if let Err(ie) = repo.save_indexes(&written) {
                     tracing::warn!(error = %ie, "could not index the packs of the failed backup");
                 }
             }
@@ -296,14 +296,12 @@ fn backup_attempt(
                 .filter(|(p, _)| !missing.own_packs.contains(p))
                 .collect();
             if !surviving.is_empty() {
-                repo.save_index(&surviving)?;
+                repo.save_indexes(&surviving)?;
             }
             return Ok(None);
         }
     }
-    if !written.is_empty() {
-        repo.save_index(&written)?;
-    }
+    repo.save_indexes(&written)?;
     summary.duration_secs = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         time,

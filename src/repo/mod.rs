@@ -33,6 +33,9 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::storage::{FileKind, Storage};
 
+/// Blobs per index object written by a backup (about 3 MiB encoded).
+pub const INDEX_SPLIT_BLOBS: usize = 65_536;
+
 /// Largest decompressed metadata object accepted (a bound against decompression bombs).
 const MAX_METADATA_LEN: u64 = 4 << 30;
 
@@ -478,6 +481,25 @@ impl Repository {
         Ok(())
     }
 
+    /// Stores index objects naming these packs, one per [`INDEX_SPLIT_BLOBS`] blobs or so: the
+    /// encoded, compressed and sealed copies of an index object are made one object at a time,
+    /// so a backup of millions of chunks does not hold three more copies of all its entries.
+    pub fn save_indexes(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<Vec<IndexId>> {
+        let mut ids = Vec::new();
+        let mut start = 0;
+        while start < packs.len() {
+            let mut end = start;
+            let mut blobs = 0;
+            while end < packs.len() && (end == start || blobs < INDEX_SPLIT_BLOBS) {
+                blobs += packs[end].1.len();
+                end += 1;
+            }
+            ids.push(self.save_index(&packs[start..end])?);
+            start = end;
+        }
+        Ok(ids)
+    }
+
     /// Stores an index object naming these packs.
     pub fn save_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
         let plain = index::encode(packs);
@@ -689,5 +711,52 @@ pub fn select_snapshot(
         n => Err(Error::SnapshotSelect(format!(
             "{selector:?} is ambiguous: {n} snapshots start with it; give more characters"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_index_is_split_into_objects_that_load_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = InitOptions {
+            kdf: KdfSetting::Fixed {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        let storage = std::sync::Arc::new(crate::storage::LocalStorage::new(dir.path().join("r")));
+        let repo = Repository::init(storage, &opts, Some(b"pw")).expect("init");
+        let per_pack = 40_000u32;
+        let packs: Vec<(PackId, Vec<PackEntry>)> = (0..3u32)
+            .map(|p| {
+                let entries = (0..per_pack)
+                    .map(|i| PackEntry {
+                        kind: BlobKind::Data,
+                        compressed: false,
+                        id: BlobId::hash(&(p * per_pack + i).to_le_bytes()),
+                        offset: i * 10,
+                        stored_len: 10,
+                        raw_len: 10,
+                    })
+                    .collect();
+                (PackId::hash(&p.to_le_bytes()), entries)
+            })
+            .collect();
+        // 40k + 40k reaches the split size: packs 0 and 1 in one object, pack 2 in the next.
+        let ids = repo.save_indexes(&packs).expect("save");
+        assert_eq!(ids.len(), 2);
+        assert_eq!(
+            repo.load_index_file(&ids[0].to_hex()).expect("first").len(),
+            2
+        );
+        let index = repo.load_index().expect("load");
+        assert_eq!(index.len(), 3 * per_pack as usize);
+        assert_eq!(index.packs().len(), 3);
+        assert!(repo.save_indexes(&[]).expect("nothing").is_empty());
     }
 }
