@@ -21,12 +21,13 @@
 //! is followed: entries are created with create-only or no-follow calls after an `lstat` check.
 
 pub mod plan;
+mod stage;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +43,8 @@ use crate::progress::Progress;
 use crate::repo::pack::decode_blob;
 use crate::repo::{Index, IndexEntry, Node, NodeKind, Repository};
 use crate::storage::FileKind;
-use plan::{ChunkUse, Plan};
+use plan::Plan;
+use stage::{staged, Stager};
 
 /// Options of `restore`.
 #[derive(Debug, Clone, Default)]
@@ -94,10 +96,11 @@ pub struct RestoreReport {
 pub struct RestoreTimings {
     /// Reading the snapshot's directory listings and mapping files to chunks.
     pub plan_secs: f64,
-    /// Reading, verifying and writing file content (grows with the bytes restored).
+    /// Reading, verifying and writing file content, staged files created and their metadata
+    /// set along the way (grows with the bytes restored, and the files).
     pub data_secs: f64,
-    /// Creating files, links and special files and setting their metadata (grows with the
-    /// number of such entries restored).
+    /// Placing files, creating links and special files and setting their metadata (grows with
+    /// the number of such entries restored).
     pub files_secs: f64,
     /// Creating directories and setting their metadata (grows with the number of directories).
     pub dirs_secs: f64,
@@ -191,28 +194,16 @@ fn stage_and_place(
     progress: &Progress,
     report: &mut RestoreReport,
 ) -> Result<()> {
-    // Staged files, with their final size (holes until written).
+    // Staged files are created as their chunks arrive; empty ones right away.
+    let is_root = nix::unistd::geteuid().is_root();
     let started = Instant::now();
-    if let Some(staging) = staging {
-        for (i, e) in plan.entries.iter().enumerate() {
-            if e.node.kind == NodeKind::File && e.link_to.is_none() {
-                let p = staged(staging, i);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&p)
-                    .map_err(|e| Error::io("create staged file", &p, e))?;
-                f.set_len(e.node.size)
-                    .map_err(|e| Error::io("size staged file", &p, e))?;
-            }
-        }
-    }
-
-    report.timings.files_secs = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let bad_chunks = fetch_and_verify(repo, index, plan, staging, opts.threads, progress)?;
+    let stager = match staging {
+        Some(staging) => Some(Stager::new(plan, staging, &opts.target, is_root)?),
+        None => None,
+    };
+    let bad_chunks = fetch_and_verify(repo, index, plan, stager.as_ref(), opts.threads, progress)?;
     report.timings.data_secs = started.elapsed().as_secs_f64();
+    let staged_warnings = stager.map(Stager::into_warnings).unwrap_or_default();
 
     // Every entry that cannot be restored, with the reason.
     let mut broken: HashMap<usize, String> = plan.broken.iter().cloned().collect();
@@ -266,7 +257,7 @@ fn stage_and_place(
         target: &opts.target,
         staging,
         overwrite: opts.overwrite,
-        is_root: nix::unistd::geteuid().is_root(),
+        is_root,
         created: Vec::new(),
         warnings: Vec::new(),
         dirs_time: Duration::ZERO,
@@ -275,12 +266,19 @@ fn stage_and_place(
     let started = Instant::now();
     let placed = placer.place_all(plan, &broken);
     report.timings.dirs_secs = placer.dirs_time.as_secs_f64();
-    report.timings.files_secs += started
+    report.timings.files_secs = started
         .elapsed()
         .saturating_sub(placer.dirs_time)
         .as_secs_f64();
     match placed {
         Ok(()) => {
+            // Staged files carry their metadata already; warn about those that were placed.
+            report.warnings.extend(
+                staged_warnings
+                    .into_iter()
+                    .filter(|(i, _)| !broken.contains_key(i))
+                    .map(|(_, w)| w),
+            );
             report.warnings.append(&mut placer.warnings);
             Ok(())
         }
@@ -303,10 +301,6 @@ fn count(plan: &Plan, broken: &HashMap<usize, String>, report: &mut RestoreRepor
             _ => report.others += 1,
         }
     }
-}
-
-fn staged(staging: &Path, i: usize) -> PathBuf {
-    staging.join(i.to_string())
 }
 
 /// Checks the target before anything is written.
@@ -464,7 +458,7 @@ fn fetch_and_verify(
     repo: &Repository,
     index: &Index,
     plan: &Plan,
-    staging: Option<&Path>,
+    stager: Option<&Stager>,
     threads: usize,
     progress: &Progress,
 ) -> Result<HashMap<BlobId, (String, String)>> {
@@ -534,10 +528,10 @@ fn fetch_and_verify(
                         match decode_blob(repo.sealer(), &e.to_pack_entry(*id), stored, &what) {
                             Ok(raw) => {
                                 Progress::add(&progress.bytes_read, raw.len() as u64);
-                                if let Some(staging) = staging {
+                                if let Some(stager) = stager {
                                     let uses =
                                         plan.chunks.get(id).map(Vec::as_slice).unwrap_or(&[]);
-                                    if let Err(err) = write_chunk(staging, uses, &raw, progress) {
+                                    if let Err(err) = stager.write_chunk(uses, &raw, progress) {
                                         *fatal.lock() = Some(err);
                                         return;
                                     }
@@ -585,49 +579,6 @@ fn runs(blobs: &[(BlobId, IndexEntry)]) -> Vec<&[(BlobId, IndexEntry)]> {
         }
     }
     out
-}
-
-/// Block size below which zero runs are written rather than left as holes.
-const HOLE_BLOCK: u64 = 4096;
-
-/// The non-zero runs of `raw` placed at file offset `offset`, as (start, end) within `raw`,
-/// at a granularity of file-aligned blocks: all-zero blocks stay holes in the staged file
-/// (which reads as zeros there already), so sparse files stay sparse.
-fn data_runs(raw: &[u8], offset: u64) -> Vec<(usize, usize)> {
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    let mut start = 0usize;
-    while start < raw.len() {
-        let to_boundary = (HOLE_BLOCK - (offset + start as u64) % HOLE_BLOCK) as usize;
-        let end = (start + to_boundary).min(raw.len());
-        if raw[start..end].iter().any(|&b| b != 0) {
-            match runs.last_mut() {
-                Some(last) if last.1 == start => last.1 = end,
-                _ => runs.push((start, end)),
-            }
-        }
-        start = end;
-    }
-    runs
-}
-
-fn write_chunk(staging: &Path, uses: &[ChunkUse], raw: &[u8], progress: &Progress) -> Result<()> {
-    for u in uses {
-        let runs = data_runs(raw, u.offset);
-        if runs.is_empty() {
-            continue;
-        }
-        let p = staged(staging, u.entry as usize);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .map_err(|e| Error::io("open staged file", &p, e))?;
-        for (start, end) in runs {
-            f.write_all_at(&raw[start..end], u.offset + start as u64)
-                .map_err(|e| Error::io("write staged file", &p, e))?;
-        }
-        Progress::add(&progress.bytes_written, raw.len() as u64);
-    }
-    Ok(())
 }
 
 /// Moves staged entries into place and applies metadata.
@@ -679,9 +630,8 @@ impl Placer<'_> {
                         self.created.push(path);
                     }
                     None => {
-                        let staged = staged(self.staging, i);
-                        self.apply_metadata(&staged, &path, &e.node);
-                        self.move_into_place(&staged, path)?;
+                        // Its metadata was set when its last chunk was written.
+                        self.move_into_place(&staged(self.staging, i), path)?;
                     }
                 },
                 NodeKind::Symlink => {
@@ -821,22 +771,5 @@ impl Placer<'_> {
             };
         }
         self.created.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_blocks_become_holes_at_file_aligned_blocks() {
-        let mut raw = vec![0u8; 5 * 4096];
-        raw[4096 + 7] = 1; // second block
-        raw[4 * 4096] = 2; // fifth block
-        assert_eq!(data_runs(&raw, 0), vec![(4096, 8192), (4 * 4096, 5 * 4096)]);
-        // Placed at an unaligned offset, blocks follow the file's alignment.
-        assert_eq!(data_runs(&raw, 100), vec![(3996, 8092), (16284, 20380)]);
-        assert!(data_runs(&[0u8; 10_000], 0).is_empty());
-        assert_eq!(data_runs(&[1u8; 10], 5), vec![(0, 10)]);
     }
 }
