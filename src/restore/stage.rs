@@ -1,4 +1,5 @@
-//! Staged files: verified chunks are written into files in the staging directory.
+//! Staged files: verified chunks are written into files in the staging tree (the snapshot's
+//! tree beneath the staging directory, see [`super::place`]).
 //!
 //! Each staged file is created when its first chunk arrives (by whichever pack reader holds
 //! it), stays open while chunks remain, and is written with positioned writes through that one
@@ -10,7 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
@@ -26,11 +27,6 @@ const MAX_OPEN: usize = 256;
 
 /// Block size below which zero runs are written rather than left as holes.
 const HOLE_BLOCK: u64 = 4096;
-
-/// Where plan entry `i` is staged.
-pub(super) fn staged(staging: &Path, i: usize) -> PathBuf {
-    staging.join(i.to_string())
-}
 
 /// The write state of one staged file.
 #[derive(Default)]
@@ -105,7 +101,7 @@ impl<'a> Stager<'a> {
             let mut state = self.files[i].lock();
             let runs = data_runs(raw, u.offset);
             if !runs.is_empty() {
-                let p = staged(self.staging, i);
+                let p = self.staging.join(&self.plan.entries[i].rel);
                 let f = self.open(&p, &mut state)?;
                 for &(start, end) in &runs {
                     f.write_all_at(&raw[start..end], u.offset + start as u64)
@@ -168,7 +164,7 @@ impl<'a> Stager<'a> {
     /// metadata, and is closed.
     fn finish(&self, i: usize, state: &mut StagedFile) -> Result<()> {
         let node = &self.plan.entries[i].node;
-        let p = staged(self.staging, i);
+        let p = self.staging.join(&self.plan.entries[i].rel);
         let len = state.len;
         let f = self.open(&p, state)?;
         if len < node.size {
