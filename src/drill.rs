@@ -180,8 +180,9 @@ pub struct DrillReport {
     ///   + total_dirs × dirs_secs / dirs_restored
     /// ```
     ///
-    /// where `data_secs` (reading, verifying and writing file content), `files_secs` (creating
-    /// files and links and setting their metadata) and `dirs_secs` (the same for directories)
+    /// where `data_secs` (reading, verifying and writing file content, creating the staged
+    /// files and setting their metadata), `files_secs` (placing files, making links and special
+    /// files) and `dirs_secs` (creating directories and setting their metadata)
     /// are the restore's measured phases ([`RestoreTimings`]): a per-byte rate from the sampled
     /// bytes applied to all bytes, a per-entry cost from the sampled entries applied to all
     /// entries (directories apart, as a sample creates the parents of its files, a larger share

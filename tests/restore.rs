@@ -462,3 +462,90 @@ fn include_restores_a_hardlink_whose_other_name_is_excluded() {
     assert!(!exists(&root.join("a")), "a/ was restored too");
     assert_trees_equal(&src.join("b"), &root.join("b"));
 }
+
+/// Where the target has some of the snapshot's directories already, at several depths,
+/// restore moves the missing parts into them (whole subtrees where it can) and leaves what
+/// was there alone; no staging directory is left behind.
+#[test]
+fn restore_merges_into_directories_the_target_has_at_every_depth() {
+    let (repo, _scratch, src) = backed_up_small_source();
+    let target = Scratch::new();
+    let root = restored(target.path(), &src);
+    write_file(&root.join("sub/deeper/local.txt"), b"local\n");
+    write_file(&root.join("other/local.txt"), b"local too\n");
+
+    repo.restore("latest", target.path(), args![]).success();
+    // Existing directories keep their own metadata (without --overwrite): compare the rest.
+    for rel in [
+        "a.txt",
+        "b.txt",
+        "sub/c.txt",
+        "sub/deeper/d.txt",
+        "other/e.txt",
+    ] {
+        assert_eq!(
+            fs::read(root.join(rel)).expect("restored"),
+            fs::read(src.join(rel)).expect("source"),
+            "{rel}"
+        );
+    }
+    assert_trees_equal(&src.join("sub/empty"), &root.join("sub/empty"));
+    assert_eq!(
+        fs::read(root.join("sub/deeper/local.txt")).expect("read"),
+        b"local\n"
+    );
+    assert_eq!(
+        fs::read(root.join("other/local.txt")).expect("read"),
+        b"local too\n"
+    );
+    let leftovers: Vec<_> = fs::read_dir(target.path())
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".lifeboat-restore")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
+
+/// `--allow-partial` leaves out every name of a damaged hard-linked file, also where its
+/// directory is moved into place whole.
+#[test]
+fn allow_partial_leaves_out_every_name_of_a_damaged_hardlinked_file() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(
+        &src.join("data/big.bin"),
+        &random_bytes(8 * MIB as usize, 7),
+    );
+    write_file(&src.join("data/small.txt"), b"small\n");
+    fs::create_dir(src.join("links")).expect("mkdir");
+    fs::hard_link(src.join("data/big.bin"), src.join("links/big.bin")).expect("hard link");
+    write_file(&src.join("links/other.txt"), b"other\n");
+    stamp_mtimes(&src, 1_640_000_000);
+    repo.backup(args![&src]);
+    corrupt_largest_pack(&repo);
+
+    let target = Scratch::new();
+    let out = repo
+        .restore("latest", target.path(), args!["--allow-partial"])
+        .expect_code(3);
+    out.stderr_contains(src.join("data/big.bin").to_str().expect("utf-8"));
+    let root = restored(target.path(), &src);
+    assert!(!exists(&root.join("data/big.bin")), "damaged file restored");
+    assert!(
+        !exists(&root.join("links/big.bin")),
+        "its hard link restored"
+    );
+    assert_trees_equal_except(
+        &src,
+        &root,
+        &[
+            PathBuf::from("data/big.bin"),
+            PathBuf::from("links/big.bin"),
+        ],
+    );
+}

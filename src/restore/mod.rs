@@ -5,34 +5,37 @@
 //!    every chunk to its pack ([`plan`]).
 //! 2. Preflight: the target must not hold a symlink where the snapshot has a directory, nor an
 //!    existing entry where the snapshot has a file (unless `overwrite`); there must be room.
-//! 3. Stage and verify: a staging directory `.lifeboat-restore-*` is made inside the target.
-//!    Each pack is read once (in ranges, packs in parallel); every chunk is decompressed and
-//!    checked against its BLAKE3 id; only verified bytes are written, with positioned writes,
-//!    into staged files (all-zero chunks are left as holes, so sparse files stay sparse).
+//! 3. Stage and verify: a staging directory `.lifeboat-restore-*` is made inside the target,
+//!    and in it the snapshot's directories (the staging tree mirrors the target). Each pack is
+//!    read once (in ranges, packs in parallel); every chunk is decompressed and checked
+//!    against its BLAKE3 id; only verified bytes are written, with positioned writes, into
+//!    staged files, each opened once and given its metadata when its last chunk is written
+//!    ([`stage`]; all-zero chunks are left as holes, so sparse files stay sparse).
 //! 4. If any chunk is missing or damaged, the staging directory is removed and every affected
 //!    file and object is reported; the target is left as it was. (`allow_partial` restores the
 //!    intact files instead.)
-//! 5. Place: directories are created, staged files (with their metadata already set) are
-//!    renamed into place, links, fifos and devices are made, then directory metadata is set
-//!    deepest first. If placing fails, what was placed is removed again.
+//! 5. Place ([`place`]): links, symlinks, fifos and devices are made in the staging tree, then
+//!    each top entry is moved into the target with one create-only rename (a directory the
+//!    target lacks moves with everything beneath it; one it has is entered and its entries
+//!    moved one by one), then directory metadata is set deepest first. If placing fails, what
+//!    was placed is removed again.
 //!
 //! Interrupted (killed) during 1–4, the target holds at most the staging directory, which can
 //! be deleted. Nothing is ever written outside the target, and no symlink found in the target
 //! is followed: entries are created with create-only or no-follow calls after an `lstat` check.
 
+mod place;
 pub mod plan;
+mod stage;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use nix::errno::Errno;
-use nix::fcntl::{renameat2, RenameFlags};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -40,9 +43,11 @@ use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::progress::Progress;
 use crate::repo::pack::decode_blob;
-use crate::repo::{Index, IndexEntry, Node, NodeKind, Repository};
+use crate::repo::{Index, IndexEntry, NodeKind, Repository};
 use crate::storage::FileKind;
-use plan::{ChunkUse, Plan};
+use place::Placer;
+use plan::Plan;
+use stage::Stager;
 
 /// Options of `restore`.
 #[derive(Debug, Clone, Default)]
@@ -94,10 +99,11 @@ pub struct RestoreReport {
 pub struct RestoreTimings {
     /// Reading the snapshot's directory listings and mapping files to chunks.
     pub plan_secs: f64,
-    /// Reading, verifying and writing file content (grows with the bytes restored).
+    /// Reading, verifying and writing file content, staged files created and their metadata
+    /// set along the way (grows with the bytes restored, and the files).
     pub data_secs: f64,
-    /// Creating files, links and special files and setting their metadata (grows with the
-    /// number of such entries restored).
+    /// Placing files, creating links and special files and setting their metadata (grows with
+    /// the number of such entries restored).
     pub files_secs: f64,
     /// Creating directories and setting their metadata (grows with the number of directories).
     pub dirs_secs: f64,
@@ -191,28 +197,20 @@ fn stage_and_place(
     progress: &Progress,
     report: &mut RestoreReport,
 ) -> Result<()> {
-    // Staged files, with their final size (holes until written).
+    // Staged files are created as their chunks arrive; empty ones right away.
+    let is_root = nix::unistd::geteuid().is_root();
     let started = Instant::now();
-    if let Some(staging) = staging {
-        for (i, e) in plan.entries.iter().enumerate() {
-            if e.node.kind == NodeKind::File && e.link_to.is_none() {
-                let p = staged(staging, i);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&p)
-                    .map_err(|e| Error::io("create staged file", &p, e))?;
-                f.set_len(e.node.size)
-                    .map_err(|e| Error::io("size staged file", &p, e))?;
-            }
+    let stager = match staging {
+        Some(staging) => {
+            place::make_staged_dirs(plan, staging)?;
+            report.timings.dirs_secs = started.elapsed().as_secs_f64();
+            Some(Stager::new(plan, staging, &opts.target, is_root)?)
         }
-    }
-
-    report.timings.files_secs = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let bad_chunks = fetch_and_verify(repo, index, plan, staging, opts.threads, progress)?;
-    report.timings.data_secs = started.elapsed().as_secs_f64();
+        None => None,
+    };
+    let bad_chunks = fetch_and_verify(repo, index, plan, stager.as_ref(), opts.threads, progress)?;
+    report.timings.data_secs = started.elapsed().as_secs_f64() - report.timings.dirs_secs;
+    let staged_warnings = stager.map(Stager::into_warnings).unwrap_or_default();
 
     // Every entry that cannot be restored, with the reason.
     let mut broken: HashMap<usize, String> = plan.broken.iter().cloned().collect();
@@ -262,25 +260,24 @@ fn stage_and_place(
         return Ok(());
     }
     count(plan, &broken, report);
-    let mut placer = Placer {
-        target: &opts.target,
-        staging,
-        overwrite: opts.overwrite,
-        is_root: nix::unistd::geteuid().is_root(),
-        created: Vec::new(),
-        warnings: Vec::new(),
-        dirs_time: Duration::ZERO,
-    };
+    let mut placer = Placer::new(&opts.target, staging, opts.overwrite, is_root);
     report.written = true;
     let started = Instant::now();
     let placed = placer.place_all(plan, &broken);
-    report.timings.dirs_secs = placer.dirs_time.as_secs_f64();
-    report.timings.files_secs += started
+    report.timings.dirs_secs += placer.dirs_time.as_secs_f64();
+    report.timings.files_secs = started
         .elapsed()
         .saturating_sub(placer.dirs_time)
         .as_secs_f64();
     match placed {
         Ok(()) => {
+            // Staged files carry their metadata already; warn about those that were placed.
+            report.warnings.extend(
+                staged_warnings
+                    .into_iter()
+                    .filter(|(i, _)| !broken.contains_key(i))
+                    .map(|(_, w)| w),
+            );
             report.warnings.append(&mut placer.warnings);
             Ok(())
         }
@@ -303,10 +300,6 @@ fn count(plan: &Plan, broken: &HashMap<usize, String>, report: &mut RestoreRepor
             _ => report.others += 1,
         }
     }
-}
-
-fn staged(staging: &Path, i: usize) -> PathBuf {
-    staging.join(i.to_string())
 }
 
 /// Checks the target before anything is written.
@@ -464,7 +457,7 @@ fn fetch_and_verify(
     repo: &Repository,
     index: &Index,
     plan: &Plan,
-    staging: Option<&Path>,
+    stager: Option<&Stager>,
     threads: usize,
     progress: &Progress,
 ) -> Result<HashMap<BlobId, (String, String)>> {
@@ -534,10 +527,10 @@ fn fetch_and_verify(
                         match decode_blob(repo.sealer(), &e.to_pack_entry(*id), stored, &what) {
                             Ok(raw) => {
                                 Progress::add(&progress.bytes_read, raw.len() as u64);
-                                if let Some(staging) = staging {
+                                if let Some(stager) = stager {
                                     let uses =
                                         plan.chunks.get(id).map(Vec::as_slice).unwrap_or(&[]);
-                                    if let Err(err) = write_chunk(staging, uses, &raw, progress) {
+                                    if let Err(err) = stager.write_chunk(uses, &raw, progress) {
                                         *fatal.lock() = Some(err);
                                         return;
                                     }
@@ -585,258 +578,4 @@ fn runs(blobs: &[(BlobId, IndexEntry)]) -> Vec<&[(BlobId, IndexEntry)]> {
         }
     }
     out
-}
-
-/// Block size below which zero runs are written rather than left as holes.
-const HOLE_BLOCK: u64 = 4096;
-
-/// The non-zero runs of `raw` placed at file offset `offset`, as (start, end) within `raw`,
-/// at a granularity of file-aligned blocks: all-zero blocks stay holes in the staged file
-/// (which reads as zeros there already), so sparse files stay sparse.
-fn data_runs(raw: &[u8], offset: u64) -> Vec<(usize, usize)> {
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    let mut start = 0usize;
-    while start < raw.len() {
-        let to_boundary = (HOLE_BLOCK - (offset + start as u64) % HOLE_BLOCK) as usize;
-        let end = (start + to_boundary).min(raw.len());
-        if raw[start..end].iter().any(|&b| b != 0) {
-            match runs.last_mut() {
-                Some(last) if last.1 == start => last.1 = end,
-                _ => runs.push((start, end)),
-            }
-        }
-        start = end;
-    }
-    runs
-}
-
-fn write_chunk(staging: &Path, uses: &[ChunkUse], raw: &[u8], progress: &Progress) -> Result<()> {
-    for u in uses {
-        let runs = data_runs(raw, u.offset);
-        if runs.is_empty() {
-            continue;
-        }
-        let p = staged(staging, u.entry as usize);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .map_err(|e| Error::io("open staged file", &p, e))?;
-        for (start, end) in runs {
-            f.write_all_at(&raw[start..end], u.offset + start as u64)
-                .map_err(|e| Error::io("write staged file", &p, e))?;
-        }
-        Progress::add(&progress.bytes_written, raw.len() as u64);
-    }
-    Ok(())
-}
-
-/// Moves staged entries into place and applies metadata.
-struct Placer<'a> {
-    target: &'a Path,
-    staging: &'a Path,
-    overwrite: bool,
-    is_root: bool,
-    /// Entries created in the target, in order, for roll-back.
-    created: Vec<PathBuf>,
-    warnings: Vec<String>,
-    /// Time spent creating directories and setting their metadata.
-    dirs_time: Duration,
-}
-
-impl Placer<'_> {
-    fn place_all(&mut self, plan: &Plan, broken: &HashMap<usize, String>) -> Result<()> {
-        // Entries beneath a broken directory are skipped with it.
-        let mut skipped_dirs: Vec<&Path> = Vec::new();
-        let mut dirs = Vec::new();
-        for (i, e) in plan.entries.iter().enumerate().skip(1) {
-            crate::interrupt::check()?;
-            if skipped_dirs.iter().any(|d| e.rel.starts_with(d)) {
-                continue;
-            }
-            if broken.contains_key(&i) {
-                if e.node.kind == NodeKind::Dir {
-                    skipped_dirs.push(&e.rel);
-                }
-                continue;
-            }
-            let path = self.target.join(&e.rel);
-            match e.node.kind {
-                NodeKind::Dir => {
-                    let started = Instant::now();
-                    if self.make_dir(&path)? || self.overwrite {
-                        dirs.push((path, &e.node));
-                    }
-                    self.dirs_time += started.elapsed();
-                }
-                NodeKind::File => match e.link_to {
-                    Some(first) => {
-                        let original = self.target.join(&plan.entries[first].rel);
-                        if self.overwrite {
-                            let _ = fs::remove_file(&path);
-                        }
-                        fs::hard_link(&original, &path)
-                            .map_err(|err| Error::io("create hard link", &path, err))?;
-                        self.created.push(path);
-                    }
-                    None => {
-                        let staged = staged(self.staging, i);
-                        self.apply_metadata(&staged, &path, &e.node);
-                        self.move_into_place(&staged, path)?;
-                    }
-                },
-                NodeKind::Symlink => {
-                    let staged = self.staging.join(format!("l{i}"));
-                    let target = e.node.link_target.as_deref().unwrap_or_default();
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &staged)
-                        .map_err(|err| Error::io("create symlink", &path, err))?;
-                    self.apply_metadata(&staged, &path, &e.node);
-                    self.move_into_place(&staged, path)?;
-                }
-                NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
-                    let staged = self.staging.join(format!("n{i}"));
-                    let (kind, dev) = match e.node.kind {
-                        NodeKind::Fifo => (nix::sys::stat::SFlag::S_IFIFO, 0),
-                        NodeKind::CharDevice => (nix::sys::stat::SFlag::S_IFCHR, e.node.rdev),
-                        _ => (nix::sys::stat::SFlag::S_IFBLK, e.node.rdev),
-                    };
-                    let perm = nix::sys::stat::Mode::from_bits_truncate(e.node.mode & 0o777);
-                    match nix::sys::stat::mknod(&staged, kind, perm, dev) {
-                        Ok(()) => {
-                            self.apply_metadata(&staged, &path, &e.node);
-                            self.move_into_place(&staged, path)?;
-                        }
-                        Err(Errno::EPERM) => self.warnings.push(format!(
-                            "{}: device nodes can only be restored by root; skipped",
-                            path.display()
-                        )),
-                        Err(err) => return Err(Error::io("create", &path, io::Error::from(err))),
-                    }
-                }
-                // A socket belongs to the process that made it; there is nothing to restore.
-                NodeKind::Socket => {}
-            }
-        }
-        // Directory metadata last, deepest first, so adding entries does not change mtimes.
-        let started = Instant::now();
-        for (path, node) in dirs.iter().rev() {
-            self.apply_metadata(path, path, node);
-        }
-        self.dirs_time += started.elapsed();
-        Ok(())
-    }
-
-    /// Creates a directory unless it exists; returns whether it was created.
-    fn make_dir(&mut self, path: &Path) -> Result<bool> {
-        match fs::DirBuilder::new().mode(0o700).create(path) {
-            Ok(()) => {
-                self.created.push(path.to_path_buf());
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let m = fs::symlink_metadata(path).map_err(|e| Error::io("inspect", path, e))?;
-                let ft = m.file_type();
-                if ft.is_dir() {
-                    Ok(false)
-                } else if self.overwrite && !ft.is_symlink() {
-                    // --overwrite: a file where the snapshot has a directory is replaced.
-                    fs::remove_file(path)
-                        .map_err(|e| Error::io("remove (--overwrite)", path, e))?;
-                    self.make_dir(path)
-                } else {
-                    Err(Error::Invalid(format!(
-                        "{} appeared during the restore and is not a directory; restore will not write through it",
-                        path.display()
-                    )))
-                }
-            }
-            Err(e) => Err(Error::io("create directory", path, e)),
-        }
-    }
-
-    fn move_into_place(&mut self, staged: &Path, path: PathBuf) -> Result<()> {
-        if self.overwrite {
-            // rename(2) replaces a file or symlink at `path` itself, never what a symlink points to.
-            fs::rename(staged, &path).map_err(|e| Error::io("move into place", &path, e))?;
-        } else {
-            match renameat2(None, staged, None, &path, RenameFlags::RENAME_NOREPLACE) {
-                Ok(()) => {}
-                Err(Errno::EEXIST) => {
-                    return Err(Error::Invalid(format!(
-                        "{} appeared during the restore; not replaced (use --overwrite)",
-                        path.display()
-                    )))
-                }
-                Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
-                    fs::hard_link(staged, &path)
-                        .map_err(|e| Error::io("move into place", &path, e))?;
-                    let _ = fs::remove_file(staged);
-                }
-                Err(e) => return Err(Error::io("move into place", &path, io::Error::from(e))),
-            }
-        }
-        self.created.push(path);
-        Ok(())
-    }
-
-    /// Ownership (as root), mode, xattrs and times on `path`; `shown` names it in warnings.
-    fn apply_metadata(&mut self, path: &Path, shown: &Path, node: &Node) {
-        let symlink = node.kind == NodeKind::Symlink;
-        if self.is_root {
-            if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
-                self.warnings
-                    .push(format!("{}: cannot set owner: {e}", shown.display()));
-            }
-        }
-        if !symlink {
-            if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(node.mode)) {
-                self.warnings
-                    .push(format!("{}: cannot set mode: {e}", shown.display()));
-            }
-        }
-        for x in &node.xattrs {
-            if let Err(e) = xattr::set(path, std::ffi::OsStr::from_bytes(&x.name), &x.value) {
-                self.warnings.push(format!(
-                    "{}: cannot set extended attribute {}: {e}",
-                    shown.display(),
-                    String::from_utf8_lossy(&x.name)
-                ));
-            }
-        }
-        let atime = filetime::FileTime::from_unix_time(node.atime.sec, node.atime.nsec);
-        let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
-        if let Err(e) = filetime::set_symlink_file_times(path, atime, mtime) {
-            self.warnings
-                .push(format!("{}: cannot set times: {e}", shown.display()));
-        }
-    }
-
-    /// Removes what was placed, newest first.
-    fn roll_back(&mut self) {
-        for p in self.created.iter().rev() {
-            let is_dir = fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false);
-            let _ = if is_dir {
-                fs::remove_dir(p)
-            } else {
-                fs::remove_file(p)
-            };
-        }
-        self.created.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_blocks_become_holes_at_file_aligned_blocks() {
-        let mut raw = vec![0u8; 5 * 4096];
-        raw[4096 + 7] = 1; // second block
-        raw[4 * 4096] = 2; // fifth block
-        assert_eq!(data_runs(&raw, 0), vec![(4096, 8192), (4 * 4096, 5 * 4096)]);
-        // Placed at an unaligned offset, blocks follow the file's alignment.
-        assert_eq!(data_runs(&raw, 100), vec![(3996, 8092), (16284, 20380)]);
-        assert!(data_runs(&[0u8; 10_000], 0).is_empty());
-        assert_eq!(data_runs(&[1u8; 10], 5), vec![(0, 10)]);
-    }
 }
