@@ -317,11 +317,23 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<()> {
     }
     let mut conflicts = Vec::new();
     let mut refused = Vec::new();
+    // A directory the target lacks: nothing beneath it can be in the way (entries come
+    // parents first), so its entries are not looked up one by one.
+    let mut absent: Option<&Path> = None;
     for e in plan.entries.iter().skip(1) {
+        if absent.is_some_and(|a| e.rel.starts_with(a)) {
+            continue;
+        }
+        absent = None;
         let path = target.join(&e.rel);
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                if e.node.kind == NodeKind::Dir {
+                    absent = Some(&e.rel);
+                }
+                continue;
+            }
             // A parent is a file that --overwrite will replace by a directory.
             Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => continue,
             Err(err) => return Err(Error::io("inspect", &path, err)),
