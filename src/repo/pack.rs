@@ -79,6 +79,20 @@ pub struct EncodedBlob {
     pub stored: Vec<u8>,
 }
 
+impl EncodedBlob {
+    /// Its pack entry, placed at `offset` in a pack.
+    fn entry_at(&self, offset: u32) -> PackEntry {
+        PackEntry {
+            kind: self.kind,
+            compressed: self.compressed,
+            id: self.id,
+            offset,
+            stored_len: self.stored.len() as u32,
+            raw_len: self.raw_len,
+        }
+    }
+}
+
 thread_local! {
     // zstd contexts are reused per thread: creating one per chunk costs time and memory.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
@@ -292,16 +306,8 @@ impl PackBuilder {
 
     /// Appends a blob.
     pub fn add(&mut self, blob: &EncodedBlob) {
-        let offset = self.buf.len() as u32;
+        self.entries.push(blob.entry_at(self.buf.len() as u32));
         self.buf.extend_from_slice(&blob.stored);
-        self.entries.push(PackEntry {
-            kind: blob.kind,
-            compressed: blob.compressed,
-            id: blob.id,
-            offset,
-            stored_len: blob.stored.len() as u32,
-            raw_len: blob.raw_len,
-        });
     }
 
     /// Finishes the pack and proves its header parses back to exactly what was written, as
@@ -418,16 +424,9 @@ impl SpoolPack {
 
     /// Appends a blob to the file.
     pub fn add(&mut self, blob: &EncodedBlob) -> Result<()> {
-        let offset = self.len as u32;
+        let entry = blob.entry_at(self.len as u32);
         self.write(&blob.stored)?;
-        self.entries.push(PackEntry {
-            kind: blob.kind,
-            compressed: blob.compressed,
-            id: blob.id,
-            offset,
-            stored_len: blob.stored.len() as u32,
-            raw_len: blob.raw_len,
-        });
+        self.entries.push(entry);
         Ok(())
     }
 
