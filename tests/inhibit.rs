@@ -96,6 +96,60 @@ fn lock_is_not_inherited_by_child_processes() {
     );
 }
 
+/// Every descriptor of this process that refers to the same open pipe as `fd`, with whether
+/// it is close-on-exec.
+fn copies_of(fd: std::os::fd::BorrowedFd<'_>) -> Vec<(i32, bool)> {
+    use std::os::fd::AsRawFd;
+    let link = |n: i32| std::fs::read_link(format!("/proc/self/fd/{n}")).ok();
+    let target = link(fd.as_raw_fd()).expect("the lock's descriptor in /proc/self/fd");
+    let mut copies = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
+        let Some(n) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        else {
+            continue;
+        };
+        if link(n).as_ref() != Some(&target) {
+            continue;
+        }
+        // F_GETFD only reads the flags; a descriptor closed since the listing gives an
+        // error, which we skip.
+        let flags = nix::fcntl::fcntl(n, nix::fcntl::FcntlArg::F_GETFD);
+        if let Ok(flags) = flags {
+            let cloexec = nix::fcntl::FdFlag::from_bits_truncate(flags)
+                .contains(nix::fcntl::FdFlag::FD_CLOEXEC);
+            copies.push((n, cloexec));
+        }
+    }
+    copies
+}
+
+#[test]
+fn every_copy_of_the_lock_descriptor_is_close_on_exec() {
+    // The reply message that carried the lock keeps its own descriptor for as long as any
+    // clone of it lives in the connection (zbus's reader task hands the reply to the caller
+    // before it is done with its clone); a child spawned then must not inherit it. Without
+    // the fix this failed within a few rounds on a loaded machine, as CI once did through
+    // `lock_is_not_inherited_by_child_processes`.
+    let _serial = serial();
+    let fake = FakeLogind::start();
+    let inhibitor = connect(&fake);
+    for round in 0..100 {
+        let lock = inhibitor.acquire("backup with a hook").expect("acquire");
+        let copies = copies_of(std::os::fd::AsFd::as_fd(&lock));
+        assert!(
+            copies.iter().all(|&(_, cloexec)| cloexec),
+            "round {round}: descriptors of the lock without close-on-exec: {copies:?}"
+        );
+        drop(lock);
+        assert!(
+            fake.wait_released(round, SOON),
+            "round {round}: not released"
+        );
+    }
+}
+
 #[test]
 fn prepare_for_shutdown_is_reported_and_its_cancellation_too() {
     let _serial = serial();

@@ -137,17 +137,21 @@ impl Inhibitor {
             .block_on(async { tokio::time::timeout(CALL_TIMEOUT, call).await })
             .map_err(|_| self.fail(format!("no answer within {}s", CALL_TIMEOUT.as_secs())))?
             .map_err(|e| self.fail(e))?;
+        // zbus receives descriptors without close-on-exec, and the reply keeps its own copy
+        // for as long as any clone of the message lives (the connection hands every message
+        // to each of its streams, the shutdown listener's too). Set close-on-exec on that
+        // copy, or a hook or child process started while the lock is held would keep it held
+        // after we drop ours.
+        for fd in reply.data().fds() {
+            close_on_exec(fd.as_fd()).map_err(|e| self.fail(e))?;
+        }
         let fd: zbus::zvariant::OwnedFd = reply
             .body()
             .deserialize()
             .map_err(|e| self.fail(format!("the answer is not a file descriptor: {e}")))?;
         let fd = OwnedFd::from(fd);
-        // zbus receives descriptors without close-on-exec: set it, or every hook and child
-        // process started while the lock is held would keep it held after we drop it.
-        let flags = rustix::io::fcntl_getfd(&fd)
-            .map_err(|e| self.fail(format!("cannot read the lock's descriptor flags: {e}")))?;
-        rustix::io::fcntl_setfd(&fd, flags | rustix::io::FdFlags::CLOEXEC)
-            .map_err(|e| self.fail(format!("cannot make the lock close-on-exec: {e}")))?;
+        // Our own copy is a close-on-exec duplicate already; make sure of it.
+        close_on_exec(fd.as_fd()).map_err(|e| self.fail(e))?;
         tracing::debug!(why, "took a logind delay inhibitor lock");
         Ok(InhibitLock {
             fd,
@@ -173,6 +177,14 @@ impl Inhibitor {
             self.address
         ))
     }
+}
+
+/// Sets close-on-exec on `fd`.
+fn close_on_exec(fd: BorrowedFd<'_>) -> std::result::Result<(), String> {
+    let flags = rustix::io::fcntl_getfd(fd)
+        .map_err(|e| format!("cannot read the lock's descriptor flags: {e}"))?;
+    rustix::io::fcntl_setfd(fd, flags | rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| format!("cannot make the lock close-on-exec: {e}"))
 }
 
 impl Drop for Inhibitor {
