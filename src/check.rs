@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
-use crate::repo::pack::{decode_blob, read_pack_header};
+use crate::repo::pack::{decode_blob, pack_len, read_pack_header};
 use crate::repo::{BlobKind, Index, NodeKind, Repository};
 use crate::storage::FileKind;
 
@@ -123,11 +123,30 @@ pub fn check(
             bad_packs.insert(*pack, "missing from storage".into());
         }
     }
+    // A pack shorter than its index entries need was truncated: its header is gone, and so
+    // are the chunks the index places beyond its end.
+    let mut extent: HashMap<u32, (u64, usize)> = HashMap::new();
+    for (_, e) in index.iter() {
+        let x = extent.entry(e.pack).or_default();
+        x.0 = x.0.max(u64::from(e.offset) + u64::from(e.stored_len));
+        x.1 += 1;
+    }
+    let mut short_packs: HashMap<PackId, (u64, u64)> = HashMap::new();
+    for (pos, (end, blobs)) in extent {
+        let pack = index.pack_id(pos);
+        let Some(&size) = stored.get(&pack.to_hex()) else {
+            continue;
+        };
+        let least = pack_len(repo.sealer(), end, blobs);
+        if size < least {
+            short_packs.insert(pack, (size, least));
+        }
+    }
     for name in stored.keys() {
         match PackId::from_hex(name) {
             Ok(id) if indexed_packs.contains(&id) => {}
             _ => report.warnings.push(format!(
-                "{} is not named by any index (left by an interrupted backup; prune removes it)",
+                "{} is not named by any index (left by an interrupted backup, or set aside by `repair index`; prune removes it)",
                 FileKind::Pack.path(name)
             )),
         }
@@ -147,6 +166,19 @@ pub fn check(
         crate::interrupt::check()?;
         report.bytes_read = Progress::get(&progress.bytes_read);
         for (pack, problem) in damaged {
+            if !indexed_packs.contains(&pack) {
+                // Nothing reads a pack no index names (a leftover, or a pack `repair index`
+                // salvaged and left out): harmless, and prune removes it.
+                let what = match problem {
+                    PackProblem::Whole(msg) => msg,
+                    PackProblem::Blobs(blobs) => format!("{} damaged chunks", blobs.len()),
+                };
+                report.warnings.push(format!(
+                    "{} is damaged ({what}), but no index names it: nothing depends on it; prune removes it",
+                    FileKind::Pack.path(&pack.to_hex())
+                ));
+                continue;
+            }
             match problem {
                 PackProblem::Whole(msg) => {
                     bad_packs.insert(pack, msg);
@@ -156,6 +188,21 @@ pub fn check(
                         bad_blobs.insert(blob, BlobProblem::Damaged(pack, msg));
                     }
                 }
+            }
+        }
+    }
+    for (id, e) in index.iter() {
+        let pack = index.pack_id(e.pack);
+        if let Some((size, _)) = short_packs.get(&pack) {
+            if u64::from(e.offset) + u64::from(e.stored_len) > *size {
+                bad_blobs.entry(*id).or_insert_with(|| {
+                    BlobProblem::Damaged(
+                        pack,
+                        format!(
+                            "is truncated to {size} bytes: the chunks the index places beyond that are lost"
+                        ),
+                    )
+                });
             }
         }
     }
@@ -236,7 +283,13 @@ pub fn check(
                 Err(e) => {
                     let pack = index.get(&tree_id).map(|e| index.pack_id(e.pack));
                     let p = match pack {
-                        Some(pack) => BlobProblem::Damaged(pack, e.to_string()),
+                        Some(pack) => BlobProblem::Damaged(
+                            pack,
+                            match e {
+                                Error::Corrupt { reason, .. } => format!("damaged: {reason}"),
+                                other => other.to_string(),
+                            },
+                        ),
                         None => BlobProblem::Missing,
                     };
                     note(
@@ -326,8 +379,25 @@ pub fn check(
             }
         }
     }
+    // Truncated packs that lost only their header: every chunk is still there, but the pack
+    // cannot describe itself any more.
+    let mut short: Vec<(PackId, (u64, u64))> = short_packs.into_iter().collect();
+    short.sort();
+    for (pack, (size, least)) in short {
+        let object = FileKind::Pack.path(&pack.to_hex());
+        if !problems.iter().any(|p| p.object == object) && !bad_packs.contains_key(&pack) {
+            problems.push(Problem {
+                object,
+                message: format!(
+                    "is truncated to {size} bytes, shorter than the {least} its index entries need: its header is lost"
+                ),
+                affects: Vec::new(),
+            });
+        }
+    }
     problems.sort_by(|a, b| a.object.cmp(&b.object));
     report.errors.extend(problems);
+    report.warnings.sort();
     Ok(report)
 }
 
@@ -485,18 +555,22 @@ fn verify_pack(
             // Without a header, verify each blob the index places here on its own.
             for (id, ie) in expected.into_iter().flatten() {
                 let end = (ie.offset as usize).saturating_add(ie.stored_len as usize);
-                let ok = bytes
-                    .get(ie.offset as usize..end)
-                    .map(|stored| {
-                        decode_blob(sealer, &ie.to_pack_entry(*id), stored, &what).is_ok()
-                    })
-                    .unwrap_or(false);
-                if !ok {
-                    bad.push((*id, format!("damaged: {e}")));
+                let problem = match bytes.get(ie.offset as usize..end) {
+                    None => Some("the pack ends before this chunk (truncated)".to_string()),
+                    Some(stored) => decode_blob(sealer, &ie.to_pack_entry(*id), stored, &what)
+                        .err()
+                        .map(reason),
+                };
+                if let Some(why) = problem {
+                    bad.push((*id, format!("damaged: {why}")));
                 }
             }
             if bad.is_empty() {
-                return Some(PackProblem::Whole(format!("damaged pack header: {e}")));
+                let why = match e {
+                    Error::Corrupt { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                return Some(PackProblem::Whole(format!("damaged pack header: {why}")));
             }
         }
     }

@@ -26,7 +26,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, s: &Snapshot) -> bool {
+    /// Whether a snapshot passes the filter.
+    pub fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
             && (self.jobs.is_empty() || s.job.as_ref().is_some_and(|j| self.jobs.contains(j)))
             && (self.paths.is_empty() || self.paths.iter().all(|p| s.paths.contains(p)))

@@ -2,7 +2,7 @@
 //!
 //! The library holds everything; `src/main.rs` is a thin command-line front end. The modules
 //! follow the layers of the system (see docs/DESIGN.md): [`storage`] below [`repo`], and the
-//! commands ([`backup`], [`restore`], [`check`], [`drill`]) above.
+//! commands ([`backup`], [`restore`], [`check`], [`drill`], [`repair`]) above.
 
 pub mod backup;
 pub mod check;
@@ -15,6 +15,7 @@ pub mod id;
 pub mod interrupt;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;

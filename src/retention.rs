@@ -943,6 +943,7 @@ mod tests {
             tree: BlobId::default(),
             summary: Summary::default(),
             program: "test".into(),
+            original: None,
         }
     }
 

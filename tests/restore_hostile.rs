@@ -77,6 +77,7 @@ fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
         tree: root_id,
         summary: Summary::default(),
         program: "test".into(),
+        original: None,
     })
     .expect("save snapshot");
 }

@@ -319,6 +319,7 @@ fn backup_attempt(
         tree: root,
         summary,
         program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        original: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(Some(BackupOutcome { id, snapshot }))
@@ -326,22 +327,22 @@ fn backup_attempt(
 
 /// What a snapshot being committed references that the repository no longer has.
 #[derive(Debug, Default)]
-struct Missing {
+pub(crate) struct Missing {
     /// Chunks and listings not in the current index, or in packs that are gone.
-    blobs: usize,
+    pub(crate) blobs: usize,
     /// Packs this run wrote that are gone.
-    own_packs: std::collections::HashSet<crate::id::PackId>,
+    pub(crate) own_packs: std::collections::HashSet<crate::id::PackId>,
 }
 
 impl Missing {
-    fn lost_any(&self) -> bool {
+    pub(crate) fn lost_any(&self) -> bool {
         self.blobs > 0 || !self.own_packs.is_empty()
     }
 }
 
 /// Checks every blob reachable from `root` against the repository as it is now: the current
 /// index plus this run's packs, and the packs actually in storage.
-fn missing_references(
+pub(crate) fn missing_references(
     repo: &Repository,
     root: &BlobId,
     written: &[(crate::id::PackId, Vec<crate::repo::PackEntry>)],

@@ -12,6 +12,7 @@ mod maintenance;
 mod output;
 mod password;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 
@@ -152,6 +153,10 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Remove stale locks (their process is gone, or they were not refreshed in time).
     Unlock(prune::UnlockArgs),
+    /// Repair a damaged repository: rebuild the index, or write snapshots without damaged
+    /// files (see "When things go wrong" in the README).
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// Restore drill: restore a random sample of a snapshot to scratch, verify it, time it,
     /// and estimate how long a full restore would take.
     ///
@@ -217,6 +222,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Forget(a) => forget::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Unlock(a) => prune::unlock(a),
+        Command::Repair(c) => repair::run(c),
         Command::Drill(a) => drill::run(a),
         Command::Key(c) => key::run(c),
         Command::Daemon(a) => daemon::daemon(a),

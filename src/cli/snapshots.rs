@@ -49,6 +49,7 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
                     "tree": s.tree.to_hex(),
                     "summary": s.summary,
                     "program": s.program,
+                    "original": s.original.map(|o| o.to_hex()),
                 })
             })
             .collect();

@@ -356,6 +356,13 @@ fn finished_len(data_len: usize, blobs: usize) -> usize {
     data_len + 5 + blobs * ENTRY_LEN + NONCE_LEN + TAG_LEN + TRAILER_LEN
 }
 
+/// The exact size of a pack holding `blobs` blobs in `data_len` bytes of blob data, sealed by
+/// `sealer`: blob data, sealed header, trailer. For a pack whose index entries are all known,
+/// this is its size in storage; with some entries unknown it is a lower bound.
+pub fn pack_len(sealer: &Sealer, data_len: u64, blobs: usize) -> u64 {
+    data_len + (sealer.overhead() + 5 + blobs * ENTRY_LEN + TRAILER_LEN) as u64
+}
+
 /// A pack written to a temporary file as its blobs arrive, so that building it holds no pack
 /// in memory (for storages with a [`crate::storage::Storage::spool_dir`]). The file is
 /// removed when the pack is dropped unfinished.
@@ -619,6 +626,26 @@ mod tests {
             let e = entries[0];
             let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
             assert_eq!(&decode_blob(&s, &e, stored, "p").expect("decode"), raw);
+        }
+    }
+
+    #[test]
+    fn pack_len_is_the_exact_size_of_a_finished_pack() {
+        for s in [
+            Sealer::plain(),
+            Sealer::encrypted(&crate::repo::MasterKey::random()),
+        ] {
+            let mut p = PackBuilder::default();
+            for i in 0..7u32 {
+                p.add(&blob(
+                    &s,
+                    &i.to_le_bytes().repeat(i as usize + 1),
+                    BlobKind::Data,
+                ));
+            }
+            let data_len = p.len() as u64;
+            let (bytes, entries) = p.finish(&s);
+            assert_eq!(pack_len(&s, data_len, entries.len()), bytes.len() as u64);
         }
     }
 

@@ -67,6 +67,11 @@ pub struct Snapshot {
     pub summary: Summary,
     /// The program that wrote it.
     pub program: String,
+    /// For a snapshot written by `repair snapshots`: the snapshot it repairs (which it replaces,
+    /// without the damaged files; tagged `repaired`). Absent otherwise, so older readers, which
+    /// ignore fields they do not know, read repaired snapshots too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }
 
 impl Snapshot {

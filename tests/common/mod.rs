@@ -4,6 +4,7 @@
 //! inspects the file system directly; nothing reaches into the library.
 #![allow(dead_code)]
 
+pub mod damaged_source;
 pub mod logind;
 
 use std::collections::{BTreeMap, BTreeSet};
