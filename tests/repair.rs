@@ -403,6 +403,16 @@ fn assert_repaired_restore(f: &Fixture, sources: &Sources, pairs: &[(String, Str
         );
         assert_eq!(string(snap, "original"), *orig, "{snap}");
         let loss = &f.manifest["lost"][orig];
+        // Its size counts what it holds: the intact files.
+        let lost = strings(&loss["lost_files"]);
+        let held: u64 = scan_tree(&sources.dir(&path, stage))
+            .iter()
+            .filter(|(rel, e)| {
+                e.kind == Kind::File && !lost.contains(&format!("{path}/{}", rel.display()))
+            })
+            .map(|(_, e)| e.size)
+            .sum();
+        assert_eq!(num(&snap["summary"], "total_bytes"), held, "{snap}");
         assert_restores(
             f,
             sources,

@@ -266,7 +266,6 @@ fn repair_locked(
     report.packs_read = to_read.len();
     let reads = read_packs(repo, &to_read, opts, progress);
     crate::interrupt::check()?;
-    report.bytes_read = Progress::get(&progress.bytes_read);
 
     let mut damaged: Vec<(PackId, String, Option<Vec<PackEntry>>)> = Vec::new();
     for (pack, read) in reads {
@@ -321,7 +320,7 @@ fn repair_locked(
         .iter()
         .flat_map(|(_, entries)| entries.iter().map(|e| e.id))
         .collect();
-    let mut salvage = Salvage::new(repo, opts.dry_run, healthy);
+    let mut salvage = Salvage::new(repo, opts.dry_run, healthy, progress);
     for (pack, error, header) in damaged {
         crate::interrupt::check()?;
         let (located_by, entries) = match (header, old.get(&pack)) {
@@ -357,6 +356,7 @@ fn repair_locked(
         }
     }
     let new_packs = salvage.finish()?;
+    report.bytes_read = Progress::get(&progress.bytes_read);
     // A blob lost in one damaged pack but salvaged from another is not lost.
     for d in &mut report.damaged_packs {
         d.lost
@@ -556,6 +556,7 @@ enum Salvaged {
 /// Copies intact blobs of damaged packs into new packs.
 struct Salvage<'a> {
     repo: &'a Repository,
+    progress: &'a Progress,
     dry_run: bool,
     /// Blobs in healthy packs: no copy needed.
     healthy: HashSet<BlobId>,
@@ -566,9 +567,15 @@ struct Salvage<'a> {
 }
 
 impl<'a> Salvage<'a> {
-    fn new(repo: &'a Repository, dry_run: bool, healthy: HashSet<BlobId>) -> Self {
+    fn new(
+        repo: &'a Repository,
+        dry_run: bool,
+        healthy: HashSet<BlobId>,
+        progress: &'a Progress,
+    ) -> Self {
         Salvage {
             repo,
+            progress,
             dry_run,
             healthy,
             copied: HashSet::new(),
@@ -601,6 +608,7 @@ impl<'a> Salvage<'a> {
             Err(e) if is_damage(&e) => Vec::new(),
             Err(e) => return Ok(Salvaged::Unreadable(e.to_string())),
         };
+        Progress::add(&self.progress.bytes_read, bytes.len() as u64);
         for e in wanted {
             if self.copied.contains(&e.id) {
                 continue;
@@ -647,6 +655,10 @@ impl<'a> Salvage<'a> {
     fn flush(&mut self, b: PackBuilder) -> Result<()> {
         let (bytes, entries) = b.finish_verified(self.repo.sealer())?;
         let id = self.repo.save_pack(&bytes)?;
+        if entries.first().is_some_and(|e| e.kind == BlobKind::Tree) {
+            self.repo.cache_tree_pack(&id, &bytes);
+        }
+        Progress::add(&self.progress.bytes_written, bytes.len() as u64);
         self.written.push((id, entries));
         Ok(())
     }

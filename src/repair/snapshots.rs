@@ -14,8 +14,9 @@
 //! --read-data` does. Listings are always read and verified. A storage fault (as opposed to a
 //! damaged or missing object) stops the repair: it must never make a file look damaged.
 //!
-//! A snapshot with damage gets a replacement: the same time, host, paths, job and summary, the
-//! repaired root listing, the tag `repaired`, and `original` naming the snapshot it replaces.
+//! A snapshot with damage gets a replacement: the same time, host, paths, job and summary (but
+//! `total_bytes`, which counts what the replacement holds), the repaired root listing, the tag
+//! `repaired`, and `original` naming the snapshot it replaces.
 //! A snapshot without damage is left alone. The original stays until `forget` removes it, or
 //! `--forget` here (right after its replacement is written).
 //!
@@ -240,8 +241,12 @@ fn repair_locked(
     let mut pending: Vec<(RepairedSnapshot, Snapshot)> = Vec::new();
     for (id, snap) in &selected {
         crate::interrupt::check()?;
-        let (root, losses) = match rebuild.rewrite(snap.tree)? {
-            Outcome::Listing { id: root, losses } => (root, losses.to_vec()),
+        let (root, losses, bytes) = match rebuild.rewrite(snap.tree)? {
+            Outcome::Listing {
+                id: root,
+                losses,
+                bytes,
+            } => (root, losses.to_vec(), bytes),
             Outcome::Unusable(why) => (
                 rebuild.store(&Tree::default())?,
                 vec![RelLoss {
@@ -249,6 +254,7 @@ fn repair_locked(
                     path: String::new(),
                     reason: why,
                 }],
+                0,
             ),
         };
         if losses.is_empty() {
@@ -280,9 +286,12 @@ fn repair_locked(
         if !tags.iter().any(|t| t == REPAIRED_TAG) {
             tags.push(REPAIRED_TAG.into());
         }
+        let mut summary = snap.summary.clone();
+        summary.total_bytes = bytes;
         let new = Snapshot {
             tree: root,
             tags,
+            summary,
             original: Some(*id),
             program: format!("lifeboat {} (repair snapshots)", env!("CARGO_PKG_VERSION")),
             ..snap.clone()
@@ -354,10 +363,12 @@ struct RelLoss {
 /// What became of a listing.
 #[derive(Debug, Clone)]
 enum Outcome {
-    /// Usable: the listing to use (the same id when nothing beneath it is damaged).
+    /// Usable: the listing to use (the same id when nothing beneath it is damaged), and the
+    /// bytes of the files it holds.
     Listing {
         id: BlobId,
         losses: Arc<Vec<RelLoss>>,
+        bytes: u64,
     },
     /// Missing or damaged, with the reason.
     Unusable(String),
@@ -431,6 +442,7 @@ impl Rebuild<'_> {
         let mut nodes = Vec::with_capacity(tree.nodes.len());
         let mut losses: Vec<RelLoss> = Vec::new();
         let mut changed = false;
+        let mut bytes = 0u64;
         for mut node in tree.nodes {
             Progress::add(&self.progress.entries, 1);
             let name = String::from_utf8_lossy(&node.name).into_owned();
@@ -454,7 +466,12 @@ impl Rebuild<'_> {
                         )),
                     };
                     match outcome {
-                        Outcome::Listing { id, losses: below } => {
+                        Outcome::Listing {
+                            id,
+                            losses: below,
+                            bytes: below_bytes,
+                        } => {
+                            bytes += below_bytes;
                             if node.subtree != Some(id) {
                                 node.subtree = Some(id);
                                 changed = true;
@@ -490,6 +507,7 @@ impl Rebuild<'_> {
                         changed = true;
                         continue;
                     }
+                    bytes += node.size;
                 }
                 _ => {}
             }
@@ -499,12 +517,14 @@ impl Rebuild<'_> {
             return Ok(Outcome::Listing {
                 id: tree_id,
                 losses: Arc::new(Vec::new()),
+                bytes,
             });
         }
         let id = self.store(&Tree { nodes })?;
         Ok(Outcome::Listing {
             id,
             losses: Arc::new(losses),
+            bytes,
         })
     }
 
