@@ -109,7 +109,7 @@ pub struct RepairIndexReport {
     /// Packs whose header (or, with `read_data`, whole content) was read.
     pub packs_read: usize,
     pub bytes_read: u64,
-    /// Blobs the new index names.
+    /// Blob entries the new index holds (a blob stored in two packs counts twice).
     pub blobs: usize,
     pub index_objects_before: usize,
     pub index_objects_written: usize,
@@ -255,12 +255,14 @@ fn repair_locked(
             && old
                 .get(&pack)
                 .is_some_and(|e| expected_len(repo, e) == Some(*size));
-        match old.get(&pack) {
-            Some(entries) if reuse => {
+        if reuse {
+            // Taken out of the old index: nothing below needs it again (one copy in memory).
+            if let Some(entries) = old.remove(&pack) {
                 report.packs_reused += 1;
-                keep.push((pack, entries.clone()));
+                keep.push((pack, entries));
             }
-            _ => to_read.push((pack, *size)),
+        } else {
+            to_read.push((pack, *size));
         }
     }
     report.packs_read = to_read.len();
@@ -316,10 +318,14 @@ fn repair_locked(
 
     // 4. Salvage what is intact in damaged packs.
     damaged.sort_by_key(|d| d.0);
-    let healthy: HashSet<BlobId> = keep
-        .iter()
-        .flat_map(|(_, entries)| entries.iter().map(|e| e.id))
-        .collect();
+    // Only needed (and only built) when there is something to salvage.
+    let healthy: HashSet<BlobId> = if damaged.is_empty() {
+        HashSet::new()
+    } else {
+        keep.iter()
+            .flat_map(|(_, entries)| entries.iter().map(|e| e.id))
+            .collect()
+    };
     let mut salvage = Salvage::new(repo, opts.dry_run, healthy, progress);
     for (pack, error, header) in damaged {
         crate::interrupt::check()?;
@@ -368,11 +374,7 @@ fn repair_locked(
         .collect();
     keep.extend(new_packs);
     keep.sort_by_key(|k| k.0);
-    report.blobs = keep
-        .iter()
-        .flat_map(|(_, e)| e.iter().map(|e| e.id))
-        .collect::<HashSet<_>>()
-        .len();
+    report.blobs = keep.iter().map(|(_, e)| e.len()).sum();
     report.added_packs.sort();
     report.unreadable_packs.sort_by(|a, b| a.pack.cmp(&b.pack));
     if opts.dry_run {

@@ -223,7 +223,11 @@ fn repair_locked(
     let mut rebuild = Rebuild {
         repo,
         index: &index,
-        stored: &stored,
+        sizes: index
+            .packs()
+            .iter()
+            .map(|p| stored.get(&p.to_hex()).copied())
+            .collect(),
         bad: HashMap::new(),
         memo: HashMap::new(),
         written: HashSet::new(),
@@ -377,7 +381,9 @@ enum Outcome {
 struct Rebuild<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    stored: &'a HashMap<String, u64>,
+    /// The size in storage of each pack the index names, by its position in the index (none:
+    /// missing).
+    sizes: Vec<Option<u64>>,
     /// Chunks found damaged by reading them (`read_data`), with the reason.
     bad: HashMap<BlobId, String>,
     /// Listings already rebuilt (snapshots share most of them).
@@ -397,20 +403,21 @@ impl Rebuild<'_> {
         let Some(e) = self.index.get(id) else {
             return Some(format!("chunk {id}: is not in the index (missing)"));
         };
-        let pack = FileKind::Pack.path(&self.index.pack_id(e.pack).to_hex());
+        let pack = || FileKind::Pack.path(&self.index.pack_id(e.pack).to_hex());
         if e.kind != kind {
             let what = match kind {
                 BlobKind::Data => "a directory listing where file data is expected",
                 BlobKind::Tree => "file data where a directory listing is expected",
             };
-            return Some(format!("{pack}: {what}"));
+            return Some(format!("{}: {what}", pack()));
         }
-        match self.stored.get(&self.index.pack_id(e.pack).to_hex()) {
-            None => Some(format!("{pack}: is missing from storage")),
-            Some(&size) if u64::from(e.offset) + u64::from(e.stored_len) > size => Some(format!(
-                "{pack}: is truncated to {size} bytes: the chunks the index places beyond that are lost"
+        match self.sizes.get(e.pack as usize).copied().flatten() {
+            None => Some(format!("{}: is missing from storage", pack())),
+            Some(size) if u64::from(e.offset) + u64::from(e.stored_len) > size => Some(format!(
+                "{}: is truncated to {size} bytes: the chunks the index places beyond that are lost",
+                pack()
             )),
-            Some(_) => self.bad.get(id).map(|why| format!("{pack}: {why}")),
+            Some(_) => self.bad.get(id).map(|why| format!("{}: {why}", pack())),
         }
     }
 
