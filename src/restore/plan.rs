@@ -79,7 +79,7 @@ pub struct ChunkUses {
 impl ChunkUses {
     /// Groups `(chunk, use)` pairs by chunk.
     fn from_pairs(mut pairs: Vec<(BlobId, ChunkUse)>) -> Self {
-        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        pairs.sort_unstable_by_key(|p| p.0);
         let mut out = ChunkUses {
             uses: Vec::with_capacity(pairs.len()),
             ..ChunkUses::default()
