@@ -109,9 +109,9 @@ fn index(a: IndexArgs) -> Result<ExitCode> {
         repair_index(&repo, &opts, progress)?
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_index(&report);
+        print_index(&report)?;
     }
     if report.is_complete() {
         Ok(ExitCode::SUCCESS)
@@ -124,41 +124,41 @@ fn index(a: IndexArgs) -> Result<ExitCode> {
     }
 }
 
-fn print_index(r: &RepairIndexReport) {
+fn print_index(r: &RepairIndexReport) -> Result<()> {
     let would = |done: &'static str, planned: &'static str| if r.dry_run { planned } else { done };
     for p in &r.damaged_index_objects {
-        println!(
+        outln!(
             "damaged index object {}: {} ({})",
             p.object,
             p.error,
             would("replaced", "would be replaced")
-        );
+        )?;
     }
     for p in &r.missing_packs {
-        println!(
+        outln!(
             "missing pack {}: named by the index but not in storage; its {} chunks {} the index",
             p.pack,
             p.blobs,
             would("were left out of", "would be left out of")
-        );
+        )?;
     }
     for p in &r.added_packs {
-        println!(
+        outln!(
             "pack {p} was not in the index: {}",
             would("added", "would be added")
-        );
+        )?;
     }
     for p in &r.corrected_packs {
-        println!(
+        outln!(
             "pack {}: the index listed {} chunks, its header {}: {}",
             p.pack,
             p.old_blobs,
             p.blobs,
             would("index corrected", "index would be corrected")
-        );
+        )?;
     }
     for p in &r.damaged_packs {
-        println!(
+        outln!(
             "damaged pack {} ({}): {} chunks {}, {} stored elsewhere too, {} lost; {}",
             p.pack,
             p.error,
@@ -170,38 +170,40 @@ fn print_index(r: &RepairIndexReport) {
                 "left out of the index (prune removes it)",
                 "would be left out of the index"
             )
-        );
+        )?;
         if p.located_by == "nothing" {
-            println!("  its header is unreadable and no index described it: its chunks cannot be located");
+            outln!("  its header is unreadable and no index described it: its chunks cannot be located")?;
         }
         for id in &p.lost {
-            println!("  lost chunk {id}");
+            outln!("  lost chunk {id}")?;
         }
     }
     for p in &r.unreadable_packs {
-        println!(
+        outln!(
             "unreadable pack {}: {}; the index keeps its {} chunks as they were",
-            p.pack, p.error, p.kept_blobs
-        );
+            p.pack,
+            p.error,
+            p.kept_blobs
+        )?;
     }
     for p in &r.ignored {
-        println!("ignored {p}: not a pack name");
+        outln!("ignored {p}: not a pack name")?;
     }
-    println!(
+    outln!(
         "{} packs: {} described by the old index, {} read ({}); the new index names {} chunks",
         r.packs,
         r.packs_reused,
         r.packs_read,
         human(r.bytes_read),
         r.blobs
-    );
+    )?;
     if r.dry_run {
-        println!(
+        outln!(
             "dry run: nothing changed ({} old index objects)",
             r.index_objects_before
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "wrote {} index objects{}, removed {} old ones",
             r.index_objects_written,
             if r.new_packs.is_empty() {
@@ -210,8 +212,9 @@ fn print_index(r: &RepairIndexReport) {
                 format!(" and {} packs of salvaged chunks", r.new_packs.len())
             },
             r.index_objects_removed
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn snapshots(a: SnapshotsArgs) -> Result<ExitCode> {
@@ -235,20 +238,20 @@ fn snapshots(a: SnapshotsArgs) -> Result<ExitCode> {
         repair_snapshots(&repo, &opts, progress)?
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_snapshots(&report);
+        print_snapshots(&report)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_snapshots(r: &RepairSnapshotsReport) {
+fn print_snapshots(r: &RepairSnapshotsReport) -> Result<()> {
     for s in &r.repaired {
         let outcome = match &s.new {
             Some(id) => format!("repaired as {}", id.short()),
             None => "would be repaired".into(),
         };
-        println!(
+        outln!(
             "snapshot {} ({}, {}, {}): {outcome}",
             s.original.short(),
             s.time
@@ -256,30 +259,30 @@ fn print_snapshots(r: &RepairSnapshotsReport) {
                 .format("%Y-%m-%d %H:%M:%S"),
             s.host,
             s.paths.join(" ")
-        );
+        )?;
         for l in &s.removed_files {
-            println!("  removed file {}: {}", l.path, l.reason);
+            outln!("  removed file {}: {}", l.path, l.reason)?;
         }
         for l in &s.emptied_dirs {
-            println!("  emptied directory {}: {}", l.path, l.reason);
+            outln!("  emptied directory {}: {}", l.path, l.reason)?;
         }
         for l in &s.removed_entries {
-            println!("  removed entry {}: {}", l.path, l.reason);
+            outln!("  removed entry {}: {}", l.path, l.reason)?;
         }
     }
     for p in &r.unreadable_snapshots {
-        println!("unreadable snapshot {}: {}", p.object, p.error);
+        outln!("unreadable snapshot {}: {}", p.object, p.error)?;
     }
     for id in &r.forgotten {
         let short = id.get(..8).unwrap_or(id);
-        println!("removed snapshot {short}");
+        outln!("removed snapshot {short}")?;
     }
     let data = if r.read_data {
         format!(", {} of pack data read and verified", human(r.bytes_read))
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "{} snapshots checked: {} {}, {} intact (left alone){data}",
         r.snapshots,
         r.repaired.len(),
@@ -289,8 +292,9 @@ fn print_snapshots(r: &RepairSnapshotsReport) {
             "repaired"
         },
         r.intact.len()
-    );
+    )?;
     if !r.repaired.is_empty() && !r.dry_run && r.forgotten.is_empty() {
-        println!("the originals are kept: remove them with `lifeboat forget ID...` (or repair with --forget), then `lifeboat prune`");
+        outln!("the originals are kept: remove them with `lifeboat forget ID...` (or repair with --forget), then `lifeboat prune`")?;
     }
+    Ok(())
 }
