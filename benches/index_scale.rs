@@ -39,11 +39,7 @@ fn main() {
         .unwrap_or(10_000_000);
     let dir = tempfile::tempdir().expect("temporary directory");
     let opts = InitOptions {
-        kdf: KdfSetting::Fixed {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
+        kdf: KdfSetting::CHEAPEST,
         ..InitOptions::default()
     };
     let storage = std::sync::Arc::new(LocalStorage::new(dir.path().join("repo")));

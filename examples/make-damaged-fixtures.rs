@@ -343,11 +343,7 @@ fn main() -> Res<()> {
     let work = tempfile::tempdir()?;
     let dir = work.path().join("base");
     let opts = InitOptions {
-        kdf: KdfSetting::Fixed {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
+        kdf: KdfSetting::CHEAPEST,
         ..InitOptions::default()
     };
     let repo = Repository::init(

@@ -336,11 +336,7 @@ fn odd_prefixes_and_repository_names_work() {
 fn fast_init() -> InitOptions {
     InitOptions {
         pack_size: 1 << 20,
-        kdf: KdfSetting::Fixed {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
+        kdf: KdfSetting::CHEAPEST,
         ..InitOptions::default()
     }
 }

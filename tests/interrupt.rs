@@ -66,11 +66,7 @@ fn interrupted_backup_and_restore_stop_cleanly() {
     let storage = Arc::new(LocalStorage::new(tmp.path().join("repo")));
     let opts = InitOptions {
         pack_size: 1 << 20,
-        kdf: KdfSetting::Fixed {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
+        kdf: KdfSetting::CHEAPEST,
         ..InitOptions::default()
     };
     let repo = Repository::init(storage, &opts, Some(b"pw")).expect("init");

@@ -479,11 +479,7 @@ mod tests {
 
     fn shared(dir: &std::path::Path) -> Shared {
         let opts = InitOptions {
-            kdf: crate::repo::KdfSetting::Fixed {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            kdf: crate::repo::KdfSetting::CHEAPEST,
             ..InitOptions::default()
         };
         let repo = Repository::init(

@@ -135,11 +135,7 @@ pub(crate) mod testing {
     /// A repository at `dir/repo` with one snapshot of a few small files under `dir/src`.
     pub fn repository(dir: &Path) -> (Repository, SnapshotId) {
         let opts = InitOptions {
-            kdf: KdfSetting::Fixed {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            kdf: KdfSetting::CHEAPEST,
             ..InitOptions::default()
         };
         let storage = Arc::new(LocalStorage::new(dir.join("repo")));

@@ -501,11 +501,7 @@ mod tests {
 
     fn repo(dir: &std::path::Path) -> Repository {
         let opts = InitOptions {
-            kdf: KdfSetting::Fixed {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            kdf: KdfSetting::CHEAPEST,
             ..InitOptions::default()
         };
         Repository::init(Arc::new(LocalStorage::new(dir)), &opts, Some(b"pw")).expect("init")

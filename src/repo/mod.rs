@@ -53,6 +53,14 @@ pub enum KdfSetting {
 }
 
 impl KdfSetting {
+    /// The cheapest Argon2id parameters the format accepts: for tests, fixtures and benchmarks
+    /// that make many repositories, never for a key that protects data.
+    pub const CHEAPEST: KdfSetting = KdfSetting::Fixed {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
     fn params(&self) -> Result<KdfParams> {
         match self {
             KdfSetting::Calibrate => KdfParams::calibrate(Duration::from_millis(500)),
@@ -731,11 +739,7 @@ mod tests {
     fn a_large_index_is_split_into_objects_that_load_back_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = InitOptions {
-            kdf: KdfSetting::Fixed {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            kdf: KdfSetting::CHEAPEST,
             ..InitOptions::default()
         };
         let storage = std::sync::Arc::new(crate::storage::LocalStorage::new(dir.path().join("r")));
