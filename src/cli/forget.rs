@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
+use super::SnapshotFilterArgs;
 use anyhow::{bail, Result};
 use clap::Args;
-use lifeboat::forget::{forget, forget_ids, Filter, ForgetOptions};
+use lifeboat::forget::{forget, forget_ids, ForgetOptions};
 use lifeboat::repo::LockSettings;
 use lifeboat::retention::{parse_duration, Count, GroupBy, Policy};
 
@@ -59,15 +60,8 @@ pub struct ForgetArgs {
     /// Keep every snapshot with this tag (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
-    /// Only snapshots of this host (repeatable).
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Only snapshots made by this daemon job (repeatable).
-    #[arg(long = "job", value_name = "JOB")]
-    jobs: Vec<String>,
-    /// Only snapshots that include this path (repeatable).
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: SnapshotFilterArgs,
     /// Apply the policy per group of these attributes: host, paths, tags, job, comma
     /// separated, or "none".
     #[arg(long, value_name = "ATTRS", default_value = "host,paths")]
@@ -132,11 +126,7 @@ pub fn run(a: ForgetArgs) -> Result<ExitCode> {
         }
         let opts = ForgetOptions {
             policy,
-            filter: Filter {
-                hosts: a.hosts.clone(),
-                jobs: a.jobs.clone(),
-                paths: a.paths.clone(),
-            },
+            filter: a.filter.to_filter(),
             group_by: a.group_by,
             dry_run: a.dry_run,
             force: a.force,

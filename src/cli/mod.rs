@@ -80,6 +80,31 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which snapshots a command works on: `--host`, `--job`, `--path` (each repeatable).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SnapshotFilterArgs {
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots made by this daemon job (repeatable).
+    #[arg(long = "job", value_name = "JOB")]
+    pub jobs: Vec<String>,
+    /// Only snapshots that include this path (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+impl SnapshotFilterArgs {
+    /// The filter these flags give.
+    pub fn to_filter(&self) -> lifeboat::forget::Filter {
+        lifeboat::forget::Filter {
+            hosts: self.hosts.clone(),
+            jobs: self.jobs.clone(),
+            paths: self.paths.clone(),
+        }
+    }
+}
+
 /// Where the repository is, and what opens it.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArgs {

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
+use super::SnapshotFilterArgs;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use lifeboat::forget::Filter;
 use lifeboat::repair::{
     repair_index, repair_snapshots, RepairIndexOptions, RepairIndexReport, RepairSnapshotsOptions,
     RepairSnapshotsReport,
@@ -62,15 +62,8 @@ pub struct SnapshotsArgs {
     /// Snapshots to repair: ids, unique id prefixes or "latest" (default: every snapshot).
     #[arg(value_name = "SNAPSHOT")]
     snapshots: Vec<String>,
-    /// Only snapshots of this host (repeatable).
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Only snapshots made by this daemon job (repeatable).
-    #[arg(long = "job", value_name = "JOB")]
-    jobs: Vec<String>,
-    /// Only snapshots that include this path (repeatable).
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: SnapshotFilterArgs,
     /// Read the packs the snapshots use and verify every chunk (finds damaged file data, as
     /// `check --read-data` does); without it, only missing data is found.
     #[arg(long)]
@@ -221,11 +214,7 @@ fn snapshots(a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
     let opts = RepairSnapshotsOptions {
         snapshots: a.snapshots.clone(),
-        filter: Filter {
-            hosts: a.hosts.clone(),
-            jobs: a.jobs.clone(),
-            paths: a.paths.clone(),
-        },
+        filter: a.filter.to_filter(),
         read_data: a.read_data,
         forget: a.forget,
         dry_run: a.dry_run,
