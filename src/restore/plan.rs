@@ -292,12 +292,14 @@ impl Planner<'_> {
             }
             let subtree = node.subtree;
             let is_dir = node.kind == NodeKind::Dir;
+            // Only a directory's path is needed again (for its children's paths).
+            let dir_rel = is_dir.then(|| rel.clone());
             self.plan.entries.push(PlannedEntry {
-                rel: rel.clone().into_boxed_path(),
+                rel: rel.into_boxed_path(),
                 node: EntryMeta::of(node),
                 link_to,
             });
-            if is_dir {
+            if let Some(rel) = dir_rel {
                 let Some(sub) = subtree else {
                     self.plan
                         .broken
