@@ -507,9 +507,22 @@ impl Repository {
             .map(IndexId)
     }
 
-    /// Loads and merges every index object.
+    /// Loads and merges every index object, leaving out the packs that an index names but
+    /// storage does not have (lost or deleted by hand; `check` reports them): a backup then
+    /// stores their data again instead of deduplicating against the missing copy, and a blob
+    /// stored twice is read from the copy that exists.
     pub fn load_index(&self) -> Result<Index> {
         let mut idx = Index::builder();
+        // Packs are written before the index objects that name them: listed first, every
+        // pack an index read below names is in this listing unless it is missing (or was
+        // written meanwhile, which the second listing below tells apart).
+        let present: std::collections::HashSet<String> = self
+            .storage
+            .list(FileKind::Pack)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let mut unlisted: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
         let names = self.storage.list(FileKind::Index)?;
         if let Some(c) = &self.cache {
             c.retain(
@@ -551,13 +564,42 @@ impl Repository {
                 waiting.insert(i, loaded?);
                 while let Some(packs) = waiting.remove(&want) {
                     for (pack, entries) in packs {
-                        idx.add_pack(pack, &entries);
+                        if present.contains(&pack.to_hex()) {
+                            idx.add_pack(pack, &entries);
+                        } else {
+                            unlisted.push((pack, entries));
+                        }
                     }
                     want += 1;
                 }
             }
             Ok(())
         })?;
+        if !unlisted.is_empty() {
+            let present: std::collections::HashSet<String> = self
+                .storage
+                .list(FileKind::Pack)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            let mut missing = Vec::new();
+            for (pack, entries) in unlisted {
+                if present.contains(&pack.to_hex()) {
+                    idx.add_pack(pack, &entries);
+                } else {
+                    missing.push(FileKind::Pack.path(&pack.to_hex()));
+                }
+            }
+            missing.sort();
+            missing.dedup();
+            if !missing.is_empty() {
+                tracing::warn!(
+                    count = missing.len(),
+                    first = %missing[0],
+                    "packs named by the index are missing from storage: what only they held cannot be read, and a backup stores it again; run `lifeboat check` to see what is affected"
+                );
+            }
+        }
         let idx = idx.finish();
         if let Some(c) = &self.cache {
             c.retain(
