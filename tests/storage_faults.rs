@@ -647,12 +647,21 @@ fn every_object_sent_to_storage_verifies_and_existing_objects_are_never_replaced
 
         // Create-only: a second write of an existing object's name, with other bytes, is
         // refused and the object keeps its content.
+        let present: BTreeSet<String> = storage
+            .list(FileKind::Pack)
+            .expect("list")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         let (kind, obj, bytes, _) = created
             .iter()
-            .find(|(k, ..)| *k == FileKind::Pack)
-            .expect("a pack")
+            .find(|(k, n, ..)| *k == FileKind::Pack && present.contains(n))
+            .expect("a pack that is still there")
             .clone();
-        assert!(!storage.create(kind, &obj, b"other bytes").expect("create"));
+        assert!(
+            !storage.create(kind, &obj, b"other bytes").expect("create"),
+            "{name}: a second create of {obj} reported a write"
+        );
         assert_eq!(storage.read(kind, &obj).expect("read"), bytes, "{name}");
         let checked = check(
             &repo,
