@@ -850,87 +850,92 @@ fn files_changing_while_being_read_are_stored_whole_or_reported() {
     write_file(&outside, b"a symlink target outside the source\n");
     let repo = Repo::new();
 
-    let done = AtomicBool::new(false);
-    let rounds = std::thread::scope(|s| {
-        let mutator = s.spawn(|| {
-            let mut round = 0usize;
-            while !done.load(Ordering::SeqCst) {
-                let v = &versions[round % versions.len()];
-                for name in &names[..3] {
-                    // In place: truncate, then write (a reader may see either moment).
-                    fs::write(src.join(name), v).expect("rewrite");
+    // Three full backups, each read while the files change under it.
+    for attempt in 0..3 {
+        let done = AtomicBool::new(false);
+        let rounds = std::thread::scope(|s| {
+            let mutator = s.spawn(|| {
+                let mut round = 0usize;
+                while !done.load(Ordering::SeqCst) {
+                    let v = &versions[round % versions.len()];
+                    for name in &names[..3] {
+                        // In place: truncate, then write (a reader may see either moment).
+                        fs::write(src.join(name), v).expect("rewrite");
+                    }
+                    let deleted = src.join("deleted");
+                    if round % 2 == 0 {
+                        let _ = fs::remove_file(&deleted);
+                    } else {
+                        fs::write(&deleted, v).expect("recreate");
+                    }
+                    // Atomically a symlink, then atomically a file again.
+                    let linked = src.join("symlinked");
+                    let tmp = scratch.join("swap");
+                    let _ = fs::remove_file(&tmp);
+                    if round % 2 == 0 {
+                        std::os::unix::fs::symlink(&outside, &tmp).expect("symlink");
+                    } else {
+                        fs::write(&tmp, v).expect("write");
+                    }
+                    fs::rename(&tmp, &linked).expect("swap");
+                    round += 1;
                 }
-                let deleted = src.join("deleted");
-                if round % 2 == 0 {
-                    let _ = fs::remove_file(&deleted);
-                } else {
-                    fs::write(&deleted, v).expect("recreate");
-                }
-                // Atomically a symlink, then atomically a file again.
-                let linked = src.join("symlinked");
-                let tmp = scratch.join("swap");
-                let _ = fs::remove_file(&tmp);
-                if round % 2 == 0 {
-                    std::os::unix::fs::symlink(&outside, &tmp).expect("symlink");
-                } else {
-                    fs::write(&tmp, v).expect("write");
-                }
-                fs::rename(&tmp, &linked).expect("swap");
-                round += 1;
-            }
-            round
+                round
+            });
+            let out = repo.run("backup", args!["--json", "--full", &src]);
+            done.store(true, Ordering::SeqCst);
+            let rounds = mutator.join().expect("mutator");
+            (out, rounds)
         });
-        let out = repo.run("backup", args!["--json", &src]);
-        done.store(true, Ordering::SeqCst);
-        let rounds = mutator.join().expect("mutator");
-        (out, rounds)
-    });
-    let (out, rounds) = rounds;
-    assert!(
-        matches!(out.code, Some(0) | Some(3)),
-        "the backup completes (3: some files reported)\n{out}"
-    );
-    assert!(rounds > 0, "the files changed while the backup ran");
-    let summary = parse_backup_stream(&out).expect("summary");
-    let reported: BTreeSet<String> = summary["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .map(|e| string(e, "path"))
-        .collect();
-    repo.check(args!["--read-data"]).success();
-    let target = Scratch::new();
-    repo.restore("latest", target.path(), args![]).success();
-    let back = restored(target.path(), &src);
-    for name in names {
-        let path = src.join(name);
-        if reported.contains(path.to_str().expect("utf-8")) {
-            continue;
-        }
-        let restored_path = back.join(name);
-        let Ok(meta) = fs::symlink_metadata(&restored_path) else {
-            // Absent: it did not exist when the walk came by (deleted), a consistent moment.
-            assert_eq!(
-                name, "deleted",
-                "{name} is missing from the snapshot and not reported"
-            );
-            continue;
-        };
-        if meta.file_type().is_symlink() {
-            assert_eq!(name, "symlinked");
-            assert_eq!(fs::read_link(&restored_path).expect("readlink"), outside);
-            continue;
-        }
-        let content = hash(&fs::read(&restored_path).expect("read"));
+        let (out, rounds) = rounds;
         assert!(
-            allowed[name].contains(&content),
-            "{name} was stored as a mix of versions ({} bytes), not as of one moment, and not reported",
-            meta.len()
+            matches!(out.code, Some(0) | Some(3)),
+            "the backup completes (3: some files reported)\n{out}"
+        );
+        assert!(rounds > 0, "the files changed while the backup ran");
+        let summary = parse_backup_stream(&out).expect("summary");
+        let reported: BTreeSet<String> = summary["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| string(e, "path"))
+            .collect();
+        repo.check(args!["--read-data"]).success();
+        let target = Scratch::new();
+        repo.restore("latest", target.path(), args![]).success();
+        let back = restored(target.path(), &src);
+        for name in names {
+            let path = src.join(name);
+            if reported.contains(path.to_str().expect("utf-8")) {
+                continue;
+            }
+            let restored_path = back.join(name);
+            let Ok(meta) = fs::symlink_metadata(&restored_path) else {
+                // Absent: it did not exist when the walk came by (deleted), a consistent moment.
+                assert_eq!(
+                    name, "deleted",
+                    "{name} is missing from the snapshot and not reported"
+                );
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                assert_eq!(name, "symlinked");
+                assert_eq!(fs::read_link(&restored_path).expect("readlink"), outside);
+                continue;
+            }
+            let content = hash(&fs::read(&restored_path).expect("read"));
+            assert!(
+                allowed[name].contains(&content),
+                "{name} was stored as a mix of versions ({} bytes), not as of one moment, and not reported",
+                meta.len()
+            );
+        }
+        // The files nobody touched are exact.
+        assert_trees_equal(&src.join("stable"), &back.join("stable"));
+        println!(
+            "backup {attempt}: {rounds} rounds of changes while it ran; reported: {reported:?}"
         );
     }
-    // The files nobody touched are exact.
-    assert_trees_equal(&src.join("stable"), &back.join("stable"));
-    println!("{rounds} rounds of changes during the backup; reported: {reported:?}");
 }
 
 /// The data regions of a file (SEEK_DATA/SEEK_HOLE), as (offset, length).

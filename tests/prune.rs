@@ -655,7 +655,9 @@ fn another_hosts_lock_is_respected_until_it_is_stale() {
         let out = run(args!["unlock", "--repo", &url]).success();
         assert!(
             !out.stdout().contains("removed lock")
-                && out.stdout().contains("still held: backup (shared) by root@other-host.example"),
+                && out
+                    .stdout()
+                    .contains("still held: backup (shared) by root@other-host.example"),
             "{url}: unlock removed a fresh lock: {out}"
         );
         assert_eq!(
