@@ -94,7 +94,8 @@ fn clocks_a_day_off_delete_no_live_data() {
         let scratch = Scratch::new();
         let src = scratch.join("src");
         build_plain_tree(&src, 5, 0, 1);
-        repo.run(None, "init", args!["--pack-size-mib", "1"]).success();
+        repo.run(None, "init", args!["--pack-size-mib", "1"])
+            .success();
         let now = Utc::now();
         repo.run(Some("-1d"), "backup", args![&src]).success();
         write_file(&src.join("v2.bin"), &random_bytes(MIB as usize, 2));
@@ -176,4 +177,114 @@ fn clocks_a_day_off_delete_no_live_data() {
             .success();
         }
     }
+}
+
+/// RELIABILITY case 20: the daemon's clock jumps back an hour while a job runs every two
+/// seconds, then forward again. Runs scheduled in the hour it already lived through are not
+/// run a second time, the hold is not silent (the log says the clock went back and until
+/// when runs are held), and the schedule resumes when the clock passes that time again.
+#[test]
+fn a_clock_jumping_back_runs_nothing_twice_and_says_so() {
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 3, 0, 7);
+    let repo = scratch.join("repo");
+    lifeboat(args!["init", "--repo", &repo]).success();
+    let pass = scratch.join("password");
+    std::fs::write(&pass, format!("{PASSWORD}\n")).expect("write password");
+    let d = scratch.path().display();
+    let config = scratch.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"{d}/state\"\ncache_dir = \"{d}/cache\"\nruntime_dir = \"{d}/run\"\n\n\
+             [repositories.local]\nurl = \"{}\"\npassword_file = \"{}\"\n\n\
+             [[jobs]]\nname = \"often\"\nrepository = \"local\"\nsources = [\"{}\"]\nincremental = \"*/2 * * * * *\"\n",
+            repo.display(),
+            pass.display(),
+            src.display()
+        ),
+    )
+    .expect("write config");
+    let clock = scratch.join("faketime");
+    std::fs::write(&clock, "+0\n").expect("write clock");
+    let log = scratch.join("daemon.log");
+    let mut cmd = lifeboat_cmd();
+    cmd.args(args!["daemon", "--config", &config])
+        .env_remove("LIFEBOAT_PASSWORD")
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME_TIMESTAMP_FILE", &clock)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("DONT_FAKE_MONOTONIC", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let mut daemon = cmd.spawn().expect("start daemon");
+    let count = || {
+        lifeboat(args!["snapshots", "--json", "--repo", &repo])
+            .success()
+            .json()
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait = |what: &str, mut cond: Box<dyn FnMut() -> bool + '_>| {
+        let started = Instant::now();
+        while !cond() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what} did not happen within a minute; the daemon's log:\n{}",
+                read_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("two scheduled runs", Box::new(|| count() >= 2));
+
+    // The clock goes back an hour.
+    std::fs::write(&clock, "-1h\n").expect("set clock");
+    wait(
+        "the notice that the clock went back",
+        Box::new(|| read_log().contains("the clock went back")),
+    );
+    // A run that had started before the jump may still finish; nothing new starts.
+    wait(
+        "the running backup to finish",
+        Box::new(|| !read_log().is_empty() && status_idle(&config)),
+    );
+    let held = count();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        count(),
+        held,
+        "runs of the hour the clock went back over ran again:\n{}",
+        read_log()
+    );
+    let notices = read_log().matches("the clock went back").count();
+    assert_eq!(notices, 1, "said once per jump:\n{}", read_log());
+
+    // Back to the real time: the schedule resumes.
+    std::fs::write(&clock, "+0\n").expect("set clock");
+    wait(
+        "a run after the clock caught up",
+        Box::new(|| count() > held),
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = daemon.wait().expect("wait");
+    assert!(status.success(), "daemon exit {status}:\n{}", read_log());
+    lifeboat(args!["check", "--repo", &repo]).success();
+}
+
+/// Whether the daemon of `config` runs no job right now.
+fn status_idle(config: &std::path::Path) -> bool {
+    let out = lifeboat(args!["status", "--config", config, "--json"]);
+    out.code.is_some()
+        && serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["jobs"].as_array().cloned())
+            .is_some_and(|jobs| jobs.iter().all(|j| j["running"].is_null()))
 }
