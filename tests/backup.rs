@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::*;
 
-/// Every kind of entry survives a backup and restore unchanged: contents,
+/// RELIABILITY cases 12 and 13: Every kind of entry survives a backup and restore unchanged: contents,
 /// modes, mtimes with nanoseconds, owners (as root), symlinks, hardlinks,
 /// fifos, xattrs, sparse files, empty files/dirs, and odd names.
 #[test]
@@ -573,7 +573,7 @@ fn single_file_source_round_trips() {
     assert_trees_equal(&file, &restored(target.path(), &file));
 }
 
-/// Deep nesting and many small (partly identical) files round-trip.
+/// RELIABILITY case 12: Deep nesting and many small (partly identical) files round-trip.
 #[test]
 fn deep_and_wide_trees_round_trip() {
     let repo = Repo::new();

@@ -25,7 +25,7 @@ fn check_passes_on_a_healthy_repository() {
     repo.check(args!["--read-data"]).success();
 }
 
-/// A flipped byte inside a pack is invisible to the structural check but
+/// RELIABILITY case 4: A flipped byte inside a pack is invisible to the structural check but
 /// found by `--read-data`, which names the pack and what it affects.
 #[test]
 fn read_data_finds_a_flipped_byte_in_a_pack() {
@@ -52,7 +52,7 @@ fn read_data_finds_a_flipped_byte_in_a_pack() {
     );
 }
 
-/// A deleted pack file is found by the structural check already.
+/// RELIABILITY case 6: A deleted pack file is found by the structural check already.
 #[test]
 fn check_finds_a_deleted_pack() {
     let (repo, _scratch, src, summary) = repo_with_big_file();
@@ -75,7 +75,7 @@ fn check_finds_a_deleted_pack() {
     }
 }
 
-/// A truncated pack is found by `--read-data`.
+/// RELIABILITY case 5: A truncated pack is found by `--read-data`.
 #[test]
 fn check_read_data_finds_a_truncated_pack() {
     let (repo, _scratch, _src, _) = repo_with_big_file();
@@ -94,7 +94,7 @@ fn check_read_data_finds_a_truncated_pack() {
     );
 }
 
-/// Damage to a snapshot file is an error too.
+/// RELIABILITY case 5: Damage to a snapshot file is an error too.
 #[test]
 fn check_finds_a_damaged_snapshot_file() {
     let (repo, _scratch, _src, summary) = repo_with_big_file();
@@ -106,7 +106,7 @@ fn check_finds_a_damaged_snapshot_file() {
     repo.check(args![]).expect_code(1);
 }
 
-/// Damage in the smallest pack (directory listings and small files) is
+/// RELIABILITY case 4 (directory data): Damage in the smallest pack (directory listings and small files) is
 /// reported by `check --read-data` and stops a restore, which names the pack.
 #[test]
 fn damage_in_the_small_pack_is_reported_by_check_and_restore() {

@@ -149,6 +149,7 @@ fn flip_byte(storage: &dyn Storage, kind: FileKind, name: &str, at: usize) {
     assert!(storage.create(kind, name, &data).expect("create"));
 }
 
+/// RELIABILITY case 4: end to end on local disk, S3 and Azure, including a flipped byte in a pack: check --read-data names it, restore refuses and leaves the target as it was.
 #[test]
 fn end_to_end_conformance_on_every_backend() {
     for b in backends() {
@@ -218,6 +219,7 @@ fn end_to_end_conformance_on_every_backend() {
     }
 }
 
+/// RELIABILITY cases 16 and 17: the storage contract on local disk, S3 and Azure: create-only writes keep the first content, short ranges are errors, listings past 1,000 objects (one page) are complete.
 #[test]
 fn storage_contract_on_every_backend() {
     for b in backends() {
@@ -285,6 +287,7 @@ fn storage_contract_on_every_backend() {
     }
 }
 
+/// RELIABILITY case 17: eight concurrent create-only writes of one name: exactly one wins (local, S3, Azure).
 #[test]
 fn eight_way_create_race_has_exactly_one_winner() {
     for b in backends() {
@@ -384,6 +387,7 @@ fn run_through(s: Arc<dyn Storage>, src: &Path, target: &Path) -> lifeboat::Resu
     Ok(())
 }
 
+/// RELIABILITY case 15: 503s, connection resets, stalls, truncated bodies and lost acknowledgements injected under the retry layer, on local disk and the S3 server: backup, restore and check --read-data succeed.
 #[test]
 fn transient_faults_are_retried_and_the_repository_stays_valid() {
     for b in [local(), s3()] {
@@ -414,6 +418,7 @@ fn transient_faults_are_retried_and_the_repository_stays_valid() {
     }
 }
 
+/// RELIABILITY case 15: 403s are permanent: the backup fails with an error naming the object, not retried forever, no snapshot; the repository checks clean and the next backup succeeds (local and S3).
 #[test]
 fn permanent_faults_fail_cleanly_and_leave_a_valid_repository() {
     for b in [local(), s3()] {
@@ -564,6 +569,7 @@ fn metadata_cache_spares_downloads_and_can_be_deleted() {
     assert!(xdg.join("lifeboat/CACHEDIR.TAG").exists());
 }
 
+/// RELIABILITY case 17: objects past the multipart threshold are uploaded in parts and stay create-only (local, S3, Azure).
 #[test]
 fn large_objects_go_up_in_parts_and_stay_create_only() {
     for b in backends() {
@@ -639,6 +645,8 @@ impl Storage for IgnoresCreateOnly {
     }
 }
 
+/// RELIABILITY case 17: a store that accepts `If-None-Match` and ignores it is detected at init and recorded;
+/// backups through it still restore (objects are content-addressed).
 #[test]
 fn a_store_that_ignores_create_only_is_detected_and_recorded() {
     let b = s3();
@@ -715,7 +723,7 @@ fn upload_limit_is_applied() {
     assert_trees_equal(&src, &restored(&target, &src));
 }
 
-/// Two hosts back up the same data into one repository at the same time, on local disk and
+/// RELIABILITY case 19: Two hosts back up the same data into one repository at the same time, on local disk and
 /// on the S3 server: both snapshots restore, and after forget + prune the shared data is
 /// stored once and the repository checks clean.
 #[test]

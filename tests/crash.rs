@@ -11,9 +11,12 @@
 //! dies still depends on the machine). The long run of docs/RELIABILITY-TESTS.md:
 //!
 //! ```sh
-//! LIFEBOAT_CRASH_LOOPS=100 cargo test --release --test crash -- --nocapture --test-threads 1 \
-//!     backup_killed prune_killed
+//! LIFEBOAT_CRASH_LOOPS=140 cargo test --test crash -- --nocapture --test-threads 1 \
+//!     backup_killed_at_random_points_next prune_killed
 //! ```
+//!
+//! (140 rounds give at least 100 kills that land while the process runs: some runs finish
+//! before their random delay is up, which tests the end of a run too.)
 
 mod common;
 
@@ -254,8 +257,25 @@ fn backup_killed_at_random_points_next_backup_succeeds_and_check_is_clean() {
         env_count("LIFEBOAT_CRASH_LOOPS", 5),
         12,
     );
-    // Leftovers of the killed runs (unindexed packs, temporary pack files) are harmless and
-    // go with prune once old enough (here: once older than a one-second lock bound).
+    // Leftovers of the killed runs: temporary files of the packs they were filling (check
+    // ignores them; prune removes them once a day old), and unindexed packs, which prune
+    // removes once older than the lock bound (here one second).
+    let leftovers: Vec<String> = walkdir::WalkDir::new(&repo)
+        .into_iter()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    println!(
+        "temporary files left by the killed backups: {}",
+        leftovers.len()
+    );
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| n.starts_with(".tmp-pack-") || n.starts_with(".tmp-")),
+        "{leftovers:?}"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     let out = lifeboat_env(
         args!["prune", "--repo", &repo, "--json"],

@@ -145,6 +145,7 @@ fn prune_dry_run_changes_nothing_and_max_unused_controls_repacking() {
         .stderr_contains("0% to 100%");
 }
 
+/// RELIABILITY case 21: a policy that matches nothing, a mistyped tag, host or job, or no policy at all never deletes every snapshot; --force is needed.
 #[test]
 fn forget_refuses_to_delete_every_backup_by_mistake() {
     let scratch = Scratch::new();
@@ -247,6 +248,7 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
 }
 
+/// RELIABILITY cases 1 and 19: prune refuses while a live backup holds a lock; a backup killed with SIGKILL leaves a lock that `unlock`, or prune by itself, detects as stale (its process is gone); the repository checks clean after the killed backups.
 #[test]
 fn prune_refuses_while_a_live_backup_holds_a_lock_and_clears_a_dead_ones_lock() {
     let scratch = Scratch::new();
@@ -280,7 +282,7 @@ fn prune_refuses_while_a_live_backup_holds_a_lock_and_clears_a_dead_ones_lock() 
     repo.check(args!["--read-data"]).success();
 }
 
-/// The backup is frozen (SIGSTOP) past its lock's staleness bound while forget and prune
+/// RELIABILITY case 18: The backup is frozen (SIGSTOP) past its lock's staleness bound while forget and prune
 /// remove the data it deduplicated against and the packs it had uploaded. When it resumes it
 /// notices before committing, starts over, and its snapshot is complete.
 #[test]
@@ -326,7 +328,7 @@ fn a_backup_frozen_past_the_lock_bound_survives_a_prune() {
     assert_trees_equal(&src, &restored(target.path(), &src));
 }
 
-/// Two hosts back up the same data into one repository at the same time: both snapshots
+/// RELIABILITY case 19: Two hosts back up the same data into one repository at the same time: both snapshots
 /// restore, and after prune the shared data is stored once.
 #[test]
 fn two_writers_back_up_concurrently_and_shared_data_is_stored_once() {
@@ -363,7 +365,7 @@ fn two_writers_back_up_concurrently_and_shared_data_is_stored_once() {
     }
 }
 
-/// prune killed with SIGKILL at random moments, repeatedly: every remaining snapshot stays
+/// RELIABILITY case 2: prune killed with SIGKILL at random moments, repeatedly: every remaining snapshot stays
 /// restorable and the next prune completes. (LIFEBOAT_PRUNE_KILLS sets the rounds; the long
 /// run is `LIFEBOAT_PRUNE_KILLS=100 cargo test --test prune kill`.)
 #[test]
@@ -411,6 +413,7 @@ fn prune_killed_at_random_points_leaves_a_valid_repository() {
     assert_trees_equal(&src, &restored(target.path(), &src));
 }
 
+/// RELIABILITY case 16 (a partial view stops prune): a snapshot's data missing from storage: prune stops before changing anything.
 #[test]
 fn prune_on_a_damaged_repository_changes_nothing() {
     let scratch = Scratch::new();
@@ -466,6 +469,7 @@ fn prune_does_not_run_under_a_restore() {
     assert!(lock_names(&repo).is_empty(), "restore released its lock");
 }
 
+/// RELIABILITY case 1: the temporary pack files killed backups leave are removed by prune once a day old (never a fresh one).
 #[test]
 fn prune_removes_temporary_pack_files_of_killed_backups_after_a_day() {
     // A local repository's data packs are filled as `data/.tmp-*` files; a backup killed with
