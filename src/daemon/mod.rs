@@ -7,7 +7,7 @@
 //! runs once — full when a full backup fell due, else incremental. So a daemon that was stopped
 //! catches up once at start (if `catch_up`), a clock that jumps forward runs a job once rather
 //! than replaying every missed time, and a clock that jumps back runs nothing twice (the cursor
-//! never moves back). A job that falls due while it runs is coalesced. Runs happen on worker
+//! never moves back) and says so once, with the time its runs resume. A job that falls due while it runs is coalesced. Runs happen on worker
 //! threads, at most `max_concurrent_jobs` at once.
 //!
 //! SIGHUP reloads the config (a broken one is reported and the old one kept). SIGTERM/SIGINT
