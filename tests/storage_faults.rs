@@ -131,53 +131,49 @@ fn request_line(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<
     }
 }
 
-/// Answers the requests of one connection.
+/// Answers the request of one connection (each answer closes the connection).
 fn serve(conn: TcpStream, answer: Answer, requests: &AtomicUsize, stop: &AtomicBool) {
     let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut conn = conn;
+    // The request line and headers.
+    if request_line(&mut reader, stop).is_none() {
+        return;
+    }
+    requests.fetch_add(1, Ordering::SeqCst);
+    let mut length = 0usize;
     loop {
-        // The request line and headers.
-        let Some(_request) = request_line(&mut reader, stop) else {
+        let Some(line) = request_line(&mut reader, stop) else {
             return;
         };
-        requests.fetch_add(1, Ordering::SeqCst);
-        let mut length = 0usize;
-        loop {
-            let Some(line) = request_line(&mut reader, stop) else {
-                return;
-            };
-            let lower = line.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-            if line == "\r\n" {
-                break;
-            }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
         }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
+        if line == "\r\n" {
+            break;
         }
-        match answer {
-            Answer::Status(code, s3_code) => {
-                let doc = format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{s3_code}</Code>\
-                     <Message>injected by the test</Message><RequestId>1</RequestId></Error>"
-                );
-                let reply = format!(
-                    "HTTP/1.1 {code} {s3_code}\r\nContent-Type: application/xml\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{doc}",
-                    doc.len()
-                );
-                let _ = conn.write_all(reply.as_bytes());
-                return;
-            }
-            Answer::Hang => {
-                while !stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                return;
+    }
+    let mut body = vec![0u8; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    match answer {
+        Answer::Status(code, s3_code) => {
+            let doc = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{s3_code}</Code>\
+                 <Message>injected by the test</Message><RequestId>1</RequestId></Error>"
+            );
+            let reply = format!(
+                "HTTP/1.1 {code} {s3_code}\r\nContent-Type: application/xml\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{doc}",
+                doc.len()
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+        Answer::Hang => {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
@@ -524,11 +520,14 @@ fn prune_reads_every_page_of_a_snapshot_listing_past_1000_objects() {
 // What reaches storage (case 17)
 // ---------------------------------------------------------------------------
 
+/// An object as sent to storage: kind, name, bytes, whether it was written.
+type Sent = (FileKind, String, Vec<u8>, bool);
+
 /// Records every object written through it.
 #[derive(Debug)]
 struct Recording {
     inner: Arc<dyn Storage>,
-    created: Mutex<Vec<(FileKind, String, Vec<u8>, bool)>>,
+    created: Mutex<Vec<Sent>>,
 }
 
 impl Storage for Recording {
