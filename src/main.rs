@@ -19,6 +19,11 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
+            // The reader of our output went away (`lifeboat snapshots | head`): stop quietly,
+            // with the status a shell gives a command killed by SIGPIPE.
+            if err.downcast_ref::<cli::OutputClosed>().is_some() {
+                return ExitCode::from(cli::EXIT_BROKEN_PIPE);
+            }
             eprintln!("lifeboat: error: {err:#}");
             match err.downcast_ref() {
                 Some(lifeboat::Error::Interrupted) => return ExitCode::from(cli::EXIT_INTERRUPTED),

@@ -317,3 +317,42 @@ fn text_listing_names_each_snapshot() {
     }
     assert!(out.stdout().contains("elsewhere"), "host not shown\n{out}");
 }
+
+/// A reader that goes away early (`lifeboat snapshots | head -1`) stops the command quietly
+/// with the status a shell gives a command killed by SIGPIPE, not a panic or an error message.
+#[test]
+fn output_into_a_closed_pipe_stops_quietly() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    small_tree(&src, 3);
+    repo.backup(args![&src]);
+    for command in [
+        args!["snapshots"],
+        args!["snapshots", "--json"],
+        args!["ls", "latest"],
+        args!["check"],
+    ] {
+        // A pipe whose read end is already closed: the first write fails with EPIPE.
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let mut cmd = lifeboat_cmd();
+        let mut all = command.clone();
+        all.extend(args!["--repo", &repo.path]);
+        cmd.args(&all)
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped());
+        let out = cmd.output().expect("run lifeboat");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "{command:?} into a closed pipe: {:?}, stderr: {stderr}",
+            out.status
+        );
+        assert!(
+            stderr.is_empty(),
+            "{command:?} into a closed pipe printed: {stderr}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lifeboat on a local S3 server (moto) against local disk, on the comparison dataset:
 # full backup, no-change incremental, restore; wall time, CPU, peak RSS, and the number of
-# HTTP requests per GiB of source data (counted from the server's request log).
+# HTTP requests per GiB of source data (counted from the server's request log), and the CPU
+# time the server itself spent (it shares the machine's cores with Lifeboat).
 #
 # Usage: benches/compare/s3.sh [--size-mib N] [--lifeboat BIN] [--workdir DIR]
 # moto's server is single-threaded Python: it, not Lifeboat, bounds the S3 throughput here.
@@ -44,18 +45,24 @@ find "$DATA" -type f -print0 | xargs -0 -r cat >/dev/null
 GIB=$(du -sb "$DATA" | awk '{ printf "%.3f", $1 / 1073741824 }')
 
 requests() { grep -cE '"(GET|PUT|POST|HEAD|DELETE) ' "$RUN/moto.log" || true; }
-printf '| repository | phase | wall s | CPU s | peak RSS MiB | requests | requests per GiB |\n|---|---|---:|---:|---:|---:|---:|\n'
+# CPU seconds of the server process so far (user + system, from /proc).
+TICKS=$(getconf CLK_TCK)
+server_cpu() { awk -v t="$TICKS" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t }' "/proc/$MOTO/stat"; }
+printf '| repository | phase | wall s | CPU s | peak RSS MiB | server CPU s | requests | requests per GiB |\n|---|---|---:|---:|---:|---:|---:|---:|\n'
 phase() { # NAME PHASE CMD...
     local name=$1 ph=$2; shift 2
-    local before after
+    local before after cpu_before cpu_after
     before=$(requests)
+    cpu_before=$(server_cpu)
     /usr/bin/time -f '%e %U %S %M' -o "$RUN/time" "$@" >"$RUN/$name-$ph.log" 2>&1
     after=$(requests)
+    cpu_after=$(server_cpu)
     read -r wall user sys rss <"$RUN/time"
     local req=$((after - before))
     [[ $name == local ]] && req=0
     awk -v n="$name" -v p="$ph" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v q="$req" -v g="$GIB" \
-        'BEGIN { printf "| %s | %s | %.2f | %.2f | %.1f | %s | %.0f |\n", n, p, w, u + s, r / 1024, (n == "local" ? "-" : q), (n == "local" ? 0 : q / g) }'
+        -v c="$(awk -v a="$cpu_after" -v b="$cpu_before" 'BEGIN { printf "%.2f", a - b }')" \
+        'BEGIN { printf "| %s | %s | %.2f | %.2f | %.1f | %s | %s | %.0f |\n", n, p, w, u + s, r / 1024, (n == "local" ? "-" : c), (n == "local" ? "-" : q), (n == "local" ? 0 : q / g) }'
 }
 for name in local s3; do
     if [[ $name == local ]]; then REPO=$RUN/local-repo; else REPO=s3://bench/repo; fi

@@ -455,13 +455,19 @@ fn store_pack(shared: &Shared, pack: OpenPack) -> Result<()> {
     };
     let sealer = shared.repo.sealer();
     let (bytes, entries) = pack.finish_verified(sealer)?;
-    let id = shared.repo.save_pack(&bytes)?;
+    let len = bytes.len();
+    // Handed over as it is (a cloud store uploads it without a copy) and taken back for the
+    // next pack once the storage is done with it.
+    let bytes = bytes::Bytes::from(bytes);
+    let id = shared.repo.save_pack_owned(bytes.clone())?;
     if entries.first().is_some_and(|e| e.kind == BlobKind::Tree) {
         shared.repo.cache_tree_pack(&id, &bytes);
     }
-    Progress::add(&shared.progress.bytes_written, bytes.len() as u64);
+    Progress::add(&shared.progress.bytes_written, len as u64);
     shared.written.lock().push((id, entries));
-    shared.recycle(bytes);
+    if let Ok(buffer) = bytes.try_into_mut() {
+        shared.recycle(buffer.into());
+    }
     Ok(())
 }
 

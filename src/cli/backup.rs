@@ -81,28 +81,31 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
             obj.insert("kind".into(), snap.kind.to_string().into());
             obj.insert("parent".into(), snap.parent.map(|p| p.to_hex()).into());
         }
-        println!("{v}");
+        outln!("{v}")?;
     } else {
         let parent = snap
             .parent
             .map(|p| format!(", parent {}", p.short()))
             .unwrap_or_default();
-        println!(
+        outln!(
             "snapshot {} saved ({}{parent})",
             outcome.id.short(),
             snap.kind
-        );
-        println!(
+        )?;
+        outln!(
             "files: {} new, {} changed, {} unchanged; {} directories",
-            s.files_new, s.files_changed, s.files_unchanged, s.dirs
-        );
-        println!(
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs
+        )?;
+        outln!(
             "read {}, added {} to the repository; snapshot holds {}",
             human(s.bytes_read),
             human(s.bytes_added),
             human(s.total_bytes)
-        );
-        println!("took {:.2}s", s.duration_secs);
+        )?;
+        outln!("took {:.2}s", s.duration_secs)?;
     }
     if s.errors.is_empty() {
         Ok(ExitCode::SUCCESS)

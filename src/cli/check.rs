@@ -44,15 +44,15 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         check(&repo, &opts, progress)?
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         for w in &report.warnings {
-            println!("warning: {w}");
+            outln!("warning: {w}")?;
         }
         for p in &report.errors {
-            println!("error: {}: {}", p.object, p.message);
+            outln!("error: {}: {}", p.object, p.message)?;
             for f in &p.affects {
-                println!("  affects {f}");
+                outln!("  affects {f}")?;
             }
         }
         let data = if opts.read_data {
@@ -63,14 +63,16 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "checked {} snapshots, {} packs, {} chunks{data}",
-            report.snapshots, report.packs, report.blobs
-        );
+            report.snapshots,
+            report.packs,
+            report.blobs
+        )?;
     }
     if report.is_ok() {
         if !a.json {
-            println!("no errors found");
+            outln!("no errors found")?;
         }
         Ok(ExitCode::SUCCESS)
     } else {

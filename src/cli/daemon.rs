@@ -93,12 +93,12 @@ pub fn config(c: ConfigCommand) -> Result<ExitCode> {
     match c {
         ConfigCommand::Check(a) => match Config::load(&a.config) {
             Ok(cfg) => {
-                println!(
+                outln!(
                     "{}: valid; {} repositories, {} jobs",
                     a.config.display(),
                     cfg.repositories.len(),
                     cfg.jobs.len()
-                );
+                )?;
                 for j in &cfg.jobs {
                     let now = chrono::Utc::now();
                     let next = |s: &Option<lifeboat::daemon::schedule::Schedule>| {
@@ -111,12 +111,12 @@ pub fn config(c: ConfigCommand) -> Result<ExitCode> {
                             })
                             .unwrap_or_else(|| "-".into())
                     };
-                    println!(
+                    outln!(
                         "  job {}: next incremental {}, next full {}",
                         j.name,
                         next(&j.incremental),
                         next(&j.full)
-                    );
+                    )?;
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -142,18 +142,18 @@ fn runtime_dir(config: &Path) -> Result<PathBuf> {
 pub fn status(a: StatusArgs) -> Result<ExitCode> {
     let answer = control::ask(&runtime_dir(&a.config.config)?, &Request::Status)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        outln!("{}", serde_json::to_string_pretty(&answer)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let d = &answer["daemon"];
-    println!(
+    outln!(
         "lifeboat daemon {} (pid {}), up since {}",
         d["version"].as_str().unwrap_or("?"),
         d["pid"],
         d["started"].as_str().unwrap_or("?")
-    );
+    )?;
     for w in answer["maintenance"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "maintenance {} ({}): {:?} from {} to {}{}",
             w["id"],
             w["phase"].as_str().unwrap_or("?"),
@@ -164,24 +164,24 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
                 .as_str()
                 .map(|i| format!("; impact: {i}"))
                 .unwrap_or_default()
-        );
+        )?;
     }
     let mut any_bad = false;
     for j in answer["jobs"].as_array().into_iter().flatten() {
         let s = &j["state"];
         let result = s["last_result"].as_str().unwrap_or("never run");
         any_bad |= result == "failed" || j["stale"].as_bool() == Some(true);
-        println!("job {}:", j["name"].as_str().unwrap_or("?"));
+        outln!("job {}:", j["name"].as_str().unwrap_or("?"))?;
         if let Some(r) = j["running"].as_object() {
-            println!(
+            outln!(
                 "  running: {} backup since {}, {} files, {} bytes read",
                 r["kind"].as_str().unwrap_or("?"),
                 r["started"].as_str().unwrap_or("?"),
                 r["files"],
                 r["bytes_read"]
-            );
+            )?;
         }
-        println!(
+        outln!(
             "  last run: {} ({}){}",
             s["last_start"].as_str().unwrap_or("never"),
             result,
@@ -189,21 +189,21 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
                 .as_str()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
-        );
-        println!(
+        )?;
+        outln!(
             "  last success: {}",
             s["last_success"].as_str().unwrap_or("never")
-        );
-        println!(
+        )?;
+        outln!(
             "  next: incremental {}, full {}",
             j["next_incremental"].as_str().unwrap_or("-"),
             j["next_full"].as_str().unwrap_or("-")
-        );
+        )?;
         if let Some(p) = j["paused_until"].as_str() {
-            println!("  paused until {p}");
+            outln!("  paused until {p}")?;
         }
         if j["stale"].as_bool() == Some(true) {
-            println!("  STALE: no successful backup within the job's stale_after bound");
+            outln!("  STALE: no successful backup within the job's stale_after bound")?;
         }
     }
     Ok(if any_bad {
@@ -231,7 +231,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             .collect(),
     };
     if jobs.is_empty() {
-        println!("no job has on_shutdown = true; nothing to do");
+        outln!("no job has on_shutdown = true; nothing to do")?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut worst = ExitCode::SUCCESS;
@@ -254,7 +254,7 @@ fn run_one(cfg: &Config, name: &str, full: bool, no_wait: bool) -> Result<ExitCo
     };
     match control::ask(&cfg.daemon.runtime_dir, &request) {
         Ok(_) => {
-            println!("job {name} queued in the running daemon");
+            outln!("job {name} queued in the running daemon")?;
             if no_wait {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -288,10 +288,10 @@ fn report(
 ) -> Result<ExitCode> {
     match result {
         RunResult::Success => {
-            println!(
+            outln!(
                 "job {job}: success, snapshot {}",
                 snapshot.map(|s| &s[..8.min(s.len())]).unwrap_or("?")
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         RunResult::Partial => {
@@ -363,11 +363,11 @@ pub fn pause(a: PauseArgs) -> Result<ExitCode> {
             for_secs,
         },
     )?;
-    println!(
+    outln!(
         "paused {} until {}",
         answer["paused"].as_str().unwrap_or("?"),
         answer["until"].as_str().unwrap_or("?")
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -376,6 +376,6 @@ pub fn resume(a: ResumeArgs) -> Result<ExitCode> {
         &runtime_dir(&a.config.config)?,
         &Request::Resume { job: a.job.clone() },
     )?;
-    println!("resumed {}", a.job.as_deref().unwrap_or("every job"));
+    outln!("resumed {}", a.job.as_deref().unwrap_or("every job"))?;
     Ok(ExitCode::SUCCESS)
 }

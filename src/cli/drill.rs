@@ -148,13 +148,13 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         if let Some(o) = v.as_object_mut() {
             o.insert("type".into(), "drill".into());
         }
-        println!("{v}");
+        outln!("{v}")?;
     } else {
         for f in &report.files {
-            println!("sampled: {f}");
+            outln!("sampled: {f}")?;
         }
-        println!("{}", report.summary());
-        println!(
+        outln!("{}", report.summary())?;
+        outln!(
             "snapshot {} of {} ({}{}), sample: {}{}; listing {}, restore {}, verification {}",
             id.short(),
             report
@@ -176,7 +176,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
             lifeboat::drill::human_duration(report.listing_secs),
             lifeboat::drill::human_duration(report.restore_secs),
             lifeboat::drill::human_duration(report.verify_secs),
-        );
+        )?;
     }
     if report.passed {
         Ok(ExitCode::SUCCESS)

@@ -114,14 +114,14 @@ pub fn run(a: ForgetArgs) -> Result<ExitCode> {
         let removed = forget_ids(&repo, &a.snapshots, a.dry_run, &settings)?;
         if a.json {
             let ids: Vec<String> = removed.iter().map(|i| i.to_hex()).collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"dry_run": a.dry_run, "removed": ids})
-            );
+            )?;
         } else {
             let verb = if a.dry_run { "would remove" } else { "removed" };
             for id in &removed {
-                println!("{verb} snapshot {}", id.short());
+                outln!("{verb} snapshot {}", id.short())?;
             }
         }
     } else {
@@ -144,18 +144,18 @@ pub fn run(a: ForgetArgs) -> Result<ExitCode> {
         };
         let report = forget(&repo, &opts, chrono::Utc::now())?;
         if a.json && !a.prune {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?)?;
         } else if !a.json {
             for f in &report.forced {
                 eprintln!("lifeboat: warning (--force): {f}");
             }
             for g in &report.plan.groups {
-                println!(
+                outln!(
                     "{}: keep {}, remove {}",
                     g.key,
                     g.kept().count(),
                     g.removed().count()
-                );
+                )?;
                 for d in &g.decisions {
                     let why = if d.keep {
                         d.reasons
@@ -166,25 +166,25 @@ pub fn run(a: ForgetArgs) -> Result<ExitCode> {
                     } else {
                         "remove".to_string()
                     };
-                    println!(
+                    outln!(
                         "  {}  {}  {}",
                         d.id.short(),
                         d.time
                             .with_timezone(&chrono::Local)
                             .format("%Y-%m-%d %H:%M:%S"),
                         why
-                    );
+                    )?;
                 }
             }
             let verb = if a.dry_run { "would remove" } else { "removed" };
-            println!(
+            outln!(
                 "{verb} {} snapshots",
                 if a.dry_run {
                     report.plan.to_remove().len()
                 } else {
                     report.removed.len()
                 }
-            );
+            )?;
         }
     }
     if a.prune && !a.dry_run {

@@ -97,7 +97,7 @@ pub fn run(a: InitArgs) -> Result<ExitCode> {
     let repo = Repository::init(storage, &opts, pw.as_deref().map(Vec::as_slice))?;
     let cfg = repo.config();
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "id": cfg.id,
@@ -106,24 +106,24 @@ pub fn run(a: InitArgs) -> Result<ExitCode> {
                 "encryption": cfg.encryption,
                 "key_id": repo.key_id(),
             })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "created repository {} at {}",
             &cfg.id[..8],
             repo.storage().location()
-        );
+        )?;
         if cfg.is_encrypted() {
-            println!(
+            outln!(
                 "encryption: {} (key {})",
                 cfg.encryption,
                 repo.key_id().map(|k| &k[..8]).unwrap_or("")
-            );
-            println!(
+            )?;
+            outln!(
                 "keep the password safe: without it (or a recovery kit from `lifeboat key export`) the backups cannot be read"
-            );
+            )?;
         } else {
-            println!("encryption: none (--insecure-no-encryption)");
+            outln!("encryption: none (--insecure-no-encryption)")?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -74,7 +74,7 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
                 "new password",
             )?;
             let id = repo.add_key(&pw, &a.kdf.setting())?;
-            println!("added key {}", &id[..8]);
+            outln!("added key {}", &id[..8])?;
         }
         KeyCommand::Passwd(a) => {
             let repo = a.repo.open()?;
@@ -98,11 +98,11 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
                         &old[..8]
                     )
                 })?;
-            println!(
+            outln!(
                 "password changed: key {} replaced by key {}",
                 &old[..8],
                 &id[..8]
-            );
+            )?;
         }
         KeyCommand::List(a) => {
             let repo = a.repo.open()?;
@@ -120,9 +120,9 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
                         Err(e) => serde_json::json!({"id": id, "error": e.to_string()}),
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
-                println!(" {:<8}  {:<20}  {:<16}  USER", "ID", "CREATED", "HOST");
+                outln!(" {:<8}  {:<20}  {:<16}  USER", "ID", "CREATED", "HOST")?;
                 for (id, k) in &keys {
                     let mark = if Some(id.as_str()) == repo.key_id() {
                         "*"
@@ -130,14 +130,14 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
                         " "
                     };
                     match k {
-                        Ok(k) => println!(
+                        Ok(k) => outln!(
                             "{mark}{:<8}  {:<20}  {:<16}  {}",
                             &id[..8],
                             k.created.format("%Y-%m-%d %H:%M:%S"),
                             k.host,
                             k.username
-                        ),
-                        Err(e) => println!("{mark}{:<8}  unreadable: {e}", &id[..8]),
+                        )?,
+                        Err(e) => outln!("{mark}{:<8}  unreadable: {e}", &id[..8])?,
                     }
                 }
             }
@@ -145,7 +145,7 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
         KeyCommand::Remove(a) => {
             let repo = a.repo.open()?;
             let id = repo.remove_key(&a.id)?;
-            println!("removed key {}", &id[..8]);
+            outln!("removed key {}", &id[..8])?;
         }
         KeyCommand::Export(a) => {
             let repo = a.repo.open()?;

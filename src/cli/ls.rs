@@ -64,7 +64,7 @@ pub fn run(a: LsArgs) -> Result<ExitCode> {
         // Depth-first in name order: push in reverse.
         stack.extend(subdirs.into_iter().rev());
     }
-    out.flush()?;
+    out.flush().map_err(super::stdout_error)?;
     if !found {
         bail!("{prefix} is not in the snapshot");
     }
@@ -86,7 +86,7 @@ fn print_node(out: &mut impl Write, path: &str, n: &Node, long: bool, json: bool
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
             "link_target": n.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
         });
-        writeln!(out, "{v}")?;
+        writeln!(out, "{v}").map_err(super::stdout_error)?;
     } else if long {
         let mtime = chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
             .map(|t| {
@@ -108,9 +108,10 @@ fn print_node(out: &mut impl Write, path: &str, n: &Node, long: bool, json: bool
             n.kind.letter(),
             n.mode,
             n.size
-        )?;
+        )
+        .map_err(super::stdout_error)?;
     } else {
-        writeln!(out, "{path}")?;
+        writeln!(out, "{path}").map_err(super::stdout_error)?;
     }
     Ok(())
 }

@@ -103,12 +103,12 @@ pub fn run(args: MaintenanceArgs) -> Result<ExitCode> {
                 anyhow::bail!("maintenance window {id} vanished after it was added");
             };
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&w.to_json(now))?);
+                outln!("{}", serde_json::to_string_pretty(&w.to_json(now))?)?;
             } else {
-                println!("maintenance window {id}: {}", w.describe());
-                println!(
+                outln!("maintenance window {id}: {}", w.describe())?;
+                outln!(
                     "the daemon announces it, backs up the on_shutdown jobs just before it, and holds scheduled backups during it"
-                );
+                )?;
             }
             if !overlaps.is_empty() {
                 eprintln!("lifeboat: note: it overlaps windows {overlaps:?}");
@@ -125,22 +125,22 @@ pub fn run(args: MaintenanceArgs) -> Result<ExitCode> {
                 .collect();
             if a.json {
                 let list: Vec<_> = shown.iter().map(|w| w.to_json(now)).collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?)?;
                 return Ok(ExitCode::SUCCESS);
             }
             if shown.is_empty() {
-                println!(
+                outln!(
                     "no maintenance windows{}",
                     if a.all { "" } else { " planned" }
-                );
+                )?;
             }
             for w in shown {
-                println!(
+                outln!(
                     "{:>4}  {:<9}  {}",
                     w.id,
                     w.phase(now).as_str(),
                     w.describe()
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -151,12 +151,12 @@ pub fn run(args: MaintenanceArgs) -> Result<ExitCode> {
                 Ok((w.phase(now), w))
             })?;
             match phase {
-                Phase::Cancelled => println!("maintenance window {} called off", a.id),
-                _ => println!(
+                Phase::Cancelled => outln!("maintenance window {} called off", a.id)?,
+                _ => outln!(
                     "maintenance window {} ended now; scheduled backups resume ({})",
                     a.id,
                     w.describe()
-                ),
+                )?,
             }
             Ok(ExitCode::SUCCESS)
         }

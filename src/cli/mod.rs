@@ -1,5 +1,14 @@
 //! Command-line front end: one file per subcommand, arguments and output only.
 
+/// `println!` that returns the write's error instead of panicking: `lifeboat snapshots | head`
+/// closes the pipe early, and the command then stops quietly (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::stdout_error)
+    }};
+}
+
 mod backup;
 mod check;
 mod daemon;
@@ -37,6 +46,24 @@ pub const EXIT_WRONG_PASSWORD: u8 = 12;
 
 /// Exit code after SIGINT or SIGTERM stopped an operation cleanly (128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Exit status when the reader of standard output went away (`lifeboat snapshots | head`):
+/// what a shell reports for a command killed by SIGPIPE.
+pub const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// Standard output was closed by its reader: not a failure of the command's work.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct OutputClosed;
+
+/// The error of a failed write to standard output.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(OutputClosed)
+    } else {
+        anyhow::Error::new(e).context("cannot write to standard output")
+    }
+}
 
 /// Lifeboat: verified, deduplicating backups for Linux servers.
 #[derive(Debug, Parser)]

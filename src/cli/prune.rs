@@ -54,50 +54,50 @@ pub struct PruneArgs {
 
 pub fn print_report(r: &PruneReport, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        outln!("{}", serde_json::to_string_pretty(r)?)?;
         return Ok(());
     }
     let verb = if r.dry_run { "would remove" } else { "removed" };
-    println!(
+    outln!(
         "{} snapshots, {} packs ({}); {} chunks in use ({})",
         r.snapshots,
         r.packs,
         human(r.repository_bytes_before),
         r.used_blobs,
         human(r.used_bytes)
-    );
-    println!(
+    )?;
+    outln!(
         "{verb} {} unused packs and {} left by interrupted backups; repacked {} packs ({} copied into {} new packs)",
         r.unused_packs,
         r.unindexed_packs_removed,
         r.repacked_packs,
         human(r.repacked_bytes),
         r.new_packs
-    );
+    )?;
     if r.unindexed_packs_kept > 0 {
-        println!(
+        outln!(
             "kept {} recent packs that no index names yet (a backup may be writing them)",
             r.unindexed_packs_kept
-        );
+        )?;
     }
     if r.temporary_files_removed > 0 {
-        println!(
+        outln!(
             "removed {} temporary pack files of killed backups (older than a day)",
             r.temporary_files_removed
-        );
+        )?;
     }
     if r.missing_packs > 0 {
-        println!(
+        outln!(
             "warning: the index named {} packs missing from storage; run `lifeboat check`",
             r.missing_packs
-        );
+        )?;
     }
-    println!(
+    outln!(
         "repository: {} before, {} after ({} freed)",
         human(r.repository_bytes_before),
         human(r.repository_bytes_after),
         human(r.bytes_freed)
-    );
+    )?;
     Ok(())
 }
 
@@ -137,22 +137,22 @@ pub fn unlock(a: UnlockArgs) -> Result<ExitCode> {
                 .map(|l| serde_json::json!({"name": l.name, "lock": l.to_string(), "stale": l.stale}))
                 .collect::<Vec<_>>()
         };
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"removed": list(&removed), "remaining": list(&left)})
-        );
+        )?;
     } else {
         for l in &removed {
-            println!(
+            outln!(
                 "removed lock: {l} ({})",
                 l.stale.as_deref().unwrap_or("--remove-all")
-            );
+            )?;
         }
         for l in &left {
-            println!("still held: {l}");
+            outln!("still held: {l}")?;
         }
         if removed.is_empty() && left.is_empty() {
-            println!("no locks");
+            outln!("no locks")?;
         }
     }
     Ok(ExitCode::SUCCESS)

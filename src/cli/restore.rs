@@ -80,7 +80,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
             o.insert("target".into(), target.display().to_string().into());
             o.insert("verify_only".into(), a.verify_only.into());
         }
-        println!("{v}");
+        outln!("{v}")?;
     }
     if !report.damaged.is_empty() {
         for d in &report.damaged {
@@ -114,15 +114,15 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
     }
     if !a.json {
         if a.verify_only {
-            println!(
+            outln!(
                 "verified snapshot {}: {} files, {} directories, {} of content; every chunk matches its hash",
                 id.short(),
                 report.files,
                 report.dirs,
                 human(report.bytes)
-            );
+            )?;
         } else {
-            println!(
+            outln!(
                 "restored snapshot {} to {}: {} files, {} directories, {} other entries, {} verified",
                 id.short(),
                 target.display(),
@@ -130,7 +130,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
                 report.dirs,
                 report.others,
                 human(report.bytes)
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

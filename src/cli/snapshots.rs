@@ -52,15 +52,20 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<8}  {:<19}  {:<16}  {:<11}  {:>10}  {:<12}  PATHS",
-        "ID", "TIME", "HOST", "KIND", "SIZE", "TAGS"
-    );
+        "ID",
+        "TIME",
+        "HOST",
+        "KIND",
+        "SIZE",
+        "TAGS"
+    )?;
     for (id, s) in &snaps {
-        println!(
+        outln!(
             "{:<8}  {:<19}  {:<16}  {:<11}  {:>10}  {:<12}  {}",
             id.short(),
             s.time
@@ -71,8 +76,8 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
             human(s.summary.total_bytes),
             s.tags.join(","),
             s.paths.join(" ")
-        );
+        )?;
     }
-    println!("{} snapshots", snaps.len());
+    outln!("{} snapshots", snaps.len())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -469,6 +469,15 @@ impl Repository {
         Ok(id)
     }
 
+    /// [`Repository::save_pack`] of a pack the caller hands over (no copy on its way to a
+    /// cloud store); returns its id.
+    pub fn save_pack_owned(&self, bytes: bytes::Bytes) -> Result<PackId> {
+        let id = PackId::hash(&bytes);
+        self.storage
+            .create_owned(FileKind::Pack, &id.to_hex(), bytes)?;
+        Ok(id)
+    }
+
     /// Where a pack may be built as a file instead of in memory (local repositories).
     pub fn pack_spool_dir(&self) -> Option<std::path::PathBuf> {
         self.storage.spool_dir(FileKind::Pack)

@@ -216,7 +216,7 @@ fn stage_and_place(
     let mut broken: HashMap<usize, String> = plan.broken.iter().cloned().collect();
     let mut objects: HashSet<String> = HashSet::new();
     if !bad_chunks.is_empty() {
-        for (chunk, uses) in &plan.chunks {
+        for (chunk, uses) in plan.chunks.iter() {
             if let Some((object, reason)) = bad_chunks.get(chunk) {
                 objects.insert(object.clone());
                 for u in uses {
@@ -235,7 +235,7 @@ fn stage_and_place(
     // Hard links to a broken file are broken too.
     for (i, e) in plan.entries.iter().enumerate() {
         if let Some(first) = e.link_to {
-            if let Some(r) = broken.get(&first).cloned() {
+            if let Some(r) = broken.get(&(first as usize)).cloned() {
                 broken.insert(i, r);
             }
         }
@@ -474,7 +474,7 @@ fn fetch_and_verify(
     progress: &Progress,
 ) -> Result<HashMap<BlobId, (String, String)>> {
     let mut by_pack: HashMap<u32, Vec<(BlobId, IndexEntry)>> = HashMap::new();
-    for id in plan.chunks.keys() {
+    for id in plan.chunks.ids() {
         if let Some(e) = index.get(id) {
             by_pack.entry(e.pack).or_default().push((*id, *e));
         }
@@ -540,8 +540,7 @@ fn fetch_and_verify(
                             Ok(raw) => {
                                 Progress::add(&progress.bytes_read, raw.len() as u64);
                                 if let Some(stager) = stager {
-                                    let uses =
-                                        plan.chunks.get(id).map(Vec::as_slice).unwrap_or(&[]);
+                                    let uses = plan.chunks.get(id);
                                     if let Err(err) = stager.write_chunk(uses, &raw, progress) {
                                         *fatal.lock() = Some(err);
                                         return;

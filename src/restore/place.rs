@@ -26,9 +26,9 @@ use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
 
 use crate::error::{Error, Result};
-use crate::repo::{Node, NodeKind};
+use crate::repo::NodeKind;
 
-use super::plan::Plan;
+use super::plan::{EntryMeta, Plan};
 
 /// Makes the staging tree's directories (mode 0700 until placed), parents first, except
 /// those that cannot be restored. A name that exists already (a listing naming it twice)
@@ -177,7 +177,7 @@ impl<'a> Placer<'a> {
             match e.node.kind {
                 NodeKind::File => {
                     if let Some(first) = e.link_to {
-                        let original = self.staging.join(&plan.entries[first].rel);
+                        let original = self.staging.join(&plan.entries[first as usize].rel);
                         fs::hard_link(&original, &staged)
                             .map_err(|err| Error::io("create hard link", &path, err))?;
                     }
@@ -291,7 +291,7 @@ impl<'a> Placer<'a> {
     }
 
     /// Ownership (as root), mode, xattrs and times on `path`; `shown` names it in warnings.
-    fn apply_metadata(&mut self, path: &Path, shown: &Path, node: &Node) {
+    fn apply_metadata(&mut self, path: &Path, shown: &Path, node: &EntryMeta) {
         let symlink = node.kind == NodeKind::Symlink;
         if self.is_root {
             if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {

@@ -7,16 +7,55 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
-use crate::repo::{BlobKind, Index, Node, NodeKind, Repository};
+use crate::repo::{BlobKind, Index, Node, NodeKind, Repository, Timestamp, Xattr};
 
 /// One entry to create, in depth-first order (parents before children).
 #[derive(Debug)]
 pub struct PlannedEntry {
     /// Path relative to the target (the snapshot's absolute path without the leading `/`).
-    pub rel: PathBuf,
-    pub node: Node,
+    pub rel: Box<Path>,
+    pub node: EntryMeta,
     /// For a hard link: the plan position of the file it links to.
-    pub link_to: Option<usize>,
+    pub link_to: Option<u32>,
+}
+
+/// What restore needs of a snapshot entry: a [`Node`] without what planning has used up
+/// (its name, which `rel` ends with; its chunk list, now in [`Plan::chunks`]; owner names,
+/// identity and link count). A third of a `Node`'s size: a plan holds one per restored
+/// entry, millions for a large tree.
+#[derive(Debug, Clone)]
+pub struct EntryMeta {
+    pub kind: NodeKind,
+    /// Permission bits, setuid/setgid/sticky included.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Size in bytes (files: their length once restored, trailing holes included).
+    pub size: u64,
+    pub mtime: Timestamp,
+    pub atime: Timestamp,
+    /// Device number of character and block devices.
+    pub rdev: u64,
+    /// Target of a symlink.
+    pub link_target: Option<Box<[u8]>>,
+    pub xattrs: Box<[Xattr]>,
+}
+
+impl EntryMeta {
+    fn of(node: Node) -> Self {
+        EntryMeta {
+            kind: node.kind,
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            size: node.size,
+            mtime: node.mtime,
+            atime: node.atime,
+            rdev: node.rdev,
+            link_target: node.link_target.map(Vec::into_boxed_slice),
+            xattrs: node.xattrs.into_boxed_slice(),
+        }
+    }
 }
 
 /// A chunk use: which file (plan position) at which offset.
@@ -26,12 +65,70 @@ pub struct ChunkUse {
     pub offset: u64,
 }
 
+/// Every use of every chunk, grouped by chunk: flat sorted lists (about 36 bytes a distinct
+/// chunk and 16 a use) where a map of lists cost several times that.
+#[derive(Debug, Default)]
+pub struct ChunkUses {
+    /// Distinct chunks, sorted.
+    ids: Vec<BlobId>,
+    /// `uses[starts[i]..starts[i + 1]]` are the uses of `ids[i]` (one more start than ids).
+    starts: Vec<u32>,
+    uses: Vec<ChunkUse>,
+}
+
+impl ChunkUses {
+    /// Groups `(chunk, use)` pairs by chunk.
+    fn from_pairs(mut pairs: Vec<(BlobId, ChunkUse)>) -> Self {
+        pairs.sort_unstable_by_key(|p| p.0);
+        let mut out = ChunkUses {
+            uses: Vec::with_capacity(pairs.len()),
+            ..ChunkUses::default()
+        };
+        for (id, u) in pairs {
+            if out.ids.last() != Some(&id) {
+                out.ids.push(id);
+                out.starts.push(out.uses.len() as u32);
+            }
+            out.uses.push(u);
+        }
+        out.starts.push(out.uses.len() as u32);
+        out.ids.shrink_to_fit();
+        out.starts.shrink_to_fit();
+        out
+    }
+
+    /// The uses of chunk `id` (none if the plan does not use it).
+    pub fn get(&self, id: &BlobId) -> &[ChunkUse] {
+        match self.ids.binary_search(id) {
+            Ok(i) => self.group(i),
+            Err(_) => &[],
+        }
+    }
+
+    /// Each distinct chunk with its uses, in chunk order.
+    pub fn iter(&self) -> impl Iterator<Item = (&BlobId, &[ChunkUse])> + '_ {
+        self.ids
+            .iter()
+            .enumerate()
+            .map(move |(i, id)| (id, self.group(i)))
+    }
+
+    /// The distinct chunks, in order.
+    pub fn ids(&self) -> &[BlobId] {
+        &self.ids
+    }
+
+    fn group(&self, i: usize) -> &[ChunkUse] {
+        &self.uses[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
+}
+
 /// Everything restore will do.
 #[derive(Debug, Default)]
 pub struct Plan {
     pub entries: Vec<PlannedEntry>,
     /// Chunk → its uses.
-    pub chunks: HashMap<BlobId, Vec<ChunkUse>>,
+    pub chunks: ChunkUses,
     /// Entries that cannot be restored, with the reason (missing chunks, unsafe names...).
     pub broken: Vec<(usize, String)>,
     /// Unsafe names found (never restored).
@@ -96,28 +193,24 @@ pub fn build(
     root: &BlobId,
     includes: &[PathBuf],
 ) -> Result<Plan> {
-    let mut plan = Plan::default();
     let mut root_node = Node::new(Vec::new(), NodeKind::Dir);
     root_node.subtree = Some(*root);
-    plan.entries.push(PlannedEntry {
-        rel: PathBuf::new(),
-        node: root_node,
-        link_to: None,
-    });
-    let mut hardlinks: HashMap<(u64, u64), usize> = HashMap::new();
-    let wanted = Includes::new(includes);
-    let tree = repo.load_tree(index, root)?;
-    walk(
+    let mut planner = Planner {
         repo,
         index,
-        tree,
-        root,
-        Path::new(""),
-        &wanted,
-        &mut plan,
-        &mut hardlinks,
-        0,
-    )?;
+        includes: Includes::new(includes),
+        plan: Plan::default(),
+        uses: Vec::new(),
+        hardlinks: HashMap::new(),
+    };
+    planner.plan.entries.push(PlannedEntry {
+        rel: PathBuf::new().into_boxed_path(),
+        node: EntryMeta::of(root_node),
+        link_to: None,
+    });
+    let tree = repo.load_tree(index, root)?;
+    planner.walk(tree, root, Path::new(""), 0)?;
+    let Planner { mut plan, uses, .. } = planner;
     if !includes.is_empty() && plan.entries.len() == 1 {
         return Err(Error::Invalid(format!(
             "nothing in the snapshot matches --include {}",
@@ -128,125 +221,167 @@ pub fn build(
                 .join(", ")
         )));
     }
+    plan.entries.shrink_to_fit();
+    plan.chunks = ChunkUses::from_pairs(uses);
     Ok(plan)
 }
 
 const MAX_DEPTH: usize = 4096;
 
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    repo: &Repository,
-    index: &Index,
-    tree: crate::repo::Tree,
-    tree_id: &BlobId,
-    dir: &Path,
-    includes: &Includes,
-    plan: &mut Plan,
-    hardlinks: &mut HashMap<(u64, u64), usize>,
-    depth: usize,
-) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            format!("directory listing {tree_id}"),
-            "directories nested too deeply (corrupt or tampered)",
-        ));
-    }
-    for node in tree.nodes {
-        if !node.name_is_safe() {
-            plan.unsafe_names.push(format!(
-                "{}/{:?} in directory listing {tree_id}",
-                display_path(dir).trim_end_matches('/'),
-                String::from_utf8_lossy(&node.name)
+/// The state of one planning walk.
+struct Planner<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    includes: Includes,
+    plan: Plan,
+    /// Every chunk use, grouped into [`Plan::chunks`] at the end.
+    uses: Vec<(BlobId, ChunkUse)>,
+    /// Files with more than one link, by (device, inode): the first one's plan position and
+    /// chunks (a later one is a hard link to it only if its content is the same).
+    hardlinks: HashMap<(u64, u64), (u32, Vec<BlobId>)>,
+}
+
+impl Planner<'_> {
+    fn walk(
+        &mut self,
+        tree: crate::repo::Tree,
+        tree_id: &BlobId,
+        dir: &Path,
+        depth: usize,
+    ) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(Error::corrupt(
+                format!("directory listing {tree_id}"),
+                "directories nested too deeply (corrupt or tampered)",
             ));
-            continue;
         }
-        let rel = dir.join(OsStr::from_bytes(&node.name));
-        let abs = Path::new("/").join(&rel);
-        if !includes.wanted(&abs) {
-            continue;
-        }
-        let pos = plan.entries.len();
-        let mut link_to = None;
-        if node.kind == NodeKind::File && node.links > 1 {
-            match hardlinks.get(&(node.device, node.inode)) {
-                Some(&first) if plan.entries[first].node.content == node.content => {
-                    link_to = Some(first)
+        for node in tree.nodes {
+            if !node.name_is_safe() {
+                self.plan.unsafe_names.push(format!(
+                    "{}/{:?} in directory listing {tree_id}",
+                    display_path(dir).trim_end_matches('/'),
+                    String::from_utf8_lossy(&node.name)
+                ));
+                continue;
+            }
+            let rel = dir.join(OsStr::from_bytes(&node.name));
+            let abs = Path::new("/").join(&rel);
+            if !self.includes.wanted(&abs) {
+                continue;
+            }
+            let pos = u32::try_from(self.plan.entries.len()).map_err(|_| {
+                Error::Invalid(format!(
+                    "the snapshot has more than {} entries to restore; restore it in parts \
+                     with --include",
+                    u32::MAX
+                ))
+            })?;
+            let mut link_to = None;
+            if node.kind == NodeKind::File && node.links > 1 {
+                match self.hardlinks.get(&(node.device, node.inode)) {
+                    Some((first, content)) if *content == node.content => link_to = Some(*first),
+                    Some(_) => {}
+                    None => {
+                        self.hardlinks
+                            .insert((node.device, node.inode), (pos, node.content.clone()));
+                    }
                 }
-                Some(_) => {}
-                None => {
-                    hardlinks.insert((node.device, node.inode), pos);
+            }
+            if node.kind == NodeKind::File && link_to.is_none() {
+                self.add_chunks(pos, &node);
+            }
+            let subtree = node.subtree;
+            let is_dir = node.kind == NodeKind::Dir;
+            self.plan.entries.push(PlannedEntry {
+                rel: rel.clone().into_boxed_path(),
+                node: EntryMeta::of(node),
+                link_to,
+            });
+            if is_dir {
+                let Some(sub) = subtree else {
+                    self.plan
+                        .broken
+                        .push((pos as usize, "directory without a listing (corrupt)".into()));
+                    continue;
+                };
+                match self.repo.load_tree(self.index, &sub) {
+                    Ok(t) => self.walk(t, &sub, &rel, depth + 1)?,
+                    // Its content is unknown: the directory is damaged, the rest can still
+                    // restore.
+                    Err(e) => self.plan.broken.push((
+                        pos as usize,
+                        format!("its directory listing cannot be read: {e}"),
+                    )),
                 }
             }
         }
-        if node.kind == NodeKind::File && link_to.is_none() {
-            let mut offset = 0u64;
-            let mut missing = None;
-            for chunk in &node.content {
-                match index.get(chunk) {
-                    Some(e) if e.kind == BlobKind::Data => {
-                        plan.chunks.entry(*chunk).or_default().push(ChunkUse {
-                            entry: pos as u32,
-                            offset,
-                        });
-                        offset += u64::from(e.raw_len);
-                    }
-                    Some(_) => {
-                        missing = Some(format!(
+        Ok(())
+    }
+
+    /// Records the chunk uses of file `node` at plan position `pos`, or why it is broken.
+    fn add_chunks(&mut self, pos: u32, node: &Node) {
+        let mut offset = 0u64;
+        let mut missing = None;
+        for chunk in &node.content {
+            match self.index.get(chunk) {
+                Some(e) if e.kind == BlobKind::Data => {
+                    self.uses.push((*chunk, ChunkUse { entry: pos, offset }));
+                    offset += u64::from(e.raw_len);
+                }
+                Some(_) => {
+                    missing = Some(format!(
                         "chunk {chunk} is a directory listing, not file data (corrupt or tampered)"
                     ))
-                    }
-                    None => missing = Some(format!("chunk {chunk} is not in the index (missing)")),
                 }
-            }
-            if offset != node.size && missing.is_none() {
-                missing = Some(format!(
-                    "its chunks hold {offset} bytes but the snapshot says {}",
-                    node.size
-                ));
-            }
-            if let Some(reason) = missing {
-                plan.broken.push((pos, reason));
-            }
-            plan.bytes += offset;
-        }
-        let subtree = node.subtree;
-        let is_dir = node.kind == NodeKind::Dir;
-        plan.entries.push(PlannedEntry {
-            rel: rel.clone(),
-            node,
-            link_to,
-        });
-        if is_dir {
-            let Some(sub) = subtree else {
-                plan.broken
-                    .push((pos, "directory without a listing (corrupt)".into()));
-                continue;
-            };
-            match repo.load_tree(index, &sub) {
-                Ok(t) => walk(
-                    repo,
-                    index,
-                    t,
-                    &sub,
-                    &rel,
-                    includes,
-                    plan,
-                    hardlinks,
-                    depth + 1,
-                )?,
-                // Its content is unknown: the directory is damaged, the rest can still restore.
-                Err(e) => plan
-                    .broken
-                    .push((pos, format!("its directory listing cannot be read: {e}"))),
+                None => missing = Some(format!("chunk {chunk} is not in the index (missing)")),
             }
         }
+        if offset != node.size && missing.is_none() {
+            missing = Some(format!(
+                "its chunks hold {offset} bytes but the snapshot says {}",
+                node.size
+            ));
+        }
+        if let Some(reason) = missing {
+            self.plan.broken.push((pos as usize, reason));
+        }
+        self.plan.bytes += offset;
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_uses_are_grouped_by_chunk_and_found_by_id() {
+        let id = |b: u8| BlobId([b; 32]);
+        let at = |entry: u32, offset: u64| ChunkUse { entry, offset };
+        let uses = ChunkUses::from_pairs(vec![
+            (id(9), at(1, 0)),
+            (id(3), at(2, 0)),
+            (id(9), at(4, 100)),
+            (id(5), at(3, 7)),
+            (id(3), at(5, 64)),
+        ]);
+        assert_eq!(uses.ids(), &[id(3), id(5), id(9)]);
+        let entries = |id: BlobId| {
+            let mut e: Vec<(u32, u64)> =
+                uses.get(&id).iter().map(|u| (u.entry, u.offset)).collect();
+            e.sort_unstable();
+            e
+        };
+        assert_eq!(entries(id(3)), vec![(2, 0), (5, 64)]);
+        assert_eq!(entries(id(5)), vec![(3, 7)]);
+        assert_eq!(entries(id(9)), vec![(1, 0), (4, 100)]);
+        assert!(uses.get(&id(4)).is_empty(), "an unused chunk has no uses");
+        let grouped: Vec<(BlobId, usize)> = uses.iter().map(|(i, u)| (*i, u.len())).collect();
+        assert_eq!(grouped, vec![(id(3), 2), (id(5), 1), (id(9), 2)]);
+
+        let empty = ChunkUses::from_pairs(Vec::new());
+        assert!(empty.ids().is_empty() && empty.iter().next().is_none());
+        assert!(empty.get(&id(1)).is_empty());
+    }
 
     #[test]
     fn includes_want_included_paths_what_is_beneath_and_their_ancestors() {

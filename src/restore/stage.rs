@@ -18,9 +18,9 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::{Node, NodeKind};
+use crate::repo::NodeKind;
 
-use super::plan::{ChunkUse, Plan};
+use super::plan::{ChunkUse, EntryMeta, Plan};
 
 /// Staged files kept open at once, at most (well under the usual limit of 1024 descriptors).
 const MAX_OPEN: usize = 256;
@@ -64,7 +64,7 @@ impl<'a> Stager<'a> {
     ) -> Result<Self> {
         let mut files: Vec<Mutex<StagedFile>> = Vec::with_capacity(plan.entries.len());
         files.resize_with(plan.entries.len(), Default::default);
-        for uses in plan.chunks.values() {
+        for (_, uses) in plan.chunks.iter() {
             for u in uses {
                 files[u.entry as usize].get_mut().remaining += 1;
             }
@@ -187,7 +187,13 @@ impl<'a> Stager<'a> {
 /// Ownership (as root), mode, xattrs and times, through an open file; `shown` names it in
 /// warnings. Ownership comes first (a change of owner clears setuid and setgid bits), times
 /// last.
-fn set_file_metadata(f: &File, node: &Node, is_root: bool, shown: &Path, out: &mut Vec<String>) {
+fn set_file_metadata(
+    f: &File,
+    node: &EntryMeta,
+    is_root: bool,
+    shown: &Path,
+    out: &mut Vec<String>,
+) {
     if is_root {
         if let Err(e) = std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid)) {
             out.push(format!("{}: cannot set owner: {e}", shown.display()));

@@ -307,6 +307,10 @@ impl Storage for CloudStorage {
     }
 
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        self.create_owned(kind, name, bytes::Bytes::copy_from_slice(data))
+    }
+
+    fn create_owned(&self, kind: FileKind, name: &str, data: bytes::Bytes) -> Result<bool> {
         let p = self.path(kind, name);
         if data.len() > MULTIPART_THRESHOLD {
             // Multipart uploads cannot be conditional everywhere: look first. Objects this
@@ -321,7 +325,7 @@ impl Storage for CloudStorage {
                 let upload = self.store.put_multipart(&p).await?;
                 let mut w =
                     object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
-                w.write(data);
+                w.put(data);
                 w.finish().await
             });
             return result
@@ -332,7 +336,7 @@ impl Storage for CloudStorage {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        let payload = PutPayload::from(data);
         match runtime().block_on(self.store.put_opts(&p, payload, opts)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. })

@@ -99,6 +99,23 @@ impl FaultyStorage {
         fault
     }
 
+    /// A write that succeeded may still be reported lost (the answer never arrived).
+    fn after_write(&self, name: &str, stored: bool) -> Result<bool> {
+        let lost: f64 = self.rng.lock().gen();
+        if lost < self.faults.lost_ack {
+            self.counts.lock().injected += 1;
+            return Err(Error::Storage {
+                op: "write",
+                name: name.to_string(),
+                cause: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no answer after the upload (injected)",
+                ),
+            });
+        }
+        Ok(stored)
+    }
+
     fn inject(&self, op: &'static str, name: &str, read: bool) -> Result<()> {
         let err = |kind: io::ErrorKind, msg: &str| Error::Storage {
             op,
@@ -157,19 +174,12 @@ impl Storage for FaultyStorage {
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
         self.inject("write", name, false)?;
         let stored = self.inner.create(kind, name, data)?;
-        let lost: f64 = self.rng.lock().gen();
-        if lost < self.faults.lost_ack {
-            self.counts.lock().injected += 1;
-            return Err(Error::Storage {
-                op: "write",
-                name: name.to_string(),
-                cause: io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no answer after the upload (injected)",
-                ),
-            });
-        }
-        Ok(stored)
+        self.after_write(name, stored)
+    }
+    fn create_owned(&self, kind: FileKind, name: &str, data: bytes::Bytes) -> Result<bool> {
+        self.inject("write", name, false)?;
+        let stored = self.inner.create_owned(kind, name, data)?;
+        self.after_write(name, stored)
     }
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         if self.faults.fail_listing == Some(kind) {

@@ -63,6 +63,17 @@ impl LimitedStorage {
             download: download.map(Bucket::new),
         }
     }
+
+    /// Waits for the upload budget of `len` bytes. Locks are tiny and must be refreshed on
+    /// time: they never wait behind packs.
+    fn before_upload(&self, kind: FileKind, len: usize) {
+        if kind == FileKind::Lock {
+            return;
+        }
+        if let Some(b) = &self.upload {
+            b.take(len);
+        }
+    }
 }
 
 impl Storage for LimitedStorage {
@@ -92,14 +103,12 @@ impl Storage for LimitedStorage {
         self.inner.read_range(kind, name, offset, len)
     }
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
-        // Locks are tiny and must be refreshed on time: they never wait behind packs.
-        if kind == FileKind::Lock {
-            return self.inner.create(kind, name, data);
-        }
-        if let Some(b) = &self.upload {
-            b.take(data.len());
-        }
+        self.before_upload(kind, data.len());
         self.inner.create(kind, name, data)
+    }
+    fn create_owned(&self, kind: FileKind, name: &str, data: bytes::Bytes) -> Result<bool> {
+        self.before_upload(kind, data.len());
+        self.inner.create_owned(kind, name, data)
     }
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         self.inner.list(kind)

@@ -94,6 +94,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Writes a new object, create-only and durable on return; `Ok(false)` if it existed.
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool>;
 
+    /// [`Storage::create`] of data the caller hands over: a cloud store uploads it without a
+    /// copy (a pack is 16 MiB; a copy per upload in flight adds up), and retries reuse it.
+    fn create_owned(&self, kind: FileKind, name: &str, data: bytes::Bytes) -> Result<bool> {
+        self.create(kind, name, &data)
+    }
+
     /// Every object of a kind, with its size in bytes.
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
 

@@ -96,6 +96,10 @@ impl Storage for RetryingStorage {
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
         self.run(name, || self.inner.create(kind, name, data))
     }
+    fn create_owned(&self, kind: FileKind, name: &str, data: bytes::Bytes) -> Result<bool> {
+        // A clone of `Bytes` shares the buffer: every attempt sends the same bytes.
+        self.run(name, || self.inner.create_owned(kind, name, data.clone()))
+    }
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         self.run(kind.dir(), || self.inner.list(kind))
     }
