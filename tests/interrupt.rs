@@ -241,14 +241,14 @@ fn sigterm_stops_a_backup_process_cleanly_and_the_next_backup_reuses_its_upload(
             cmd
         };
         run_cmd(command(args!["init", "--repo", &url])).success();
-        // Paced uploads (48 MiB at 8 MiB/s) keep the backup running while it is stopped.
+        // Paced uploads (48 MiB at 4 MiB/s) keep the backup running while it is stopped.
         let mut cmd = command(args![
             "backup",
             "--repo",
             &url,
             "--json",
             "--limit-upload",
-            "8192",
+            "4096",
             &src
         ]);
         cmd.stdout(std::process::Stdio::piped())
