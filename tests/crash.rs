@@ -207,7 +207,7 @@ fn backup_crash_loop(target: &Target, test: &str, kills: usize, files: usize) {
     let mut round = 0;
     while landed < kills {
         assert!(
-            round < 4 * kills + 4,
+            round < 10 * kills + 10,
             "{test}: only {landed} of {round} kills landed while a backup ran: the delays are too long"
         );
         round += 1;
@@ -428,7 +428,7 @@ fn prune_killed_at_random_points_and_at_the_index_rewrite_keeps_every_snapshot()
     let mut round = 0;
     while landed < kills {
         assert!(
-            round < 4 * kills + 4,
+            round < 10 * kills + 10,
             "{test}: only {landed} of {round} kills landed while prune ran: the delays are too long"
         );
         round += 1;

@@ -525,12 +525,7 @@ impl Repository {
         // Packs are written before the index objects that name them: listed first, every
         // pack an index read below names is in this listing unless it is missing (or was
         // written meanwhile, which the second listing below tells apart).
-        let present: std::collections::HashSet<String> = self
-            .storage
-            .list(FileKind::Pack)?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let present = self.present_packs()?;
         let mut unlisted: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
         let names = self.storage.list(FileKind::Index)?;
         if let Some(c) = &self.cache {
@@ -573,7 +568,7 @@ impl Repository {
                 waiting.insert(i, loaded?);
                 while let Some(packs) = waiting.remove(&want) {
                     for (pack, entries) in packs {
-                        if present.contains(&pack.to_hex()) {
+                        if present.contains(&pack) {
                             idx.add_pack(pack, &entries);
                         } else {
                             unlisted.push((pack, entries));
@@ -585,15 +580,10 @@ impl Repository {
             Ok(())
         })?;
         if !unlisted.is_empty() {
-            let present: std::collections::HashSet<String> = self
-                .storage
-                .list(FileKind::Pack)?
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
+            let present = self.present_packs()?;
             let mut missing = Vec::new();
             for (pack, entries) in unlisted {
-                if present.contains(&pack.to_hex()) {
+                if present.contains(&pack) {
                     idx.add_pack(pack, &entries);
                 } else {
                     missing.push(FileKind::Pack.path(&pack.to_hex()));
@@ -617,6 +607,16 @@ impl Repository {
             );
         }
         Ok(idx)
+    }
+
+    /// The packs in storage (names that are not pack ids are no packs).
+    fn present_packs(&self) -> Result<std::collections::HashSet<PackId>> {
+        Ok(self
+            .storage
+            .list(FileKind::Pack)?
+            .into_iter()
+            .filter_map(|(n, _)| PackId::from_hex(&n).ok())
+            .collect())
     }
 
     /// Reads one index object, pack by pack, without merging.
