@@ -516,11 +516,22 @@ impl Repository {
             .map(IndexId)
     }
 
-    /// Loads and merges every index object, leaving out the packs that an index names but
-    /// storage does not have (lost or deleted by hand; `check` reports them): a backup then
-    /// stores their data again instead of deduplicating against the missing copy, and a blob
-    /// stored twice is read from the copy that exists.
+    /// Loads and merges every index object. Packs that an index names but storage does not
+    /// have (lost, or deleted by hand; `check` reports them) come last, so that a blob stored
+    /// twice is read from the copy that exists; a blob only they hold still names its missing
+    /// pack when it is read. A backup uses [`Repository::load_index_of_present_packs`].
     pub fn load_index(&self) -> Result<Index> {
+        self.load_index_with(true)
+    }
+
+    /// Like [`Repository::load_index`], but without the packs missing from storage: what a
+    /// backup deduplicates against, so that it stores their data again instead of
+    /// referencing the missing copy.
+    pub fn load_index_of_present_packs(&self) -> Result<Index> {
+        self.load_index_with(false)
+    }
+
+    fn load_index_with(&self, keep_missing: bool) -> Result<Index> {
         let mut idx = Index::builder();
         // Packs are written before the index objects that name them: listed first, every
         // pack an index read below names is in this listing unless it is missing (or was
@@ -582,11 +593,18 @@ impl Repository {
         if !unlisted.is_empty() {
             let present = self.present_packs()?;
             let mut missing = Vec::new();
+            let mut gone = Vec::new();
             for (pack, entries) in unlisted {
                 if present.contains(&pack) {
                     idx.add_pack(pack, &entries);
                 } else {
                     missing.push(FileKind::Pack.path(&pack.to_hex()));
+                    gone.push((pack, entries));
+                }
+            }
+            if keep_missing {
+                for (pack, entries) in gone {
+                    idx.add_pack(pack, &entries);
                 }
             }
             missing.sort();
