@@ -530,9 +530,9 @@ fn open_repo(url: &str) -> lifeboat::Repository {
 }
 
 /// RELIABILITY case 19, on local disk and on the S3 server: two prunes (two processes'
-/// handles on one repository) reaching for the exclusive lock at the same moment, round after
-/// round: never do both hold it; the one that does not get it fails cleanly, naming the
-/// holder (or both back off); the winner's work then runs alone.
+/// handles on one repository) reaching for the exclusive lock at the same moment, or one a
+/// little after the other, round after round: never do both hold it; the one that does not get
+/// it fails cleanly, naming the holder (or both back off); the winner's work runs alone.
 #[test]
 fn two_prunes_at_once_never_both_hold_the_exclusive_lock() {
     use lifeboat::repo::lock::LockSettings;
@@ -554,12 +554,17 @@ fn two_prunes_at_once_never_both_hold_the_exclusive_lock() {
         for round in 0..8 {
             let barrier = std::sync::Barrier::new(2);
             let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+                // Even rounds: at the same moment (both may back off, seeing each other's
+                // lock); odd rounds: the second a little later (it finds the first holding).
+                let delays = [0, if round % 2 == 0 { 0 } else { 20 * round }];
                 let handles: Vec<_> = [&repo.0, &repo.1]
                     .into_iter()
-                    .map(|r| {
+                    .zip(delays)
+                    .map(|(r, delay)| {
                         let (barrier, held) = (&barrier, &held);
                         s.spawn(move || {
                             barrier.wait();
+                            std::thread::sleep(Duration::from_millis(delay));
                             match r.lock("prune", true, &settings) {
                                 Ok(lock) => {
                                     let from = Instant::now();
