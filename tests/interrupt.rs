@@ -240,8 +240,16 @@ fn sigterm_stops_a_backup_process_cleanly_and_the_next_backup_reuses_its_upload(
             cmd.args(rest);
             cmd
         };
-        run_cmd(command(args!["init", "--repo", &url])).success();
-        // Paced uploads (48 MiB at 4 MiB/s) keep the backup running while it is stopped.
+        run_cmd(command(args![
+            "init",
+            "--repo",
+            &url,
+            "--pack-size-mib",
+            "4"
+        ]))
+        .success();
+        // Paced uploads (48 MiB at 4 MiB/s, packs of 4 MiB) keep the backup running while it
+        // is stopped.
         let mut cmd = command(args![
             "backup",
             "--repo",
