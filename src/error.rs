@@ -26,6 +26,20 @@ pub enum Error {
         cause: io::Error,
     },
 
+    /// A file system ran out of space (or of the user's quota) while writing `path`: a local
+    /// repository, a restore target, or a file of ours. Permanent: retrying cannot help until
+    /// someone frees space.
+    #[error(
+        "{op} {}: the file system is full ({cause}); free space on it (or move the data to a larger \
+         one), then run the command again",
+        path.display()
+    )]
+    DiskFull {
+        op: &'static str,
+        path: PathBuf,
+        cause: io::Error,
+    },
+
     /// A storage operation on a repository object failed.
     #[error("repository storage: {op} {name}: {cause}")]
     Storage {
@@ -95,13 +109,25 @@ pub enum Error {
 }
 
 impl Error {
-    /// An I/O error on a local path.
+    /// An I/O error on a local path ([`Error::DiskFull`] when the file system is full).
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        if is_disk_full(&source) {
+            return Error::DiskFull {
+                op,
+                path: path.into(),
+                cause: source,
+            };
+        }
         Error::Io {
             op,
             path: path.into(),
             cause: source,
         }
+    }
+
+    /// Whether this is a full file system (see [`Error::DiskFull`]).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::DiskFull { .. })
     }
 
     /// An integrity error on a named object.
@@ -127,4 +153,10 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// Whether an I/O error says that the file system is full: no space left (ENOSPC), or the
+/// user's quota exhausted (EDQUOT).
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }

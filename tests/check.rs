@@ -25,7 +25,7 @@ fn check_passes_on_a_healthy_repository() {
     repo.check(args!["--read-data"]).success();
 }
 
-/// A flipped byte inside a pack is invisible to the structural check but
+/// RELIABILITY case 4: A flipped byte inside a pack is invisible to the structural check but
 /// found by `--read-data`, which names the pack and what it affects.
 #[test]
 fn read_data_finds_a_flipped_byte_in_a_pack() {
@@ -52,7 +52,7 @@ fn read_data_finds_a_flipped_byte_in_a_pack() {
     );
 }
 
-/// A deleted pack file is found by the structural check already.
+/// RELIABILITY case 6: A deleted pack file is found by the structural check already.
 #[test]
 fn check_finds_a_deleted_pack() {
     let (repo, _scratch, src, summary) = repo_with_big_file();
@@ -75,7 +75,7 @@ fn check_finds_a_deleted_pack() {
     }
 }
 
-/// A truncated pack is found by `--read-data`.
+/// RELIABILITY case 5: A truncated pack is found by `--read-data`.
 #[test]
 fn check_read_data_finds_a_truncated_pack() {
     let (repo, _scratch, _src, _) = repo_with_big_file();
@@ -94,7 +94,7 @@ fn check_read_data_finds_a_truncated_pack() {
     );
 }
 
-/// Damage to a snapshot file is an error too.
+/// RELIABILITY case 5: Damage to a snapshot file is an error too.
 #[test]
 fn check_finds_a_damaged_snapshot_file() {
     let (repo, _scratch, _src, summary) = repo_with_big_file();
@@ -106,7 +106,7 @@ fn check_finds_a_damaged_snapshot_file() {
     repo.check(args![]).expect_code(1);
 }
 
-/// Damage in the smallest pack (directory listings and small files) is
+/// RELIABILITY case 4 (directory data): Damage in the smallest pack (directory listings and small files) is
 /// reported by `check --read-data` and stops a restore, which names the pack.
 #[test]
 fn damage_in_the_small_pack_is_reported_by_check_and_restore() {
@@ -132,4 +132,89 @@ fn damage_in_the_small_pack_is_reported_by_check_and_restore() {
         .expect_code(1);
     out.stderr_contains(&pack);
     assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
+}
+
+/// Copies a repository directory (files and directories).
+fn copy_repo(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read_dir").flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_repo(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), &dest).expect("copy");
+            set_mode(&dest, 0o600);
+        }
+    }
+}
+
+/// RELIABILITY case 5: a truncated or empty pack, index, snapshot, config and key object.
+/// `check --read-data` fails naming the object; every other command (snapshots, restore,
+/// backup) either works around it or fails with a clear error naming the object — never a
+/// panic, never exit code 101. (Rebuilding the index from the packs: `repair index`.)
+#[test]
+fn truncated_or_empty_objects_give_a_clear_error_and_no_panic() {
+    let (repo, scratch, src, _) = repo_with_big_file();
+    let only = |dir: &str| -> (std::path::PathBuf, String) {
+        let d = repo.path.join(dir);
+        let e = fs::read_dir(&d)
+            .expect("read_dir")
+            .flatten()
+            .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .unwrap_or_else(|| panic!("nothing in {dir}"));
+        (
+            e.path(),
+            format!("{dir}/{}", e.file_name().to_string_lossy()),
+        )
+    };
+    let (pack_path, pack_id) = repo.largest_pack();
+    let pack = (pack_path, format!("data/{}/{pack_id}", &pack_id[..2]));
+    let objects = [
+        pack,
+        only("index"),
+        only("snapshots"),
+        (repo.path.join("config"), "config".to_string()),
+        only("keys"),
+    ];
+    for (path, name) in &objects {
+        let rel = path
+            .strip_prefix(&repo.path)
+            .expect("inside the repository");
+        let len = fs::metadata(path).expect("stat").len();
+        for (how, keep) in [("truncated", len / 2), ("empty", 0)] {
+            let damaged = scratch.join(format!("damaged-{how}-{}", name.replace('/', "-")));
+            copy_repo(&repo.path, &damaged);
+            fs::OpenOptions::new()
+                .write(true)
+                .open(damaged.join(rel))
+                .expect("open")
+                .set_len(keep)
+                .expect("truncate");
+            let r = Repo::at(&damaged);
+            let target = scratch.join(format!("target-{how}-{}", name.replace('/', "-")));
+            let runs = [
+                ("check --read-data", r.check(args!["--read-data"])),
+                ("snapshots", r.run("snapshots", args![])),
+                ("restore", r.restore("latest", &target, args![])),
+                ("backup", r.run("backup", args![&src])),
+            ];
+            for (cmd, out) in &runs {
+                let what = format!("{cmd} with {how} {name}");
+                assert!(
+                    !out.stderr().contains("panicked") && out.code != Some(101),
+                    "{what}: a panic\n{out}"
+                );
+                match out.code {
+                    Some(0) => assert_ne!(*cmd, "check --read-data", "{what} passed\n{out}"),
+                    Some(1) | Some(12) => {
+                        // The key's name is its hash; a damaged key object is named by it.
+                        let named = out.all_output().contains(name.as_str())
+                            || (name == "config" && out.stderr().contains("config"));
+                        assert!(named, "{what}: the error does not name {name}\n{out}");
+                    }
+                    other => panic!("{what}: exit code {other:?}\n{out}"),
+                }
+            }
+        }
+    }
 }

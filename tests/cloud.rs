@@ -149,6 +149,7 @@ fn flip_byte(storage: &dyn Storage, kind: FileKind, name: &str, at: usize) {
     assert!(storage.create(kind, name, &data).expect("create"));
 }
 
+/// RELIABILITY case 4: end to end on local disk, S3 and Azure, including a flipped byte in a pack: check --read-data names it, restore refuses and leaves the target as it was.
 #[test]
 fn end_to_end_conformance_on_every_backend() {
     for b in backends() {
@@ -218,6 +219,7 @@ fn end_to_end_conformance_on_every_backend() {
     }
 }
 
+/// RELIABILITY cases 16 and 17: the storage contract on local disk, S3 and Azure: create-only writes keep the first content, short ranges are errors, listings past 1,000 objects (one page) are complete.
 #[test]
 fn storage_contract_on_every_backend() {
     for b in backends() {
@@ -285,6 +287,7 @@ fn storage_contract_on_every_backend() {
     }
 }
 
+/// RELIABILITY case 17: eight concurrent create-only writes of one name: exactly one wins (local, S3, Azure).
 #[test]
 fn eight_way_create_race_has_exactly_one_winner() {
     for b in backends() {
@@ -380,6 +383,7 @@ fn run_through(s: Arc<dyn Storage>, src: &Path, target: &Path) -> lifeboat::Resu
     Ok(())
 }
 
+/// RELIABILITY case 15: 503s, connection resets, stalls, truncated bodies and lost acknowledgements injected under the retry layer, on local disk and the S3 server: backup, restore and check --read-data succeed.
 #[test]
 fn transient_faults_are_retried_and_the_repository_stays_valid() {
     for b in [local(), s3()] {
@@ -410,6 +414,7 @@ fn transient_faults_are_retried_and_the_repository_stays_valid() {
     }
 }
 
+/// RELIABILITY case 15: 403s are permanent: the backup fails with an error naming the object, not retried forever, no snapshot; the repository checks clean and the next backup succeeds (local and S3).
 #[test]
 fn permanent_faults_fail_cleanly_and_leave_a_valid_repository() {
     for b in [local(), s3()] {
@@ -560,6 +565,7 @@ fn metadata_cache_spares_downloads_and_can_be_deleted() {
     assert!(xdg.join("lifeboat/CACHEDIR.TAG").exists());
 }
 
+/// RELIABILITY case 17: objects past the multipart threshold are uploaded in parts and stay create-only (local, S3, Azure).
 #[test]
 fn large_objects_go_up_in_parts_and_stay_create_only() {
     for b in backends() {
@@ -635,6 +641,8 @@ impl Storage for IgnoresCreateOnly {
     }
 }
 
+/// RELIABILITY case 17: a store that accepts `If-None-Match` and ignores it is detected at init and recorded;
+/// backups through it still restore (objects are content-addressed).
 #[test]
 fn a_store_that_ignores_create_only_is_detected_and_recorded() {
     let b = s3();
@@ -711,7 +719,7 @@ fn upload_limit_is_applied() {
     assert_trees_equal(&src, &restored(&target, &src));
 }
 
-/// Two hosts back up the same data into one repository at the same time, on local disk and
+/// RELIABILITY case 19: Two hosts back up the same data into one repository at the same time, on local disk and
 /// on the S3 server: both snapshots restore, and after forget + prune the shared data is
 /// stored once and the repository checks clean.
 #[test]
@@ -758,5 +766,47 @@ fn two_writers_share_a_repository_and_prune_keeps_what_they_need() {
             with("restore", args![string(s, "id"), "--target", &target]).success();
             assert_trees_equal(&src, &restored(&target, &src));
         }
+    }
+}
+
+/// RELIABILITY case 6, on local disk and on the S3 server: a pack named by the index but
+/// missing from storage is reported by `check`, and the next backup of the same data stores it
+/// again instead of deduplicating against the missing copy; that new snapshot restores.
+#[test]
+fn a_pack_missing_from_storage_is_reported_and_stored_again_by_the_next_backup() {
+    for b in [local(), s3()] {
+        let scratch = Scratch::new();
+        let src = scratch.join("src");
+        write_file(&src.join("big.bin"), &random_bytes(6 * MIB as usize, 61));
+        build_plain_tree(&src.join("small"), 5, 0, 62);
+        let url = b.url("missing");
+        let with = |cmd: &str, rest: Vec<OsString>| {
+            let mut a = args![cmd, "--repo", &url];
+            a.extend(rest);
+            b.run(a)
+        };
+        with("init", args![]).success();
+        with("backup", args![&src]).success();
+        let storage = b.storage(&url);
+        let (lost, size) = storage
+            .list(FileKind::Pack)
+            .expect("list")
+            .into_iter()
+            .max_by_key(|(_, size)| *size)
+            .expect("a pack");
+        storage.remove(FileKind::Pack, &lost).expect("remove");
+        let out = with("check", args![]).expect_code(1);
+        assert!(out.all_output().contains(&lost), "{}: {out}", b.name);
+        // The unchanged file is read again (its chunks are gone) and stored again.
+        let again = with("backup", args!["--json", &src]).success();
+        let summary = parse_backup_stream(&again).expect("summary");
+        assert!(
+            num(&summary, "bytes_added") >= size / 2,
+            "{}: the lost pack's {size} bytes were not stored again: {summary}",
+            b.name
+        );
+        let target = scratch.join("target");
+        with("restore", args!["latest", "--target", &target]).success();
+        assert_trees_equal(&src, &restored(&target, &src));
     }
 }

@@ -255,6 +255,7 @@ fn scheduled_incremental_and_full_backups_status_run_reload_and_stop() {
     lifeboat(args!["check", "--read-data", "--repo", &setup.repo]).success();
 }
 
+/// RELIABILITY case 3: `systemctl stop` (SIGTERM) of the daemon while it backs up: it stops within a bound, the run is reported interrupted, no snapshot, the repository checks clean, and the next run reuses the upload.
 #[test]
 fn sigterm_during_a_backup_stops_cleanly_and_the_next_run_reuses_the_upload() {
     let setup = Setup::new(
@@ -309,6 +310,7 @@ fn sigterm_during_a_backup_stops_cleanly_and_the_next_run_reuses_the_upload() {
     );
 }
 
+/// RELIABILITY case 20 (a clock or daemon that jumps forward): runs missed while the daemon was stopped are caught up once, never replayed one by one.
 #[test]
 fn a_missed_run_is_caught_up_once_after_a_restart() {
     let jobs = "[[jobs]]\nname = \"yearly\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n";

@@ -229,6 +229,7 @@ fn the_same_seed_picks_the_same_files() {
     assert_empty(parent.path());
 }
 
+/// RELIABILITY case 4: a flipped byte in a pack fails the drill, naming the pack.
 #[test]
 fn a_flipped_byte_in_a_pack_fails_the_drill_and_names_the_pack() {
     let (repo, _s, src, _summary) = repo_with_big_file();
@@ -270,6 +271,7 @@ fn a_flipped_byte_in_a_pack_fails_the_drill_and_names_the_pack() {
     assert_empty(parent.path());
 }
 
+/// RELIABILITY case 6: a pack missing from storage fails the drill, naming the pack.
 #[test]
 fn a_missing_pack_fails_the_drill_and_names_the_pack() {
     let (repo, _s, _src, _summary) = repo_with_big_file();

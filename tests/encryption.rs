@@ -313,6 +313,7 @@ fn deduplication_works_in_an_encrypted_repository() {
 // Damaged objects
 // ---------------------------------------------------------------------------
 
+/// RELIABILITY case 4: one flipped byte in a pack of file data: restore refuses naming the file and the pack, check --read-data finds it.
 #[test]
 fn a_flipped_byte_in_a_data_pack_is_detected() {
     let r = backed_up_and_restored();
@@ -332,6 +333,7 @@ fn a_flipped_byte_in_a_data_pack_is_detected() {
     assert_check_finds(&r.repo, &name);
 }
 
+/// RELIABILITY case 4 (directory data): one flipped byte in a pack of directory listings: restore refuses naming the pack, check --read-data finds it.
 #[test]
 fn a_flipped_byte_in_a_tree_pack_is_detected() {
     let r = backed_up_and_restored();
@@ -399,6 +401,7 @@ fn a_flipped_byte_in_the_config_is_detected() {
         .stderr_contains("config");
 }
 
+/// RELIABILITY case 7: a damaged key object reads as a wrong password (exit 12) that names the key object.
 #[test]
 fn a_flipped_byte_in_the_key_reads_as_a_wrong_password_naming_the_key() {
     let r = backed_up_and_restored();
@@ -412,6 +415,7 @@ fn a_flipped_byte_in_the_key_reads_as_a_wrong_password_naming_the_key() {
         .stderr_contains(&name);
 }
 
+/// RELIABILITY case 7: a forged config parameter fails authentication.
 #[test]
 fn a_changed_config_parameter_fails_authentication() {
     let r = backed_up_and_restored();
@@ -425,6 +429,7 @@ fn a_changed_config_parameter_fails_authentication() {
     assert_eq!(objects(&r.repo, "snapshots").len(), 1);
 }
 
+/// RELIABILITY case 7: a snapshot object stored under another snapshot's name is rejected.
 #[test]
 fn swapped_snapshots_are_detected() {
     let r = backed_up_and_restored();
@@ -454,6 +459,7 @@ fn swapped_snapshots_are_detected() {
     );
 }
 
+/// RELIABILITY case 7: a pack stored under another pack's name is rejected.
 #[test]
 fn swapped_packs_are_detected() {
     let r = backed_up_and_restored();
@@ -483,6 +489,8 @@ fn swapped_packs_are_detected() {
     }
 }
 
+/// RELIABILITY case 7 (type confusion): an index object stored as a snapshot (named by its
+/// hash, so only the type bound into the sealed object tells them apart) is rejected.
 #[test]
 fn an_index_presented_as_a_snapshot_fails_authentication() {
     let r = backed_up_and_restored();
@@ -499,6 +507,7 @@ fn an_index_presented_as_a_snapshot_fails_authentication() {
         .stderr_contains(&format!("snapshots/{index}"));
 }
 
+/// RELIABILITY case 7 (a forged snapshot): a snapshot sealed with another repository's key is rejected as corrupt or tampered.
 #[test]
 fn a_snapshot_from_another_repository_fails_authentication() {
     let r = backed_up_and_restored();
@@ -516,6 +525,7 @@ fn a_snapshot_from_another_repository_fails_authentication() {
         .stderr_contains(&format!("snapshots/{foreign}"));
 }
 
+/// RELIABILITY case 7 (a wrong key): a key object of another repository does not open this one.
 #[test]
 fn a_key_from_another_repository_does_not_open_this_one() {
     let r = backed_up_and_restored();
@@ -618,6 +628,7 @@ fn a_config_without_its_mac_is_refused() {
 // Passwords
 // ---------------------------------------------------------------------------
 
+/// RELIABILITY case 7 (a wrong password): a wrong password is reported as a wrong password (exit 12) by every command, and writes nothing.
 #[test]
 fn a_wrong_password_writes_nothing() {
     let r = backed_up_and_restored();
@@ -1075,4 +1086,82 @@ fn every_object_is_named_by_the_hash_of_its_bytes() {
     lb_repo(&r.repo, "snapshots", args![])
         .expect_code(1)
         .stderr_contains(&format!("snapshots/{wrong}"));
+}
+
+/// Replaces the repository's index objects by one that says what `forge` makes of them,
+/// sealed with the repository's key (so it authenticates: a forgery by someone who holds the
+/// key, or a bug that wrote a wrong index).
+fn forge_index(
+    repo: &Repo,
+    forge: impl FnOnce(&mut Vec<(lifeboat::id::PackId, Vec<lifeboat::repo::PackEntry>)>),
+) {
+    use lifeboat::storage::{FileKind, LocalStorage, Storage};
+    let storage = std::sync::Arc::new(LocalStorage::new(&repo.path));
+    let r = lifeboat::Repository::open(storage.clone(), || {
+        Ok(lifeboat::repo::Credentials::Password(
+            PASSWORD.as_bytes().to_vec().into(),
+        ))
+    })
+    .expect("open");
+    let names: Vec<String> = storage
+        .list(FileKind::Index)
+        .expect("list")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut packs = Vec::new();
+    for n in &names {
+        packs.extend(r.load_index_file(n).expect("index"));
+    }
+    forge(&mut packs);
+    r.save_index(&packs).expect("save forged index");
+    for n in &names {
+        storage.remove(FileKind::Index, n).expect("remove index");
+    }
+}
+
+/// RELIABILITY case 7: forged index entries that authenticate (written with the key): a chunk
+/// placed at a wrong offset, a file's chunk typed as a directory listing, and the root
+/// listing typed as file data. Restore refuses as "corrupt or tampered", naming the object,
+/// and leaves the target as it was; `check --read-data` reports it; nothing panics.
+#[test]
+fn forged_index_entries_are_rejected_as_corrupt_or_tampered() {
+    use lifeboat::repo::BlobKind;
+    type Forgery = fn(&mut Vec<(lifeboat::id::PackId, Vec<lifeboat::repo::PackEntry>)>);
+    let forgeries: [(&str, Forgery); 3] = [
+        ("a chunk at a wrong offset", |packs| {
+            let e = packs
+                .iter_mut()
+                .flat_map(|(_, es)| es.iter_mut())
+                .find(|e| e.kind == BlobKind::Data && e.offset > 0)
+                .expect("a data chunk after the first");
+            e.offset -= 1;
+        }),
+        ("file data typed as a directory listing", |packs| {
+            for e in packs.iter_mut().flat_map(|(_, es)| es.iter_mut()) {
+                if e.kind == BlobKind::Data {
+                    e.kind = BlobKind::Tree;
+                }
+            }
+        }),
+        ("directory listings typed as file data", |packs| {
+            for e in packs.iter_mut().flat_map(|(_, es)| es.iter_mut()) {
+                if e.kind == BlobKind::Tree {
+                    e.kind = BlobKind::Data;
+                }
+            }
+        }),
+    ];
+    for (what, forgery) in forgeries {
+        let r = backed_up_and_restored();
+        forge_index(&r.repo, forgery);
+        let out = assert_restore_refused(&r.repo, &r.target, 1, &["corrupt or tampered"]);
+        assert!(!out.stderr().contains("panicked"), "{what}: a panic\n{out}");
+        let check = lb_repo(&r.repo, "check", args!["--read-data"]).expect_code(1);
+        assert!(
+            !check.stderr().contains("panicked"),
+            "{what}: a panic\n{check}"
+        );
+        println!("{what}: {}", out.stderr().trim());
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -144,6 +145,7 @@ fn prune_dry_run_changes_nothing_and_max_unused_controls_repacking() {
         .stderr_contains("0% to 100%");
 }
 
+/// RELIABILITY case 21: a policy that matches nothing, a mistyped tag, host or job, or no policy at all never deletes every snapshot; --force is needed.
 #[test]
 fn forget_refuses_to_delete_every_backup_by_mistake() {
     let scratch = Scratch::new();
@@ -246,6 +248,7 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
 }
 
+/// RELIABILITY cases 1 and 19: prune refuses while a live backup holds a lock; a backup killed with SIGKILL leaves a lock that `unlock`, or prune by itself, detects as stale (its process is gone); the repository checks clean after the killed backups.
 #[test]
 fn prune_refuses_while_a_live_backup_holds_a_lock_and_clears_a_dead_ones_lock() {
     let scratch = Scratch::new();
@@ -279,7 +282,7 @@ fn prune_refuses_while_a_live_backup_holds_a_lock_and_clears_a_dead_ones_lock() 
     repo.check(args!["--read-data"]).success();
 }
 
-/// The backup is frozen (SIGSTOP) past its lock's staleness bound while forget and prune
+/// RELIABILITY case 18: The backup is frozen (SIGSTOP) past its lock's staleness bound while forget and prune
 /// remove the data it deduplicated against and the packs it had uploaded. When it resumes it
 /// notices before committing, starts over, and its snapshot is complete.
 #[test]
@@ -325,7 +328,7 @@ fn a_backup_frozen_past_the_lock_bound_survives_a_prune() {
     assert_trees_equal(&src, &restored(target.path(), &src));
 }
 
-/// Two hosts back up the same data into one repository at the same time: both snapshots
+/// RELIABILITY case 19: Two hosts back up the same data into one repository at the same time: both snapshots
 /// restore, and after prune the shared data is stored once.
 #[test]
 fn two_writers_back_up_concurrently_and_shared_data_is_stored_once() {
@@ -362,7 +365,7 @@ fn two_writers_back_up_concurrently_and_shared_data_is_stored_once() {
     }
 }
 
-/// prune killed with SIGKILL at random moments, repeatedly: every remaining snapshot stays
+/// RELIABILITY case 2: prune killed with SIGKILL at random moments, repeatedly: every remaining snapshot stays
 /// restorable and the next prune completes. (LIFEBOAT_PRUNE_KILLS sets the rounds; the long
 /// run is `LIFEBOAT_PRUNE_KILLS=100 cargo test --test prune kill`.)
 #[test]
@@ -410,6 +413,7 @@ fn prune_killed_at_random_points_leaves_a_valid_repository() {
     assert_trees_equal(&src, &restored(target.path(), &src));
 }
 
+/// RELIABILITY case 16 (a partial view stops prune): a snapshot's data missing from storage: prune stops before changing anything.
 #[test]
 fn prune_on_a_damaged_repository_changes_nothing() {
     let scratch = Scratch::new();
@@ -465,6 +469,7 @@ fn prune_does_not_run_under_a_restore() {
     assert!(lock_names(&repo).is_empty(), "restore released its lock");
 }
 
+/// RELIABILITY case 1: the temporary pack files killed backups leave are removed by prune once a day old (never a fresh one).
 #[test]
 fn prune_removes_temporary_pack_files_of_killed_backups_after_a_day() {
     // A local repository's data packs are filled as `data/.tmp-*` files; a backup killed with
@@ -496,4 +501,192 @@ fn prune_removes_temporary_pack_files_of_killed_backups_after_a_day() {
     assert_eq!(num(&report, "temporary_files_removed"), 1, "{report}");
     assert!(!old.exists() && fresh.exists());
     repo.check(args!["--read-data"]).success();
+}
+
+/// The storage at a local path or an `s3://` URL of the S3 test server, without retries.
+fn storage_at(url: &str) -> std::sync::Arc<dyn lifeboat::storage::Storage> {
+    use lifeboat::storage::{CloudOptions, CloudStorage, CloudUrl, LocalStorage};
+    match CloudUrl::parse(url).expect("url") {
+        Some(parsed) => {
+            let opts = CloudOptions {
+                options: s3_options(),
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(20),
+            };
+            std::sync::Arc::new(CloudStorage::new(&parsed, url, &opts).expect("s3"))
+        }
+        None => std::sync::Arc::new(LocalStorage::new(url)),
+    }
+}
+
+fn open_repo(url: &str) -> lifeboat::Repository {
+    lifeboat::Repository::open(storage_at(url), || {
+        Ok(lifeboat::repo::Credentials::Password(
+            PASSWORD.as_bytes().to_vec().into(),
+        ))
+    })
+    .expect("open")
+}
+
+/// RELIABILITY case 19, on local disk and on the S3 server: two prunes (two processes'
+/// handles on one repository) reaching for the exclusive lock at the same moment, or one a
+/// little after the other, round after round: never do both hold it; the one that does not get
+/// it fails cleanly, naming the holder (or both back off); the winner's work runs alone.
+#[test]
+fn two_prunes_at_once_never_both_hold_the_exclusive_lock() {
+    use lifeboat::repo::lock::LockSettings;
+    let local = Scratch::new();
+    for url in [
+        local.join("repo").display().to_string(),
+        s3_url("two-prunes"),
+    ] {
+        let repo = if url.starts_with("s3://") {
+            lifeboat_s3(args!["init", "--repo", &url]).success();
+            (open_repo(&url), open_repo(&url))
+        } else {
+            lifeboat(args!["init", "--repo", &url]).success();
+            (open_repo(&url), open_repo(&url))
+        };
+        let settings = LockSettings::default();
+        let held: std::sync::Mutex<Vec<(Instant, Instant)>> = std::sync::Mutex::new(Vec::new());
+        let mut winners = 0;
+        for round in 0..8 {
+            let barrier = std::sync::Barrier::new(2);
+            let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+                // Even rounds: at the same moment (both may back off, seeing each other's
+                // lock); odd rounds: the second a little later (it finds the first holding).
+                let delays = [0, if round % 2 == 0 { 0 } else { 20 * round }];
+                let handles: Vec<_> = [&repo.0, &repo.1]
+                    .into_iter()
+                    .zip(delays)
+                    .map(|(r, delay)| {
+                        let (barrier, held) = (&barrier, &held);
+                        s.spawn(move || {
+                            barrier.wait();
+                            std::thread::sleep(Duration::from_millis(delay));
+                            match r.lock("prune", true, &settings) {
+                                Ok(lock) => {
+                                    let from = Instant::now();
+                                    std::thread::sleep(Duration::from_millis(300));
+                                    held.lock().expect("held").push((from, Instant::now()));
+                                    lock.release();
+                                    Ok(())
+                                }
+                                Err(e) => Err(e.to_string()),
+                            }
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread"))
+                    .collect()
+            });
+            for r in &results {
+                if let Err(e) = r {
+                    assert!(
+                        e.contains("is in use") && e.contains("prune (exclusive)"),
+                        "{url} round {round}: the loser fails cleanly, naming the holder: {e}"
+                    );
+                }
+            }
+            winners += results.iter().filter(|r| r.is_ok()).count();
+            assert!(
+                results.iter().filter(|r| r.is_ok()).count() <= 1,
+                "{url} round {round}: both prunes got the exclusive lock"
+            );
+        }
+        let spans = held.lock().expect("held").clone();
+        for (i, a) in spans.iter().enumerate() {
+            for b in &spans[i + 1..] {
+                assert!(
+                    a.1 <= b.0 || b.1 <= a.0,
+                    "{url}: two exclusive holders at once"
+                );
+            }
+        }
+        assert!(winners > 0, "{url}: no prune ever got the lock");
+        let locks = repo.0.locks(None, None, &settings).expect("locks");
+        assert!(
+            locks.is_empty(),
+            "{url}: every lock was released: {locks:?}"
+        );
+    }
+}
+
+/// RELIABILITY case 19: a lock left by another host (whose process this host cannot see) is
+/// respected while it is fresh — prune refuses, naming that host, and `unlock` leaves it — and
+/// detected as stale only once the storage's clock says it has not been refreshed within the
+/// bound; then prune removes it and runs. On local disk and on the S3 server.
+#[test]
+fn another_hosts_lock_is_respected_until_it_is_stale() {
+    use lifeboat::prune::{prune, PruneOptions};
+    use lifeboat::repo::lock::{LockInfo, LockSettings};
+    use lifeboat::repo::seal::ObjectType;
+    use lifeboat::storage::FileKind;
+    let local = Scratch::new();
+    for url in [
+        local.join("repo").display().to_string(),
+        s3_url("other-host"),
+    ] {
+        let s3 = url.starts_with("s3://");
+        let run = |a: Vec<std::ffi::OsString>| if s3 { lifeboat_s3(a) } else { lifeboat(a) };
+        run(args!["init", "--repo", &url]).success();
+        let repo = open_repo(&url);
+        // The other host's backup lock, as it writes one (sealed JSON, named by its hash).
+        let now = chrono::Utc::now();
+        let info = LockInfo {
+            operation: "backup".into(),
+            exclusive: false,
+            host: "other-host.example".into(),
+            pid: 1,
+            user: "root".into(),
+            created: now,
+            refreshed: now,
+            nonce: 7,
+        };
+        let mut body = vec![0u8];
+        body.extend(serde_json::to_vec(&info).expect("json"));
+        let sealed = repo.sealer().seal(ObjectType::Lock, &body);
+        let name = blake3::hash(&sealed).to_hex().to_string();
+        assert!(repo
+            .storage()
+            .create(FileKind::Lock, &name, &sealed)
+            .expect("write lock"));
+
+        let err = prune(&repo, &PruneOptions::default(), Arc::default())
+            .expect_err("a live lock of another host");
+        assert!(
+            err.to_string().contains("other-host.example"),
+            "{url}: prune names the holder: {err}"
+        );
+        let out = run(args!["unlock", "--repo", &url]).success();
+        assert!(
+            !out.stdout().contains("removed lock")
+                && out
+                    .stdout()
+                    .contains("still held: backup (shared) by root@other-host.example"),
+            "{url}: unlock removed a fresh lock: {out}"
+        );
+        assert_eq!(
+            repo.locks(None, None, &LockSettings::default())
+                .expect("locks")
+                .len(),
+            1
+        );
+        // Not refreshed for longer than the bound (2 s here), by the storage's clock.
+        std::thread::sleep(Duration::from_secs(3));
+        let opts = PruneOptions {
+            lock: LockSettings::with_stale_after(Duration::from_secs(2)),
+            ..PruneOptions::default()
+        };
+        prune(&repo, &opts, Arc::default()).expect("prune after the lock went stale");
+        assert!(
+            repo.locks(None, None, &LockSettings::default())
+                .expect("locks")
+                .is_empty(),
+            "{url}: the stale lock was removed"
+        );
+    }
 }

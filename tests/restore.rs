@@ -161,7 +161,7 @@ fn overwrite_over_an_identical_restore_succeeds() {
     assert_trees_equal(&src, &restored(target.path(), &src));
 }
 
-/// One flipped byte in a pack: restore fails before writing anything, names
+/// RELIABILITY case 4: One flipped byte in a pack: restore fails before writing anything, names
 /// the damaged file and the pack, and leaves the target exactly as it was.
 #[test]
 fn damaged_pack_fails_restore_and_leaves_target_untouched() {
@@ -178,7 +178,7 @@ fn damaged_pack_fails_restore_and_leaves_target_untouched() {
     assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
 }
 
-/// A failed restore into a target that did not exist leaves it nonexistent.
+/// RELIABILITY case 4: A failed restore into a target that did not exist leaves it nonexistent.
 #[test]
 fn damaged_pack_restore_into_missing_target_creates_nothing() {
     let (repo, _scratch, _src, _) = repo_with_big_file();
@@ -194,7 +194,7 @@ fn damaged_pack_restore_into_missing_target_creates_nothing() {
     );
 }
 
-/// A missing pack file is found before anything is written.
+/// RELIABILITY case 6: A missing pack file is found before anything is written.
 #[test]
 fn missing_pack_fails_restore_naming_it() {
     let (repo, _scratch, src, _) = repo_with_big_file();
@@ -222,7 +222,7 @@ fn verify_only_on_healthy_repository_succeeds_and_writes_nothing() {
     assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
 }
 
-/// `--verify-only` finds the damage too, and writes nothing.
+/// RELIABILITY case 4: `--verify-only` finds the damage too, and writes nothing.
 #[test]
 fn verify_only_detects_a_damaged_pack() {
     let (repo, _scratch, src, _) = repo_with_big_file();
@@ -238,7 +238,7 @@ fn verify_only_detects_a_damaged_pack() {
     assert_fingerprint_unchanged(&before, &fingerprint(target.path()), "the target");
 }
 
-/// `--allow-partial` restores every intact file, lists the damaged one and
+/// RELIABILITY case 4: `--allow-partial` restores every intact file, lists the damaged one and
 /// exits with 3.
 #[test]
 fn allow_partial_restores_intact_files_and_exits_3() {
@@ -306,22 +306,26 @@ fn source_root(src: &Path) -> PathBuf {
     src.strip_prefix("/").expect("absolute").to_path_buf()
 }
 
+/// RELIABILITY case 9: a symlink to outside the target where the snapshot has a top-level directory is not followed.
 #[test]
 fn symlink_planted_at_a_top_level_directory_is_not_followed() {
     planted_directory_symlink_is_not_followed(first_component, &[]);
 }
 
+/// RELIABILITY case 9: the same with --overwrite.
 #[test]
 fn symlink_planted_at_a_top_level_directory_is_not_followed_with_overwrite() {
     planted_directory_symlink_is_not_followed(first_component, &["--overwrite"]);
 }
 
+/// RELIABILITY case 9: a symlink planted where the source directory is restored is not followed.
 #[test]
 fn symlink_planted_at_the_source_directory_is_not_followed() {
     planted_directory_symlink_is_not_followed(source_root, &[]);
     planted_directory_symlink_is_not_followed(source_root, &["--overwrite"]);
 }
 
+/// RELIABILITY case 9: a symlink planted at a nested directory (a parent of restored files) is not followed.
 #[test]
 fn symlink_planted_at_a_nested_directory_is_not_followed() {
     planted_directory_symlink_is_not_followed(|src| source_root(src).join("sub"), &[]);
@@ -331,7 +335,7 @@ fn symlink_planted_at_a_nested_directory_is_not_followed() {
     );
 }
 
-/// A symlink where a restored file goes is not written through, with or
+/// RELIABILITY case 9: A symlink where a restored file goes is not written through, with or
 /// without `--overwrite`.
 #[test]
 fn symlink_planted_at_a_file_is_not_written_through() {
@@ -510,7 +514,7 @@ fn restore_merges_into_directories_the_target_has_at_every_depth() {
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }
 
-/// `--allow-partial` leaves out every name of a damaged hard-linked file, also where its
+/// RELIABILITY case 4: `--allow-partial` leaves out every name of a damaged hard-linked file, also where its
 /// directory is moved into place whole.
 #[test]
 fn allow_partial_leaves_out_every_name_of_a_damaged_hardlinked_file() {

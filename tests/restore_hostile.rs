@@ -100,6 +100,7 @@ fn listing(dir: &Path) -> Vec<String> {
     out
 }
 
+/// RELIABILITY case 8: snapshot entries named `..`, `../x`, `a/b`, absolute, with NUL or backslash: restore refuses the unsafe ones and writes nothing outside the target.
 #[test]
 fn crafted_names_with_dotdot_slash_and_nul_never_escape_the_target() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -178,6 +179,7 @@ fn crafted_names_with_dotdot_slash_and_nul_never_escape_the_target() {
     assert_eq!(listing(&outside).len(), 1);
 }
 
+/// RELIABILITY case 9: a symlink planted in the restore target, also as a parent directory, is never written through.
 #[test]
 fn symlink_planted_in_target_is_never_followed() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -10,6 +10,7 @@ fn lifeboat() -> Command {
     common::lifeboat_cmd()
 }
 
+/// RELIABILITY case 12: a character device round-trips (as root; otherwise restore says it skipped it).
 #[test]
 fn character_device_round_trips() {
     let tmp = tempfile::tempdir().expect("tempdir");

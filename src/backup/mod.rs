@@ -168,7 +168,8 @@ fn backup_attempt(
              backups stay correct (objects are content-addressed) but concurrent writers cannot be coordinated through it"
         );
     }
-    let index = Arc::new(repo.load_index()?);
+    // Packs the index names but storage lacks are left out: their data is stored again.
+    let index = Arc::new(repo.load_index_of_present_packs()?);
     let parent = repo
         .load_snapshots()?
         .into_iter()

@@ -130,7 +130,7 @@ pub fn unlock(a: UnlockArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
     let settings = LockSettings::from_env()?;
     let removed = repo.unlock(a.remove_all, &settings)?;
-    let left = repo.locks(None, None, &settings)?;
+    let left = repo.locks_now(&settings)?;
     if a.json {
         let list = |v: &[lifeboat::repo::lock::FoundLock]| {
             v.iter()

@@ -7,7 +7,7 @@
 //! runs once — full when a full backup fell due, else incremental. So a daemon that was stopped
 //! catches up once at start (if `catch_up`), a clock that jumps forward runs a job once rather
 //! than replaying every missed time, and a clock that jumps back runs nothing twice (the cursor
-//! never moves back). A job that falls due while it runs is coalesced. Runs happen on worker
+//! never moves back) and says so once, with the time its runs resume. A job that falls due while it runs is coalesced. Runs happen on worker
 //! threads, at most `max_concurrent_jobs` at once.
 //!
 //! SIGHUP reloads the config (a broken one is reported and the old one kept). SIGTERM/SIGINT
@@ -85,6 +85,9 @@ pub struct Daemon {
     inhibit_lock: Option<inhibit::InhibitLock>,
     /// logind announced a shutdown: nothing new starts.
     shutting_down: bool,
+    /// Jobs and tasks whose schedule is held because the clock went back behind their
+    /// cursor, already reported (once per jump).
+    clock_back: std::collections::HashSet<String>,
 }
 
 fn far_future() -> DateTime<Utc> {
@@ -148,6 +151,7 @@ impl Daemon {
             windows: maintenance::Windows::default(),
             windows_checked: None,
             task_queue: VecDeque::new(),
+            clock_back: Default::default(),
             tasks_running: HashMap::new(),
             task_done_tx,
             task_done_rx,
@@ -378,10 +382,17 @@ impl Daemon {
                 .is_some_and(|t| t > now)
     }
 
+    /// Whether the clock went back behind `cursor` (by more than the slack of a tick) for the
+    /// schedule `key`, newly: a held schedule is reported once per jump.
+    fn note_clock_back(&mut self, key: &str, cursor: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        cursor - now > chrono::Duration::seconds(2) && self.clock_back.insert(key.to_string())
+    }
+
     /// Evaluates every job's schedules over the window since it last looked.
     fn tick(&mut self, now: DateTime<Utc>) {
         let config = self.config.clone();
         let mut missed = Vec::new();
+        let mut went_back = Vec::new();
         for job in &config.jobs {
             let js = self.state.jobs.entry(job.name.clone()).or_default();
             let Some(cursor) = js.cursor else {
@@ -390,8 +401,13 @@ impl Daemon {
                 continue;
             };
             if now <= cursor {
-                continue; // nothing new, or the clock went back: never run twice
+                // Nothing new; or the clock went back: never run twice, and say so.
+                if self.note_clock_back(&job.name, cursor, now) {
+                    went_back.push((job.name.clone(), cursor));
+                }
+                continue;
             }
+            self.clock_back.remove(&job.name);
             let full = job
                 .full
                 .as_ref()
@@ -457,6 +473,21 @@ impl Daemon {
             });
         }
         self.tick_tasks(now, &config);
+        for (job, held_until) in went_back {
+            let back = humantime::format_duration(
+                (held_until - now)
+                    .to_std()
+                    .map(|d| Duration::from_secs(d.as_secs()))
+                    .unwrap_or_default(),
+            );
+            tracing::warn!(job = %job, %back, held_until = %held_until, "the clock went back: runs scheduled until then already ran by the clock as it was and are not run again; the schedule resumes after that time");
+            self.event(
+                notify::EventKind::MissedSchedule,
+                Some(&job),
+                format!("job {job}: the clock went back by {back}: runs scheduled until {held_until} already ran by the clock as it was and are not run again; the schedule resumes after that time (if the clock was wrong before, check that backups ran)"),
+                json!({"clock_went_back_secs": (held_until - now).num_seconds(), "held_until": held_until}),
+            );
+        }
         for (job, count, latest) in missed {
             self.event(
                 notify::EventKind::MissedSchedule,
@@ -551,8 +582,12 @@ impl Daemon {
                 continue;
             };
             if now <= cursor {
+                if self.note_clock_back(&key, cursor, now) {
+                    tracing::warn!(task = %key, held_until = %cursor, "the clock went back: runs of this task scheduled until then already ran and are not run again; its schedule resumes after that time");
+                }
                 continue;
             }
+            self.clock_back.remove(&key);
             let due = sched.between(cursor, now, 10_000);
             ts.cursor = Some(now);
             let Some(latest) = due.iter().max().copied() else {

@@ -141,6 +141,22 @@ fn is_lock_name(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// What a lock of this process for `operation` says, as of now.
+fn new_info(operation: &str, exclusive: bool) -> LockInfo {
+    let (host, user) = this_host();
+    let now = Utc::now();
+    LockInfo {
+        operation: operation.to_string(),
+        exclusive,
+        host,
+        pid: std::process::id(),
+        user,
+        created: now,
+        refreshed: now,
+        nonce: rand::random(),
+    }
+}
+
 /// Whether process `pid` exists on this host.
 fn process_alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
@@ -237,10 +253,31 @@ impl Repository {
         }
     }
 
-    /// Removes stale locks (or every lock, with `all`); returns what it removed.
+    /// Every lock, its age measured by the storage's clock: against the time of a lock of
+    /// ours written for the purpose and removed again, so that a client clock that is off
+    /// neither makes a live lock look stale nor a dead one fresh. (Where nothing can be
+    /// written, the local clock is used: such storage cannot remove locks either.)
+    pub fn locks_now(&self, settings: &LockSettings) -> Result<Vec<FoundLock>> {
+        let own = match self.write_lock(&new_info("unlock", false)) {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot write a lock; measuring lock ages with the local clock");
+                return self.locks(None, None, settings);
+            }
+        };
+        let reference = self.storage.modified(FileKind::Lock, &own).ok().flatten();
+        let found = self.locks(Some(&own), reference, settings);
+        if let Err(e) = self.storage.remove(FileKind::Lock, &own) {
+            tracing::warn!(error = %e, lock = %own, "could not remove our lock; it goes stale by itself");
+        }
+        found
+    }
+
+    /// Removes stale locks (or every lock, with `all`); returns what it removed. Staleness is
+    /// judged by the storage's clock (see [`Repository::locks_now`]).
     pub fn unlock(&self, all: bool, settings: &LockSettings) -> Result<Vec<FoundLock>> {
         let mut removed = Vec::new();
-        for l in self.locks(None, None, settings)? {
+        for l in self.locks_now(settings)? {
             if all || l.stale.is_some() {
                 self.storage.remove(FileKind::Lock, &l.name)?;
                 removed.push(l);
@@ -279,18 +316,7 @@ impl Repository {
         exclusive: bool,
         settings: &LockSettings,
     ) -> Result<RepoLock> {
-        let (host, user) = this_host();
-        let now = Utc::now();
-        let info = LockInfo {
-            operation: operation.to_string(),
-            exclusive,
-            host,
-            pid: std::process::id(),
-            user,
-            created: now,
-            refreshed: now,
-            nonce: rand::random(),
-        };
+        let info = new_info(operation, exclusive);
         let started = Instant::now();
         let mut told = false;
         loop {

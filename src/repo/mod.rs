@@ -524,9 +524,28 @@ impl Repository {
             .map(IndexId)
     }
 
-    /// Loads and merges every index object.
+    /// Loads and merges every index object. Packs that an index names but storage does not
+    /// have (lost, or deleted by hand; `check` reports them) come last, so that a blob stored
+    /// twice is read from the copy that exists; a blob only they hold still names its missing
+    /// pack when it is read. A backup uses [`Repository::load_index_of_present_packs`].
     pub fn load_index(&self) -> Result<Index> {
+        self.load_index_with(true)
+    }
+
+    /// Like [`Repository::load_index`], but without the packs missing from storage: what a
+    /// backup deduplicates against, so that it stores their data again instead of
+    /// referencing the missing copy.
+    pub fn load_index_of_present_packs(&self) -> Result<Index> {
+        self.load_index_with(false)
+    }
+
+    fn load_index_with(&self, keep_missing: bool) -> Result<Index> {
         let mut idx = Index::builder();
+        // Packs are written before the index objects that name them: listed first, every
+        // pack an index read below names is in this listing unless it is missing (or was
+        // written meanwhile, which the second listing below tells apart).
+        let present = self.present_packs()?;
+        let mut unlisted: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
         let names = self.storage.list(FileKind::Index)?;
         if let Some(c) = &self.cache {
             c.retain(
@@ -568,13 +587,44 @@ impl Repository {
                 waiting.insert(i, loaded?);
                 while let Some(packs) = waiting.remove(&want) {
                     for (pack, entries) in packs {
-                        idx.add_pack(pack, &entries);
+                        if present.contains(&pack) {
+                            idx.add_pack(pack, &entries);
+                        } else {
+                            unlisted.push((pack, entries));
+                        }
                     }
                     want += 1;
                 }
             }
             Ok(())
         })?;
+        if !unlisted.is_empty() {
+            let present = self.present_packs()?;
+            let mut missing = Vec::new();
+            let mut gone = Vec::new();
+            for (pack, entries) in unlisted {
+                if present.contains(&pack) {
+                    idx.add_pack(pack, &entries);
+                } else {
+                    missing.push(FileKind::Pack.path(&pack.to_hex()));
+                    gone.push((pack, entries));
+                }
+            }
+            if keep_missing {
+                for (pack, entries) in gone {
+                    idx.add_pack(pack, &entries);
+                }
+            }
+            missing.sort();
+            missing.dedup();
+            if !missing.is_empty() {
+                tracing::warn!(
+                    count = missing.len(),
+                    first = %missing[0],
+                    "packs named by the index are missing from storage: what only they held cannot be read, and a backup stores it again; run `lifeboat check` to see what is affected"
+                );
+            }
+        }
         let idx = idx.finish();
         if let Some(c) = &self.cache {
             c.retain(
@@ -583,6 +633,16 @@ impl Repository {
             );
         }
         Ok(idx)
+    }
+
+    /// The packs in storage (names that are not pack ids are no packs).
+    fn present_packs(&self) -> Result<std::collections::HashSet<PackId>> {
+        Ok(self
+            .storage
+            .list(FileKind::Pack)?
+            .into_iter()
+            .filter_map(|(n, _)| PackId::from_hex(&n).ok())
+            .collect())
     }
 
     /// Reads one index object, pack by pack, without merging.
@@ -760,6 +820,12 @@ mod tests {
                 (PackId::hash(&p.to_le_bytes()), entries)
             })
             .collect();
+        // Loading leaves out packs missing from storage: these three are there (as stand-ins).
+        for (pack, _) in &packs {
+            repo.storage()
+                .create(FileKind::Pack, &pack.to_hex(), b"stand-in")
+                .expect("create pack");
+        }
         // 40k + 40k reaches the split size: packs 0 and 1 in one object, pack 2 in the next.
         let ids = repo.save_indexes(&packs).expect("save");
         assert_eq!(ids.len(), 2);

@@ -31,6 +31,9 @@ pub struct Faults {
     pub forbid: f64,
     /// A write that fails after the object was stored (the client never hears the answer).
     pub lost_ack: f64,
+    /// Every listing of this kind fails, as a paginated listing whose later page is answered
+    /// with an error (permanent: the listing cannot be completed).
+    pub fail_listing: Option<FileKind>,
 }
 
 /// Counts of injected faults.
@@ -179,6 +182,16 @@ impl Storage for FaultyStorage {
         self.after_write(name, stored)
     }
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        if self.faults.fail_listing == Some(kind) {
+            self.counts.lock().injected += 1;
+            return Err(Error::Storage {
+                op: "list",
+                name: kind.dir().to_string(),
+                cause: io::Error::other(
+                    "the listing's second page was answered with 500 Internal Error (injected)",
+                ),
+            });
+        }
         self.inject("list", kind.dir(), true)?;
         self.inner.list(kind)
     }

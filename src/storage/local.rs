@@ -39,6 +39,9 @@ impl LocalStorage {
                 name: kind.path(name),
             };
         }
+        if crate::error::is_disk_full(&source) {
+            return Error::io(op, self.path_of(kind, name), source);
+        }
         Error::Storage {
             op,
             name: self.path_of(kind, name).display().to_string(),

@@ -1080,3 +1080,75 @@ pub fn corrupt_largest_pack(repo: &Repo) -> String {
     flip_byte(&path, len / 2);
     id
 }
+
+// ---------------------------------------------------------------------------
+// The S3 test server (moto, started by tests/run.sh)
+// ---------------------------------------------------------------------------
+
+fn required_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the suite with `bash tests/run.sh`, which starts the S3 and Azure servers")
+    })
+}
+
+/// Environment for a `lifeboat` process that reaches the S3 test server.
+pub fn s3_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        (
+            "AWS_ENDPOINT_URL",
+            required_env("LIFEBOAT_TEST_S3_ENDPOINT"),
+        ),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ]
+}
+
+/// Options for in-process [`lifeboat::storage::CloudStorage`] on the S3 test server.
+pub fn s3_options() -> std::collections::HashMap<String, String> {
+    [
+        ("access_key_id", "test".to_string()),
+        ("secret_access_key", "test".to_string()),
+        ("region", "us-east-1".to_string()),
+        ("endpoint", required_env("LIFEBOAT_TEST_S3_ENDPOINT")),
+        ("allow_http", "true".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A fresh repository URL on the S3 test server (nothing is created).
+pub fn s3_url(prefix: &str) -> String {
+    format!(
+        "s3://{}/{prefix}-{:08x}",
+        required_env("LIFEBOAT_TEST_S3_BUCKET"),
+        rand::random::<u32>()
+    )
+}
+
+/// A `lifeboat` command with the S3 test server's environment.
+pub fn lifeboat_s3_cmd() -> Command {
+    let mut cmd = lifeboat_cmd();
+    for (k, v) in s3_env() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `lifeboat ARGS...` against the S3 test server.
+pub fn lifeboat_s3(args: Vec<OsString>) -> Out {
+    let mut cmd = lifeboat_s3_cmd();
+    cmd.args(args);
+    run_cmd(cmd)
+}
+
+/// The BLAKE3 of every regular file below `root`, by relative path: what a restore of a
+/// snapshot of `root` must give back.
+pub fn content_map(root: &Path) -> BTreeMap<PathBuf, String> {
+    scan_tree(root)
+        .into_iter()
+        .filter_map(|(rel, e)| e.content.map(|c| (rel, c)))
+        .collect()
+}
