@@ -87,10 +87,6 @@ pub struct Daemon {
     shutting_down: bool,
 }
 
-fn far_future() -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::days(365 * 100)
-}
-
 impl Daemon {
     /// Runs the daemon with the config at `path` until SIGTERM or SIGINT.
     pub fn run(path: &Path) -> Result<()> {
@@ -1070,8 +1066,7 @@ impl Daemon {
                 json!({"ok": true, "queued": job, "requested_at": now})
             }
             Request::Pause { job, for_secs } => {
-                let until =
-                    for_secs.map_or_else(far_future, |s| now + chrono::Duration::seconds(s as i64));
+                let until = control::pause_until(now, for_secs);
                 match job {
                     Some(j) if self.config.job(&j).is_none() => {
                         json!({"ok": false, "error": format!("no job named {j:?}")})
