@@ -54,9 +54,12 @@ pub const FUZZ_REPO_ID: &str = "f022f022f022f022f022f022f022f022f022f022f022f022
 /// What the parser said about one input: `Err` is a refusal, which is fine.
 pub type Outcome = Result<(), String>;
 
+/// A target's function.
+pub type Target = fn(&[u8]) -> Outcome;
+
 /// Every target: its name (a directory of `fuzz/corpus/` and a file of `fuzz/fuzz_targets/`)
 /// and its function.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Outcome)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("pack", pack),
     ("pack_header", pack_header),
     ("blob", blob),
