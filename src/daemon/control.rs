@@ -8,6 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -60,7 +61,26 @@ pub fn read_request(stream: &UnixStream) -> Result<Request> {
     BufReader::new(stream)
         .read_line(&mut line)
         .map_err(|e| Error::io("read control request", "socket", e))?;
-    serde_json::from_str(&line).map_err(|e| Error::Invalid(format!("bad control request: {e}")))
+    parse_request(&line)
+}
+
+/// Parses one request line (public as the pure parsing step for tests and the fuzz targets).
+pub fn parse_request(line: &str) -> Result<Request> {
+    serde_json::from_str(line).map_err(|e| Error::Invalid(format!("bad control request: {e}")))
+}
+
+/// Until when a `pause` for `for_secs` seconds from `now` holds runs (`None`, or a time past
+/// the calendar's end: a century).
+pub fn pause_until(now: DateTime<Utc>, for_secs: Option<u64>) -> DateTime<Utc> {
+    let century = chrono::TimeDelta::days(365 * 100);
+    let far_future = now
+        .checked_add_signed(century)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    for_secs
+        .and_then(|s| i64::try_from(s).ok())
+        .and_then(chrono::TimeDelta::try_seconds)
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(far_future)
 }
 
 /// Writes the answer.
@@ -102,4 +122,37 @@ pub fn ask(runtime_dir: &Path, request: &Request) -> Result<serde_json::Value> {
         return Err(Error::Invalid(msg.to_string()));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_request(r#"{"cmd":"run","job":"etc","full":true}"#).expect("run"),
+            Request::Run {
+                job: "etc".into(),
+                full: true
+            }
+        );
+        assert!(parse_request(r#"{"cmd":"format"}"#).is_err());
+        assert!(parse_request("").is_err());
+    }
+
+    #[test]
+    fn pause_for_an_absurd_time_does_not_crash_the_daemon() {
+        // `lifeboat pause --for 300000y` (or any u64 on the socket) made the daemon's main
+        // thread panic on DateTime overflow.
+        let now = Utc::now();
+        for secs in [10_000_000_000_000u64, i64::MAX as u64, u64::MAX] {
+            assert!(pause_until(now, Some(secs)) > now, "{secs}");
+        }
+        assert_eq!(
+            pause_until(now, Some(60)),
+            now + chrono::Duration::seconds(60)
+        );
+        assert!(pause_until(now, None) > now + chrono::Duration::days(365 * 99));
+    }
 }

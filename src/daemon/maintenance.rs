@@ -191,13 +191,21 @@ impl Windows {
                     .into(),
             ));
         }
-        let length = chrono::TimeDelta::from_std(duration)
+        if duration.is_zero() {
+            return Err(Error::Invalid(
+                "the duration must be longer than zero (like \"2h\")".into(),
+            ));
+        }
+        let end = chrono::TimeDelta::from_std(duration)
             .ok()
-            .filter(|d| *d > chrono::TimeDelta::zero())
+            .and_then(|length| start.checked_add_signed(length))
             .ok_or_else(|| {
-                Error::Invalid("the duration must be longer than zero (like \"2h\")".into())
+                Error::Invalid(format!(
+                "this window ({} plus {}) ends too far in the future: check --start and --duration",
+                local(start),
+                humantime::format_duration(duration)
+            ))
             })?;
-        let end = start + length;
         if end <= now {
             return Err(Error::Invalid(format!(
                 "this window ({} to {}) is already over: check --start",
@@ -205,9 +213,12 @@ impl Windows {
                 local(end)
             )));
         }
-        self.next_id = self.next_id.max(1);
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_id.max(1);
+        self.next_id = id.checked_add(1).ok_or_else(|| {
+            Error::Invalid(
+                "no maintenance window id is left (next_id in maintenance.json is at its maximum): remove ended windows from the file and lower next_id".into(),
+            )
+        })?;
         self.windows.push(Window {
             id,
             start,
@@ -448,9 +459,10 @@ pub fn parse_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     }
     if let Some(rest) = s.strip_prefix('+').or_else(|| s.strip_prefix("in ")) {
         let d = crate::config::parse_duration(rest.trim()).map_err(Error::Invalid)?;
-        let d = chrono::TimeDelta::from_std(d)
-            .map_err(|_| Error::Invalid(format!("{s:?} is too far away")))?;
-        return Ok(now + d);
+        return chrono::TimeDelta::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or_else(|| Error::Invalid(format!("{s:?} is too far away")));
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
@@ -704,5 +716,44 @@ mod tests {
         );
         assert!(parse_time("tomorrow-ish", now).is_err());
         assert!(parse_time("+soon", now).is_err());
+    }
+
+    #[test]
+    fn a_start_beyond_the_calendar_is_an_error_not_a_panic() {
+        // `maintenance add --start +300000y` overflowed DateTime and panicked.
+        let now = t("2026-12-01T00:00:00Z");
+        let err = parse_time("+300000y", now)
+            .expect_err("too far")
+            .to_string();
+        assert!(err.contains("too far"), "{err}");
+        assert!(parse_time("in 18446744073709551615s", now).is_err());
+    }
+
+    #[test]
+    fn a_window_ending_beyond_the_calendar_is_an_error_not_a_panic() {
+        // A start near the end of the calendar plus the duration overflowed and panicked.
+        let now = t("2026-12-01T00:00:00Z");
+        let last = DateTime::<Utc>::MAX_UTC - chrono::TimeDelta::hours(1);
+        let mut w = Windows::default();
+        let err = w
+            .add(last, h(2), "upgrade", None, now)
+            .expect_err("too far")
+            .to_string();
+        assert!(err.contains("too far"), "{err}");
+        assert!(w.windows.is_empty());
+    }
+
+    #[test]
+    fn a_windows_file_whose_ids_ran_out_is_an_error_not_a_panic() {
+        // A windows file with next_id = u32::MAX made `add` overflow the id counter.
+        let now = t("2026-12-01T00:00:00Z");
+        let mut w: Windows =
+            serde_json::from_str(r#"{"next_id": 4294967295, "windows": []}"#).expect("parse");
+        let err = w
+            .add(t("2026-12-02T00:00:00Z"), h(1), "upgrade", None, now)
+            .expect_err("no id left")
+            .to_string();
+        assert!(err.contains("maintenance.json"), "{err}");
+        assert!(w.windows.is_empty());
     }
 }

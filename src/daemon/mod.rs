@@ -90,10 +90,6 @@ pub struct Daemon {
     clock_back: std::collections::HashSet<String>,
 }
 
-fn far_future() -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::days(365 * 100)
-}
-
 impl Daemon {
     /// Runs the daemon with the config at `path` until SIGTERM or SIGINT.
     pub fn run(path: &Path) -> Result<()> {
@@ -1105,8 +1101,7 @@ impl Daemon {
                 json!({"ok": true, "queued": job, "requested_at": now})
             }
             Request::Pause { job, for_secs } => {
-                let until =
-                    for_secs.map_or_else(far_future, |s| now + chrono::Duration::seconds(s as i64));
+                let until = control::pause_until(now, for_secs);
                 match job {
                     Some(j) if self.config.job(&j).is_none() => {
                         json!({"ok": false, "error": format!("no job named {j:?}")})

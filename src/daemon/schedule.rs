@@ -36,14 +36,31 @@ impl Schedule {
             .dom_and_dow(false)
             .alternative_weekdays(false)
             .build();
+        // croner takes an empty list item ("0 , * * *") as a field that matches nothing.
+        if text
+            .split_whitespace()
+            .any(|f| f.split(',').any(str::is_empty))
+        {
+            return Err(format!(
+                "{text:?} is not a valid cron line: a field has an empty list item"
+            ));
+        }
         let cron = parser
             .parse(text)
             .map_err(|e| format!("{text:?} is not a valid cron line: {e}"))?;
-        Ok(Schedule {
+        let s = Schedule {
             cron,
             text: text.to_string(),
             tz,
-        })
+        };
+        // A line that never fires ("0 0 30 2 *") would leave the job unscheduled without a
+        // word, and cost croner a search to the year 5000 on every evaluation: refuse it once.
+        if s.next_after(Utc::now()).is_none() {
+            return Err(format!(
+                "{text:?} never occurs (no such date): check the day and month fields"
+            ));
+        }
+        Ok(s)
     }
 
     /// The line as written.
@@ -100,6 +117,17 @@ mod tests {
         DateTime::parse_from_rfc3339(s)
             .expect("time")
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_line_that_never_fires_is_refused() {
+        // Both parsed, then made every evaluation search to the year 5000 (seconds of CPU in
+        // the daemon's loop) and the job was never run, without a word.
+        let empty = Schedule::parse("0 , * * * *", Some(chrono_tz::UTC)).expect_err("empty");
+        assert!(empty.contains("empty list item"), "{empty}");
+        let never = Schedule::parse("0 0 30 2 *", Some(chrono_tz::UTC)).expect_err("never");
+        assert!(never.contains("never occurs"), "{never}");
+        assert!(Schedule::parse("0 0 29 2 *", Some(chrono_tz::UTC)).is_ok());
     }
 
     #[test]

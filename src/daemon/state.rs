@@ -93,11 +93,22 @@ pub fn read_json<T: serde::de::DeserializeOwned + Default>(
     fix: &str,
 ) -> Result<T> {
     match std::fs::read(p) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Invalid(format!("{what} {} is damaged ({e}); {fix}", p.display()))),
+        Ok(bytes) => parse_json(&bytes, p, what, fix),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(e) => Err(Error::io("read", p, e)),
     }
+}
+
+/// Parses the bytes of a JSON file of the state directory (see [`read_json`]); public as the
+/// pure parsing step for tests and the fuzz targets.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    p: &Path,
+    what: &'static str,
+    fix: &str,
+) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Invalid(format!("{what} {} is damaged ({e}); {fix}", p.display())))
 }
 
 /// Writes `dir/name` as JSON atomically: a temporary file, fsync, rename, fsync of the

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::pack::{BlobKind, PackEntry, MAX_BLOB_LEN};
+use super::pack::{BlobKind, PackEntry, MAX_BLOB_LEN, MAX_STORED_LEN};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId, ID_LEN};
 
@@ -299,15 +299,16 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<Vec<(PackId, Vec<PackEntry>)>>
                 _ => return Err(bad("unknown compression")),
             };
             let le = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
-            let raw_len = le(10);
-            if raw_len > MAX_BLOB_LEN {
+            let (stored_len, raw_len) = (le(6), le(10));
+            // A reader allocates the stored length before it reads a blob: bound it too.
+            if raw_len > MAX_BLOB_LEN || stored_len > MAX_STORED_LEN {
                 return Err(bad("blob length out of range"));
             }
             entries.push(PackEntry {
                 kind,
                 compressed,
                 offset: le(2),
-                stored_len: le(6),
+                stored_len,
                 raw_len,
                 id: BlobId::from_slice(&e[14..]).ok_or_else(|| bad("bad blob id"))?,
             });
@@ -353,6 +354,20 @@ mod tests {
         let mut huge = bytes.clone();
         huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&huge, "i").is_err());
+    }
+
+    #[test]
+    fn a_hostile_stored_length_is_refused() {
+        // An entry's stored length is what a reader allocates before it reads the blob: an
+        // index claiming a 4 GiB blob made restore allocate 4 GiB.
+        let mut e = entry(1);
+        e.stored_len = u32::MAX;
+        let bytes = encode(&[(PackId::hash(b"a"), vec![e])]);
+        let err = decode(&bytes, "i").expect_err("refused").to_string();
+        assert!(err.contains("blob length out of range"), "{err}");
+        e.stored_len = MAX_STORED_LEN;
+        e.raw_len = MAX_BLOB_LEN;
+        assert!(decode(&encode(&[(PackId::hash(b"a"), vec![e])]), "i").is_ok());
     }
 
     #[test]

@@ -49,6 +49,13 @@ pub struct LockInfo {
     pub nonce: u64,
 }
 
+impl LockInfo {
+    /// Parses a lock object's plaintext (JSON); `what` names it in errors.
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(what, format!("not a lock: {e}")))
+    }
+}
+
 impl std::fmt::Display for LockInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -177,8 +184,7 @@ impl Repository {
 
     fn read_lock(&self, name: &str) -> Result<LockInfo> {
         let plain = self.load_metadata(FileKind::Lock, ObjectType::Lock, name)?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| Error::corrupt(FileKind::Lock.path(name), format!("not a lock: {e}")))
+        LockInfo::from_bytes(&plain, &FileKind::Lock.path(name))
     }
 
     /// Every lock but `except`, with its age measured against `reference` (the storage's time

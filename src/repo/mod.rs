@@ -36,8 +36,19 @@ use crate::storage::{FileKind, Storage};
 /// Blobs per index object written by a backup (about 3 MiB encoded).
 pub const INDEX_SPLIT_BLOBS: usize = 65_536;
 
-/// Largest decompressed metadata object accepted (a bound against decompression bombs).
-const MAX_METADATA_LEN: u64 = 4 << 30;
+/// Largest plaintext of an index object. Prune writes one index naming every pack that stays,
+/// so an index grows with the repository (46 bytes per chunk: 4 GiB is ~90 million chunks).
+pub const MAX_INDEX_LEN: u64 = 4 << 30;
+/// An index's plaintext is mostly BLAKE3 ids, which do not compress: one that inflates to more
+/// than this many times its stored size (plus [`INDEX_RATIO_SLACK`]) is not one we wrote. This
+/// bounds what a small hostile index can make a reader allocate.
+pub const MAX_INDEX_RATIO: u64 = 64;
+/// See [`MAX_INDEX_RATIO`].
+pub const INDEX_RATIO_SLACK: u64 = 64 << 10;
+/// Largest plaintext of a snapshot object (JSON; its list of unreadable files is what grows).
+pub const MAX_SNAPSHOT_LEN: u64 = 256 << 20;
+/// Largest plaintext of a lock object (JSON of a few hundred bytes).
+pub const MAX_LOCK_LEN: u64 = 1 << 20;
 
 /// How a new key's password is stretched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -398,6 +409,15 @@ impl Repository {
 
     /// Seals and stores a metadata object; returns its name.
     fn save_metadata(&self, kind: FileKind, ty: ObjectType, plain: &[u8]) -> Result<[u8; 32]> {
+        let cap = metadata_cap(ty).unwrap_or(0);
+        if plain.len() as u64 > cap {
+            return Err(Error::Invalid(format!(
+                "a {} object of {} bytes is larger than the {} bytes a reader accepts",
+                ty.name(),
+                plain.len(),
+                cap
+            )));
+        }
         let mut body = Vec::with_capacity(plain.len() / 2 + 16);
         body.push(1u8); // zstd
         let compressed = zstd::bulk::compress(plain, self.config.compression_level)
@@ -422,28 +442,7 @@ impl Repository {
     }
 
     fn open_metadata(&self, ty: ObjectType, stored: &[u8], what: &str) -> Result<Vec<u8>> {
-        let body = self.sealer.open(ty, stored, what)?;
-        let body: &[u8] = &body;
-        let (&compression, payload) = body
-            .split_first()
-            .ok_or_else(|| Error::corrupt(what, "empty object"))?;
-        match compression {
-            0 => Ok(payload.to_vec()),
-            1 => {
-                let mut out = Vec::new();
-                let decoder = zstd::stream::read::Decoder::new(payload)
-                    .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))?;
-                decoder
-                    .take(MAX_METADATA_LEN + 1)
-                    .read_to_end(&mut out)
-                    .map_err(|e| Error::corrupt(what, format!("does not decompress: {e}")))?;
-                if out.len() as u64 > MAX_METADATA_LEN {
-                    return Err(Error::corrupt(what, "decompresses to more than 4 GiB"));
-                }
-                Ok(out)
-            }
-            other => Err(Error::corrupt(what, format!("unknown compression {other}"))),
-        }
+        open_metadata(&self.sealer, ty, stored, what)
     }
 
     /// Reads a metadata object, verifying it against its name.
@@ -751,6 +750,92 @@ impl Repository {
     }
 }
 
+/// The hard bound on the plaintext of a metadata object of type `ty` (`None`: not a metadata
+/// type).
+fn metadata_cap(ty: ObjectType) -> Option<u64> {
+    match ty {
+        ObjectType::Index => Some(MAX_INDEX_LEN),
+        ObjectType::Snapshot => Some(MAX_SNAPSHOT_LEN),
+        ObjectType::Lock => Some(MAX_LOCK_LEN),
+        ObjectType::DataBlob | ObjectType::TreeBlob | ObjectType::PackHeader => None,
+    }
+}
+
+/// Opens a stored metadata object (index, snapshot or lock: `seal(type, compression u8 |
+/// body)`) into its plaintext; `what` names it in errors.
+///
+/// The plaintext is bounded before it is allocated, against decompression bombs: by
+/// [`MAX_INDEX_LEN`], [`MAX_SNAPSHOT_LEN`] or [`MAX_LOCK_LEN`], and for an index also by
+/// [`MAX_INDEX_RATIO`] times its stored size. [`Repository`] reads every metadata object through
+/// this; it is public as the pure bytes-to-plaintext step for tests and the fuzz targets.
+pub fn open_metadata(
+    sealer: &Sealer,
+    ty: ObjectType,
+    stored: &[u8],
+    what: &str,
+) -> Result<Vec<u8>> {
+    let cap = metadata_cap(ty)
+        .ok_or_else(|| Error::Invalid(format!("a {} is not a metadata object", ty.name())))?;
+    let body = sealer.open(ty, stored, what)?;
+    let body: &[u8] = &body;
+    let (&compression, payload) = body
+        .split_first()
+        .ok_or_else(|| Error::corrupt(what, "empty object"))?;
+    let limit = match ty {
+        ObjectType::Index => cap.min(
+            (payload.len() as u64)
+                .saturating_mul(MAX_INDEX_RATIO)
+                .saturating_add(INDEX_RATIO_SLACK),
+        ),
+        _ => cap,
+    };
+    let too_large = || {
+        Error::corrupt(
+            what,
+            format!(
+                "{} is larger than the {limit} bytes a reader accepts (damaged, or a decompression bomb)",
+                ty.name()
+            ),
+        )
+    };
+    match compression {
+        0 if payload.len() as u64 > limit => Err(too_large()),
+        0 => Ok(payload.to_vec()),
+        1 => decompress_bounded(payload, limit, what)?.ok_or_else(too_large),
+        other => Err(Error::corrupt(what, format!("unknown compression {other}"))),
+    }
+}
+
+/// Decompresses zstd `payload` into at most `limit` bytes; `None` when there are more. Memory
+/// grows with the output actually produced (never past `limit`), not with any size the
+/// payload declares.
+fn decompress_bounded(payload: &[u8], limit: u64, what: &str) -> Result<Option<Vec<u8>>> {
+    let fail = |e: std::io::Error| Error::corrupt(what, format!("does not decompress: {e}"));
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(fail)?;
+    let mut out: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => return Ok(Some(out)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(fail(e)),
+        };
+        if n > limit - out.len() {
+            return Ok(None);
+        }
+        if out.capacity() - out.len() < n {
+            // Double, but never past the limit (reserve_exact: no speculative extra).
+            let want = (out.capacity().saturating_mul(2))
+                .max(out.len() + n)
+                .min(limit);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// Picks a snapshot from a list (see [`Repository::find_snapshot`]).
 pub fn select_snapshot(
     all: Vec<(SnapshotId, Snapshot)>,
@@ -794,6 +879,66 @@ pub fn select_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stored metadata object of an unencrypted repository whose body is `plain` compressed.
+    fn bomb(ty: ObjectType, plain: &[u8]) -> Vec<u8> {
+        let mut body = vec![1u8];
+        body.extend_from_slice(&zstd::bulk::compress(plain, 19).expect("compress"));
+        Sealer::plain().seal(ty, &body)
+    }
+
+    #[test]
+    fn a_lock_that_decompresses_past_its_bound_is_refused() {
+        // A 2 MiB lock compresses to a few hundred bytes; locks were bounded only by 4 GiB,
+        // like every metadata object, so a tiny object could make a reader allocate 4 GiB.
+        let stored = bomb(ObjectType::Lock, &vec![b' '; 2 << 20]);
+        assert!(stored.len() < 1000);
+        let err = open_metadata(&Sealer::plain(), ObjectType::Lock, &stored, "locks/x")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("larger than") && err.contains("locks/x"),
+            "{err}"
+        );
+        let fine = bomb(ObjectType::Lock, &vec![b' '; 1000]);
+        assert_eq!(
+            open_metadata(&Sealer::plain(), ObjectType::Lock, &fine, "l")
+                .expect("open")
+                .len(),
+            1000
+        );
+    }
+
+    #[test]
+    fn an_index_that_inflates_far_beyond_its_size_is_refused() {
+        // Index plaintext is mostly hashes and does not compress; 16 MiB from a few hundred
+        // bytes is a decompression bomb, not an index.
+        let stored = bomb(ObjectType::Index, &vec![0u8; 16 << 20]);
+        let err = open_metadata(&Sealer::plain(), ObjectType::Index, &stored, "index/x")
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("larger than"), "{err}");
+        // A real index of many entries opens, however large.
+        let packs: Vec<(PackId, Vec<PackEntry>)> = (0..20u32)
+            .map(|p| {
+                let entries = (0..2000u32)
+                    .map(|i| PackEntry {
+                        kind: BlobKind::Data,
+                        compressed: true,
+                        id: BlobId::hash(&(p * 2000 + i).to_le_bytes()),
+                        offset: i * 100,
+                        stored_len: 100,
+                        raw_len: 300,
+                    })
+                    .collect();
+                (PackId::hash(&p.to_le_bytes()), entries)
+            })
+            .collect();
+        let plain = index::encode(&packs);
+        let stored = bomb(ObjectType::Index, &plain);
+        let back = open_metadata(&Sealer::plain(), ObjectType::Index, &stored, "i").expect("open");
+        assert_eq!(back, plain);
+    }
 
     #[test]
     fn a_large_index_is_split_into_objects_that_load_back_whole() {

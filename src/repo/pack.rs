@@ -28,6 +28,9 @@ const ENTRY_LEN: usize = 2 + 4 + 4 + ID_LEN;
 const MAX_HEADER_LEN: usize = 64 << 20;
 /// Largest raw chunk accepted (the chunker's maximum is far lower).
 pub const MAX_BLOB_LEN: u32 = 64 << 20;
+/// Largest stored blob accepted: a blob is stored compressed only when that is smaller, so it
+/// is at most its raw length plus the sealing overhead.
+pub const MAX_STORED_LEN: u32 = MAX_BLOB_LEN + (NONCE_LEN + TAG_LEN) as u32;
 
 /// The kind of a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -526,7 +529,7 @@ pub fn parse_header(
         };
         let stored_len = u32::from_le_bytes([raw[2], raw[3], raw[4], raw[5]]);
         let raw_len = u32::from_le_bytes([raw[6], raw[7], raw[8], raw[9]]);
-        if raw_len > MAX_BLOB_LEN {
+        if raw_len > MAX_BLOB_LEN || stored_len > MAX_STORED_LEN {
             return Err(bad("blob length out of range"));
         }
         let id = BlobId::from_slice(&raw[10..]).ok_or_else(|| bad("bad blob id"))?;
@@ -744,6 +747,35 @@ mod tests {
         assert!(read_pack_header(&s, &bytes, "p").is_err());
         assert!(read_pack_header(&s, &bytes[..4], "p").is_err());
         assert!(read_pack_header(&s, &[], "p").is_err());
+    }
+
+    #[test]
+    fn a_hostile_stored_length_in_a_pack_header_is_refused() {
+        // A header entry claiming a blob larger than any blob can be was accepted as long as
+        // the claimed data area matched it.
+        let s = Sealer::plain();
+        let e = PackEntry {
+            kind: BlobKind::Data,
+            compressed: false,
+            id: BlobId::hash(b"x"),
+            offset: 0,
+            stored_len: MAX_STORED_LEN + 1,
+            raw_len: 1,
+        };
+        let end = header_and_trailer(&s, &[e]);
+        let header = &end[..end.len() - TRAILER_LEN];
+        let data_len = u64::from(MAX_STORED_LEN) + 1;
+        let err = parse_header(&s, header, data_len, "p")
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("blob length out of range"), "{err}");
+        let ok = PackEntry {
+            stored_len: MAX_STORED_LEN,
+            ..e
+        };
+        let end = header_and_trailer(&s, &[ok]);
+        let header = &end[..end.len() - TRAILER_LEN];
+        assert!(parse_header(&s, header, data_len - 1, "p").is_ok());
     }
 
     #[test]

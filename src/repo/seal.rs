@@ -42,7 +42,8 @@ pub enum ObjectType {
 }
 
 impl ObjectType {
-    fn name(self) -> &'static str {
+    /// What the object is, for messages ("snapshot", "pack header", ...).
+    pub fn name(self) -> &'static str {
         match self {
             ObjectType::DataBlob => "file data",
             ObjectType::TreeBlob => "directory listing",
