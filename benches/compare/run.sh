@@ -362,8 +362,22 @@ stop_run() {
     for phase in "$@"; do record "$tool" "$run" "$phase" skipped; done
 }
 
+# When clean last deleted trees (seconds since the script started).
+CLEANED_AT=0
+
 clean() {
     rm -rf "$SRC" "$REPO" "$RESTORE" "$STATE"
+    CLEANED_AT=$SECONDS
+}
+
+# settle_inodes: waits until the last clean is 35 s old. ext4 without a journal does not reuse
+# an inode freed in the last ~30 s (dirty_expire_centisecs): right after tens of thousands of
+# files are deleted, creating files scans the inode tables for older free ones, so a restore
+# spends most of its time in the kernel (perf: recently_deleted, find_inode_bit), and how much
+# depended on how fast the tool's own backups had been. Not timed.
+settle_inodes() {
+    local wait=$((35 - (SECONDS - CLEANED_AT)))
+    if ((wait > 0)); then sleep "$wait"; fi
 }
 
 # one_run TOOL RUN: all four phases on a fresh repository and source copy.
@@ -415,6 +429,7 @@ one_run() {
     record "$tool" "$run" changes ok "$after" $((after - before))
 
     mkdir -p "$RESTORE"
+    settle_inodes
     restore_cmd "$tool" 3
     if ! measure "$tool" "$run" restore "$RESTORE"; then
         record "$tool" "$run" restore failed
