@@ -30,6 +30,7 @@ WORKDIR=${BENCH_WORKDIR:-${TMPDIR:-/tmp}/lifeboat-bench}
 LIFEBOAT=${BENCH_LIFEBOAT:-}
 SEED=${BENCH_SEED:-1}
 KEEP=${BENCH_KEEP:-0}
+RESTORE_DIR=${BENCH_RESTORE_DIR:-}
 # One password for every tool that wants one (lifeboat encrypts by default,
 # like restic and rustic; lifeboat-plain and borg run unencrypted).
 PASSWORD=${BENCH_PASSWORD:-lifeboat-bench}
@@ -52,6 +53,10 @@ Usage: $(basename "$0") [options]
   --seed N         dataset seed (default 1; BENCH_SEED)
   --keep           keep the source copy, repository and restore of the last
                    tool's last run instead of deleting them (BENCH_KEEP=1)
+  --restore-dir DIR  restore into DIR/restore instead of WORKDIR/restore
+                   (BENCH_RESTORE_DIR): another file system, such as a
+                   tmpfs, where WORKDIR's would time itself rather than the
+                   tools (ext4 without a journal, see README.md)
   -h, --help       this help
 
 Needs: python3, GNU time at /usr/bin/time (Debian package 'time'), and
@@ -73,6 +78,7 @@ while (($# > 0)); do
         --lifeboat) LIFEBOAT=${2:?--lifeboat needs a value}; shift 2 ;;
         --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --restore-dir) RESTORE_DIR=${2:?--restore-dir needs a value}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
@@ -182,6 +188,10 @@ STAMP="$DATASET.stamp"
 SRC="$WORKDIR/src"         # the copy each tool backs up (always this path)
 REPO="$WORKDIR/repo"
 RESTORE="$WORKDIR/restore"
+if [[ -n $RESTORE_DIR ]]; then
+    mkdir -p "$RESTORE_DIR"
+    RESTORE="$(cd "$RESTORE_DIR" && pwd -P)/restore"
+fi
 STATE="$WORKDIR/tool-state" # caches and configs of the tools, fresh each run
 RESULTS="$WORKDIR/results/$(date -u +%Y%m%dT%H%M%SZ)"
 LOGS="$RESULTS/logs"
@@ -362,22 +372,8 @@ stop_run() {
     for phase in "$@"; do record "$tool" "$run" "$phase" skipped; done
 }
 
-# When clean last deleted trees (seconds since the script started).
-CLEANED_AT=0
-
 clean() {
     rm -rf "$SRC" "$REPO" "$RESTORE" "$STATE"
-    CLEANED_AT=$SECONDS
-}
-
-# settle_inodes: waits until the last clean is 35 s old. ext4 without a journal does not reuse
-# an inode freed in the last ~30 s (dirty_expire_centisecs): right after tens of thousands of
-# files are deleted, creating files scans the inode tables for older free ones, so a restore
-# spends most of its time in the kernel (perf: recently_deleted, find_inode_bit), and how much
-# depended on how fast the tool's own backups had been. Not timed.
-settle_inodes() {
-    local wait=$((35 - (SECONDS - CLEANED_AT)))
-    if ((wait > 0)); then sleep "$wait"; fi
 }
 
 # one_run TOOL RUN: all four phases on a fresh repository and source copy.
@@ -429,7 +425,6 @@ one_run() {
     record "$tool" "$run" changes ok "$after" $((after - before))
 
     mkdir -p "$RESTORE"
-    settle_inodes
     restore_cmd "$tool" 3
     if ! measure "$tool" "$run" restore "$RESTORE"; then
         record "$tool" "$run" restore failed

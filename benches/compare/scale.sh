@@ -392,11 +392,8 @@ verify_file() {
     echo ok
 }
 
-CLEANED_AT=0
-
 clean() {
     rm -rf "$REPO" "$RESTORE" "$STATE"
-    CLEANED_AT=$SECONDS
 }
 
 # skip_rest SCENARIO SIZE TOOL STATUS PHASE...: record the phases a failure left undone.
@@ -445,9 +442,6 @@ phases() {
     local n=2
     ((rc == 0)) || n=1
     if [[ -n $BEFORE_RESTORE ]]; then "$BEFORE_RESTORE"; fi
-    # Freed inodes settle first (see settle_inodes in run.sh: ext4 without a journal).
-    local wait=$((35 - (SECONDS - CLEANED_AT)))
-    if ((wait > 0)); then sleep "$wait"; fi
     mkdir -p "$RESTORE"
     restore_cmd "$tool" "$n"
     rc=0
