@@ -187,12 +187,12 @@ fn backup_attempt(
         BackupKind::Incremental
     };
 
-    let shared = Shared::new(repo.clone(), index, progress);
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
         opts.threads
     };
+    let shared = Shared::new(repo.clone(), index, progress, threads);
     let summary = std::thread::scope(|s| -> Result<(BlobId, Summary)> {
         let (job_tx, job_rx) = crossbeam_channel::unbounded();
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(threads * 2);
@@ -212,9 +212,9 @@ fn backup_attempt(
         }
         drop(job_rx);
         let mut compressors = Vec::new();
-        for _ in 0..threads {
+        for slot in 0..threads {
             let (chunks, packs) = (chunk_rx.clone(), pack_tx.clone());
-            compressors.push(s.spawn(move || pipeline::compressor(shared, chunks, packs)));
+            compressors.push(s.spawn(move || pipeline::compressor(shared, slot, chunks, packs)));
         }
         drop(chunk_rx);
         let mut uploaders = Vec::new();

@@ -66,7 +66,11 @@ pub struct Shared {
     pub index: Arc<Index>,
     pub progress: Arc<Progress>,
     seen: Mutex<HashSet<BlobId>>,
-    packers: [Mutex<OpenPack>; 2],
+    /// The open data packs: one per compressor when they are spooled (a compressor appends to
+    /// its own, so a direct write, which waits for the device, holds up no other compressor);
+    /// one shared pack in memory otherwise (each would be another pack of memory).
+    data_packers: Vec<Mutex<OpenPack>>,
+    tree_packer: Mutex<OpenPack>,
     /// Buffers of stored packs, reused for the next packs: allocating and freeing 16 MiB
     /// buffers on several threads made glibc keep the freed ones in per-thread arenas, which
     /// cost tens of MiB of resident memory.
@@ -120,28 +124,27 @@ impl OpenPack {
 }
 
 impl Shared {
-    /// Shared state for a backup into `repo` whose existing blobs are in `index`.
-    pub fn new(repo: Repository, index: Arc<Index>, progress: Arc<Progress>) -> Self {
+    /// Shared state for a backup into `repo` whose existing blobs are in `index`, for
+    /// `compressors` compressor threads (at least one).
+    pub fn new(
+        repo: Repository,
+        index: Arc<Index>,
+        progress: Arc<Progress>,
+        compressors: usize,
+    ) -> Self {
         let cfg = repo.config().clone();
         let pack_size = cfg.pack_size as usize;
-        // Capacity only reserves address space; pages are touched as blobs arrive.
         // Data packs are written to a file as they fill where the storage allows it (a local
         // repository): then no data pack is held in memory. Tree packs stay in memory (they
-        // also go to the cache).
+        // also go to the cache). Memory packs are made when their first blob comes.
         let spool = repo.pack_spool_dir();
-        let data_packer = Mutex::new(match &spool {
-            Some(dir) => OpenPack::Spooled(Box::new(SpoolPack::new(dir.clone()))),
-            None => OpenPack::Memory(PackBuilder::with_capacity(pack_size + PACK_SLACK)),
-        });
-        let tree_packer = Mutex::new(OpenPack::Memory(PackBuilder::with_capacity(
-            pack_size + PACK_SLACK,
-        )));
-        Shared {
+        let mut shared = Shared {
             repo,
             index,
             progress,
             seen: Mutex::new(HashSet::new()),
-            packers: [data_packer, tree_packer],
+            data_packers: Vec::new(),
+            tree_packer: Mutex::new(OpenPack::default()),
             spool,
             spare: Mutex::new(Vec::new()),
             written: Mutex::new(Vec::new()),
@@ -150,7 +153,17 @@ impl Shared {
             chunker: cfg.chunker,
             level: cfg.compression_level,
             pack_size,
-        }
+        };
+        let data_packs = if shared.spool.is_some() {
+            compressors.max(1)
+        } else {
+            1
+        };
+        shared.data_packers = (0..data_packs)
+            .map(|_| Mutex::new(shared.new_pack(BlobKind::Data)))
+            .collect();
+        shared.tree_packer = Mutex::new(shared.new_pack(BlobKind::Tree));
+        shared
     }
 
     /// An empty pack builder, in a reused buffer when one is spare.
@@ -208,17 +221,19 @@ impl Shared {
         std::mem::take(&mut self.written.lock())
     }
 
-    fn packer(&self, kind: BlobKind) -> &Mutex<OpenPack> {
+    /// The open pack of blobs of this kind from compressor `slot`.
+    fn packer(&self, kind: BlobKind, slot: usize) -> &Mutex<OpenPack> {
         match kind {
-            BlobKind::Data => &self.packers[0],
-            BlobKind::Tree => &self.packers[1],
+            BlobKind::Data => &self.data_packers[slot % self.data_packers.len()],
+            BlobKind::Tree => &self.tree_packer,
         }
     }
 
     /// Takes the partly filled packs at the end of a run.
     pub fn take_partial_packs(&self) -> Vec<OpenPack> {
-        self.packers
+        self.data_packers
             .iter()
+            .chain(std::iter::once(&self.tree_packer))
             .map(|p| std::mem::take(&mut *p.lock()))
             .filter(|p| !p.is_empty())
             .collect()
@@ -384,8 +399,14 @@ const PACK_SLACK: usize = 256 << 10;
 /// Stored packs' buffers kept for reuse (more than the packs in flight is never needed).
 const MAX_SPARE_PACKS: usize = 4;
 
-/// A compressor: encodes chunks into the pack builders; hands full packs to the uploaders.
-pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<OpenPack>) {
+/// A compressor (number `slot`): encodes chunks into its pack builders; hands full packs to the
+/// uploaders.
+pub fn compressor(
+    shared: &Shared,
+    slot: usize,
+    chunks: Receiver<ChunkJob>,
+    packs: Sender<OpenPack>,
+) {
     for job in chunks {
         if shared.has_failed() {
             continue;
@@ -405,7 +426,7 @@ pub fn compressor(shared: &Shared, chunks: Receiver<ChunkJob>, packs: Sender<Ope
         };
         drop(job);
         let full = {
-            let mut p = shared.packer(blob.kind).lock();
+            let mut p = shared.packer(blob.kind, slot).lock();
             // A pack is handed on before a blob would push it, finished with its header, past
             // the target size, so its buffer never grows beyond what it was given. (Counting
             // without the header, packs of small files' chunks outgrew their buffer, and the
@@ -492,6 +513,7 @@ mod tests {
             repo,
             Arc::new(Index::default()),
             Arc::new(Progress::default()),
+            2,
         )
     }
 
