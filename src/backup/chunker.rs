@@ -23,8 +23,10 @@ pub struct Chunker {
 }
 
 impl Chunker {
-    /// A chunker for these (validated) parameters. Its buffer holds two maximal chunks; pages
-    /// are only touched as far as data is read into them.
+    /// A chunker for these (validated) parameters. Its buffer holds a maximal chunk and an
+    /// average one (any size from one maximal chunk up gives the same cut points; a refill
+    /// moves the unfinished chunk at the end, about an average one, to the front). Two maximal
+    /// chunks per reader cost 6 MiB more at the default sizes, for fewer, larger reads.
     pub fn new(params: ChunkerParams) -> Self {
         let (min, avg, max) = (
             params.min_size as usize,
@@ -32,7 +34,7 @@ impl Chunker {
             params.max_size as usize,
         );
         Chunker {
-            buf: vec![0; 2 * max],
+            buf: vec![0; max + avg],
             min,
             avg,
             max,
