@@ -295,17 +295,22 @@ fn a_missing_pack_fails_the_drill_and_names_the_pack() {
 fn a_damaged_directory_listing_fails_the_drill_with_a_report() {
     let (repo, _s, _src, _summary) = repo_with_big_file();
     let packs = repo.packs();
-    // File data and directory listings go to separate packs: 8 MiB of data, a few listings.
-    assert_eq!(
-        packs.len(),
-        2,
-        "test setup: expected one data and one listing pack"
+    // File data and directory listings go to separate packs: 8 MiB of data (in one pack, or
+    // two when both compressors filled one at once), a few listings in one small pack.
+    assert!(
+        (2..=3).contains(&packs.len()),
+        "test setup: expected data packs and one listing pack, found {}",
+        packs.len()
     );
     let (path, id) = packs
         .into_iter()
         .min_by_key(|(p, _)| fs::metadata(p).expect("stat").len())
         .expect("two packs");
     let len = fs::metadata(&path).expect("stat").len();
+    assert!(
+        len < 64 << 10,
+        "test setup: the listing pack is small ({len} bytes)"
+    );
     flip_byte(&path, len / 3);
     let parent = Scratch::new();
     let (out, r) = drill_json(&repo, parent.path(), args![]);

@@ -67,7 +67,8 @@ pub struct Shared {
     pub progress: Arc<Progress>,
     seen: Mutex<HashSet<BlobId>>,
     /// The open data packs: one per compressor when they are spooled (a compressor appends to
-    /// its own, so a direct write, which waits for the device, holds up no other compressor);
+    /// one no other is writing to, so a direct write, which waits for the device, holds up no
+    /// other compressor);
     /// one shared pack in memory otherwise (each would be another pack of memory).
     data_packers: Vec<Mutex<OpenPack>>,
     tree_packer: Mutex<OpenPack>,
@@ -221,11 +222,18 @@ impl Shared {
         std::mem::take(&mut self.written.lock())
     }
 
-    /// The open pack of blobs of this kind from compressor `slot`.
-    fn packer(&self, kind: BlobKind, slot: usize) -> &Mutex<OpenPack> {
+    /// An open pack for a blob of this kind from compressor `slot`, locked: the first data
+    /// pack no other compressor is writing to, else the compressor's own. (The first free one,
+    /// so that a small backup, whose compressors rarely meet, fills one pack rather than one
+    /// per compressor.)
+    fn packer(&self, kind: BlobKind, slot: usize) -> parking_lot::MutexGuard<'_, OpenPack> {
         match kind {
-            BlobKind::Data => &self.data_packers[slot % self.data_packers.len()],
-            BlobKind::Tree => &self.tree_packer,
+            BlobKind::Data => self
+                .data_packers
+                .iter()
+                .find_map(|p| p.try_lock())
+                .unwrap_or_else(|| self.data_packers[slot % self.data_packers.len()].lock()),
+            BlobKind::Tree => self.tree_packer.lock(),
         }
     }
 
@@ -426,7 +434,7 @@ pub fn compressor(
         };
         drop(job);
         let full = {
-            let mut p = shared.packer(blob.kind, slot).lock();
+            let mut p = shared.packer(blob.kind, slot);
             // A pack is handed on before a blob would push it, finished with its header, past
             // the target size, so its buffer never grows beyond what it was given. (Counting
             // without the header, packs of small files' chunks outgrew their buffer, and the
