@@ -66,11 +66,13 @@ pub struct Shared {
     pub index: Arc<Index>,
     pub progress: Arc<Progress>,
     seen: Mutex<HashSet<BlobId>>,
-    /// The open data packs: one per compressor when they are spooled (a compressor appends to
-    /// one no other is writing to, so a direct write, which waits for the device, holds up no
-    /// other compressor);
+    /// The open data packs: one per compressor when they are spooled (past the first pack's
+    /// worth, a compressor appends to one no other is writing to, so a direct write, which
+    /// waits for the device, holds up no other compressor);
     /// one shared pack in memory otherwise (each would be another pack of memory).
     data_packers: Vec<Mutex<OpenPack>>,
+    /// Bytes of data blobs added to packs so far.
+    data_appended: std::sync::atomic::AtomicUsize,
     tree_packer: Mutex<OpenPack>,
     /// Buffers of stored packs, reused for the next packs: allocating and freeing 16 MiB
     /// buffers on several threads made glibc keep the freed ones in per-thread arenas, which
@@ -145,6 +147,7 @@ impl Shared {
             progress,
             seen: Mutex::new(HashSet::new()),
             data_packers: Vec::new(),
+            data_appended: Default::default(),
             tree_packer: Mutex::new(OpenPack::default()),
             spool,
             spare: Mutex::new(Vec::new()),
@@ -223,11 +226,14 @@ impl Shared {
     }
 
     /// An open pack for a blob of this kind from compressor `slot`, locked: the first data
-    /// pack no other compressor is writing to, else the compressor's own. (The first free one,
-    /// so that a small backup, whose compressors rarely meet, fills one pack rather than one
-    /// per compressor.)
+    /// pack no other compressor is writing to, else the compressor's own. Until a pack's worth
+    /// of data has been stored, always the first: a small backup (and the tests' repositories)
+    /// fills a single pack, whichever compressor gets which chunk.
     fn packer(&self, kind: BlobKind, slot: usize) -> parking_lot::MutexGuard<'_, OpenPack> {
         match kind {
+            BlobKind::Data if self.data_appended.load(Ordering::Relaxed) < self.pack_size => {
+                self.data_packers[0].lock()
+            }
             BlobKind::Data => self
                 .data_packers
                 .iter()
@@ -448,6 +454,11 @@ pub fn compressor(
             if let Err(e) = p.add(&blob) {
                 // Writing a spooled pack failed (a full disk, an I/O error): the backup stops.
                 shared.fail(e);
+            }
+            if blob.kind == BlobKind::Data {
+                shared
+                    .data_appended
+                    .fetch_add(blob.stored.len(), Ordering::Relaxed);
             }
             full
         };
