@@ -15,9 +15,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
@@ -126,16 +125,34 @@ impl MasterKey {
 }
 
 struct Encryption {
-    cipher: XChaCha20Poly1305,
+    enc_key: [u8; 32],
     id_key: [u8; 32],
     mac_key: [u8; 32],
 }
 
 impl Drop for Encryption {
     fn drop(&mut self) {
+        self.enc_key.zeroize();
         self.id_key.zeroize();
         self.mac_key.zeroize();
     }
+}
+
+/// XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha) for one object: the first 16 bytes of the
+/// 24-byte nonce and the key give a subkey (HChaCha20); ChaCha20-Poly1305 (RFC 8439) with
+/// that subkey and the nonce `0000 || nonce[16..24]` does the rest. The bytes are those of
+/// the `chacha20poly1305` crate's `XChaCha20Poly1305` (a test below holds both to that).
+fn object_cipher(enc_key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
+    let mut subkey =
+        chacha20::hchacha::<chacha20::cipher::consts::U10>(enc_key.into(), (&nonce[..16]).into());
+    // A 32-byte key is the one length CHACHA20_POLY1305 takes, and `subkey` is 32 bytes
+    // (HChaCha20's output), so this cannot fail.
+    let unbound = UnboundKey::new(&CHACHA20_POLY1305, subkey.as_slice());
+    subkey.as_mut_slice().zeroize();
+    let key = LessSafeKey::new(unbound.expect("32-byte ChaCha20-Poly1305 key"));
+    let mut short = [0u8; 12];
+    short[4..].copy_from_slice(&nonce[16..]);
+    (key, Nonce::assume_unique_for_key(short))
 }
 
 /// Seals and opens objects with the repository's protection.
@@ -172,7 +189,7 @@ impl Sealer {
     pub fn encrypted(key: &MasterKey) -> Self {
         Sealer {
             encryption: Some(Arc::new(Encryption {
-                cipher: XChaCha20Poly1305::new(Key::from_slice(&key.enc)),
+                enc_key: key.enc,
                 id_key: key.id,
                 mac_key: key.config_mac_key(),
             })),
@@ -223,17 +240,13 @@ impl Sealer {
                 rand::thread_rng().fill_bytes(&mut nonce);
                 out.extend_from_slice(&nonce);
                 out.extend_from_slice(plain);
-                // Encryption with a valid key and a buffer of any length below 256 GiB
-                // cannot fail; the length of one object is far below that.
-                let tag = e
-                    .cipher
-                    .encrypt_in_place_detached(
-                        XNonce::from_slice(&nonce),
-                        &ad(ty),
-                        &mut out[NONCE_LEN..],
-                    )
-                    .unwrap_or_default();
-                out.extend_from_slice(&tag);
+                let (cipher, nonce) = object_cipher(&e.enc_key, &nonce);
+                // Sealing fails only for a buffer of 256 GiB or more; one object is far
+                // below that (a pack is 16 MiB), so the tag is always there.
+                let tag = cipher
+                    .seal_in_place_separate_tag(nonce, Aad::from(ad(ty)), &mut out[NONCE_LEN..])
+                    .expect("object below ChaCha20-Poly1305's 256 GiB limit");
+                out.extend_from_slice(tag.as_ref());
                 out
             }
         }
@@ -267,13 +280,21 @@ impl Sealer {
                 }
                 let (nonce, rest) = sealed.split_at(NONCE_LEN);
                 let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+                let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| {
+                    Error::corrupt(what, "too short to be an encrypted object (truncated)")
+                })?;
+                let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| {
+                    Error::corrupt(what, "too short to be an encrypted object (truncated)")
+                })?;
                 let mut buf = body.to_vec();
-                e.cipher
-                    .decrypt_in_place_detached(
-                        XNonce::from_slice(nonce),
-                        &ad(ty),
+                let (cipher, nonce) = object_cipher(&e.enc_key, nonce);
+                cipher
+                    .open_in_place_separate_tag(
+                        nonce,
+                        Aad::from(ad(ty)),
+                        Tag::from(tag),
                         &mut buf,
-                        Tag::from_slice(tag),
+                        0..,
                     )
                     .map_err(|_| {
                         Error::corrupt(
@@ -343,6 +364,48 @@ mod tests {
         assert_ne!(a.blob_id(data), b.blob_id(data));
         assert_eq!(a.blob_id(data), a.blob_id(data));
         assert_eq!(Sealer::plain().blob_id(data), BlobId::hash(data));
+    }
+
+    /// Repositories written before objects went through ring hold the bytes of the
+    /// `chacha20poly1305` crate's XChaCha20-Poly1305: both must read what the other wrote,
+    /// at every length around the 64-byte block and the 16-byte Poly1305 block.
+    #[test]
+    fn objects_are_the_bytes_of_the_reference_xchacha20_poly1305() {
+        use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+        use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+
+        let key = MasterKey::random();
+        let s = Sealer::encrypted(&key);
+        let reference = XChaCha20Poly1305::new(Key::from_slice(&key.enc));
+        for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 1000, 70_000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            for ty in [ObjectType::DataBlob, ObjectType::Index] {
+                // Ours, opened by the reference.
+                let sealed = s.seal(ty, &plain);
+                let (nonce, rest) = sealed.split_at(NONCE_LEN);
+                let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+                let mut buf = body.to_vec();
+                reference
+                    .decrypt_in_place_detached(
+                        XNonce::from_slice(nonce),
+                        &ad(ty),
+                        &mut buf,
+                        Tag::from_slice(tag),
+                    )
+                    .expect("the reference opens our object");
+                assert_eq!(buf, plain, "len {len}");
+                // The reference's, opened by us.
+                let nonce = [len as u8; NONCE_LEN];
+                let mut body = plain.clone();
+                let tag = reference
+                    .encrypt_in_place_detached(XNonce::from_slice(&nonce), &ad(ty), &mut body)
+                    .expect("reference seals");
+                let mut theirs = nonce.to_vec();
+                theirs.extend_from_slice(&body);
+                theirs.extend_from_slice(&tag);
+                assert_eq!(s.open(ty, &theirs, "x").expect("open").as_ref(), &plain[..]);
+            }
+        }
     }
 
     #[test]
