@@ -1075,3 +1075,47 @@ fn backups_hold_a_logind_delay_lock_and_a_shutdown_starts_nothing_new() {
     );
     daemon.stop(Duration::from_secs(30));
 }
+
+/// The daemon derives a repository's key once, not once per run (a no-change run is mostly the
+/// key derivation otherwise), and a password change through `key passwd` still takes effect at
+/// the next run: the old key object is gone, so the remembered key is not used for the old
+/// password, and the new password in the file opens the repository again.
+#[test]
+fn the_daemon_derives_the_key_once_and_a_removed_key_stops_opening() {
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"j\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+        "",
+    );
+    let daemon = setup.start_with(&[("RUST_LOG", "lifeboat=debug")]);
+    let cached = |log: &str| {
+        log.matches("repository key from this process's key cache")
+            .count()
+    };
+    setup.cli("run", args!["j"]).success();
+    assert_eq!(cached(&daemon.log()), 0, "{}", daemon.log());
+    setup.cli("run", args!["j"]).success();
+    assert_eq!(cached(&daemon.log()), 1, "{}", daemon.log());
+    assert_eq!(setup.snapshots().len(), 2);
+
+    // The password changes (new key object, the old one removed); the daemon's password file
+    // still holds the old one: the next run fails on it, whatever the daemon remembers.
+    lifeboat_env(
+        args!["key", "passwd", "--repo", &setup.repo],
+        &[(
+            "LIFEBOAT_NEW_PASSWORD",
+            std::ffi::OsStr::new("the new password 9876"),
+        )],
+    )
+    .success();
+    setup.cli("run", args!["j"]).failure();
+    assert!(daemon.log().contains("wrong password"), "{}", daemon.log());
+    assert_eq!(cached(&daemon.log()), 1);
+
+    std::fs::write(setup.scratch.join("password"), "the new password 9876\n").expect("write");
+    setup.cli("run", args!["j"]).success();
+    setup.cli("run", args!["j"]).success();
+    assert_eq!(cached(&daemon.log()), 2, "{}", daemon.log());
+    let snapshots = std::fs::read_dir(setup.repo.join("snapshots")).expect("snapshots");
+    assert_eq!(snapshots.count(), 4);
+    daemon.stop(Duration::from_secs(30));
+}

@@ -14,7 +14,7 @@ use crate::backup::{backup, BackupOptions};
 use crate::config::{parse_duration, Config, HookConfig, Job, RepositoryConfig};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::{Credentials, Repository};
+use crate::repo::{Credentials, KeyCache, Repository};
 use crate::storage::StorageOptions;
 
 /// Full or incremental.
@@ -76,14 +76,18 @@ pub fn credentials(r: &RepositoryConfig) -> Result<Credentials> {
     )))
 }
 
-/// Opens a configured repository, with the daemon's cache.
+/// The master keys of the daemon's repositories, derived once per repository and password
+/// (see [`KeyCache`]): a scheduled run does not pay the key derivation again.
+static DAEMON_KEYS: std::sync::LazyLock<KeyCache> = std::sync::LazyLock::new(KeyCache::default);
+
+/// Opens a configured repository, with the daemon's metadata and key caches.
 pub fn open_repository(cfg: &Config, r: &RepositoryConfig) -> Result<Repository> {
     let mut opts = StorageOptions::default();
     opts.cloud.options = r.options.clone().into_iter().collect();
     opts.limit_upload = r.limit_upload_kib.map(|k| k.saturating_mul(1024));
     opts.limit_download = r.limit_download_kib.map(|k| k.saturating_mul(1024));
     let storage = crate::storage::open(&r.url, &opts)?;
-    let repo = Repository::open(storage, || credentials(r))?;
+    let repo = Repository::open_with_keys(storage, || credentials(r), &DAEMON_KEYS)?;
     Ok(repo.with_cache(Some(&cfg.daemon.cache_dir)))
 }
 

@@ -18,6 +18,8 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use zeroize::Zeroizing;
 
 pub use config::RepoConfig;
@@ -105,6 +107,80 @@ impl Default for InitOptions {
             encryption: true,
             kdf: KdfSetting::Calibrate,
         }
+    }
+}
+
+/// Master keys that passwords opened earlier in this process, so a long-running process
+/// (the daemon, which opens its repositories for every scheduled run) pays the key derivation
+/// (Argon2id: about half a second of CPU and 64 MiB) once per repository, not once per run.
+///
+/// An entry is used only for the same repository (config id), the same password (compared
+/// by a BLAKE3 MAC under a key of this process, so the password itself is not kept) and while
+/// the key object it opened is still listed in the repository: a password changed in its file
+/// derives again, and `lifeboat key remove` of that key object stops the next run from
+/// opening with it. Master keys are wiped from memory when the cache is dropped.
+pub struct KeyCache {
+    mac_key: zeroize::Zeroizing<[u8; 32]>,
+    entries: std::sync::Mutex<HashMap<String, CachedKey>>,
+    hits: std::sync::atomic::AtomicU64,
+}
+
+struct CachedKey {
+    password_mac: [u8; 32],
+    key_id: String,
+    master: MasterKey,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        let mut mac_key = zeroize::Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, mac_key.as_mut());
+        KeyCache {
+            mac_key,
+            entries: Default::default(),
+            hits: Default::default(),
+        }
+    }
+}
+
+impl KeyCache {
+    fn password_mac(&self, password: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.mac_key, password).as_bytes()
+    }
+
+    fn lookup(
+        &self,
+        repo_id: &str,
+        password: &[u8],
+        keys: &[(String, u64)],
+    ) -> Option<(MasterKey, String)> {
+        let mac = self.password_mac(password);
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let e = entries.get(repo_id)?;
+        // Constant time is not needed here (the MAC key never leaves the process), but
+        // costs nothing.
+        let same = blake3::Hash::from(e.password_mac) == blake3::Hash::from(mac);
+        if !same || !keys.iter().any(|(name, _)| *name == e.key_id) {
+            return None;
+        }
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(key = %e.key_id, "repository key from this process's key cache");
+        Some((e.master.clone(), e.key_id.clone()))
+    }
+
+    fn remember(&self, repo_id: &str, password: &[u8], key_id: &str, master: &MasterKey) {
+        let entry = CachedKey {
+            password_mac: self.password_mac(password),
+            key_id: key_id.to_owned(),
+            master: master.clone(),
+        };
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(repo_id.to_owned(), entry);
+    }
+
+    /// How many opens used a remembered key (for tests and logs).
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -216,6 +292,25 @@ impl Repository {
         storage: Arc<dyn Storage>,
         credentials: impl FnOnce() -> Result<Credentials>,
     ) -> Result<Self> {
+        Self::open_inner(storage, credentials, None)
+    }
+
+    /// Like [`Repository::open`], for a process that opens the same repository again and
+    /// again (the daemon): a password that opened a key object before opens it again without
+    /// the key derivation, while that key object is still in the repository.
+    pub fn open_with_keys(
+        storage: Arc<dyn Storage>,
+        credentials: impl FnOnce() -> Result<Credentials>,
+        keys: &KeyCache,
+    ) -> Result<Self> {
+        Self::open_inner(storage, credentials, Some(keys))
+    }
+
+    fn open_inner(
+        storage: Arc<dyn Storage>,
+        credentials: impl FnOnce() -> Result<Credentials>,
+        key_cache: Option<&KeyCache>,
+    ) -> Result<Self> {
         let location = storage.location();
         let bytes = match storage.read(FileKind::Config, "config") {
             Ok(b) => b,
@@ -249,8 +344,9 @@ impl Repository {
             Credentials::MasterKey(m) => (m, None, true),
             Credentials::Password(password) => {
                 let mut damaged = Vec::new();
-                let mut found = None;
-                for (name, _) in &keys {
+                let mut found = key_cache.and_then(|c| c.lookup(&config.id, &password, &keys));
+                let to_try = if found.is_some() { &[][..] } else { &keys[..] };
+                for (name, _) in to_try {
                     let what = FileKind::Key.path(name);
                     let key = storage
                         .read(FileKind::Key, name)
@@ -277,7 +373,12 @@ impl Repository {
                     }
                 }
                 match found {
-                    Some((m, name)) => (m, Some(name), false),
+                    Some((m, name)) => {
+                        if let Some(c) = key_cache {
+                            c.remember(&config.id, &password, &name, &m);
+                        }
+                        (m, Some(name), false)
+                    }
                     None => {
                         return Err(Error::WrongPassword {
                             location,
@@ -938,6 +1039,52 @@ mod tests {
         let stored = bomb(ObjectType::Index, &plain);
         let back = open_metadata(&Sealer::plain(), ObjectType::Index, &stored, "i").expect("open");
         assert_eq!(back, plain);
+    }
+
+    #[test]
+    fn the_key_cache_skips_the_derivation_only_for_the_same_password_and_a_key_still_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = InitOptions {
+            kdf: KdfSetting::CHEAPEST,
+            ..InitOptions::default()
+        };
+        let storage: Arc<dyn Storage> =
+            Arc::new(crate::storage::LocalStorage::new(dir.path().join("r")));
+        let first = Repository::init(storage.clone(), &opts, Some(b"pw-a")).expect("init");
+        let key_a = first.key_id().expect("key").to_owned();
+        let key_b = first.add_key(b"pw-b", &KdfSetting::CHEAPEST).expect("add");
+        let cache = KeyCache::default();
+        let pw = |p: &'static [u8]| move || Ok(Credentials::Password(Zeroizing::new(p.to_vec())));
+        let open = |p: &'static [u8]| Repository::open_with_keys(storage.clone(), pw(p), &cache);
+
+        // First open derives, the second is served from the cache; both open the same key.
+        let a1 = open(b"pw-a").expect("open a");
+        assert_eq!(cache.hits(), 0);
+        let a2 = open(b"pw-a").expect("open a again");
+        assert_eq!(cache.hits(), 1);
+        assert_eq!(a2.key_id(), Some(key_a.as_str()));
+        let blob = a1.sealer().seal(ObjectType::DataBlob, b"content");
+        assert_eq!(
+            a2.sealer()
+                .open(ObjectType::DataBlob, &blob, "x")
+                .expect("the cached key is the master key")
+                .as_ref(),
+            b"content"
+        );
+
+        // A wrong password is not let in by the cache, and does not evict the entry.
+        assert!(matches!(open(b"wrong"), Err(Error::WrongPassword { .. })));
+        // Another password (the file was changed) derives again, with its own key object.
+        let b = open(b"pw-b").expect("open b");
+        assert_eq!(b.key_id(), Some(key_b.as_str()));
+        assert_eq!(cache.hits(), 1);
+
+        // Once its key object is removed, password a opens nothing, cache or not.
+        b.remove_key(&key_a).expect("remove key a");
+        assert!(matches!(open(b"pw-a"), Err(Error::WrongPassword { .. })));
+        assert_eq!(cache.hits(), 1);
+        open(b"pw-b").expect("open b again");
+        assert_eq!(cache.hits(), 2);
     }
 
     #[test]
