@@ -53,6 +53,8 @@ pub struct KdfParams {
 const MAX_MEMORY_KIB: u32 = 4 << 20;
 const MAX_ITERATIONS: u32 = 1000;
 const MAX_PARALLELISM: u32 = 64;
+/// Lanes of a calibrated key at most (one per core).
+pub const CALIBRATED_MAX_LANES: u32 = 4;
 /// Memory used by default: 64 MiB.
 pub const DEFAULT_MEMORY_KIB: u32 = 64 * 1024;
 
@@ -72,14 +74,23 @@ impl KdfParams {
         Ok(p)
     }
 
-    /// Parameters that take about `target` on this machine, at [`DEFAULT_MEMORY_KIB`].
+    /// Parameters whose work takes about `target` of one core on this machine, at
+    /// [`DEFAULT_MEMORY_KIB`], in one lane per core (up to [`CALIBRATED_MAX_LANES`]).
+    ///
+    /// Argon2id fills the same memory the same number of times whatever the lanes, so an
+    /// attacker pays the same per guess as with one lane; lanes are computed in parallel, so
+    /// opening takes `target / lanes` on a machine with that many cores (and `target` on one
+    /// core: a key made on a big server still opens on a small recovery machine).
     pub fn calibrate(target: Duration) -> Result<Self> {
         let probe = KdfParams::new(DEFAULT_MEMORY_KIB, 1, 1)?;
         let started = Instant::now();
         probe.derive(b"calibration")?;
         let one = started.elapsed().as_secs_f64().max(1e-3);
         let iterations = ((target.as_secs_f64() / one).round() as u32).clamp(2, 50);
-        KdfParams::new(DEFAULT_MEMORY_KIB, iterations, 1)
+        let lanes = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, CALIBRATED_MAX_LANES as usize) as u32;
+        KdfParams::new(DEFAULT_MEMORY_KIB, iterations, lanes)
     }
 
     fn argon2(&self, what: &str) -> Result<Argon2<'static>> {
@@ -212,6 +223,42 @@ mod tests {
 
     fn fast() -> KdfParams {
         KdfParams::new(64, 1, 1).expect("params")
+    }
+
+    /// Keys written by any earlier version must open: the derivation is the reference
+    /// Argon2id's, one lane or several (lanes computed in parallel). Expected values from the
+    /// reference implementation's command line tool:
+    /// `echo -n "correct horse" | argon2 lifeboat-salt-16 -id -t 3 -k 256 -p P -l 32 -r`.
+    #[test]
+    fn derivation_matches_the_reference_argon2id_for_one_and_several_lanes() {
+        for (lanes, expected) in [
+            (
+                1,
+                "bad16f634a0cbc293db5561896799d6a60af9a4058d9fe07645ebff04a080243",
+            ),
+            (
+                2,
+                "bd9b569ce93f07373a6f268b10dff7990977ec9facb71a972e26bbab27077ec5",
+            ),
+            (
+                4,
+                "2df111b56f538e3cc1cb5d6e765d6d515229439a5fef7b71569d7684f82a840a",
+            ),
+        ] {
+            let mut p = KdfParams::new(256, 3, lanes).expect("params");
+            p.salt = hex::encode(b"lifeboat-salt-16");
+            let key = p.derive(b"correct horse").expect("derive");
+            assert_eq!(hex::encode(key.as_ref()), expected, "{lanes} lanes");
+        }
+    }
+
+    #[test]
+    fn a_calibrated_key_has_a_lane_per_core_up_to_the_bound() {
+        let p = KdfParams::calibrate(Duration::from_millis(1)).expect("calibrate");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        assert_eq!(p.parallelism, cores.clamp(1, CALIBRATED_MAX_LANES));
+        assert_eq!(p.memory_kib, DEFAULT_MEMORY_KIB);
+        assert!(p.iterations >= 2);
     }
 
     #[test]
