@@ -268,6 +268,9 @@ fn sigterm_during_a_backup_stops_cleanly_and_the_next_run_reuses_the_upload() {
             &random_bytes(4 << 20, 100 + i),
         );
     }
+    // Slow enough that the stop lands mid-backup: unthrottled, these 96 MiB back up in
+    // about 0.1 s, before a status poll sees the first pack.
+    with_repository_settings(&setup, "limit_upload_kib = 24576");
     let daemon = setup.start();
     setup
         .cli("run", args!["big", "--full", "--no-wait"])

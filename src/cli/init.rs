@@ -30,11 +30,12 @@ pub struct InitArgs {
     json: bool,
 }
 
-/// Password stretching of a new key (default: Argon2id, 64 MiB, about 0.5 s on this machine).
+/// Password stretching of a new key (default: Argon2id, 64 MiB, iterations for about 0.5 s of one
+/// core's work here, in one lane per core up to 4, computed in parallel).
 #[derive(Debug, Args)]
 pub struct KdfArgs {
     /// Argon2id memory in KiB (with --kdf-iterations; default: 64 MiB with iterations
-    /// calibrated to about 0.5 s here).
+    /// calibrated to about 0.5 s of one core's work here, one lane per core up to 4).
     #[arg(
         long,
         env = "LIFEBOAT_KDF_MEMORY_KIB",
@@ -50,7 +51,7 @@ pub struct KdfArgs {
         requires = "kdf_memory_kib"
     )]
     kdf_iterations: Option<u32>,
-    /// Argon2id lanes.
+    /// Argon2id lanes, computed in parallel (with --kdf-memory-kib and --kdf-iterations).
     #[arg(
         long,
         env = "LIFEBOAT_KDF_PARALLELISM",
