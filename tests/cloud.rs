@@ -600,43 +600,19 @@ fn large_objects_go_up_in_parts_and_stay_create_only() {
 #[derive(Debug)]
 struct IgnoresCreateOnly(Arc<dyn Storage>);
 
-impl Storage for IgnoresCreateOnly {
-    fn location(&self) -> String {
-        self.0.location()
-    }
-    fn create_layout(&self) -> lifeboat::Result<()> {
-        self.0.create_layout()
-    }
-    fn has_config(&self) -> lifeboat::Result<bool> {
-        self.0.has_config()
-    }
-    fn read(&self, kind: FileKind, name: &str) -> lifeboat::Result<Vec<u8>> {
-        self.0.read(kind, name)
-    }
-    fn read_range(
-        &self,
-        kind: FileKind,
-        name: &str,
-        offset: u64,
-        len: u32,
-    ) -> lifeboat::Result<Vec<u8>> {
-        self.0.read_range(kind, name, offset, len)
+impl lifeboat::storage::StorageWrapper for IgnoresCreateOnly {
+    fn inner(&self) -> &dyn Storage {
+        &*self.0
     }
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> lifeboat::Result<bool> {
         self.0.remove(kind, name)?;
         self.0.create(kind, name, data)
     }
-    fn list(&self, kind: FileKind) -> lifeboat::Result<Vec<(String, u64)>> {
-        self.0.list(kind)
-    }
-    fn remove(&self, kind: FileKind, name: &str) -> lifeboat::Result<()> {
-        self.0.remove(kind, name)
-    }
     fn probe_create_only(&self) -> lifeboat::Result<bool> {
         let name = "probe-ignores";
-        let first = self.create(FileKind::Lock, name, b"1")?;
-        let second = self.create(FileKind::Lock, name, b"2")?;
-        self.remove(FileKind::Lock, name)?;
+        let first = Storage::create(self, FileKind::Lock, name, b"1")?;
+        let second = Storage::create(self, FileKind::Lock, name, b"2")?;
+        Storage::remove(self, FileKind::Lock, name)?;
         Ok(first && !second)
     }
 }

@@ -505,45 +505,17 @@ impl DiesAfter {
     }
 }
 
-impl Storage for DiesAfter {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create_layout(&self) -> lifeboat::Result<()> {
-        self.inner.create_layout()
-    }
-    fn has_config(&self) -> lifeboat::Result<bool> {
-        self.inner.has_config()
-    }
-    fn read(&self, kind: FileKind, name: &str) -> lifeboat::Result<Vec<u8>> {
-        self.inner.read(kind, name)
-    }
-    fn read_range(
-        &self,
-        kind: FileKind,
-        name: &str,
-        offset: u64,
-        len: u32,
-    ) -> lifeboat::Result<Vec<u8>> {
-        self.inner.read_range(kind, name, offset, len)
+impl lifeboat::storage::StorageWrapper for DiesAfter {
+    fn inner(&self) -> &dyn Storage {
+        &*self.inner
     }
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> lifeboat::Result<bool> {
         self.change(name)?;
         self.inner.create(kind, name, data)
     }
-    fn list(&self, kind: FileKind) -> lifeboat::Result<Vec<(String, u64)>> {
-        self.inner.list(kind)
-    }
     fn remove(&self, kind: FileKind, name: &str) -> lifeboat::Result<()> {
         self.change(name)?;
         self.inner.remove(kind, name)
-    }
-    fn modified(
-        &self,
-        kind: FileKind,
-        name: &str,
-    ) -> lifeboat::Result<Option<std::time::SystemTime>> {
-        self.inner.modified(kind, name)
     }
     fn local_path(&self) -> Option<PathBuf> {
         self.inner.local_path()

@@ -530,27 +530,9 @@ struct Recording {
     created: Mutex<Vec<Sent>>,
 }
 
-impl Storage for Recording {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create_layout(&self) -> lifeboat::Result<()> {
-        self.inner.create_layout()
-    }
-    fn has_config(&self) -> lifeboat::Result<bool> {
-        self.inner.has_config()
-    }
-    fn read(&self, kind: FileKind, name: &str) -> lifeboat::Result<Vec<u8>> {
-        self.inner.read(kind, name)
-    }
-    fn read_range(
-        &self,
-        kind: FileKind,
-        name: &str,
-        offset: u64,
-        len: u32,
-    ) -> lifeboat::Result<Vec<u8>> {
-        self.inner.read_range(kind, name, offset, len)
+impl lifeboat::storage::StorageWrapper for Recording {
+    fn inner(&self) -> &dyn Storage {
+        &*self.inner
     }
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> lifeboat::Result<bool> {
         let stored = self.inner.create(kind, name, data)?;
@@ -558,22 +540,6 @@ impl Storage for Recording {
             .lock()
             .push((kind, name.to_string(), data.to_vec(), stored));
         Ok(stored)
-    }
-    fn list(&self, kind: FileKind) -> lifeboat::Result<Vec<(String, u64)>> {
-        self.inner.list(kind)
-    }
-    fn remove(&self, kind: FileKind, name: &str) -> lifeboat::Result<()> {
-        self.inner.remove(kind, name)
-    }
-    fn modified(
-        &self,
-        kind: FileKind,
-        name: &str,
-    ) -> lifeboat::Result<Option<std::time::SystemTime>> {
-        self.inner.modified(kind, name)
-    }
-    fn probe_create_only(&self) -> lifeboat::Result<bool> {
-        self.inner.probe_create_only()
     }
 }
 

@@ -94,15 +94,9 @@ pub(crate) mod testing {
         }
     }
 
-    impl Storage for Flaky {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        fn create_layout(&self) -> Result<()> {
-            self.inner.create_layout()
-        }
-        fn has_config(&self) -> Result<bool> {
-            self.inner.has_config()
+    impl crate::storage::StorageWrapper for Flaky {
+        fn inner(&self) -> &dyn Storage {
+            &*self.inner
         }
         fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
             self.fault(kind, name)?;
@@ -112,21 +106,12 @@ pub(crate) mod testing {
             self.fault(kind, name)?;
             self.inner.read_range(kind, name, offset, len)
         }
-        fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
-            self.inner.create(kind, name, data)
-        }
         fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
             let mut all = self.inner.list(kind)?;
             if kind == FileKind::Pack {
                 all.retain(|(n, _)| Some(n) != self.hide.as_ref());
             }
             Ok(all)
-        }
-        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
-            self.inner.remove(kind, name)
-        }
-        fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
-            self.inner.modified(kind, name)
         }
     }
 

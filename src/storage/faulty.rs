@@ -150,12 +150,9 @@ impl FaultyStorage {
     }
 }
 
-impl Storage for FaultyStorage {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create_layout(&self) -> Result<()> {
-        self.inner.create_layout()
+impl super::StorageWrapper for FaultyStorage {
+    fn inner(&self) -> &dyn Storage {
+        &*self.inner
     }
     fn has_config(&self) -> Result<bool> {
         self.inject("inspect", "config", true)?;
@@ -208,8 +205,5 @@ impl Storage for FaultyStorage {
     }
     fn clean_spool(&self, kind: FileKind, older_than: std::time::Duration) -> Result<usize> {
         self.inner.clean_spool(kind, older_than)
-    }
-    fn probe_create_only(&self) -> Result<bool> {
-        self.inner.probe_create_only()
     }
 }

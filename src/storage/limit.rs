@@ -76,15 +76,9 @@ impl LimitedStorage {
     }
 }
 
-impl Storage for LimitedStorage {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create_layout(&self) -> Result<()> {
-        self.inner.create_layout()
-    }
-    fn has_config(&self) -> Result<bool> {
-        self.inner.has_config()
+impl super::StorageWrapper for LimitedStorage {
+    fn inner(&self) -> &dyn Storage {
+        &*self.inner
     }
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let data = self.inner.read(kind, name)?;
@@ -110,23 +104,11 @@ impl Storage for LimitedStorage {
         self.before_upload(kind, data.len());
         self.inner.create_owned(kind, name, data)
     }
-    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
-        self.inner.list(kind)
-    }
-    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.inner.remove(kind, name)
-    }
-    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
-        self.inner.modified(kind, name)
-    }
     fn local_path(&self) -> Option<std::path::PathBuf> {
         self.inner.local_path()
     }
     fn clean_spool(&self, kind: FileKind, older_than: std::time::Duration) -> Result<usize> {
         self.inner.clean_spool(kind, older_than)
-    }
-    fn probe_create_only(&self) -> Result<bool> {
-        self.inner.probe_create_only()
     }
 }
 

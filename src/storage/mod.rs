@@ -74,6 +74,134 @@ impl FileKind {
     }
 }
 
+/// `publish` of a storage that has no spool directory: removes `tmp`, and refuses.
+fn cannot_publish(
+    location: &str,
+    kind: FileKind,
+    name: &str,
+    tmp: &std::path::Path,
+) -> Result<bool> {
+    let _ = std::fs::remove_file(tmp);
+    Err(crate::error::Error::Invalid(format!(
+        "{location}: cannot publish {} from a local file",
+        kind.path(name)
+    )))
+}
+
+/// A storage that wraps another one and changes part of what it does (bandwidth limits,
+/// retries, fault injection, tests' recorders): it names the storage underneath, states only
+/// the methods it changes, and is a [`Storage`] through the blanket implementation below.
+///
+/// By default the object methods go to the inner storage, and `create_owned` to the wrapper's
+/// own `create` (so a wrapper that watches `create` sees every write). The local-file methods
+/// (`local_path`, `spool_dir`, `clean_spool`, `publish`) keep [`Storage`]'s defaults, "not a
+/// local directory": a wrapper that must see every byte (limits, faults) cannot let packs be
+/// written beside it; one that passes them through says so by forwarding them.
+///
+/// Name it by its path where it is implemented (`impl lifeboat::storage::StorageWrapper for
+/// X`) rather than importing it: with both traits in scope, a method call on `X` would be
+/// ambiguous (inside the impl, call `Storage::create(self, ..)`).
+pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
+    /// The storage underneath.
+    fn inner(&self) -> &dyn Storage;
+
+    fn location(&self) -> String {
+        self.inner().location()
+    }
+    fn create_layout(&self) -> Result<()> {
+        self.inner().create_layout()
+    }
+    fn has_config(&self) -> Result<bool> {
+        self.inner().has_config()
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.inner().read(kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        self.inner().read_range(kind, name, offset, len)
+    }
+    fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        self.inner().create(kind, name, data)
+    }
+    fn create_owned(&self, kind: FileKind, name: &str, data: bytes::Bytes) -> Result<bool> {
+        StorageWrapper::create(self, kind, name, &data)
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.inner().list(kind)
+    }
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inner().remove(kind, name)
+    }
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner().modified(kind, name)
+    }
+    fn local_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    fn spool_dir(&self, kind: FileKind) -> Option<std::path::PathBuf> {
+        let _ = kind;
+        None
+    }
+    fn clean_spool(&self, kind: FileKind, older_than: std::time::Duration) -> Result<usize> {
+        let _ = (kind, older_than);
+        Ok(0)
+    }
+    fn publish(&self, kind: FileKind, name: &str, tmp: &std::path::Path) -> Result<bool> {
+        cannot_publish(&StorageWrapper::location(self), kind, name, tmp)
+    }
+    fn probe_create_only(&self) -> Result<bool> {
+        self.inner().probe_create_only()
+    }
+}
+
+impl<W: StorageWrapper> Storage for W {
+    fn location(&self) -> String {
+        StorageWrapper::location(self)
+    }
+    fn create_layout(&self) -> Result<()> {
+        StorageWrapper::create_layout(self)
+    }
+    fn has_config(&self) -> Result<bool> {
+        StorageWrapper::has_config(self)
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        StorageWrapper::read(self, kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        StorageWrapper::read_range(self, kind, name, offset, len)
+    }
+    fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        StorageWrapper::create(self, kind, name, data)
+    }
+    fn create_owned(&self, kind: FileKind, name: &str, data: bytes::Bytes) -> Result<bool> {
+        StorageWrapper::create_owned(self, kind, name, data)
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        StorageWrapper::list(self, kind)
+    }
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        StorageWrapper::remove(self, kind, name)
+    }
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        StorageWrapper::modified(self, kind, name)
+    }
+    fn local_path(&self) -> Option<std::path::PathBuf> {
+        StorageWrapper::local_path(self)
+    }
+    fn spool_dir(&self, kind: FileKind) -> Option<std::path::PathBuf> {
+        StorageWrapper::spool_dir(self, kind)
+    }
+    fn clean_spool(&self, kind: FileKind, older_than: std::time::Duration) -> Result<usize> {
+        StorageWrapper::clean_spool(self, kind, older_than)
+    }
+    fn publish(&self, kind: FileKind, name: &str, tmp: &std::path::Path) -> Result<bool> {
+        StorageWrapper::publish(self, kind, name, tmp)
+    }
+    fn probe_create_only(&self) -> Result<bool> {
+        StorageWrapper::probe_create_only(self)
+    }
+}
+
 /// A repository backend. See the module documentation for the contract.
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// A human-readable location (path or URL) for messages.
@@ -142,12 +270,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// create-only, durable when it returns; `tmp` is gone afterwards in every case. Returns
     /// false if the object already existed (then nothing is replaced).
     fn publish(&self, kind: FileKind, name: &str, tmp: &std::path::Path) -> Result<bool> {
-        let _ = std::fs::remove_file(tmp);
-        Err(crate::error::Error::Invalid(format!(
-            "{}: cannot publish {} from a local file",
-            self.location(),
-            kind.path(name)
-        )))
+        cannot_publish(&self.location(), kind, name, tmp)
     }
 
     /// Whether the store really refuses a second `create` of the same name (some

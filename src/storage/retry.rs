@@ -77,9 +77,9 @@ impl RetryingStorage {
     }
 }
 
-impl Storage for RetryingStorage {
-    fn location(&self) -> String {
-        self.inner.location()
+impl super::StorageWrapper for RetryingStorage {
+    fn inner(&self) -> &dyn Storage {
+        &*self.inner
     }
     fn create_layout(&self) -> Result<()> {
         self.run("create layout", || self.inner.create_layout())
@@ -122,8 +122,5 @@ impl Storage for RetryingStorage {
     // transiently).
     fn publish(&self, kind: FileKind, name: &str, tmp: &std::path::Path) -> Result<bool> {
         self.inner.publish(kind, name, tmp)
-    }
-    fn probe_create_only(&self) -> Result<bool> {
-        self.inner.probe_create_only()
     }
 }
