@@ -4,7 +4,9 @@
 # HTTP requests per GiB of source data (counted from the server's request log), and the CPU
 # time the server itself spent (it shares the machine's cores with Lifeboat).
 #
-# Usage: benches/compare/s3.sh [--size-mib N] [--lifeboat BIN] [--workdir DIR]
+# Usage: benches/compare/s3.sh [--size-mib N] [--lifeboat BIN] [--workdir DIR] [--restore-dir DIR]
+# --restore-dir: restore into DIR instead of the workdir (a tmpfs, for instance: on ext4
+# without a journal, restores right after a deletion time the kernel, see README.md).
 # moto's server is single-threaded Python: it, not Lifeboat, bounds the S3 throughput here.
 set -euo pipefail
 export LC_ALL=C
@@ -13,11 +15,13 @@ PROJECT_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 SIZE_MIB=2048
 WORKDIR=${TMPDIR:-/tmp}/lifeboat-bench
 LIFEBOAT=$PROJECT_ROOT/target/release/lifeboat
+RESTORE_DIR=
 while (($#)); do
     case $1 in
         --size-mib) SIZE_MIB=$2; shift 2 ;;
         --lifeboat) LIFEBOAT=$2; shift 2 ;;
         --workdir) WORKDIR=$2; shift 2 ;;
+        --restore-dir) RESTORE_DIR=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -31,6 +35,8 @@ if [[ ! -f $DATA.stamp ]]; then
 fi
 RUN=$WORKDIR/s3-run
 rm -rf "$RUN"; mkdir -p "$RUN"
+RESTORES=${RESTORE_DIR:-$RUN}
+mkdir -p "$RESTORES"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 moto_server -H 127.0.0.1 -p "$PORT" >"$RUN/moto.log" 2>&1 &
 MOTO=$!
@@ -69,8 +75,8 @@ for name in local s3; do
     "$LIFEBOAT" init --repo "$REPO" >/dev/null
     phase "$name" "full backup" "$LIFEBOAT" backup --repo "$REPO" --upload-concurrency 4 "$DATA"
     phase "$name" "no-change backup" "$LIFEBOAT" backup --repo "$REPO" "$DATA"
-    rm -rf "$RUN/restore-$name"
-    phase "$name" "restore" "$LIFEBOAT" restore --repo "$REPO" latest --target "$RUN/restore-$name"
-    diff -r "$DATA" "$RUN/restore-$name$DATA" >/dev/null || { echo "restore from $name differs" >&2; exit 1; }
-    rm -rf "$RUN/restore-$name"
+    rm -rf "$RESTORES/restore-$name"
+    phase "$name" "restore" "$LIFEBOAT" restore --repo "$REPO" latest --target "$RESTORES/restore-$name"
+    diff -r "$DATA" "$RESTORES/restore-$name$DATA" >/dev/null || { echo "restore from $name differs" >&2; exit 1; }
+    rm -rf "$RESTORES/restore-$name"
 done
