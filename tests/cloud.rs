@@ -454,17 +454,7 @@ fn permanent_faults_fail_cleanly_and_leave_a_valid_repository() {
             "{}: no snapshot",
             b.name
         );
-        let report = check(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                read_data_subset: None,
-                threads: 0,
-            },
-            Arc::default(),
-        )
-        .expect("check");
-        assert!(report.is_ok(), "{}: {:?}", b.name, report.errors);
+        assert_reads_clean(&repo, b.name);
         // And a backup through the healthy storage succeeds afterwards.
         backup(
             &repo,

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use common::assert_reads_clean;
 use lifeboat::backup::{backup, BackupOptions};
-use lifeboat::check::{check, CheckOptions};
 use lifeboat::progress::Progress;
 use lifeboat::repo::{InitOptions, KdfSetting};
 use lifeboat::restore::{restore, RestoreOptions};
@@ -105,33 +105,13 @@ fn interrupted_backup_and_restore_stop_cleanly() {
         .filter(|n| n.starts_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let report = check(
-        &repo,
-        &CheckOptions {
-            read_data: true,
-            read_data_subset: None,
-            threads: 0,
-        },
-        Arc::default(),
-    )
-    .expect("check");
-    assert!(report.is_ok(), "{:?}", report.errors);
+    assert_reads_clean(&repo, "check --read-data");
 
     // The next backup completes, reusing what the interrupted one stored.
     let done = backup(&repo, &backup_opts, Arc::default()).expect("backup");
     assert_eq!(done.snapshot.summary.files_new, 24);
     assert!(done.snapshot.summary.errors.is_empty());
-    let report = check(
-        &repo,
-        &CheckOptions {
-            read_data: true,
-            read_data_subset: None,
-            threads: 0,
-        },
-        Arc::default(),
-    )
-    .expect("check");
-    assert!(report.is_ok(), "{:?}", report.errors);
+    assert_reads_clean(&repo, "check --read-data");
     assert!(repo.storage().list(FileKind::Pack).expect("packs").len() > 10);
     let data_root: Vec<_> = std::fs::read_dir(tmp.path().join("repo/data"))
         .expect("data dir")

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use common::*;
 use lifeboat::backup::{backup, BackupOptions};
-use lifeboat::check::{check, CheckOptions};
 use lifeboat::prune::{prune, PruneOptions};
 use lifeboat::repo::{InitOptions, KdfSetting, Repository};
 use lifeboat::restore::{restore, RestoreOptions};
@@ -488,17 +487,7 @@ fn prune_reads_every_page_of_a_snapshot_listing_past_1000_objects() {
 
     let report = prune(&repo, &PruneOptions::default(), Arc::default()).expect("prune");
     assert_eq!(report.snapshots, 1102, "prune saw every page: {report:?}");
-    let checked = check(
-        &repo,
-        &CheckOptions {
-            read_data: true,
-            read_data_subset: None,
-            threads: 0,
-        },
-        Arc::default(),
-    )
-    .expect("check");
-    assert!(checked.is_ok(), "{:?}", checked.errors);
+    assert_reads_clean(&repo, "check --read-data");
     let index = repo.load_index().expect("index");
     let target = scratch.join("target");
     let restored_b = restore(
@@ -628,16 +617,6 @@ fn every_object_sent_to_storage_verifies_and_existing_objects_are_never_replaced
             "{name}: a second create of {obj} reported a write"
         );
         assert_eq!(storage.read(kind, &obj).expect("read"), bytes, "{name}");
-        let checked = check(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                read_data_subset: None,
-                threads: 0,
-            },
-            Arc::default(),
-        )
-        .expect("check");
-        assert!(checked.is_ok(), "{name}: {:?}", checked.errors);
+        assert_reads_clean(&repo, name);
     }
 }

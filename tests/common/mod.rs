@@ -1152,3 +1152,20 @@ pub fn content_map(root: &Path) -> BTreeMap<PathBuf, String> {
         .filter_map(|(rel, e)| e.content.map(|c| (rel, c)))
         .collect()
 }
+
+/// Asserts, through the library, that `check --read-data` finds `repo` clean (every pack read
+/// and every chunk verified); `what` names the case in the failure.
+#[track_caller]
+pub fn assert_reads_clean(repo: &lifeboat::repo::Repository, what: &str) {
+    let report = lifeboat::check::check(
+        repo,
+        &lifeboat::check::CheckOptions {
+            read_data: true,
+            read_data_subset: None,
+            threads: 0,
+        },
+        std::sync::Arc::default(),
+    )
+    .unwrap_or_else(|e| panic!("{what}: check failed to run: {e}"));
+    assert!(report.is_ok(), "{what}: {:?}", report.errors);
+}
