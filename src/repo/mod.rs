@@ -14,11 +14,10 @@ pub mod seal;
 pub mod snapshot;
 pub mod tree;
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::HashMap;
 
 use zeroize::Zeroizing;
 
