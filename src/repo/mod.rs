@@ -343,8 +343,10 @@ impl Repository {
             Credentials::MasterKey(m) => (m, None, true),
             Credentials::Password(password) => {
                 let mut damaged = Vec::new();
-                let mut found = key_cache.and_then(|c| c.lookup(&config.id, &password, &keys));
-                let to_try = if found.is_some() { &[][..] } else { &keys[..] };
+                let cached = key_cache.and_then(|c| c.lookup(&config.id, &password, &keys));
+                // With a remembered key, no key object is read, nothing derived.
+                let to_try: &[(String, u64)] = if cached.is_some() { &[] } else { &keys };
+                let mut found = None;
                 for (name, _) in to_try {
                     let what = FileKind::Key.path(name);
                     let key = storage
@@ -371,13 +373,11 @@ impl Repository {
                         }
                     }
                 }
-                match found {
-                    Some((m, name)) => {
-                        if let Some(c) = key_cache {
-                            c.remember(&config.id, &password, &name, &m);
-                        }
-                        (m, Some(name), false)
-                    }
+                if let (Some(c), Some((m, name))) = (key_cache, &found) {
+                    c.remember(&config.id, &password, name, m);
+                }
+                match cached.or(found) {
+                    Some((m, name)) => (m, Some(name), false),
                     None => {
                         return Err(Error::WrongPassword {
                             location,

@@ -272,27 +272,22 @@ impl Sealer {
                 Ok(Cow::Borrowed(body))
             }
             Some(e) => {
-                if sealed.len() < NONCE_LEN + TAG_LEN {
+                let Some((nonce, (body, tag))) = sealed
+                    .split_first_chunk::<NONCE_LEN>()
+                    .and_then(|(nonce, rest)| Some((nonce, rest.split_last_chunk::<TAG_LEN>()?)))
+                else {
                     return Err(Error::corrupt(
                         what,
                         "too short to be an encrypted object (truncated)",
                     ));
-                }
-                let (nonce, rest) = sealed.split_at(NONCE_LEN);
-                let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
-                let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| {
-                    Error::corrupt(what, "too short to be an encrypted object (truncated)")
-                })?;
-                let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| {
-                    Error::corrupt(what, "too short to be an encrypted object (truncated)")
-                })?;
+                };
                 let mut buf = body.to_vec();
                 let (cipher, nonce) = object_cipher(&e.enc_key, nonce);
                 cipher
                     .open_in_place_separate_tag(
                         nonce,
                         Aad::from(ad(ty)),
-                        Tag::from(tag),
+                        Tag::from(*tag),
                         &mut buf,
                         0..,
                     )
