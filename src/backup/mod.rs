@@ -114,6 +114,13 @@ fn backup_attempt(
     lock: &crate::repo::RepoLock,
 ) -> Result<Option<BackupOutcome>> {
     let started = Instant::now();
+    // Phase times for `-v`: where a slow run spends its time.
+    let phase = |what: &str| {
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "backup: {what}"
+        )
+    };
     let time = Utc::now();
     if opts.paths.is_empty() {
         return Err(Error::Invalid(
@@ -181,6 +188,7 @@ fn backup_attempt(
         Some((_, s)) => repo.load_tree(&index, &s.tree).ok().map(Arc::new),
         None => None,
     };
+    phase("index and parent snapshot loaded");
     let kind = if opts.full || parent_tree.is_none() {
         BackupKind::Full
     } else {
@@ -203,7 +211,8 @@ fn backup_attempt(
             uploads: if opts.uploads == 0 { 2 } else { opts.uploads },
             ..opts.clone()
         };
-        let (event_tx, event_rx) = crossbeam_channel::bounded(8192);
+        // About 8192 events in flight: the walker stays that far ahead of the builder at most.
+        let (event_tx, event_rx) = crossbeam_channel::bounded(8192 / walk::EVENT_BATCH);
         let shared = &shared;
         let mut workers = Vec::new();
         for _ in 0..threads {
@@ -231,6 +240,7 @@ fn backup_attempt(
             one_file_system: opts.one_file_system,
             full: opts.full,
             events: event_tx,
+            batch: Vec::with_capacity(walk::EVENT_BATCH),
             jobs: job_tx,
             users: Default::default(),
             groups: Default::default(),
@@ -263,6 +273,7 @@ fn backup_attempt(
         }
         built
     });
+    phase("source walked, new data stored");
     // Write order: packs (done above), then the index that names them, then the snapshot.
     let written = shared.take_written();
     let (root, mut summary) = match summary {
@@ -398,13 +409,13 @@ pub(crate) fn missing_references(
 /// Consumes the walker's events and stores the directory listings bottom-up.
 fn build_trees(
     shared: &Shared,
-    events: crossbeam_channel::Receiver<Event>,
+    events: crossbeam_channel::Receiver<Vec<Event>>,
     chunks: &crossbeam_channel::Sender<ChunkJob>,
 ) -> Result<(BlobId, Summary)> {
     let mut summary = Summary::default();
     let mut stack: Vec<(Node, Vec<Node>)> = Vec::new();
     let mut root = None;
-    for event in events {
+    for event in events.iter().flatten() {
         if shared.has_failed() {
             break;
         }

@@ -69,7 +69,10 @@ pub struct Walker<'a> {
     pub exclude_paths: Vec<PathBuf>,
     pub one_file_system: bool,
     pub full: bool,
-    pub events: Sender<Event>,
+    /// Batches of events (see [`EVENT_BATCH`]).
+    pub events: Sender<Vec<Event>>,
+    /// Events not yet sent.
+    pub batch: Vec<Event>,
     pub jobs: Sender<FileJob>,
     pub users: HashMap<u32, Option<String>>,
     pub groups: HashMap<u32, Option<String>>,
@@ -80,12 +83,30 @@ pub struct Stopped;
 
 type Step = std::result::Result<(), Stopped>;
 
+/// A directory's entries are stat'ed as it is listed, up to this many (about 200 bytes each
+/// while the directory is walked); entries beyond are stat'ed one by one as they are visited.
+const LISTED_STAT_MAX: usize = 65_536;
+
+/// Events go to the builder in batches of this many: one channel operation (and at most one
+/// wake-up of the builder) per batch instead of per entry. With the channel's capacity (see
+/// `backup`) this also bounds how far the walker runs ahead of the builder.
+pub const EVENT_BATCH: usize = 256;
+
 impl Walker<'_> {
-    fn send(&self, e: Event) -> Step {
-        self.events.send(e).map_err(|_| Stopped)
+    fn send(&mut self, e: Event) -> Step {
+        self.batch.push(e);
+        if self.batch.len() >= EVENT_BATCH {
+            self.flush()?;
+        }
+        Ok(())
     }
 
-    fn error(&self, path: &Path, error: impl ToString) -> Step {
+    fn flush(&mut self) -> Step {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(EVENT_BATCH));
+        self.events.send(batch).map_err(|_| Stopped)
+    }
+
+    fn error(&mut self, path: &Path, error: impl ToString) -> Step {
         self.send(Event::Error {
             path: path.to_path_buf(),
             error: error.to_string(),
@@ -102,7 +123,8 @@ impl Walker<'_> {
         let node = self.node_from_meta(root, b"/".to_vec(), &meta);
         self.send(Event::Enter(node))?;
         self.walk_targets(root, targets, parent.as_deref())?;
-        self.send(Event::Leave)
+        self.send(Event::Leave)?;
+        self.flush()
     }
 
     fn walk_targets(&mut self, dir: &Path, targets: &Targets, parent: Option<&Tree>) -> Step {
@@ -110,7 +132,7 @@ impl Walker<'_> {
             let path = dir.join(std::ffi::OsStr::from_bytes(name));
             let prev = parent.and_then(|t| t.find(name));
             if sub.is_target {
-                self.walk_entry(&path, name, prev, None)?;
+                self.walk_entry(&path, name, prev, None, None)?;
                 continue;
             }
             // An ancestor of a target: record the directory, visit only the targets within.
@@ -151,11 +173,12 @@ impl Walker<'_> {
         name: &[u8],
         prev: Option<&Node>,
         root_dev: Option<u64>,
+        listed: Option<Metadata>,
     ) -> Step {
         if self.excludes.is_excluded(path) || self.exclude_paths.iter().any(|p| p == path) {
             return Ok(());
         }
-        let meta = match fs::symlink_metadata(path) {
+        let meta = match listed.map_or_else(|| fs::symlink_metadata(path), Ok) {
             Ok(m) => m,
             Err(e) => return self.error(path, e),
         };
@@ -170,13 +193,24 @@ impl Walker<'_> {
                     return self.send(Event::Leave);
                 }
                 let prev_tree = self.parent_subtree(prev);
-                let mut names = Vec::new();
+                let mut entries = Vec::new();
                 let mut read_error = None;
                 match fs::read_dir(path) {
                     Ok(rd) => {
                         for entry in rd {
                             match entry {
-                                Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
+                                Ok(e) => {
+                                    // Stat relative to the open directory (no lookup of the
+                                    // whole path), for the first LISTED_STAT_MAX entries; the
+                                    // rest (and any that fail here) are stat'ed by path when
+                                    // visited, which also reports the error.
+                                    let meta = if entries.len() < LISTED_STAT_MAX {
+                                        e.metadata().ok()
+                                    } else {
+                                        None
+                                    };
+                                    entries.push((e.file_name().as_bytes().to_vec(), meta));
+                                }
                                 Err(e) => {
                                     read_error = Some(e);
                                     break;
@@ -186,15 +220,15 @@ impl Walker<'_> {
                     }
                     Err(e) => read_error = Some(e),
                 }
-                names.sort_unstable();
+                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 self.send(Event::Enter(node))?;
                 if let Some(e) = read_error {
                     self.error(path, format!("cannot list directory: {e}"))?;
                 }
-                for n in names {
+                for (n, meta) in entries {
                     let child = path.join(std::ffi::OsStr::from_bytes(&n));
                     let child_prev = prev_tree.as_ref().and_then(|t| t.find(&n));
-                    self.walk_entry(&child, &n, child_prev, Some(dev))?;
+                    self.walk_entry(&child, &n, child_prev, Some(dev), meta)?;
                 }
                 self.send(Event::Leave)
             }
