@@ -766,6 +766,132 @@ fn incremental_backup_records_metadata_only_changes() {
     assert_trees_equal(&src, &restored(target.path(), &src));
 }
 
+/// The listing of `src` in snapshot `id`, read through the library.
+fn listing_of(repo: &Repo, id: &str, src: &Path) -> lifeboat::id::BlobId {
+    let r = lifeboat::Repository::open(
+        std::sync::Arc::new(lifeboat::storage::LocalStorage::new(&repo.path)),
+        || {
+            Ok(lifeboat::repo::Credentials::Password(
+                PASSWORD.as_bytes().to_vec().into(),
+            ))
+        },
+    )
+    .expect("open the repository");
+    let index = r.load_index().expect("index");
+    let (_, snapshot) = r
+        .load_snapshots()
+        .expect("snapshots")
+        .into_iter()
+        .find(|(sid, _)| sid.to_hex() == id)
+        .expect("the snapshot");
+    let mut tree = snapshot.tree;
+    for c in src.components().skip(1) {
+        let listing = r.load_tree(&index, &tree).expect("listing");
+        let name = c.as_os_str().as_encoded_bytes();
+        tree = listing
+            .find(name)
+            .and_then(|n| n.subtree)
+            .unwrap_or_else(|| panic!("no directory {c:?} on the way to {}", src.display()));
+    }
+    tree
+}
+
+/// Accesses everything under `root` once (directories listed, files read, symlinks read), so
+/// that access times settle (relatime updates them on the first access after a change only)
+/// and two backups in a row record the same ones.
+fn settle_atimes(root: &Path) {
+    let meta = fs::symlink_metadata(root).expect("lstat");
+    if meta.is_dir() {
+        for entry in fs::read_dir(root).expect("read_dir").flatten() {
+            settle_atimes(&entry.path());
+        }
+    } else if meta.is_symlink() {
+        fs::read_link(root).expect("readlink");
+    } else if meta.is_file() {
+        fs::read(root).expect("read");
+    }
+}
+
+/// An incremental backup keeps the parent snapshot's listing of every directory whose entries
+/// are all unchanged (without encoding it again) and writes a new listing for every directory
+/// on the path to a change: its listings are exactly those a `--full` backup of the same tree
+/// writes, for changes of content, metadata, xattrs, removals, additions, type changes,
+/// entries newly excluded, and a directory's own metadata.
+#[test]
+fn incremental_listings_equal_those_of_a_full_backup() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 24, 0, 31);
+    for d in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+        write_file(&src.join(format!("{d}/x/y/file.txt")), d.as_bytes());
+        write_file(&src.join(format!("{d}/x/sibling.txt")), b"sibling\n");
+    }
+    symlink("file.txt", &src.join("g/x/y/link"));
+    stamp_mtimes(&src, 1_400_000_000);
+    settle_atimes(&src);
+    let first = repo.backup(args!["--exclude", "*.skip", &src]);
+
+    // One change per branch, deep down: content (same size, new mtime), mode, an xattr, a
+    // removal, an addition, a file that becomes a directory, a newly excluded name.
+    write_file(&src.join("a/x/y/file.txt"), b"A");
+    set_mtime(&src.join("a/x/y/file.txt"), 1_500_000_000, 1);
+    set_mode(&src.join("b/x/y/file.txt"), 0o600);
+    xattr::set(src.join("c/x/y/file.txt"), "user.note", b"added").expect("setxattr");
+    fs::remove_file(src.join("d/x/y/file.txt")).expect("rm");
+    write_file(&src.join("e/x/y/new.txt"), b"new\n");
+    fs::remove_file(src.join("f/x/y/file.txt")).expect("rm");
+    write_file(&src.join("f/x/y/file.txt/inside.txt"), b"now a directory\n");
+    fs::rename(src.join("g/x/y/file.txt"), src.join("g/x/y/file.skip")).expect("rename");
+    // A directory's own metadata: its listing stays, its parent's changes.
+    set_mode(&src.join("h/x/y"), 0o700);
+    settle_atimes(&src);
+
+    let inc = repo.backup(args!["--exclude", "*.skip", &src]);
+    assert_eq!(string(&inc, "kind"), "incremental", "{inc}");
+    let full = repo.backup(args!["--full", "--exclude", "*.skip", &src]);
+    let (first_id, inc_id, full_id) = (
+        string(&first, "snapshot_id"),
+        string(&inc, "snapshot_id"),
+        string(&full, "snapshot_id"),
+    );
+    let listing = |id: &str, sub: &str| listing_of(&repo, id, &src.join(sub));
+    for branch in ["a", "b", "c", "d", "e", "f", "g"] {
+        for sub in [
+            format!("{branch}/x/y"),
+            format!("{branch}/x"),
+            branch.to_string(),
+        ] {
+            assert_eq!(listing(&inc_id, &sub), listing(&full_id, &sub), "{sub}");
+            assert_ne!(
+                listing(&inc_id, &sub),
+                listing(&first_id, &sub),
+                "{sub} changed"
+            );
+        }
+    }
+    for sub in ["h/x", "h"] {
+        assert_eq!(listing(&inc_id, sub), listing(&full_id, sub), "{sub}");
+        assert_ne!(
+            listing(&inc_id, sub),
+            listing(&first_id, sub),
+            "{sub} changed"
+        );
+    }
+    // Untouched directories keep their listings; the whole tree matches the full backup's.
+    for sub in ["h/x/y", "sub/deeper", "sub", "other"] {
+        assert_eq!(listing(&inc_id, sub), listing(&first_id, sub), "{sub}");
+    }
+    assert_eq!(listing(&inc_id, ""), listing(&full_id, ""));
+
+    // Nothing changed since: every listing is the parent's.
+    let again = repo.backup(args!["--exclude", "*.skip", &src]);
+    assert_eq!(
+        listing(&string(&again, "snapshot_id"), ""),
+        listing(&full_id, "")
+    );
+}
+
 /// An incremental backup follows entries that changed type since the parent
 /// (file -> directory, directory -> symlink, symlink -> file, file -> fifo).
 #[test]

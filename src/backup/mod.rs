@@ -15,6 +15,7 @@
 pub mod chunker;
 pub mod exclude;
 pub mod pipeline;
+pub mod prefetch;
 pub mod walk;
 
 use std::path::{Component, Path, PathBuf};
@@ -239,6 +240,7 @@ fn backup_attempt(
             exclude_paths,
             one_file_system: opts.one_file_system,
             full: opts.full,
+            listers: threads,
             events: event_tx,
             batch: Vec::with_capacity(walk::EVENT_BATCH),
             jobs: job_tx,
@@ -421,24 +423,31 @@ fn build_trees(
         }
         match event {
             Event::Enter(node) => stack.push((node, Vec::new())),
-            Event::Leave => {
+            Event::Leave(known) => {
                 let Some((mut dir, children)) = stack.pop() else {
                     break;
                 };
                 summary.dirs += 1;
-                let tree = Tree { nodes: children };
-                let bytes = tree.to_bytes();
-                let id = shared.repo.sealer().blob_id(&bytes);
-                if shared.claim(&id) {
-                    let job = ChunkJob {
-                        kind: BlobKind::Tree,
-                        id,
-                        data: bytes,
-                    };
-                    if chunks.send(job).is_err() {
-                        break;
+                let id = match known {
+                    // The parent snapshot's listing, entry for entry (and in the index).
+                    Some(id) => id,
+                    None => {
+                        let tree = Tree { nodes: children };
+                        let bytes = tree.to_bytes();
+                        let id = shared.repo.sealer().blob_id(&bytes);
+                        if shared.claim(&id) {
+                            let job = ChunkJob {
+                                kind: BlobKind::Tree,
+                                id,
+                                data: bytes,
+                            };
+                            if chunks.send(job).is_err() {
+                                break;
+                            }
+                        }
+                        id
                     }
-                }
+                };
                 dir.subtree = Some(id);
                 match stack.last_mut() {
                     Some((_, siblings)) => siblings.push(dir),

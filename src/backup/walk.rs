@@ -1,6 +1,9 @@
 //! Walking the source: one thread visits the tree depth-first in name order, decides for each
 //! file whether the parent snapshot's chunk list can be reused, queues the others for reading,
-//! and sends a stream of events to the tree builder.
+//! and sends a stream of events to the tree builder. Lister threads list directories (entries,
+//! their metadata and extended attributes, the parent snapshot's listing) ahead of it (see
+//! [`prefetch`]). A directory whose entries are all the parent snapshot's keeps the parent's
+//! listing, which the builder then need not encode and hash again.
 
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
@@ -13,6 +16,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::exclude::Excludes;
 use super::pipeline::{FileJob, FileOutcome, Shared};
+use super::prefetch::{self, Filter, Listing, Prefetcher, StopOnDrop};
+use crate::id::BlobId;
 use crate::progress::Progress;
 use crate::repo::{Node, NodeKind, Timestamp, Tree, Xattr};
 
@@ -20,8 +25,9 @@ use crate::repo::{Node, NodeKind, Timestamp, Tree, Xattr};
 pub enum Event {
     /// A directory starts; its entries follow until the matching `Leave`.
     Enter(Node),
-    /// The current directory ends.
-    Leave,
+    /// The current directory ends. `Some(listing)`: its entries are the parent snapshot's,
+    /// node for node, so its listing is that one (the builder need not encode it again).
+    Leave(Option<BlobId>),
     /// A finished entry.
     Entry(Node),
     /// A file being read; `previous` is the parent snapshot's content, if it had the file.
@@ -69,6 +75,8 @@ pub struct Walker<'a> {
     pub exclude_paths: Vec<PathBuf>,
     pub one_file_system: bool,
     pub full: bool,
+    /// Threads listing directories ahead of the walk (see [`prefetch`]; 0: none).
+    pub listers: usize,
     /// Batches of events (see [`EVENT_BATCH`]).
     pub events: Sender<Vec<Event>>,
     /// Events not yet sent.
@@ -83,9 +91,18 @@ pub struct Stopped;
 
 type Step = std::result::Result<(), Stopped>;
 
-/// A directory's entries are stat'ed as it is listed, up to this many (about 200 bytes each
-/// while the directory is walked); entries beyond are stat'ed one by one as they are visited.
-const LISTED_STAT_MAX: usize = 65_536;
+/// An entry visited, compared with the parent snapshot's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    /// Not in the snapshot (excluded).
+    Skipped,
+    /// Its node is the parent snapshot's, exactly.
+    Same,
+    /// New, changed, or not known to be the same.
+    Changed,
+}
+
+type Walked = std::result::Result<Visit, Stopped>;
 
 /// Events go to the builder in batches of this many: one channel operation (and at most one
 /// wake-up of the builder) per batch instead of per entry. With the channel's capacity (see
@@ -113,29 +130,66 @@ impl Walker<'_> {
         })
     }
 
-    /// Walks from `/` through the targets.
+    /// Walks from `/` through the targets, with `listers` threads listing directories ahead.
     pub fn run(&mut self, targets: &Targets, parent: Option<Arc<Tree>>) -> Step {
+        let shared = self.shared;
+        // A parent listing that cannot be read only costs reading the files again.
+        let load = move |id: &BlobId| shared.repo.load_tree(&shared.index, id).ok();
+        let ahead = Prefetcher::new(
+            Filter {
+                excludes: self.excludes.clone(),
+                exclude_paths: self.exclude_paths.clone(),
+                one_file_system: self.one_file_system,
+            },
+            prefetch::DEFAULT_BUDGET,
+            &load,
+        );
+        let step = std::thread::scope(|s| {
+            for _ in 0..self.listers {
+                s.spawn(|| ahead.help());
+            }
+            let _stop = StopOnDrop(&ahead);
+            self.walk_root(targets, parent, &ahead)
+        });
+        let (by_listers, by_walker) = ahead.counts();
+        tracing::debug!(by_listers, by_walker, "directories listed");
+        step
+    }
+
+    fn walk_root(
+        &mut self,
+        targets: &Targets,
+        parent: Option<Arc<Tree>>,
+        ahead: &Prefetcher,
+    ) -> Step {
         let root = Path::new("/");
         let meta = match fs::symlink_metadata(root) {
             Ok(m) => m,
             Err(e) => return self.error(root, e),
         };
-        let node = self.node_from_meta(root, b"/".to_vec(), &meta);
+        let node = self.node_from_meta(root, b"/".to_vec(), &meta, None);
         self.send(Event::Enter(node))?;
-        self.walk_targets(root, targets, parent.as_deref())?;
-        self.send(Event::Leave)?;
+        self.walk_targets(root, targets, parent.as_deref(), ahead)?;
+        self.send(Event::Leave(None))?;
         self.flush()
     }
 
-    fn walk_targets(&mut self, dir: &Path, targets: &Targets, parent: Option<&Tree>) -> Step {
+    fn walk_targets(
+        &mut self,
+        dir: &Path,
+        targets: &Targets,
+        parent: Option<&Tree>,
+        ahead: &Prefetcher,
+    ) -> Step {
         for (name, sub) in &targets.children {
             let path = dir.join(std::ffi::OsStr::from_bytes(name));
             let prev = parent.and_then(|t| t.find(name));
             if sub.is_target {
-                self.walk_entry(&path, name, prev, None, None)?;
+                self.walk_entry(&path, name, prev, None, None, ahead)?;
                 continue;
             }
-            // An ancestor of a target: record the directory, visit only the targets within.
+            // An ancestor of a target: record the directory, visit only the targets within
+            // (its listing is encoded again each run: a few per run).
             let meta = match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => m,
                 Ok(_) => {
@@ -147,24 +201,15 @@ impl Walker<'_> {
                     continue;
                 }
             };
-            let node = self.node_from_meta(&path, name.clone(), &meta);
-            let prev_tree = self.parent_subtree(prev);
+            let node = self.node_from_meta(&path, name.clone(), &meta, None);
+            let prev_tree = prev
+                .and_then(prefetch::prev_subtree_of)
+                .and_then(|id| self.shared.repo.load_tree(&self.shared.index, &id).ok());
             self.send(Event::Enter(node))?;
-            self.walk_targets(&path, sub, prev_tree.as_deref())?;
-            self.send(Event::Leave)?;
+            self.walk_targets(&path, sub, prev_tree.as_ref(), ahead)?;
+            self.send(Event::Leave(None))?;
         }
         Ok(())
-    }
-
-    fn parent_subtree(&self, prev: Option<&Node>) -> Option<Arc<Tree>> {
-        let node = prev.filter(|n| n.kind == NodeKind::Dir)?;
-        let id = node.subtree?;
-        // A parent listing that cannot be read only costs reading the files again.
-        self.shared
-            .repo
-            .load_tree(&self.shared.index, &id)
-            .ok()
-            .map(Arc::new)
     }
 
     fn walk_entry(
@@ -173,64 +218,87 @@ impl Walker<'_> {
         name: &[u8],
         prev: Option<&Node>,
         root_dev: Option<u64>,
-        listed: Option<Metadata>,
-    ) -> Step {
+        listed: Option<prefetch::Listed>,
+        ahead: &Prefetcher,
+    ) -> Walked {
         if self.excludes.is_excluded(path) || self.exclude_paths.iter().any(|p| p == path) {
-            return Ok(());
+            return Ok(Visit::Skipped);
         }
-        let meta = match listed.map_or_else(|| fs::symlink_metadata(path), Ok) {
-            Ok(m) => m,
-            Err(e) => return self.error(path, e),
+        let (meta, xattrs) = match listed {
+            Some(prefetch::Listed {
+                meta: Some(m),
+                xattrs,
+                ..
+            }) => (m, xattrs),
+            _ => match fs::symlink_metadata(path) {
+                Ok(m) => (m, None),
+                Err(e) => return self.error(path, e).map(|()| Visit::Changed),
+            },
         };
         Progress::add(&self.shared.progress.entries, 1);
-        let mut node = self.node_from_meta(path, name.to_vec(), &meta);
+        let mut node = self.node_from_meta(path, name.to_vec(), &meta, xattrs);
         match node.kind {
             NodeKind::Dir => {
                 let dev = root_dev.unwrap_or(meta.dev());
                 if self.one_file_system && meta.dev() != dev {
                     // A mount point: kept as an empty directory, not descended into.
                     self.send(Event::Enter(node))?;
-                    return self.send(Event::Leave);
+                    self.send(Event::Leave(None))?;
+                    return Ok(Visit::Changed);
                 }
-                let prev_tree = self.parent_subtree(prev);
-                let mut entries = Vec::new();
-                let mut read_error = None;
-                match fs::read_dir(path) {
-                    Ok(rd) => {
-                        for entry in rd {
-                            match entry {
-                                Ok(e) => {
-                                    // Stat relative to the open directory (no lookup of the
-                                    // whole path), for the first LISTED_STAT_MAX entries; the
-                                    // rest (and any that fail here) are stat'ed by path when
-                                    // visited, which also reports the error.
-                                    let meta = if entries.len() < LISTED_STAT_MAX {
-                                        e.metadata().ok()
-                                    } else {
-                                        None
-                                    };
-                                    entries.push((e.file_name().as_bytes().to_vec(), meta));
-                                }
-                                Err(e) => {
-                                    read_error = Some(e);
-                                    break;
-                                }
-                            }
-                        }
+                let prev_id = prev.and_then(prefetch::prev_subtree_of);
+                // This directory's own node is the parent snapshot's if its metadata is and
+                // its listing turns out to be.
+                let node_same = match prev {
+                    Some(p) if prev_id.is_some() => {
+                        node.subtree = prev_id;
+                        let same = *p == node;
+                        node.subtree = None;
+                        same
                     }
-                    Err(e) => read_error = Some(e),
-                }
-                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    _ => false,
+                };
+                let Listing {
+                    entries,
+                    error,
+                    prev: prev_tree,
+                } = ahead.take(path, dev, prev_id);
                 self.send(Event::Enter(node))?;
-                if let Some(e) = read_error {
+                let mut listing_same = prev_tree.is_some();
+                if let Some(e) = error {
+                    listing_same = false;
                     self.error(path, format!("cannot list directory: {e}"))?;
                 }
-                for (n, meta) in entries {
-                    let child = path.join(std::ffi::OsStr::from_bytes(&n));
-                    let child_prev = prev_tree.as_ref().and_then(|t| t.find(&n));
-                    self.walk_entry(&child, &n, child_prev, Some(dev), meta)?;
+                let mut kept = 0;
+                for entry in entries {
+                    let child = path.join(std::ffi::OsStr::from_bytes(&entry.name));
+                    let child_prev = prev_tree.as_ref().and_then(|t| t.find(&entry.name));
+                    let name = entry.name.clone();
+                    match self.walk_entry(
+                        &child,
+                        &name,
+                        child_prev,
+                        Some(dev),
+                        Some(entry),
+                        ahead,
+                    )? {
+                        Visit::Skipped => {}
+                        Visit::Same => kept += 1,
+                        Visit::Changed => {
+                            kept += 1;
+                            listing_same = false;
+                        }
+                    }
                 }
-                self.send(Event::Leave)
+                // Every entry kept is the parent's (names are unique), and as many as the
+                // parent's listing had: the same listing.
+                let same = listing_same && prev_tree.is_some_and(|t| t.nodes.len() == kept);
+                self.send(Event::Leave(if same { prev_id } else { None }))?;
+                Ok(if same && node_same {
+                    Visit::Same
+                } else {
+                    Visit::Changed
+                })
             }
             NodeKind::File => {
                 let prev_file = prev.filter(|p| p.kind == NodeKind::File);
@@ -240,7 +308,9 @@ impl Walker<'_> {
                             && p.content.iter().all(|c| self.shared.index.contains(c))
                         {
                             node.content = p.content.clone();
-                            return self.send(Event::Unchanged(node));
+                            let same = *p == node;
+                            self.send(Event::Unchanged(node))?;
+                            return Ok(if same { Visit::Same } else { Visit::Changed });
                         }
                     }
                 }
@@ -258,21 +328,39 @@ impl Walker<'_> {
                     path: path.to_path_buf(),
                     outcome: rx,
                     previous: prev_file.map(|p| p.content.clone()),
-                })
+                })?;
+                Ok(Visit::Changed)
             }
             NodeKind::Symlink => {
                 match fs::read_link(path) {
                     Ok(t) => node.link_target = Some(t.as_os_str().as_bytes().to_vec()),
-                    Err(e) => return self.error(path, format!("cannot read symlink: {e}")),
+                    Err(e) => {
+                        self.error(path, format!("cannot read symlink: {e}"))?;
+                        return Ok(Visit::Changed);
+                    }
                 }
-                self.send(Event::Entry(node))
+                self.entry(node, prev)
             }
-            _ => self.send(Event::Entry(node)),
+            _ => self.entry(node, prev),
         }
     }
 
-    /// The node for an entry, with ownership names and extended attributes.
-    pub fn node_from_meta(&mut self, path: &Path, name: Vec<u8>, meta: &Metadata) -> Node {
+    /// Sends a finished entry (not a file or directory).
+    fn entry(&mut self, node: Node, prev: Option<&Node>) -> Walked {
+        let same = prev == Some(&node);
+        self.send(Event::Entry(node))?;
+        Ok(if same { Visit::Same } else { Visit::Changed })
+    }
+
+    /// The node for an entry, with ownership names and extended attributes (read unless
+    /// `xattrs` has them already).
+    pub fn node_from_meta(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: &Metadata,
+        xattrs: Option<Vec<Xattr>>,
+    ) -> Node {
         let mut node = node_from_metadata(name, meta);
         node.user = self
             .users
@@ -294,7 +382,7 @@ impl Walker<'_> {
                     .map(|g| g.name)
             })
             .clone();
-        node.xattrs = read_xattrs(path);
+        node.xattrs = xattrs.unwrap_or_else(|| prefetch::read_xattrs(path));
         node
     }
 }
@@ -305,23 +393,6 @@ fn unchanged(prev: &Node, now: &Node) -> bool {
         && prev.mtime == now.mtime
         && prev.ctime == now.ctime
         && prev.inode == now.inode
-}
-
-fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let mut out = Vec::new();
-    // Filesystems without xattr support report an error: no attributes then.
-    if let Ok(names) = xattr::list(path) {
-        for name in names {
-            if let Ok(Some(value)) = xattr::get(path, &name) {
-                out.push(Xattr {
-                    name: name.as_bytes().to_vec(),
-                    value,
-                });
-            }
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
 }
 
 /// The node for `meta`, without ownership names and xattrs.

@@ -1,0 +1,545 @@
+//! Listing directories ahead of the walker, on other threads.
+//!
+//! The walker visits the tree in one depth-first order (the order of the snapshot's listings),
+//! but most of its time went to system calls (listing each directory, stat-ing every entry,
+//! listing extended attributes) and to loading the parent snapshot's listing of each directory.
+//! Lister threads do that part ahead of it: each directory listed
+//! (by a lister or by the walker) queues its subdirectories, and the listers take the most
+//! recently queued first, which follows the walker's own depth-first order. The walker
+//! [`take`](Prefetcher::take)s a directory's listing when it enters the directory: ready, being
+//! listed (it waits), or not started (it lists the directory itself, so it never waits for a
+//! lister that is not working on what it needs).
+//!
+//! Memory is bounded: listers stop while the listings ready and not yet taken hold
+//! `budget` entries, and a directory's entries are stat'ed ahead only up to
+//! [`STAT_AHEAD_MAX`]; the walker stats the rest itself as it visits them. A lister only queues
+//! a subdirectory the walker will enter (not excluded, not the repository, on the same
+//! filesystem under `--one-file-system`), so nothing it lists is left untaken.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use super::exclude::Excludes;
+use crate::id::BlobId;
+use crate::repo::{Node, NodeKind, Tree, Xattr};
+
+/// A directory's entries are stat'ed ahead up to this many (with the listing held, about 250
+/// bytes each); entries beyond are stat'ed by the walker as it visits them.
+pub const STAT_AHEAD_MAX: usize = 65_536;
+
+/// Listed entries held ready for the walker at most (about 250 bytes each).
+pub const DEFAULT_BUDGET: usize = 32_768;
+
+/// One entry of a listed directory.
+#[derive(Debug)]
+pub struct Listed {
+    pub name: Vec<u8>,
+    /// Its metadata (not following a symlink), unless stat-ing failed or was left to the walker.
+    pub meta: Option<Metadata>,
+    /// Its extended attributes, when `meta` is known.
+    pub xattrs: Option<Vec<Xattr>>,
+}
+
+/// A directory's entries in name order, the error that cut the listing short, if any, and the
+/// parent snapshot's listing of the directory, if it had one that could be read.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<Listed>,
+    pub error: Option<io::Error>,
+    pub prev: Option<Tree>,
+}
+
+/// Loads a listing of the parent snapshot (`None`: it cannot be read, which only costs reading
+/// the directory's files again).
+pub type LoadTree<'a> = dyn Fn(&BlobId) -> Option<Tree> + Sync + 'a;
+
+/// A directory to list: its path, the device of its backup path, the parent snapshot's listing
+/// of it.
+struct Job {
+    path: PathBuf,
+    dev: u64,
+    prev: Option<BlobId>,
+}
+
+/// Which subdirectories the walker enters.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub excludes: Excludes,
+    /// Paths never backed up (the repository itself).
+    pub exclude_paths: Vec<PathBuf>,
+    pub one_file_system: bool,
+}
+
+impl Filter {
+    /// Whether the walker skips the entry at `path` altogether.
+    pub fn skips(&self, path: &Path) -> bool {
+        self.excludes.is_excluded(path) || self.exclude_paths.iter().any(|p| p == path)
+    }
+
+    /// Whether the walker enters `meta`'s directory, below a backup path on device `dev`.
+    fn enters(&self, path: &Path, meta: &Metadata, dev: u64) -> bool {
+        meta.is_dir() && !(self.one_file_system && meta.dev() != dev) && !self.skips(path)
+    }
+}
+
+enum Slot {
+    /// Queued for a lister, not started.
+    Queued,
+    /// A lister is listing it.
+    Running,
+    Done(Listing),
+}
+
+struct State {
+    /// Directories to list: the last one first.
+    queue: Vec<Job>,
+    slots: HashMap<PathBuf, Slot>,
+    /// Entries in listings done and not yet taken.
+    held: usize,
+    stop: bool,
+    /// Whether the walker waits for a listing (a wake-up is a system call: only when needed).
+    walker_waits: bool,
+    /// Listers waiting for work or for the walker to take listings.
+    listers_wait: usize,
+}
+
+/// Lists directories ahead of the walker; see the module documentation.
+pub struct Prefetcher<'a> {
+    filter: Filter,
+    budget: usize,
+    load: &'a LoadTree<'a>,
+    state: Mutex<State>,
+    for_walker: Condvar,
+    for_listers: Condvar,
+    by_listers: AtomicUsize,
+    by_walker: AtomicUsize,
+}
+
+impl<'a> Prefetcher<'a> {
+    pub fn new(filter: Filter, budget: usize, load: &'a LoadTree<'a>) -> Self {
+        Prefetcher {
+            filter,
+            budget: budget.max(1),
+            load,
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                slots: HashMap::new(),
+                held: 0,
+                stop: false,
+                walker_waits: false,
+                listers_wait: 0,
+            }),
+            for_walker: Condvar::new(),
+            for_listers: Condvar::new(),
+            by_listers: AtomicUsize::new(0),
+            by_walker: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state consistent (every update is a
+        // single assignment or push), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The listing of the directory at `path` (below a backup path on device `dev`; `prev`:
+    /// the parent snapshot's listing of it), for the walker entering it. Its subdirectories are
+    /// queued for the listers.
+    pub fn take(&self, path: &Path, dev: u64, prev: Option<BlobId>) -> Listing {
+        let mut g = self.lock();
+        loop {
+            match g.slots.remove(path) {
+                Some(Slot::Done(listing)) => {
+                    let was_full = g.held >= self.budget;
+                    g.held -= listing.entries.len();
+                    let wake = was_full && g.held < self.budget && g.listers_wait > 0;
+                    drop(g);
+                    if wake {
+                        self.for_listers.notify_all();
+                    }
+                    return listing;
+                }
+                Some(Slot::Running) => {
+                    g.slots.insert(path.to_path_buf(), Slot::Running);
+                    g.walker_waits = true;
+                    g = self.for_walker.wait(g).unwrap_or_else(|e| e.into_inner());
+                    g.walker_waits = false;
+                }
+                // Queued (the listers skip it now that its slot is gone) or never queued.
+                Some(Slot::Queued) | None => break,
+            }
+        }
+        drop(g);
+        self.by_walker.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            path: path.to_path_buf(),
+            dev,
+            prev,
+        };
+        let (listing, subdirs) = self.list(&job);
+        if !subdirs.is_empty() {
+            let mut g = self.lock();
+            Self::push(&mut g, subdirs);
+            let wake = g.listers_wait > 0;
+            drop(g);
+            if wake {
+                self.for_listers.notify_all();
+            }
+        }
+        listing
+    }
+
+    /// A lister thread: lists queued directories until [`stop`](Self::stop).
+    pub fn help(&self) {
+        let mut g = self.lock();
+        loop {
+            if g.stop {
+                return;
+            }
+            if g.held >= self.budget || g.queue.is_empty() {
+                g.listers_wait += 1;
+                g = self.for_listers.wait(g).unwrap_or_else(|e| e.into_inner());
+                g.listers_wait -= 1;
+                continue;
+            }
+            let Some(job) = g.queue.pop() else {
+                continue;
+            };
+            match g.slots.get_mut(&job.path) {
+                Some(slot @ Slot::Queued) => *slot = Slot::Running,
+                // Taken by the walker meanwhile.
+                _ => continue,
+            }
+            drop(g);
+            let (listing, subdirs) = self.list(&job);
+            self.by_listers.fetch_add(1, Ordering::Relaxed);
+            g = self.lock();
+            g.held += listing.entries.len();
+            g.slots.insert(job.path, Slot::Done(listing));
+            let more = !subdirs.is_empty() && g.listers_wait > 0;
+            Self::push(&mut g, subdirs);
+            let walker = g.walker_waits;
+            drop(g);
+            if walker {
+                self.for_walker.notify_one();
+            }
+            if more {
+                self.for_listers.notify_all();
+            }
+            g = self.lock();
+        }
+    }
+
+    /// Ends the listers' loops.
+    pub fn stop(&self) {
+        self.lock().stop = true;
+        self.for_listers.notify_all();
+    }
+
+    /// Directories listed by the listers and by the walker itself.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.by_listers.load(Ordering::Relaxed),
+            self.by_walker.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Listings done and not taken, and their entries (none once the walk is over).
+    pub fn held(&self) -> (usize, usize) {
+        let g = self.lock();
+        let done = g
+            .slots
+            .values()
+            .filter(|s| matches!(s, Slot::Done(_)))
+            .count();
+        (done, g.held)
+    }
+
+    /// Queues `subdirs` (in name order) so the first is listed first.
+    fn push(g: &mut State, subdirs: Vec<Job>) {
+        for job in subdirs.into_iter().rev() {
+            g.slots.insert(job.path.clone(), Slot::Queued);
+            g.queue.push(job);
+        }
+    }
+
+    /// Lists a directory: its entries in name order with metadata and extended attributes, the
+    /// parent snapshot's listing of it, and the subdirectories the walker will enter, in name
+    /// order.
+    fn list(&self, job: &Job) -> (Listing, Vec<Job>) {
+        let path = &job.path;
+        let mut listing = Listing {
+            prev: job.prev.as_ref().and_then(|id| (self.load)(id)),
+            ..Listing::default()
+        };
+        match fs::read_dir(path) {
+            Ok(rd) => {
+                for entry in rd {
+                    match entry {
+                        Ok(e) => {
+                            // Relative to the open directory: no lookup of the whole path.
+                            // An entry that fails here is stat'ed again by the walker, which
+                            // reports the error.
+                            let meta = if listing.entries.len() < STAT_AHEAD_MAX {
+                                e.metadata().ok()
+                            } else {
+                                None
+                            };
+                            listing.entries.push(Listed {
+                                name: e.file_name().as_bytes().to_vec(),
+                                meta,
+                                xattrs: None,
+                            });
+                        }
+                        Err(e) => {
+                            listing.error = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => listing.error = Some(e),
+        }
+        listing.entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let mut subdirs = Vec::new();
+        for entry in &mut listing.entries {
+            let Some(meta) = &entry.meta else { continue };
+            let child = path.join(std::ffi::OsStr::from_bytes(&entry.name));
+            entry.xattrs = Some(read_xattrs(&child));
+            if self.filter.enters(&child, meta, job.dev) {
+                let prev = listing
+                    .prev
+                    .as_ref()
+                    .and_then(|t| prev_subtree(t, &entry.name));
+                subdirs.push(Job {
+                    path: child,
+                    dev: job.dev,
+                    prev,
+                });
+            }
+        }
+        (listing, subdirs)
+    }
+}
+
+/// The parent snapshot's listing of the subdirectory `name` of a directory it listed as `tree`.
+pub fn prev_subtree(tree: &Tree, name: &[u8]) -> Option<BlobId> {
+    tree.find(name).and_then(prev_subtree_of)
+}
+
+/// The listing of `node` if it is a directory.
+pub fn prev_subtree_of(node: &Node) -> Option<BlobId> {
+    node.subtree.filter(|_| node.kind == NodeKind::Dir)
+}
+
+/// The extended attributes of the entry at `path` (not following a symlink), sorted by name.
+pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    let mut out = Vec::new();
+    // Filesystems without xattr support report an error: no attributes then.
+    if let Ok(names) = xattr::list(path) {
+        for name in names {
+            if let Ok(Some(value)) = xattr::get(path, &name) {
+                out.push(Xattr {
+                    name: name.as_bytes().to_vec(),
+                    value,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Stops the listers when dropped, also when the walk unwinds.
+pub struct StopOnDrop<'a, 'b>(pub &'a Prefetcher<'b>);
+
+impl Drop for StopOnDrop<'_, '_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree of `width` subdirectories per level, `depth` levels, `files` files each.
+    fn tree(root: &Path, width: usize, depth: usize, files: usize) {
+        for f in 0..files {
+            fs::write(root.join(format!("f{f}")), f.to_string()).expect("write a file");
+        }
+        if depth == 0 {
+            return;
+        }
+        for d in 0..width {
+            let sub = root.join(format!("d{d}"));
+            fs::create_dir(&sub).expect("mkdir");
+            tree(&sub, width, depth - 1, files);
+        }
+    }
+
+    fn filter(excludes: &[&str]) -> Filter {
+        let patterns: Vec<String> = excludes.iter().map(|s| s.to_string()).collect();
+        Filter {
+            excludes: Excludes::new(&patterns).expect("patterns"),
+            exclude_paths: Vec::new(),
+            one_file_system: false,
+        }
+    }
+
+    /// Walks like the walker (depth first, name order, entering what the filter enters) and
+    /// returns every path seen with its size, checking each listing against the directory and
+    /// the parent listing handed over against `prevs`.
+    fn walk(
+        p: &Prefetcher,
+        f: &Filter,
+        dir: &Path,
+        dev: u64,
+        prev: Option<BlobId>,
+        prevs: &HashMap<BlobId, Tree>,
+        seen: &mut Vec<(PathBuf, u64)>,
+    ) {
+        let listing = p.take(dir, dev, prev);
+        assert!(listing.error.is_none());
+        assert_eq!(
+            listing.prev.as_ref(),
+            prev.map(|id| &prevs[&id]),
+            "{}",
+            dir.display()
+        );
+        let mut names: Vec<Vec<u8>> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().as_bytes().to_vec())
+            .collect();
+        names.sort();
+        let listed: Vec<Vec<u8>> = listing.entries.iter().map(|e| e.name.clone()).collect();
+        assert_eq!(listed, names, "listing of {}", dir.display());
+        for e in listing.entries {
+            let path = dir.join(std::ffi::OsStr::from_bytes(&e.name));
+            if f.skips(&path) {
+                continue;
+            }
+            let meta = e.meta.expect("stat'ed ahead");
+            assert_eq!(
+                meta.ino(),
+                fs::symlink_metadata(&path).expect("lstat").ino()
+            );
+            assert!(e.xattrs.is_some());
+            seen.push((path.clone(), meta.len()));
+            if meta.is_dir() {
+                let sub = listing.prev.as_ref().and_then(|t| prev_subtree(t, &e.name));
+                walk(p, f, &path, dev, sub, prevs, seen);
+            }
+        }
+    }
+
+    struct Walked {
+        seen: Vec<(PathBuf, u64)>,
+        by_listers: usize,
+        by_walker: usize,
+        held: (usize, usize),
+    }
+
+    /// A walk of `root` with `listers` threads; `prevs`: parent listings by id, `root_prev` the
+    /// root's.
+    fn run(
+        root: &Path,
+        f: &Filter,
+        budget: usize,
+        listers: usize,
+        prevs: &HashMap<BlobId, Tree>,
+        root_prev: Option<BlobId>,
+    ) -> Walked {
+        let load = |id: &BlobId| prevs.get(id).cloned();
+        let p = Prefetcher::new(f.clone(), budget, &load);
+        let dev = fs::metadata(root).expect("stat").dev();
+        let mut seen = Vec::new();
+        std::thread::scope(|s| {
+            for _ in 0..listers {
+                s.spawn(|| p.help());
+            }
+            let _stop = StopOnDrop(&p);
+            walk(&p, f, root, dev, root_prev, prevs, &mut seen);
+        });
+        let (by_listers, by_walker) = p.counts();
+        Walked {
+            seen,
+            by_listers,
+            by_walker,
+            held: p.held(),
+        }
+    }
+
+    /// Parent listings for the tree of `tree(root, width, depth, _)`: each directory's lists its
+    /// subdirectories (as `Dir` nodes naming their listings) and a marker naming the directory.
+    fn prevs(dir: &Path, width: usize, depth: usize, out: &mut HashMap<BlobId, Tree>) -> BlobId {
+        let mut nodes = Vec::new();
+        if depth > 0 {
+            for d in 0..width {
+                let name = format!("d{d}");
+                let mut node = Node::new(name.clone().into_bytes(), NodeKind::Dir);
+                node.subtree = Some(prevs(&dir.join(&name), width, depth - 1, out));
+                nodes.push(node);
+            }
+        }
+        nodes.push(Node::new(
+            dir.as_os_str().as_bytes().to_vec(),
+            NodeKind::File,
+        ));
+        let id = BlobId::hash(dir.as_os_str().as_bytes());
+        out.insert(id, Tree { nodes });
+        id
+    }
+
+    #[test]
+    fn prefetched_walk_sees_what_a_plain_walk_sees_and_holds_nothing_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        tree(dir.path(), 3, 4, 5);
+        let mut parent = HashMap::new();
+        let root_prev = prevs(dir.path(), 3, 4, &mut parent);
+        let f = filter(&[]);
+        let alone = run(dir.path(), &f, DEFAULT_BUDGET, 0, &parent, Some(root_prev));
+        assert_eq!(
+            alone.by_listers, 0,
+            "no listers, the walker lists everything"
+        );
+        // 1 + 3 + 9 + 27 + 81 directories.
+        assert_eq!(alone.by_walker, 121);
+        for (budget, listers) in [(DEFAULT_BUDGET, 1), (DEFAULT_BUDGET, 2), (1, 2), (8, 3)] {
+            let w = run(dir.path(), &f, budget, listers, &parent, Some(root_prev));
+            assert_eq!(w.seen, alone.seen, "budget {budget}, {listers} listers");
+            assert_eq!(
+                w.by_listers + w.by_walker,
+                121,
+                "each directory listed once"
+            );
+            assert_eq!(w.held, (0, 0), "nothing left held");
+        }
+        // Without a parent snapshot, no parent listings.
+        let w = run(dir.path(), &f, DEFAULT_BUDGET, 2, &HashMap::new(), None);
+        assert_eq!(w.seen, alone.seen);
+    }
+
+    #[test]
+    fn listers_do_not_enter_excluded_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        tree(dir.path(), 2, 3, 1);
+        let skipped = dir.path().join("d1");
+        let f = filter(&[&format!("{}", skipped.display())]);
+        let w = run(dir.path(), &f, DEFAULT_BUDGET, 2, &HashMap::new(), None);
+        assert!(w.seen.iter().all(|(path, _)| !path.starts_with(&skipped)));
+        // 1 + 2 + 4 + 8 directories, less d1 and its 1 + 2 + 4.
+        assert_eq!(w.by_listers + w.by_walker, 15 - 7);
+        assert_eq!(
+            w.held,
+            (0, 0),
+            "an excluded directory is never listed ahead"
+        );
+    }
+}
