@@ -33,8 +33,10 @@ use crate::repo::{Node, NodeKind, Tree, Xattr};
 /// bytes each); entries beyond are stat'ed by the walker as it visits them.
 pub const STAT_AHEAD_MAX: usize = 65_536;
 
-/// Listed entries held ready for the walker at most (about 250 bytes each).
-pub const DEFAULT_BUDGET: usize = 32_768;
+/// Listed entries held ready for the walker at most (about 250 bytes each: about 1 MiB). More
+/// made no difference to a no-change backup's time and cost a full backup 5 MiB of peak memory
+/// (the listers run ahead while the walker waits for files being read).
+pub const DEFAULT_BUDGET: usize = 4096;
 
 /// One entry of a listed directory.
 #[derive(Debug)]
