@@ -52,6 +52,9 @@ pub struct BackupOptions {
     pub uploads: usize,
     /// The daemon job running this backup, recorded in the snapshot.
     pub job: Option<String>,
+    /// Index the packs stored so far each time they hold this many blobs (0: an index
+    /// object's worth, [`crate::repo::INDEX_SPLIT_BLOBS`]).
+    pub index_every: usize,
 }
 
 /// A finished backup.
@@ -201,7 +204,7 @@ fn backup_attempt(
     } else {
         opts.threads
     };
-    let shared = Shared::new(repo.clone(), index, progress, threads);
+    let shared = Shared::new(repo.clone(), index, progress, threads, opts.index_every);
     let summary = std::thread::scope(|s| -> Result<(BlobId, Summary)> {
         let (job_tx, job_rx) = crossbeam_channel::unbounded();
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(threads * 2);
@@ -291,10 +294,7 @@ fn backup_attempt(
             return Err(e);
         }
     };
-    summary.bytes_added = written
-        .iter()
-        .map(|(_, entries)| entries.iter().map(|e| u64::from(e.stored_len)).sum::<u64>())
-        .sum();
+    summary.bytes_added = shared.bytes_added();
     if lock.confirm()? {
         let missing = missing_references(repo, &root, &written)?;
         if missing.lost_any() {

@@ -62,6 +62,7 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
         threads: 0,
         uploads: a.upload_concurrency,
         job: None,
+        ..BackupOptions::default()
     };
     let progress = super::progress();
     let outcome = {

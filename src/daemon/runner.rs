@@ -269,6 +269,7 @@ fn backup_once(
         threads: 0,
         uploads: r.upload_concurrency.unwrap_or(0),
         job: Some(job.name.clone()),
+        ..BackupOptions::default()
     };
     let done = backup(&repo, &opts, progress)?;
     Ok((done, repo))
