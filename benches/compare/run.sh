@@ -31,6 +31,7 @@ LIFEBOAT=${BENCH_LIFEBOAT:-}
 SEED=${BENCH_SEED:-1}
 KEEP=${BENCH_KEEP:-0}
 RESTORE_DIR=${BENCH_RESTORE_DIR:-}
+DROP_CACHES=${BENCH_DROP_CACHES:-0}
 # One password for every tool that wants one (lifeboat encrypts by default,
 # like restic and rustic; lifeboat-plain and borg run unencrypted).
 PASSWORD=${BENCH_PASSWORD:-lifeboat-bench}
@@ -57,6 +58,12 @@ Usage: $(basename "$0") [options]
                    (BENCH_RESTORE_DIR): another file system, such as a
                    tmpfs, where WORKDIR's would time itself rather than the
                    tools (ext4 without a journal, see README.md)
+  --drop-caches    before each timed phase, drop the kernel's page cache
+                   and read the source, the repository and the tool's
+                   cache back in (needs root; BENCH_DROP_CACHES=1): every
+                   tool starts each phase from the same memory state. Without
+                   it, restores into a tmpfs slow down as the page cache
+                   fills up over a run (see README.md)
   -h, --help       this help
 
 Needs: python3, GNU time at /usr/bin/time (Debian package 'time'), and
@@ -79,6 +86,7 @@ while (($# > 0)); do
         --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --restore-dir) RESTORE_DIR=${2:?--restore-dir needs a value}; shift 2 ;;
+        --drop-caches) DROP_CACHES=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
@@ -87,6 +95,9 @@ done
 [[ $SIZE_MIB =~ ^[0-9]+$ ]] || die "--size-mib must be a number"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive number"
 [[ $SEED =~ ^[0-9]+$ ]] || die "--seed must be a number"
+if [[ $DROP_CACHES == 1 && ! -w /proc/sys/vm/drop_caches ]]; then
+    die "--drop-caches needs root (it writes /proc/sys/vm/drop_caches)"
+fi
 
 # --------------------------------------------------------------------------
 # Prerequisites
@@ -287,6 +298,19 @@ warm_up() {
     find "$1" -type f -print0 | xargs -0 -r cat >/dev/null
 }
 
+# settle: with --drop-caches, empty the page cache and read back what the
+# next phase reads (source, repository, the tools' caches and state), so
+# every phase of every tool starts from the same memory state.
+settle() {
+    [[ $DROP_CACHES == 1 ]] || return 0
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    local d
+    for d in "$SRC" "$REPO" "$STATE"; do
+        if [[ -d $d ]]; then warm_up "$d"; fi
+    done
+}
+
 repo_bytes() {
     du -sb "$REPO" | cut -f 1
 }
@@ -393,6 +417,7 @@ one_run() {
     before=$(repo_bytes)
 
     backup_cmd "$tool" 1
+    settle
     if ! measure "$tool" "$run" full "$WORKDIR"; then
         record "$tool" "$run" full failed
         stop_run "$tool" "$run" nochange changes restore
@@ -403,6 +428,7 @@ one_run() {
 
     before=$after
     backup_cmd "$tool" 2
+    settle
     if ! measure "$tool" "$run" nochange "$WORKDIR"; then
         record "$tool" "$run" nochange failed
         stop_run "$tool" "$run" changes restore
@@ -416,6 +442,7 @@ one_run() {
     warm_up "$SRC"
     before=$after
     backup_cmd "$tool" 3
+    settle
     if ! measure "$tool" "$run" changes "$WORKDIR"; then
         record "$tool" "$run" changes failed
         stop_run "$tool" "$run" restore
@@ -426,6 +453,7 @@ one_run() {
 
     mkdir -p "$RESTORE"
     restore_cmd "$tool" 3
+    settle
     if ! measure "$tool" "$run" restore "$RESTORE"; then
         record "$tool" "$run" restore failed
         return
