@@ -65,7 +65,8 @@ pub struct Shared {
     pub repo: Repository,
     pub index: Arc<Index>,
     pub progress: Arc<Progress>,
-    seen: Mutex<HashSet<BlobId>>,
+    /// The blobs this run has claimed (see [`Claimed`]).
+    seen: Mutex<Claimed>,
     /// The open data packs: one per compressor when they are spooled (past the first pack's
     /// worth, a compressor appends to one no other is writing to, so a direct write, which
     /// waits for the device, holds up no other compressor);
@@ -91,6 +92,69 @@ pub struct Shared {
     level: i32,
     pack_size: usize,
     spool: Option<PathBuf>,
+}
+
+/// The blobs a run has claimed: those not yet indexed in a hash set, those indexed during the
+/// run in one sorted list. A first backup of a million small files claims a million blobs: in
+/// a hash set alone that was 64-100 MiB at the end (a third of its buckets empty, and the old
+/// and new tables together while it grew); as a sorted list, 32 bytes each.
+/// Lookups in the list start from a table of where each 16-bit prefix of the (uniformly
+/// distributed) ids starts: a plain binary search over a million ids cost a cache miss per
+/// step, 0.8 s of a 19 s backup of a million files.
+#[derive(Debug, Default)]
+struct Claimed {
+    recent: HashSet<BlobId>,
+    indexed: Vec<BlobId>,
+    /// `starts[p]..starts[p + 1]`: the ids in `indexed` whose first two bytes are `p` (empty
+    /// while `indexed` is).
+    starts: Vec<u32>,
+}
+
+fn prefix(id: &BlobId) -> usize {
+    usize::from(u16::from_be_bytes([id.0[0], id.0[1]]))
+}
+
+impl Claimed {
+    /// Claims `id`: true if it was not claimed before.
+    fn insert(&mut self, id: &BlobId) -> bool {
+        !self.in_indexed(id) && self.recent.insert(*id)
+    }
+
+    fn in_indexed(&self, id: &BlobId) -> bool {
+        let p = prefix(id);
+        match (self.starts.get(p), self.starts.get(p + 1)) {
+            (Some(&lo), Some(&hi)) => self.indexed[lo as usize..hi as usize]
+                .binary_search(id)
+                .is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Moves the blobs of packs just indexed from the hash set to the sorted list.
+    fn indexed(&mut self, packs: &[(PackId, Vec<PackEntry>)]) {
+        let before = self.indexed.len();
+        self.indexed
+            .reserve_exact(packs.iter().map(|(_, e)| e.len()).sum());
+        for (_, entries) in packs {
+            for e in entries {
+                if self.recent.remove(&e.id) {
+                    self.indexed.push(e.id);
+                }
+            }
+        }
+        // Two sorted runs: the stable sort merges them in one pass.
+        self.indexed[before..].sort_unstable();
+        self.indexed.sort();
+        self.recent.shrink_to_fit();
+        let mut starts = vec![0u32; (1 << 16) + 1];
+        for id in &self.indexed {
+            starts[prefix(id) + 1] += 1;
+        }
+        for p in 0..1 << 16 {
+            starts[p + 1] += starts[p];
+        }
+        self.starts = starts;
+    }
 }
 
 /// A pack being filled: in memory, or in a temporary file of the repository.
@@ -153,7 +217,7 @@ impl Shared {
             repo,
             index,
             progress,
-            seen: Mutex::new(HashSet::new()),
+            seen: Mutex::new(Claimed::default()),
             data_packers: Vec::new(),
             data_appended: Default::default(),
             tree_packer: Mutex::new(OpenPack::default()),
@@ -231,7 +295,7 @@ impl Shared {
 
     /// Claims a blob for storing: true if neither the repository nor this run has it yet.
     pub fn claim(&self, id: &BlobId) -> bool {
-        !self.index.contains(id) && self.seen.lock().insert(*id)
+        !self.index.contains(id) && self.seen.lock().insert(id)
     }
 
     /// Packs stored by this run and not indexed yet.
@@ -262,6 +326,7 @@ impl Shared {
         };
         if let Some(packs) = full {
             self.repo.save_index(&packs)?;
+            self.seen.lock().indexed(&packs);
         }
         Ok(())
     }
@@ -615,6 +680,12 @@ mod tests {
         let s = shared_indexing_every(dir.path(), 4);
         let indexes = || s.repo.storage().list(FileKind::Index).expect("list").len();
         let (a, b, c) = (PackId::hash(b"a"), PackId::hash(b"b"), PackId::hash(b"c"));
+        // Blobs are claimed before they are stored.
+        for (pack, n) in [(1, 2), (2, 3), (3, 1)] {
+            for e in entries(pack, n) {
+                assert!(s.claim(&e.id));
+            }
+        }
         s.record_pack(a, entries(1, 2)).expect("record");
         assert_eq!(indexes(), 0, "2 of 4 blobs: nothing indexed yet");
         s.record_pack(b, entries(2, 3)).expect("record");
@@ -631,6 +702,23 @@ mod tests {
             );
         }
         assert!(index.contains(&BlobId::hash(&[2, 2])));
+        {
+            let claimed = s.seen.lock();
+            assert_eq!(
+                claimed.indexed.len(),
+                5,
+                "indexed blobs move to the sorted list"
+            );
+            assert!(claimed.indexed.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(claimed.recent.len(), 1, "the blob not stored yet stays");
+        }
+        for e in entries(1, 2)
+            .iter()
+            .chain(&entries(2, 3))
+            .chain(&entries(3, 1))
+        {
+            assert!(!s.claim(&e.id), "claimed once, indexed or not");
+        }
         s.record_pack(c, entries(3, 1)).expect("record");
         assert_eq!(indexes(), 1);
         let rest = s.take_written();

@@ -84,9 +84,10 @@ impl Filter {
         self.excludes.is_excluded(path) || self.exclude_paths.iter().any(|p| p == path)
     }
 
-    /// Whether the walker enters `meta`'s directory, below a backup path on device `dev`.
-    fn enters(&self, path: &Path, meta: &Metadata, dev: u64) -> bool {
-        meta.is_dir() && !(self.one_file_system && meta.dev() != dev) && !self.skips(path)
+    /// Whether the walker enters `meta`'s directory (one it does not skip), below a backup
+    /// path on device `dev`.
+    fn enters(&self, meta: &Metadata, dev: u64) -> bool {
+        meta.is_dir() && !(self.one_file_system && meta.dev() != dev)
     }
 }
 
@@ -313,8 +314,11 @@ impl<'a> Prefetcher<'a> {
         for entry in &mut listing.entries {
             let Some(meta) = &entry.meta else { continue };
             let child = path.join(std::ffi::OsStr::from_bytes(&entry.name));
+            if self.filter.skips(&child) {
+                continue;
+            }
             entry.xattrs = Some(read_xattrs(&child));
-            if self.filter.enters(&child, meta, job.dev) {
+            if self.filter.enters(meta, job.dev) {
                 let prev = listing
                     .prev
                     .as_ref()
