@@ -299,12 +299,14 @@ warm_up() {
 }
 
 # settle: with --drop-caches, empty the page cache and read back what the
-# next phase reads (source, repository, the tools' caches and state), so
-# every phase of every tool starts from the same memory state.
+# next phase (the command in CMD) reads: the tool's program and libraries (it
+# runs once with --version), the source, the repository, the tools' caches
+# and state; so every phase of every tool starts from the same memory state.
 settle() {
     [[ $DROP_CACHES == 1 ]] || return 0
     sync
     echo 3 >/proc/sys/vm/drop_caches
+    "${CMD[0]}" --version >/dev/null 2>&1 || true
     local d
     for d in "$SRC" "$REPO" "$STATE"; do
         if [[ -d $d ]]; then warm_up "$d"; fi

@@ -220,7 +220,20 @@ impl<'a> Prefetcher<'a> {
                 _ => continue,
             }
             drop(g);
-            let (listing, subdirs) = self.list(&job);
+            // The walker may be waiting for this listing: a panic here must not leave it
+            // waiting forever. It gets the directory as unreadable instead (reported in the
+            // snapshot's errors; the panic itself is printed by the panic hook).
+            let (listing, subdirs) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.list(&job)))
+                    .unwrap_or_else(|_| {
+                        let error =
+                            io::Error::other("listing it failed (a lister thread panicked)");
+                        let failed = Listing {
+                            error: Some(error),
+                            ..Listing::default()
+                        };
+                        (failed, Vec::new())
+                    });
             self.by_listers.fetch_add(1, Ordering::Relaxed);
             g = self.lock();
             g.held += listing.entries.len();
