@@ -1,16 +1,20 @@
 //! `backup`: one run that writes one snapshot.
 //!
-//! Algorithm: a walker thread visits the source in depth-first name order (see [`walk`]),
-//! reusing the parent snapshot's chunk list for files whose size, mtime, ctime and inode are
-//! unchanged (incremental), and queueing the others for the file workers (see [`pipeline`]).
-//! This thread builds the directory listings bottom-up from the walker's events, waiting for
-//! each file's chunk list in order, and stores each listing as a tree blob. At the end, the
-//! partly filled packs are stored, then one index object naming every new pack, then the
-//! snapshot: write order packs → index → snapshot, so a snapshot never references anything
-//! that is not durable.
+//! Algorithm: a walker thread visits the source in depth-first name order (see [`walk`], with
+//! lister threads listing directories ahead of it, see [`prefetch`]), reusing the parent
+//! snapshot's chunk list for files whose size, mtime, ctime and inode are unchanged
+//! (incremental), and queueing the others for the file workers (see [`pipeline`]). This thread
+//! builds the directory listings bottom-up from the walker's events, waiting for each file's
+//! chunk list in order, and stores each listing as a tree blob (or keeps the parent's, when
+//! the walker found every entry unchanged). Stored packs are indexed an index object's worth at
+//! a time during the run; at the end, the partly filled packs are stored, then an index object
+//! naming the packs not indexed yet, then the snapshot: write order packs → index → snapshot,
+//! so a snapshot never references anything that is not durable.
 //!
-//! Interrupted at any point, the repository stays valid: packs written so far are unreferenced
-//! (a later backup reuses nothing from them, prune removes them) and no snapshot is written.
+//! Interrupted at any point, the repository stays valid: packs written so far are indexed or
+//! unreferenced (a later backup reuses the indexed ones and, as the failed run indexes what it
+//! stored on its way out, usually all of them; prune removes the rest) and no snapshot is
+//! written.
 
 pub mod chunker;
 pub mod exclude;
