@@ -243,9 +243,11 @@ fn backup_attempt(
         let targets = Targets::new(&covered);
         let mut walker = Walker {
             shared,
-            excludes,
-            exclude_paths,
-            one_file_system: opts.one_file_system,
+            filter: prefetch::Filter {
+                excludes,
+                exclude_paths,
+                one_file_system: opts.one_file_system,
+            },
             full: opts.full,
             listers: threads,
             events: event_tx,

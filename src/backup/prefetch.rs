@@ -85,8 +85,8 @@ impl Filter {
     }
 
     /// Whether the walker enters `meta`'s directory (one it does not skip), below a backup
-    /// path on device `dev`.
-    fn enters(&self, meta: &Metadata, dev: u64) -> bool {
+    /// path on device `dev` (under `--one-file-system`, not a mount point).
+    pub fn enters(&self, meta: &Metadata, dev: u64) -> bool {
         meta.is_dir() && !(self.one_file_system && meta.dev() != dev)
     }
 }
@@ -267,7 +267,8 @@ impl<'a> Prefetcher<'a> {
     }
 
     /// Listings done and not taken, and their entries (none once the walk is over).
-    pub fn held(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
         let g = self.lock();
         let done = g
             .slots

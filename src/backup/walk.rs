@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::exclude::Excludes;
 use super::pipeline::{FileJob, FileOutcome, Shared};
 use super::prefetch::{self, Filter, Listing, Prefetcher, StopOnDrop};
 use crate::id::BlobId;
@@ -71,9 +70,9 @@ impl Targets {
 /// The walker's settings and caches.
 pub struct Walker<'a> {
     pub shared: &'a Shared,
-    pub excludes: Excludes,
-    pub exclude_paths: Vec<PathBuf>,
-    pub one_file_system: bool,
+    /// What the walk skips and which directories it enters (shared with the listers, so that
+    /// they list exactly the directories the walker takes).
+    pub filter: Filter,
     pub full: bool,
     /// Threads listing directories ahead of the walk (see [`prefetch`]; 0: none).
     pub listers: usize,
@@ -135,15 +134,7 @@ impl Walker<'_> {
         let shared = self.shared;
         // A parent listing that cannot be read only costs reading the files again.
         let load = move |id: &BlobId| shared.repo.load_tree(&shared.index, id).ok();
-        let ahead = Prefetcher::new(
-            Filter {
-                excludes: self.excludes.clone(),
-                exclude_paths: self.exclude_paths.clone(),
-                one_file_system: self.one_file_system,
-            },
-            prefetch::DEFAULT_BUDGET,
-            &load,
-        );
+        let ahead = Prefetcher::new(self.filter.clone(), prefetch::DEFAULT_BUDGET, &load);
         let step = std::thread::scope(|s| {
             for _ in 0..self.listers {
                 s.spawn(|| ahead.help());
@@ -185,7 +176,7 @@ impl Walker<'_> {
             let path = dir.join(std::ffi::OsStr::from_bytes(name));
             let prev = parent.and_then(|t| t.find(name));
             if sub.is_target {
-                self.walk_entry(&path, name, prev, None, None, ahead)?;
+                self.walk_entry(&path, name.clone(), prev, None, None, ahead)?;
                 continue;
             }
             // An ancestor of a target: record the directory, visit only the targets within
@@ -215,32 +206,28 @@ impl Walker<'_> {
     fn walk_entry(
         &mut self,
         path: &Path,
-        name: &[u8],
+        name: Vec<u8>,
         prev: Option<&Node>,
         root_dev: Option<u64>,
-        listed: Option<prefetch::Listed>,
+        listed: Option<(Metadata, Option<Vec<Xattr>>)>,
         ahead: &Prefetcher,
     ) -> Walked {
-        if self.excludes.is_excluded(path) || self.exclude_paths.iter().any(|p| p == path) {
+        if self.filter.skips(path) {
             return Ok(Visit::Skipped);
         }
         let (meta, xattrs) = match listed {
-            Some(prefetch::Listed {
-                meta: Some(m),
-                xattrs,
-                ..
-            }) => (m, xattrs),
-            _ => match fs::symlink_metadata(path) {
+            Some(listed) => listed,
+            None => match fs::symlink_metadata(path) {
                 Ok(m) => (m, None),
                 Err(e) => return self.error(path, e).map(|()| Visit::Changed),
             },
         };
         Progress::add(&self.shared.progress.entries, 1);
-        let mut node = self.node_from_meta(path, name.to_vec(), &meta, xattrs);
+        let mut node = self.node_from_meta(path, name, &meta, xattrs);
         match node.kind {
             NodeKind::Dir => {
                 let dev = root_dev.unwrap_or(meta.dev());
-                if self.one_file_system && meta.dev() != dev {
+                if !self.filter.enters(&meta, dev) {
                     // A mount point: kept as an empty directory, not descended into.
                     self.send(Event::Enter(node))?;
                     self.send(Event::Leave(None))?;
@@ -270,18 +257,11 @@ impl Walker<'_> {
                     self.error(path, format!("cannot list directory: {e}"))?;
                 }
                 let mut kept = 0;
-                for entry in entries {
-                    let child = path.join(std::ffi::OsStr::from_bytes(&entry.name));
-                    let child_prev = prev_tree.as_ref().and_then(|t| t.find(&entry.name));
-                    let name = entry.name.clone();
-                    match self.walk_entry(
-                        &child,
-                        &name,
-                        child_prev,
-                        Some(dev),
-                        Some(entry),
-                        ahead,
-                    )? {
+                for prefetch::Listed { name, meta, xattrs } in entries {
+                    let child = path.join(std::ffi::OsStr::from_bytes(&name));
+                    let child_prev = prev_tree.as_ref().and_then(|t| t.find(&name));
+                    let listed = meta.map(|m| (m, xattrs));
+                    match self.walk_entry(&child, name, child_prev, Some(dev), listed, ahead)? {
                         Visit::Skipped => {}
                         Visit::Same => kept += 1,
                         Visit::Changed => {
