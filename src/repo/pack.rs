@@ -12,6 +12,7 @@
 //! `type u8 | compression u8 | stored length u32 | raw length u32 | blob id [32]`. Offsets are
 //! implied by the order. A pack's id is the BLAKE3 hash of all its bytes.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use super::seal::{ObjectType, Sealer, NONCE_LEN, TAG_LEN};
@@ -238,12 +239,34 @@ pub fn decode_blob(
     what: &str,
 ) -> Result<Vec<u8>> {
     let payload = sealer.open(entry.kind.object_type(), stored, what)?;
+    Ok(check_payload(sealer, entry, payload, what)?.into_owned())
+}
+
+/// [`decode_blob`], decrypting where the stored blob lies: an uncompressed blob's content is
+/// returned as a part of `stored`, without a copy. On error, `stored` holds unspecified bytes.
+pub fn decode_blob_in_place<'a>(
+    sealer: &Sealer,
+    entry: &PackEntry,
+    stored: &'a mut [u8],
+    what: &str,
+) -> Result<Cow<'a, [u8]>> {
+    let payload = sealer.open_in_place(entry.kind.object_type(), stored, what)?;
+    check_payload(sealer, entry, Cow::Borrowed(payload), what)
+}
+
+/// Decompresses an opened blob (if it is compressed) and checks its length and hash.
+fn check_payload<'a>(
+    sealer: &Sealer,
+    entry: &PackEntry,
+    payload: Cow<'a, [u8]>,
+    what: &str,
+) -> Result<Cow<'a, [u8]>> {
     let raw = if entry.compressed {
-        decompress(&payload, entry.raw_len as usize).map_err(|e| {
+        Cow::Owned(decompress(&payload, entry.raw_len as usize).map_err(|e| {
             Error::corrupt(what, format!("chunk {} does not decompress: {e}", entry.id))
-        })?
+        })?)
     } else {
-        payload.into_owned()
+        payload
     };
     if raw.len() != entry.raw_len as usize {
         return Err(Error::corrupt(
@@ -779,6 +802,15 @@ mod tests {
             let e = entries[0];
             let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
             assert_eq!(&decode_blob(&s, &e, stored, "p").expect("decode"), raw);
+            // Decoded where it lies: the same content, compressed or not.
+            let mut in_place = stored.to_vec();
+            let got = decode_blob_in_place(&s, &e, &mut in_place, "p").expect("decode in place");
+            assert_eq!(got.as_ref(), raw.as_slice());
+            assert_eq!(matches!(got, Cow::Borrowed(_)), !e.compressed);
+            // A damaged byte is refused in place too.
+            let mut damaged = stored.to_vec();
+            damaged[NONCE_LEN + 3] ^= 0x40;
+            assert!(decode_blob_in_place(&s, &e, &mut damaged, "p").is_err());
         }
     }
 

@@ -255,60 +255,130 @@ impl Sealer {
     /// Opens a sealed object that must be of type `ty`; `what` names it in errors.
     pub fn open<'a>(&self, ty: ObjectType, sealed: &'a [u8], what: &str) -> Result<Cow<'a, [u8]>> {
         match &self.encryption {
-            None => {
-                let (&tag, body) = sealed
-                    .split_first()
-                    .ok_or_else(|| Error::corrupt(what, "empty object"))?;
-                if tag != ty as u8 {
-                    let found = ObjectType::from_u8(tag).map_or("unknown data", ObjectType::name);
-                    return Err(Error::corrupt(
-                        what,
-                        format!(
-                            "expected {} but found {found} (corrupt or tampered)",
-                            ty.name()
-                        ),
-                    ));
-                }
-                Ok(Cow::Borrowed(body))
-            }
+            None => Ok(Cow::Borrowed(plain_body(ty, sealed, what)?)),
             Some(e) => {
-                let Some((nonce, (body, tag))) = sealed
-                    .split_first_chunk::<NONCE_LEN>()
-                    .and_then(|(nonce, rest)| Some((nonce, rest.split_last_chunk::<TAG_LEN>()?)))
-                else {
-                    return Err(Error::corrupt(
-                        what,
-                        "too short to be an encrypted object (truncated)",
-                    ));
-                };
+                let (nonce, body, tag) = split_sealed(sealed, what)?;
                 let mut buf = body.to_vec();
-                let (cipher, nonce) = object_cipher(&e.enc_key, nonce);
-                cipher
-                    .open_in_place_separate_tag(
-                        nonce,
-                        Aad::from(ad(ty)),
-                        Tag::from(*tag),
-                        &mut buf,
-                        0..,
-                    )
-                    .map_err(|_| {
-                        Error::corrupt(
-                            what,
-                            format!(
-                                "authentication failed: corrupt or tampered (or not a {})",
-                                ty.name()
-                            ),
-                        )
-                    })?;
+                decrypt(e, ty, nonce, tag, &mut buf, what)?;
                 Ok(Cow::Owned(buf))
+            }
+        }
+    }
+
+    /// Opens a sealed object like [`Sealer::open`], decrypting it where it lies (no copy):
+    /// returns the plaintext, a part of `sealed`. On error, `sealed` holds unspecified bytes.
+    pub fn open_in_place<'a>(
+        &self,
+        ty: ObjectType,
+        sealed: &'a mut [u8],
+        what: &str,
+    ) -> Result<&'a [u8]> {
+        match &self.encryption {
+            None => plain_body(ty, sealed, what),
+            Some(e) => {
+                let (nonce, body, tag) = sealed
+                    .split_first_chunk_mut::<NONCE_LEN>()
+                    .and_then(|(nonce, rest)| {
+                        let (body, tag) = rest.split_last_chunk_mut::<TAG_LEN>()?;
+                        Some((nonce, body, tag))
+                    })
+                    .ok_or_else(|| truncated(what))?;
+                decrypt(e, ty, nonce, tag, body, what)?;
+                Ok(body)
             }
         }
     }
 }
 
+/// The body of an unencrypted object, after its type byte (which must be `ty`).
+fn plain_body<'a>(ty: ObjectType, sealed: &'a [u8], what: &str) -> Result<&'a [u8]> {
+    let (&tag, body) = sealed
+        .split_first()
+        .ok_or_else(|| Error::corrupt(what, "empty object"))?;
+    if tag != ty as u8 {
+        let found = ObjectType::from_u8(tag).map_or("unknown data", ObjectType::name);
+        return Err(Error::corrupt(
+            what,
+            format!(
+                "expected {} but found {found} (corrupt or tampered)",
+                ty.name()
+            ),
+        ));
+    }
+    Ok(body)
+}
+
+type SealedParts<'a> = (&'a [u8; NONCE_LEN], &'a [u8], &'a [u8; TAG_LEN]);
+
+/// An encrypted object's nonce, ciphertext and tag.
+fn split_sealed<'a>(sealed: &'a [u8], what: &str) -> Result<SealedParts<'a>> {
+    sealed
+        .split_first_chunk::<NONCE_LEN>()
+        .and_then(|(nonce, rest)| {
+            let (body, tag) = rest.split_last_chunk::<TAG_LEN>()?;
+            Some((nonce, body, tag))
+        })
+        .ok_or_else(|| truncated(what))
+}
+
+fn truncated(what: &str) -> Error {
+    Error::corrupt(what, "too short to be an encrypted object (truncated)")
+}
+
+/// Decrypts `body` in place and checks its tag (and that the object is of type `ty`).
+fn decrypt(
+    e: &Encryption,
+    ty: ObjectType,
+    nonce: &[u8; NONCE_LEN],
+    tag: &[u8; TAG_LEN],
+    body: &mut [u8],
+    what: &str,
+) -> Result<()> {
+    let (cipher, nonce) = object_cipher(&e.enc_key, nonce);
+    cipher
+        .open_in_place_separate_tag(nonce, Aad::from(ad(ty)), Tag::from(*tag), body, 0..)
+        .map_err(|_| {
+            Error::corrupt(
+                what,
+                format!(
+                    "authentication failed: corrupt or tampered (or not a {})",
+                    ty.name()
+                ),
+            )
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_in_place_gives_what_open_gives() {
+        for s in [Sealer::plain(), Sealer::encrypted(&MasterKey::random())] {
+            let sealed = s.seal(ObjectType::DataBlob, b"chunk content");
+            let mut buf = sealed.clone();
+            let plain = s
+                .open_in_place(ObjectType::DataBlob, &mut buf, "x")
+                .expect("open in place");
+            assert_eq!(plain, b"chunk content");
+            let mut wrong_type = sealed.clone();
+            assert!(s
+                .open_in_place(ObjectType::TreeBlob, &mut wrong_type, "x")
+                .is_err());
+            let mut flipped = sealed.clone();
+            let last = flipped.len() - 1;
+            flipped[last] ^= 1;
+            let opened = s.open_in_place(ObjectType::DataBlob, &mut flipped, "x");
+            if s.is_encrypted() {
+                assert!(opened.is_err(), "a flipped tag bit must fail");
+            }
+            let mut short = sealed[..s.overhead() - 1].to_vec();
+            assert!(s
+                .open_in_place(ObjectType::DataBlob, &mut short, "x")
+                .is_err());
+        }
+    }
 
     #[test]
     fn type_confusion_is_rejected_plain_and_encrypted() {

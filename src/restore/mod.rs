@@ -42,7 +42,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::progress::Progress;
-use crate::repo::pack::decode_blob;
+use crate::repo::pack::decode_blob_in_place;
 use crate::repo::{Index, IndexEntry, NodeKind, Repository};
 use crate::storage::FileKind;
 use place::Placer;
@@ -514,7 +514,7 @@ fn fetch_and_verify(
                     let start = run[0].1.offset;
                     let last = run[run.len() - 1].1;
                     let len = last.offset + last.stored_len - start;
-                    let bytes = match repo.storage().read_range(
+                    let mut bytes = match repo.storage().read_range(
                         FileKind::Pack,
                         &name,
                         u64::from(start),
@@ -535,8 +535,9 @@ fn fetch_and_verify(
                     };
                     for (id, e) in run {
                         let from = (e.offset - start) as usize;
-                        let stored = &bytes[from..from + e.stored_len as usize];
-                        match decode_blob(repo.sealer(), &e.to_pack_entry(*id), stored, &what) {
+                        let stored = &mut bytes[from..from + e.stored_len as usize];
+                        let entry = e.to_pack_entry(*id);
+                        match decode_blob_in_place(repo.sealer(), &entry, stored, &what) {
                             Ok(raw) => {
                                 Progress::add(&progress.bytes_read, raw.len() as u64);
                                 if let Some(stager) = stager {

@@ -7,8 +7,7 @@
 //! ignores.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -152,9 +151,17 @@ impl Storage for LocalStorage {
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
         let p = self.path_of(kind, name);
         let f = File::open(&p).map_err(|e| self.err("read", kind, name, e))?;
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, offset)
-            .map_err(|e| self.err("read range of", kind, name, e))?;
+        // Read into spare capacity: no zeroing of a buffer about to be overwritten.
+        let mut buf = Vec::with_capacity(len as usize);
+        let read = (|| {
+            (&f).seek(io::SeekFrom::Start(offset))?;
+            (&f).take(u64::from(len)).read_to_end(&mut buf)?;
+            if buf.len() < len as usize {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            Ok(())
+        })();
+        read.map_err(|e| self.err("read range of", kind, name, e))?;
         Ok(buf)
     }
 
