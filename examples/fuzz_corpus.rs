@@ -31,8 +31,8 @@ use lifeboat::daemon::state::{JobState, RunResult, State, TaskState};
 use lifeboat::progress::Progress;
 use lifeboat::repo::pack::{self, BlobKind, PackBuilder, PackEntry};
 use lifeboat::repo::{
-    kit, open_metadata, InitOptions, KdfParams, KeyFile, LockSettings, MasterKey, ObjectType,
-    RepoConfig, Repository, Sealer,
+    kit, open_metadata, Cipher, InitOptions, KdfParams, KeyFile, LockSettings, MasterKey,
+    ObjectType, RepoConfig, Repository, Sealer,
 };
 use lifeboat::storage::LocalStorage;
 
@@ -301,7 +301,7 @@ fn key_and_config_seeds(seeds: &mut Seeds) -> Res<()> {
         "fuzz",
     )?;
     seeds.add("key", "key.json", k.to_bytes());
-    let mut c = RepoConfig::new(3, 16 << 20, true)?;
+    let mut c = RepoConfig::new(3, 16 << 20, Some(Cipher::XChaCha20Poly1305))?;
     c.id = FUZZ_REPO_ID.into();
     c.storage_create_only = Some(true);
     c.mac = fuzz_sealer().config_mac(&c.mac_input());

@@ -221,8 +221,10 @@ fn assert_check_finds(repo: &Repo, name: &str) {
 fn init_records_encryption_and_one_key_named_by_its_hash() {
     let repo = Repo::new();
     let config = read_config(&repo);
+    // Without --cipher: the faster cipher on this machine.
     assert_eq!(
-        config["encryption"], "xchacha20-poly1305",
+        config["encryption"],
+        lifeboat::repo::Cipher::preferred().name(),
         "config: {config}"
     );
     let mac = config["mac"].as_str().unwrap_or_default();
@@ -542,6 +544,82 @@ fn a_key_from_another_repository_does_not_open_this_one() {
     .expect("copy key");
     fs::remove_file(r.repo.path.join("keys").join(&own)).expect("remove own key");
     assert_restore_refused(&r.repo, &r.target, 12, &["wrong password"]);
+}
+
+#[test]
+fn both_ciphers_back_up_restore_and_check() {
+    for cipher in ["xaes-256-gcm", "xchacha20-poly1305"] {
+        let scratch = Scratch::new();
+        let path = scratch.join("repo");
+        let out = lb(args!["init", "--repo", &path, "--cipher", cipher, "--json"]).success();
+        let json: Value = serde_json::from_slice(&out.stdout).expect("init --json");
+        assert_eq!(json["encryption"], cipher, "{out}");
+        let repo = Repo::at(&path);
+        assert_eq!(read_config(&repo)["encryption"], cipher);
+        let src = marked_source(&scratch.join("src"));
+        repo.backup(args![&src]);
+        // Every object is sealed: the marker is nowhere in the repository.
+        assert!(
+            files_containing(&repo.path, &marker()).is_empty(),
+            "{cipher}: plaintext in the repository"
+        );
+        let target = scratch.join("target");
+        lb_repo(&repo, "restore", args!["latest", "--target", &target]).success();
+        assert_trees_equal(&src, &restored(&target, &src));
+        lb_repo(&repo, "check", args!["--read-data"]).success();
+    }
+}
+
+#[test]
+fn init_refuses_an_unknown_cipher_and_a_cipher_without_encryption() {
+    let scratch = Scratch::new();
+    let path = scratch.join("repo");
+    let out = lb(args!["init", "--repo", &path, "--cipher", "aes-128-ecb"]).expect_code(2);
+    out.stderr_contains("aes-128-ecb")
+        .stderr_contains("xaes-256-gcm")
+        .stderr_contains("xchacha20-poly1305");
+    let out = lb(args![
+        "init",
+        "--repo",
+        &path,
+        "--cipher",
+        "xaes-256-gcm",
+        "--insecure-no-encryption"
+    ])
+    .expect_code(2);
+    out.stderr_contains("--insecure-no-encryption");
+    assert!(!path.join("config").exists(), "no repository was made");
+}
+
+/// The config names the cipher, under the config's MAC: an edit from one cipher to the other
+/// is refused as tampering, and nothing is read or written.
+#[test]
+fn a_changed_cipher_in_the_config_is_refused() {
+    let r = backed_up_and_restored();
+    let mut config = read_config(&r.repo);
+    let other = if config["encryption"] == "xaes-256-gcm" {
+        "xchacha20-poly1305"
+    } else {
+        "xaes-256-gcm"
+    };
+    config["encryption"] = Value::from(other);
+    write_config(&r.repo, &config);
+    let before = fingerprint(&r.repo.path);
+    let target_before = fingerprint(&r.target);
+    for (sub, rest) in [
+        ("snapshots", args![]),
+        (
+            "restore",
+            args!["latest", "--target", &r.target, "--overwrite"],
+        ),
+        ("backup", args![&r.src]),
+        ("check", args!["--read-data"]),
+    ] {
+        let out = lb_repo(&r.repo, sub, rest).expect_code(1);
+        out.stderr_contains("config").stderr_contains("tampered");
+    }
+    assert_fingerprint_unchanged(&before, &fingerprint(&r.repo.path), "the repository");
+    assert_fingerprint_unchanged(&target_before, &fingerprint(&r.target), "the target");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lifeboat::repo::{InitOptions, KdfSetting};
+use lifeboat::repo::{Cipher, InitOptions, KdfSetting};
 use lifeboat::Repository;
 
 use super::{password, RepoArgs};
@@ -15,8 +15,13 @@ pub struct InitArgs {
     repo: RepoArgs,
     /// Store everything unencrypted (not recommended: anyone who can read the storage reads
     /// the backups). The repository records this.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cipher")]
     insecure_no_encryption: bool,
+    /// The cipher that seals every object: xaes-256-gcm or xchacha20-poly1305 (default: the
+    /// faster one on this machine: xaes-256-gcm where the CPU has AES instructions). Every
+    /// Lifeboat reads both; AES without those instructions is several times slower.
+    #[arg(long, value_name = "NAME", value_parser = parse_cipher)]
+    cipher: Option<Cipher>,
     /// zstd compression level for new data (1-22).
     #[arg(long, default_value_t = 3)]
     compression_level: i32,
@@ -74,6 +79,13 @@ impl KdfArgs {
     }
 }
 
+fn parse_cipher(name: &str) -> std::result::Result<Cipher, String> {
+    Cipher::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = Cipher::ALL.iter().map(|c| c.name()).collect();
+        format!("unknown cipher {name:?}: use {}", known.join(" or "))
+    })
+}
+
 pub fn run(a: InitArgs) -> Result<ExitCode> {
     if a.repo.recovery_kit.is_some() {
         bail!("--recovery-kit opens an existing repository; init makes a new master key");
@@ -83,6 +95,7 @@ pub fn run(a: InitArgs) -> Result<ExitCode> {
         compression_level: a.compression_level,
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),
         encryption: !a.insecure_no_encryption,
+        cipher: a.cipher,
         kdf: a.kdf.setting(),
     };
     let pw = if opts.encryption {

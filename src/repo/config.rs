@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::seal::Cipher;
 use crate::error::{Error, Result};
 
 /// The format version this build writes and reads.
@@ -26,7 +27,7 @@ pub struct RepoConfig {
     pub compression_level: i32,
     /// Target size of a pack in bytes.
     pub pack_size: u32,
-    /// Encryption scheme: [`ENCRYPTION_NONE`] or [`ENCRYPTION_XCHACHA`].
+    /// Encryption scheme: [`ENCRYPTION_NONE`] or a [`Cipher`]'s name.
     pub encryption: String,
     /// Whether the storage refused a second create-only write of one name when the repository
     /// was made (probed at `init`); locking relies only on guarantees the store gives.
@@ -42,6 +43,8 @@ pub struct RepoConfig {
 pub const ENCRYPTION_NONE: &str = "none";
 /// XChaCha20-Poly1305 objects, keyed BLAKE3 chunk ids, Argon2id password keys.
 pub const ENCRYPTION_XCHACHA: &str = "xchacha20-poly1305";
+/// XAES-256-GCM objects, keyed BLAKE3 chunk ids, Argon2id password keys.
+pub const ENCRYPTION_XAES: &str = "xaes-256-gcm";
 
 /// FastCDC parameters in bytes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -66,8 +69,8 @@ impl Default for ChunkerParams {
 pub const MAX_PACK_SIZE: u32 = 1 << 30;
 
 impl RepoConfig {
-    /// A new configuration with a random id.
-    pub fn new(compression_level: i32, pack_size: u32, encrypted: bool) -> Result<Self> {
+    /// A new configuration with a random id; `cipher` `None` is an unencrypted repository.
+    pub fn new(compression_level: i32, pack_size: u32, cipher: Option<Cipher>) -> Result<Self> {
         let cfg = RepoConfig {
             magic: MAGIC.into(),
             version: FORMAT_VERSION,
@@ -75,12 +78,7 @@ impl RepoConfig {
             chunker: ChunkerParams::default(),
             compression_level,
             pack_size,
-            encryption: if encrypted {
-                ENCRYPTION_XCHACHA
-            } else {
-                ENCRYPTION_NONE
-            }
-            .into(),
+            encryption: cipher.map_or(ENCRYPTION_NONE, Cipher::name).into(),
             storage_create_only: None,
             mac: None,
         };
@@ -122,8 +120,11 @@ impl RepoConfig {
                 self.pack_size
             )));
         }
-        if self.encryption != ENCRYPTION_NONE && self.encryption != ENCRYPTION_XCHACHA {
-            return bad(format!("unknown encryption scheme {:?}", self.encryption));
+        if self.encryption != ENCRYPTION_NONE && Cipher::from_name(&self.encryption).is_none() {
+            return bad(format!(
+                "unknown encryption scheme {:?} (this version reads {ENCRYPTION_NONE}, {ENCRYPTION_XAES} and {ENCRYPTION_XCHACHA}; a newer Lifeboat may have written it)",
+                self.encryption
+            ));
         }
         Ok(())
     }
@@ -131,6 +132,12 @@ impl RepoConfig {
     /// Whether objects are encrypted.
     pub fn is_encrypted(&self) -> bool {
         self.encryption != ENCRYPTION_NONE
+    }
+
+    /// The cipher of an encrypted repository (validated: a config that names none it knows
+    /// is refused when read).
+    pub fn cipher(&self) -> Option<Cipher> {
+        Cipher::from_name(&self.encryption)
     }
 
     /// The bytes the MAC covers: the serialized config without its `mac` field.
@@ -164,12 +171,27 @@ mod tests {
 
     #[test]
     fn round_trip_and_validation() {
-        let c = RepoConfig::new(3, 16 << 20, true).expect("valid");
+        let c = RepoConfig::new(3, 16 << 20, Some(Cipher::Xaes256Gcm)).expect("valid");
         let back = RepoConfig::from_bytes(&c.to_bytes(), "r").expect("parse");
         assert_eq!(c, back);
-        assert!(RepoConfig::new(0, 16 << 20, false).is_err());
-        assert!(RepoConfig::new(3, 10, false).is_err());
+        assert!(RepoConfig::new(0, 16 << 20, None).is_err());
+        assert!(RepoConfig::new(3, 10, None).is_err());
         assert!(RepoConfig::from_bytes(b"{", "r").is_err());
+        for cipher in Cipher::ALL {
+            let c = RepoConfig::new(3, 16 << 20, Some(cipher)).expect("valid");
+            let back = RepoConfig::from_bytes(&c.to_bytes(), "r").expect("parse");
+            assert_eq!(back.cipher(), Some(cipher));
+            assert!(back.is_encrypted());
+        }
+        let plain = RepoConfig::new(3, 16 << 20, None).expect("valid");
+        assert!(!plain.is_encrypted() && plain.cipher().is_none());
+        let mut unknown = c.clone();
+        unknown.encryption = "rot13".into();
+        let err = RepoConfig::from_bytes(&unknown.to_bytes(), "r").expect_err("unknown cipher");
+        assert!(
+            err.to_string().contains("unknown encryption scheme"),
+            "{err}"
+        );
         let mut newer = c.clone();
         newer.version = 99;
         assert!(matches!(

@@ -26,7 +26,7 @@ pub use index::{Index, IndexBuilder, IndexEntry};
 pub use key::{KdfParams, KeyFile};
 pub use lock::{LockInfo, LockSettings, RepoLock};
 pub use pack::{BlobKind, PackEntry};
-pub use seal::{MasterKey, ObjectType, Sealer};
+pub use seal::{Cipher, MasterKey, ObjectType, Sealer};
 pub use snapshot::{BackupKind, Snapshot, SourceError, Summary};
 pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
@@ -94,6 +94,9 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Encrypt (the default); `false` is `--insecure-no-encryption`.
     pub encryption: bool,
+    /// The cipher of an encrypted repository; `None`: the faster one on this machine
+    /// ([`Cipher::preferred`]).
+    pub cipher: Option<Cipher>,
     /// Password stretching of the first key.
     pub kdf: KdfSetting,
 }
@@ -104,6 +107,7 @@ impl Default for InitOptions {
             compression_level: 3,
             pack_size: 16 << 20,
             encryption: true,
+            cipher: None,
             kdf: KdfSetting::Calibrate,
         }
     }
@@ -224,14 +228,17 @@ impl Repository {
         opts: &InitOptions,
         password: Option<&[u8]>,
     ) -> Result<Self> {
-        let mut config = RepoConfig::new(opts.compression_level, opts.pack_size, opts.encryption)?;
+        let cipher = opts
+            .encryption
+            .then(|| opts.cipher.unwrap_or_else(Cipher::preferred));
+        let mut config = RepoConfig::new(opts.compression_level, opts.pack_size, cipher)?;
         if storage.has_config()? {
             return Err(Error::RepositoryExists {
                 location: storage.location(),
                 reason: "a repository already exists there".into(),
             });
         }
-        let (sealer, master, key) = if opts.encryption {
+        let (sealer, master, key) = if let Some(cipher) = cipher {
             let password = password
                 .ok_or_else(|| Error::Invalid("an encrypted repository needs a password".into()))?;
             let master = MasterKey::random();
@@ -244,7 +251,7 @@ impl Repository {
                 &host,
                 &user,
             )?;
-            let sealer = Sealer::encrypted(&master);
+            let sealer = Sealer::encrypted_with(&master, cipher);
             (sealer, Some(Arc::new(master)), Some(key))
         } else {
             (Sealer::plain(), None, None)
@@ -387,7 +394,14 @@ impl Repository {
                 }
             }
         };
-        let sealer = Sealer::encrypted(&master);
+        // Validated when read: an encrypted config names a cipher this version knows.
+        let cipher = config.cipher().ok_or_else(|| {
+            Error::corrupt(
+                "config",
+                format!("unknown encryption scheme {:?}", config.encryption),
+            )
+        })?;
+        let sealer = Sealer::encrypted_with(&master, cipher);
         if config.mac != sealer.config_mac(&config.mac_input()) {
             let reason = if via_kit {
                 "does not match the recovery kit: the kit belongs to another repository, or the config was tampered with"
