@@ -60,6 +60,13 @@ pub enum FileOutcome {
     Failed(String),
 }
 
+/// Stored packs not yet in an index object, and how many blobs they hold.
+#[derive(Default)]
+struct Written {
+    packs: Vec<(PackId, Vec<PackEntry>)>,
+    blobs: usize,
+}
+
 /// State shared by all threads of one backup.
 pub struct Shared {
     pub repo: Repository,
@@ -80,7 +87,7 @@ pub struct Shared {
     /// cost tens of MiB of resident memory.
     spare: Mutex<Vec<Vec<u8>>>,
     /// Packs stored and not yet indexed, with their entries.
-    written: Mutex<Vec<(PackId, Vec<PackEntry>)>>,
+    written: Mutex<Written>,
     /// Once the packs not yet indexed hold this many blobs, they are indexed (see
     /// [`Shared::record_pack`]).
     index_every: usize,
@@ -223,7 +230,7 @@ impl Shared {
             tree_packer: Mutex::new(OpenPack::default()),
             spool,
             spare: Mutex::new(Vec::new()),
-            written: Mutex::new(Vec::new()),
+            written: Mutex::new(Written::default()),
             index_every: if index_every == 0 {
                 INDEX_SPLIT_BLOBS
             } else {
@@ -300,7 +307,7 @@ impl Shared {
 
     /// Packs stored by this run and not indexed yet.
     pub fn take_written(&self) -> Vec<(PackId, Vec<PackEntry>)> {
-        std::mem::take(&mut self.written.lock())
+        std::mem::take(&mut *self.written.lock()).packs
     }
 
     /// Bytes stored in this run's packs (indexed or not).
@@ -320,9 +327,9 @@ impl Shared {
         self.bytes_added.fetch_add(stored, Ordering::Relaxed);
         let full = {
             let mut written = self.written.lock();
-            written.push((id, entries));
-            let blobs: usize = written.iter().map(|(_, e)| e.len()).sum();
-            (blobs >= self.index_every).then(|| std::mem::take(&mut *written))
+            written.blobs += entries.len();
+            written.packs.push((id, entries));
+            (written.blobs >= self.index_every).then(|| std::mem::take(&mut *written).packs)
         };
         if let Some(packs) = full {
             self.repo.save_index(&packs)?;
@@ -692,14 +699,7 @@ mod tests {
         assert_eq!(indexes(), 1, "5 blobs: the packs so far are indexed");
         let index = s.repo.load_index().expect("index");
         for (pack, n) in [(a, 2), (b, 3)] {
-            assert_eq!(
-                index
-                    .by_pack()
-                    .into_iter()
-                    .find(|(p, _)| *p == pack)
-                    .map(|(_, e)| e.len()),
-                Some(n)
-            );
+            assert_eq!(index.blobs_in(&pack), Some(n));
         }
         assert!(index.contains(&BlobId::hash(&[2, 2])));
         {

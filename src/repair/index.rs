@@ -737,11 +737,7 @@ mod tests {
         assert!(report.damaged_packs.is_empty() && report.missing_packs.is_empty());
         let index = repo.load_index().expect("index");
         assert_eq!(
-            index
-                .by_pack()
-                .into_iter()
-                .find(|(p, _)| *p == pack)
-                .map(|(_, e)| e.len()),
+            index.blobs_in(&pack),
             Some(blobs),
             "the pack's entries are kept"
         );
@@ -799,13 +795,6 @@ mod tests {
         );
         let index = repo.load_index().expect("index");
         assert_eq!(names(&repo, FileKind::Index).len(), 1);
-        assert_eq!(
-            index
-                .by_pack()
-                .into_iter()
-                .find(|(p, _)| *p == pack)
-                .map(|(_, e)| e.len()),
-            Some(blobs)
-        );
+        assert_eq!(index.blobs_in(&pack), Some(blobs));
     }
 }

@@ -216,6 +216,18 @@ impl Index {
         self.rows.iter().map(|(id, e)| (id, e))
     }
 
+    /// How many blobs the index places in `pack` (`None`: a pack it does not know).
+    #[cfg(test)]
+    pub fn blobs_in(&self, pack: &PackId) -> Option<usize> {
+        let n = self.packs.iter().position(|p| p == pack)?;
+        Some(
+            self.rows
+                .iter()
+                .filter(|(_, e)| e.pack as usize == n)
+                .count(),
+        )
+    }
+
     /// Every pack with the blobs the index places in it, in pack order, blobs by offset.
     pub fn by_pack(&self) -> Vec<(PackId, Vec<PackEntry>)> {
         let mut out: Vec<(PackId, Vec<PackEntry>)> =
