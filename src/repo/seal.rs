@@ -69,9 +69,9 @@ impl ObjectType {
     }
 }
 
-/// Bytes of an XChaCha20 nonce.
+/// Bytes of an object's nonce (192 bits, for both ciphers).
 pub const NONCE_LEN: usize = 24;
-/// Bytes of a Poly1305 tag.
+/// Bytes of an object's authentication tag (Poly1305 or GCM).
 pub const TAG_LEN: usize = 16;
 /// Bytes of the master key material.
 pub const MASTER_KEY_LEN: usize = 64;
@@ -209,16 +209,20 @@ impl ObjectKeys {
             Cipher::XChaCha20Poly1305 => ObjectKeys::XChaCha,
             Cipher::Xaes256Gcm => {
                 let aes = Box::new(aes::Aes256::new(enc_key.into()));
-                let mut l = aes::Block::default();
-                aes.encrypt_block(&mut l);
+                let mut block = aes::Block::default();
+                aes.encrypt_block(&mut block);
                 // dbl(L): shift the 128-bit big-endian value left by one; if a bit fell off,
                 // xor the low byte with 0x87 (the CMAC subkey of NIST SP 800-38B).
-                let l = u128::from_be_bytes(l.into());
-                let k1 = (l << 1) ^ if l >> 127 == 1 { 0x87 } else { 0 };
-                ObjectKeys::Xaes {
+                let mut l = u128::from_be_bytes(block.into());
+                block.zeroize();
+                let mut k1 = (l << 1) ^ if l >> 127 == 1 { 0x87 } else { 0 };
+                let keys = ObjectKeys::Xaes {
                     aes,
                     k1: k1.to_be_bytes(),
-                }
+                };
+                l.zeroize();
+                k1.zeroize();
+                keys
             }
         }
     }
