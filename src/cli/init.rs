@@ -80,10 +80,8 @@ impl KdfArgs {
 }
 
 fn parse_cipher(name: &str) -> std::result::Result<Cipher, String> {
-    Cipher::from_name(name).ok_or_else(|| {
-        let known: Vec<&str> = Cipher::ALL.iter().map(|c| c.name()).collect();
-        format!("unknown cipher {name:?}: use {}", known.join(" or "))
-    })
+    Cipher::from_name(name)
+        .ok_or_else(|| format!("unknown cipher {name:?}: use {}", Cipher::names()))
 }
 
 pub fn run(a: InitArgs) -> Result<ExitCode> {

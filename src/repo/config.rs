@@ -41,10 +41,6 @@ pub struct RepoConfig {
 
 /// No encryption (`init --insecure-no-encryption`).
 pub const ENCRYPTION_NONE: &str = "none";
-/// XChaCha20-Poly1305 objects, keyed BLAKE3 chunk ids, Argon2id password keys.
-pub const ENCRYPTION_XCHACHA: &str = "xchacha20-poly1305";
-/// XAES-256-GCM objects, keyed BLAKE3 chunk ids, Argon2id password keys.
-pub const ENCRYPTION_XAES: &str = "xaes-256-gcm";
 
 /// FastCDC parameters in bytes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -122,8 +118,9 @@ impl RepoConfig {
         }
         if self.encryption != ENCRYPTION_NONE && Cipher::from_name(&self.encryption).is_none() {
             return bad(format!(
-                "unknown encryption scheme {:?} (this version reads {ENCRYPTION_NONE}, {ENCRYPTION_XAES} and {ENCRYPTION_XCHACHA}; a newer Lifeboat may have written it)",
-                self.encryption
+                "unknown encryption scheme {:?} (this version reads {ENCRYPTION_NONE} or {}; a newer Lifeboat may have written it)",
+                self.encryption,
+                Cipher::names()
             ));
         }
         Ok(())

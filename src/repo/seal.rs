@@ -157,6 +157,12 @@ impl Cipher {
         Cipher::ALL.into_iter().find(|c| c.name() == name)
     }
 
+    /// Every cipher's name, for messages: "xaes-256-gcm or xchacha20-poly1305".
+    pub fn names() -> String {
+        let names: Vec<&str> = Cipher::ALL.iter().map(|c| c.name()).collect();
+        names.join(" or ")
+    }
+
     /// The faster cipher on this machine: XAES-256-GCM where the CPU has AES and carry-less
     /// multiplication instructions (x86-64 AES-NI and PCLMULQDQ, ARMv8 AES and PMULL), else
     /// XChaCha20-Poly1305 (AES in software is several times slower).
