@@ -33,7 +33,8 @@ pub struct CheckOptions {
     /// bucket `n` when ids are spread over `t` buckets. Checks 1/t, 2/t, ... t/t together read
     /// every pack once.
     pub read_data_subset: Option<(u64, u64)>,
-    /// Parallel pack readers (0: one per core).
+    /// Pack reads in flight at once, each verifying what it read (0: as
+    /// [`crate::storage::default_readers`] says for the repository's storage).
     pub threads: usize,
 }
 
@@ -484,7 +485,7 @@ fn read_all_packs(
     let queue = Mutex::new(names.into_iter());
     let results = Mutex::new(Vec::new());
     let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
+        crate::storage::default_readers(repo.storage().as_ref())
     } else {
         threads
     };

@@ -121,6 +121,10 @@ pub struct RepositoryConfig {
     /// Packs stored concurrently.
     #[serde(default)]
     pub upload_concurrency: Option<usize>,
+    /// Pack reads in flight at once in scheduled checks and restore drills (1-256; default:
+    /// one per core for a local repository, 8 for cloud storage).
+    #[serde(default)]
+    pub download_concurrency: Option<Spanned<usize>>,
     /// When to prune this repository (crontab line); never when absent.
     #[serde(default)]
     pub prune: Option<Spanned<String>>,
@@ -445,6 +449,17 @@ impl Config {
                     Err(e) => c.push(m.span(), format!("{field}.prune_max_unused"), e),
                 }
             }
+            if let Some(n) = r
+                .download_concurrency
+                .as_ref()
+                .filter(|n| !(1..=256).contains(n.get_ref()))
+            {
+                c.push(
+                    n.span(),
+                    format!("{field}.download_concurrency"),
+                    "must be 1 to 256 (reads in flight at once)",
+                );
+            }
             if let Some(m) = &r.check_read_data_subset {
                 match parse_percent(m.get_ref(), 0.001) {
                     Ok(v) => tasks.check_read_data_subset = Some(v),
@@ -700,6 +715,13 @@ impl Config {
     }
 }
 
+impl RepositoryConfig {
+    /// `download_concurrency`, if set (validated: 1 to 256).
+    pub fn downloads(&self) -> Option<usize> {
+        self.download_concurrency.as_ref().map(|n| *n.get_ref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,6 +778,31 @@ timezone = "Mars/Olympus"
         assert_eq!(find("stale_after").line, 10);
         assert_eq!(find("timezone").line, 11);
         assert!(text.iter().all(|t| t.starts_with("l.toml:")), "{text:?}");
+    }
+
+    #[test]
+    fn download_concurrency_is_one_to_256() {
+        let with = |n: &str| {
+            let text = GOOD.replace(
+                "password_file = \"/etc/lifeboat/local.pass\"\n",
+                &format!(
+                    "password_file = \"/etc/lifeboat/local.pass\"\ndownload_concurrency = {n}\n"
+                ),
+            );
+            Config::parse(Path::new("l.toml"), &text)
+        };
+        let c = with("16").expect("valid");
+        assert_eq!(c.repositories["local"].downloads(), Some(16));
+        let c = Config::parse(Path::new("l.toml"), GOOD).expect("valid");
+        assert_eq!(c.repositories["local"].downloads(), None);
+        for bad in ["0", "257"] {
+            let errs = with(bad).expect_err("invalid").0;
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert_eq!(errs[0].field, "repositories.local.download_concurrency");
+            assert_eq!(errs[0].line, 5, "{}", errs[0]);
+            assert!(errs[0].message.contains("1 to 256"), "{}", errs[0]);
+        }
+        assert!(with("-1").is_err());
     }
 
     #[test]

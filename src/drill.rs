@@ -101,8 +101,11 @@ pub struct DrillOptions {
     pub scratch: PathBuf,
     /// Seed of the random sample; `None`: a random seed (reported, so a drill can be repeated).
     pub seed: Option<u64>,
-    /// Parallel pack readers and verifiers (0: one per core).
+    /// Threads verifying the restored files (0: one per core).
     pub threads: usize,
+    /// Pack reads in flight at once in the restore (0: as
+    /// [`crate::storage::default_readers`] says for the repository's storage).
+    pub downloads: usize,
     /// List the sampled files in [`DrillReport::files`].
     pub list_files: bool,
 }
@@ -114,6 +117,7 @@ impl Default for DrillOptions {
             scratch: default_scratch(),
             seed: None,
             threads: 0,
+            downloads: 0,
             list_files: false,
         }
     }
@@ -353,7 +357,7 @@ pub fn drill(
         verify_only: false,
         allow_partial: true,
         overwrite: false,
-        threads: opts.threads,
+        threads: opts.downloads,
     };
     let restoring = Instant::now();
     let restored = restore(

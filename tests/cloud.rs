@@ -776,3 +776,176 @@ fn a_pack_missing_from_storage_is_reported_and_stored_again_by_the_next_backup()
         assert_trees_equal(&src, &restored(&target, &src));
     }
 }
+
+/// Counts the pack reads in flight at once; each read waits a little, as a distant store's
+/// answer does, so that reads that can overlap do.
+#[derive(Debug)]
+struct CountsReads {
+    inner: Arc<dyn Storage>,
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl lifeboat::storage::StorageWrapper for CountsReads {
+    fn inner(&self) -> &dyn Storage {
+        &*self.inner
+    }
+    fn read(&self, kind: FileKind, name: &str) -> lifeboat::Result<Vec<u8>> {
+        self.counted(kind, || self.inner.read(kind, name))
+    }
+    fn read_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> lifeboat::Result<Vec<u8>> {
+        self.counted(kind, || self.inner.read_range(kind, name, offset, len))
+    }
+}
+
+impl CountsReads {
+    fn new(inner: Arc<dyn Storage>) -> Self {
+        CountsReads {
+            inner,
+            now: Default::default(),
+            most: Default::default(),
+        }
+    }
+    fn counted<T>(&self, kind: FileKind, f: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering::SeqCst;
+        if kind != FileKind::Pack {
+            return f();
+        }
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(n, SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        let out = f();
+        self.now.fetch_sub(1, SeqCst);
+        out
+    }
+    fn most(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A restore or `check --read-data` from cloud storage keeps more pack reads in flight than
+/// there are cores (a distant store answers each after tens of milliseconds; one read per core
+/// would leave the link idle), from a local repository one per core; `--download-concurrency`
+/// sets the number on both, and every setting restores the same tree.
+#[test]
+fn restores_from_cloud_storage_keep_many_reads_in_flight() {
+    let cores = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
+    for b in backends() {
+        let scratch = Scratch::new();
+        let src = scratch.join("src");
+        // Incompressible, so that 1 MiB packs hold it in about 24 packs.
+        for i in 0..12 {
+            write_file(
+                &src.join(format!("f{i}.bin")),
+                &random_bytes(2 << 20, 500 + i),
+            );
+        }
+        let url = b.url("readers");
+        let storage = b.storage(&url);
+        assert_eq!(storage.remote(), b.name != "local", "{}", b.name);
+        let repo = Repository::init(storage.clone(), &fast_init(), Some(PASSWORD.as_bytes()))
+            .expect("init");
+        let opts = BackupOptions {
+            paths: vec![src.clone()],
+            host: "readers".into(),
+            ..BackupOptions::default()
+        };
+        let done = backup(&repo, &opts, Arc::default()).expect("backup");
+        let packs = storage.list(FileKind::Pack).expect("list").len();
+        assert!(packs >= 16, "{}: {packs} packs", b.name);
+
+        let counting = Arc::new(CountsReads::new(storage.clone()));
+        let expected = if b.name == "local" {
+            cores
+        } else {
+            cores.max(lifeboat::storage::REMOTE_READERS)
+        };
+        assert_eq!(
+            lifeboat::storage::default_readers(counting.as_ref()),
+            expected,
+            "{}",
+            b.name
+        );
+        let repo = Repository::open(counting.clone(), || {
+            Ok(Credentials::Password(PASSWORD.as_bytes().to_vec().into()))
+        })
+        .expect("open");
+        let index = repo.load_index().expect("index");
+        let target = scratch.join("t");
+        let ropts = RestoreOptions {
+            target: target.clone(),
+            ..RestoreOptions::default()
+        };
+        let report =
+            restore(&repo, &index, &done.snapshot.tree, &ropts, Arc::default()).expect("restore");
+        assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+        assert_trees_equal(&src, &restored(&target, &src));
+        assert_eq!(counting.most(), expected, "{}: reads in flight", b.name);
+
+        let checking = Arc::new(CountsReads::new(storage.clone()));
+        let repo = Repository::open(checking.clone(), || {
+            Ok(Credentials::Password(PASSWORD.as_bytes().to_vec().into()))
+        })
+        .expect("open");
+        let copts = CheckOptions {
+            read_data: true,
+            read_data_subset: None,
+            threads: 0,
+        };
+        let report = check(&repo, &copts, Arc::default()).expect("check");
+        assert!(report.is_ok(), "{:?}", report.errors);
+        assert_eq!(checking.most(), expected, "{}: check's reads", b.name);
+
+        // The command line sets it, one read at a time or many.
+        for n in ["1", "16"] {
+            let target = scratch.join(format!("cli-{n}"));
+            b.run(args![
+                "restore",
+                "--repo",
+                &url,
+                "--download-concurrency",
+                n,
+                "latest",
+                "--target",
+                &target
+            ])
+            .success();
+            assert_trees_equal(&src, &restored(&target, &src));
+            b.run(args![
+                "check",
+                "--repo",
+                &url,
+                "--read-data",
+                "--download-concurrency",
+                n
+            ])
+            .success();
+        }
+        let out = b
+            .run(args![
+                "restore",
+                "--repo",
+                &url,
+                "--download-concurrency",
+                "0",
+                "latest",
+                "--target",
+                scratch.join("zero")
+            ])
+            .expect_code(2);
+        assert!(
+            out.stderr().contains("--download-concurrency"),
+            "{}",
+            out.stderr()
+        );
+        assert!(!scratch.join("zero").exists());
+    }
+}

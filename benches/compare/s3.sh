@@ -5,8 +5,13 @@
 # time the server itself spent (it shares the machine's cores with Lifeboat).
 #
 # Usage: benches/compare/s3.sh [--size-mib N] [--lifeboat BIN] [--workdir DIR] [--restore-dir DIR]
+#                               [--rtt-ms N [--link-mib M]]
 # --restore-dir: restore into DIR instead of the workdir (a tmpfs, for instance: on ext4
 # without a journal, restores right after a deletion time the kernel, see README.md).
+# --rtt-ms, --link-mib: reach the server through slow_link.py, which delays every byte by half
+# of N milliseconds each way and carries at most M MiB/s per connection and direction, as a
+# distant cloud store does; the restore is then also timed with 2 reads in flight (one per core
+# here) besides the default.
 # moto's server is single-threaded Python: it, not Lifeboat, bounds the S3 throughput here.
 set -euo pipefail
 export LC_ALL=C
@@ -16,12 +21,16 @@ SIZE_MIB=2048
 WORKDIR=${TMPDIR:-/tmp}/lifeboat-bench
 LIFEBOAT=$PROJECT_ROOT/target/release/lifeboat
 RESTORE_DIR=
+RTT_MS=0
+LINK_MIB=0
 while (($#)); do
     case $1 in
         --size-mib) SIZE_MIB=$2; shift 2 ;;
         --lifeboat) LIFEBOAT=$2; shift 2 ;;
         --workdir) WORKDIR=$2; shift 2 ;;
         --restore-dir) RESTORE_DIR=$2; shift 2 ;;
+        --rtt-ms) RTT_MS=$2; shift 2 ;;
+        --link-mib) LINK_MIB=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -43,9 +52,17 @@ MOTO=$!
 trap 'kill $MOTO 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 python3 -c "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:$PORT/bench', method='PUT')).read()"
+ENDPOINT_PORT=$PORT
+if ((RTT_MS > 0)); then
+    ENDPOINT_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 "$SCRIPT_DIR/slow_link.py" "$ENDPOINT_PORT" "$PORT" --rtt-ms "$RTT_MS" --link-mib "$LINK_MIB" &
+    LINK=$!
+    trap 'kill $MOTO $LINK 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$ENDPOINT_PORT") 2>/dev/null && break; sleep 0.1; done
+fi
 
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT AWS_ALLOW_HTTP=true
+export AWS_ENDPOINT_URL=http://127.0.0.1:$ENDPOINT_PORT AWS_ALLOW_HTTP=true
 export LIFEBOAT_PASSWORD=lifeboat-bench LIFEBOAT_CACHE_DIR=$RUN/cache
 find "$DATA" -type f -print0 | xargs -0 -r cat >/dev/null
 GIB=$(du -sb "$DATA" | awk '{ printf "%.3f", $1 / 1073741824 }')
@@ -79,4 +96,9 @@ for name in local s3; do
     phase "$name" "restore" "$LIFEBOAT" restore --repo "$REPO" latest --target "$RESTORES/restore-$name"
     diff -r "$DATA" "$RESTORES/restore-$name$DATA" >/dev/null || { echo "restore from $name differs" >&2; exit 1; }
     rm -rf "$RESTORES/restore-$name"
+    if [[ $name == s3 ]] && ((RTT_MS > 0)); then
+        phase "$name" "restore, 2 reads in flight" "$LIFEBOAT" restore --repo "$REPO" latest \
+            --download-concurrency 2 --target "$RESTORES/restore-$name"
+        rm -rf "$RESTORES/restore-$name"
+    fi
 done

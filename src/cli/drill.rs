@@ -63,6 +63,10 @@ pub struct DrillArgs {
     /// List the sampled files (absolute paths in the snapshot).
     #[arg(long)]
     list: bool,
+    /// Packs read at once (default: the config's download_concurrency with --config, else one
+    /// per core for a local repository, 8 for cloud storage; 1-256).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    download_concurrency: Option<u16>,
     /// Print the report as JSON (after JSON progress events, one object per line).
     #[arg(long)]
     json: bool,
@@ -93,6 +97,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
     if config.is_some() && repo_args.is_some() {
         eprintln!("lifeboat: note: drilling the job of the daemon config; --repo is not used");
     }
+    let mut downloads = a.download_concurrency.map(usize::from);
     let (repo, (id, snap)) = match (&config, repo_args) {
         (Some(file), _) => {
             let Some(job) = &a.which else {
@@ -112,6 +117,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
             let repo = lifeboat::daemon::runner::open_repository(&cfg, r)
                 .with_context(|| format!("repository {:?} of job {job:?}", j.repository))?;
             let found = latest_of_job(&repo, job)?;
+            downloads = downloads.or(r.downloads());
             (repo, found)
         }
         (None, Some(r)) => {
@@ -130,6 +136,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         scratch: a.scratch.clone().unwrap_or_else(default_scratch),
         seed: a.seed,
         threads: 0,
+        downloads: downloads.unwrap_or(0),
         list_files: a.list,
     };
     let progress = super::progress();

@@ -113,7 +113,7 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
             let opts = crate::check::CheckOptions {
                 read_data: subset.is_some(),
                 read_data_subset: subset,
-                threads: 0,
+                threads: r.downloads().unwrap_or(0),
             };
             let report = crate::check::check(&repo, &opts, progress)?;
             let ok = report.is_ok();
@@ -143,6 +143,7 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
                     None => crate::drill::Sample::All,
                 },
                 scratch: crate::drill::default_scratch(),
+                downloads: r.downloads().unwrap_or(0),
                 ..Default::default()
             };
             let report = crate::drill::drill(&repo, &id, &snapshot, &opts, progress)?;

@@ -62,7 +62,8 @@ pub struct RestoreOptions {
     pub allow_partial: bool,
     /// Replace existing files in the target.
     pub overwrite: bool,
-    /// Parallel pack readers (0: one per core).
+    /// Pack reads in flight at once, each verifying what it read (0: as
+    /// [`crate::storage::default_readers`] says for the repository's storage).
     pub threads: usize,
 }
 
@@ -488,9 +489,7 @@ fn fetch_and_verify(
     let bad = Mutex::new(HashMap::new());
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
     let threads = if threads == 0 {
-        std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2)
+        crate::storage::default_readers(repo.storage().as_ref())
     } else {
         threads
     };

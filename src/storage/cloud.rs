@@ -248,6 +248,10 @@ impl Storage for CloudStorage {
         self.url.clone()
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn create_layout(&self) -> Result<()> {
         // Object stores have no directories; the location only has to be empty.
         let prefix = if self.prefix.is_empty() {
@@ -283,7 +287,8 @@ impl Storage for CloudStorage {
         let p = self.path(kind, name);
         runtime()
             .block_on(async { self.store.get(&p).await?.bytes().await })
-            .map(|b| b.to_vec())
+            // Without a copy: the body was collected into one buffer that nothing else holds.
+            .map(Vec::from)
             .map_err(|e| self.err("read", kind, name, e))
     }
 
@@ -303,7 +308,7 @@ impl Storage for CloudStorage {
                 ),
             });
         }
-        Ok(bytes.to_vec())
+        Ok(Vec::from(bytes))
     }
 
     fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {

@@ -138,6 +138,9 @@ pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
     fn local_path(&self) -> Option<std::path::PathBuf> {
         None
     }
+    fn remote(&self) -> bool {
+        self.inner().remote()
+    }
     fn spool_dir(&self, kind: FileKind) -> Option<std::path::PathBuf> {
         let _ = kind;
         None
@@ -187,6 +190,9 @@ impl<W: StorageWrapper> Storage for W {
     }
     fn local_path(&self) -> Option<std::path::PathBuf> {
         StorageWrapper::local_path(self)
+    }
+    fn remote(&self) -> bool {
+        StorageWrapper::remote(self)
     }
     fn spool_dir(&self, kind: FileKind) -> Option<std::path::PathBuf> {
         StorageWrapper::spool_dir(self, kind)
@@ -246,6 +252,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The local directory of the repository, if it is on a local filesystem.
     fn local_path(&self) -> Option<std::path::PathBuf> {
         None
+    }
+
+    /// Whether every request is a network round trip (cloud storage): reads are then bound by
+    /// latency more than by CPU, and more of them should be in flight at once
+    /// ([`default_readers`]).
+    fn remote(&self) -> bool {
+        false
     }
 
     /// A directory on the repository's own filesystem where an object of `kind` may be written
@@ -314,6 +327,26 @@ pub fn open(location: &str, opts: &StorageOptions) -> Result<std::sync::Arc<dyn 
         ));
     }
     Ok(storage)
+}
+
+/// Reads in flight at once from cloud storage by default: a distant store answers each
+/// request after tens of milliseconds and one connection carries far less than the CPU can
+/// verify, so more requests than cores overlap the waiting.
+pub const REMOTE_READERS: usize = 8;
+
+/// How many pack reads `restore` and `check --read-data` keep in flight when not told: one per
+/// core (at least two) for a local repository, where reading costs CPU and the page cache or
+/// the disk answers at once; [`REMOTE_READERS`] (or one per core, if more) for cloud storage.
+/// Each read in flight holds its bytes (up to 16 MiB) in memory.
+pub fn default_readers(storage: &dyn Storage) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
+    if storage.remote() {
+        cores.max(REMOTE_READERS)
+    } else {
+        cores
+    }
 }
 
 /// Opens a location with default options.
