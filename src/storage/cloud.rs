@@ -287,7 +287,8 @@ impl Storage for CloudStorage {
         let p = self.path(kind, name);
         runtime()
             .block_on(async { self.store.get(&p).await?.bytes().await })
-            // Without a copy: the body was collected into one buffer that nothing else holds.
+            // No copy when, as usual, the body was collected into one buffer that nothing else
+            // holds (`Vec::from` copies only a shared or offset buffer).
             .map(Vec::from)
             .map_err(|e| self.err("read", kind, name, e))
     }
