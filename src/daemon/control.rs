@@ -2,7 +2,7 @@
 //! a Unix socket in its runtime directory (mode 0600: root only, like the daemon). One JSON
 //! request per connection, one JSON answer.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -54,13 +54,22 @@ pub fn bind(runtime_dir: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// The longest request line read (requests are a few hundred bytes; a client that sends more
+/// without a newline is refused instead of growing the daemon's memory).
+pub const MAX_REQUEST: u64 = 64 << 10;
+
 /// Reads one request from a connection.
 pub fn read_request(stream: &UnixStream) -> Result<Request> {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
-    BufReader::new(stream)
+    BufReader::new(stream.take(MAX_REQUEST))
         .read_line(&mut line)
         .map_err(|e| Error::io("read control request", "socket", e))?;
+    if line.len() as u64 >= MAX_REQUEST && !line.ends_with('\n') {
+        return Err(Error::Invalid(format!(
+            "bad control request: longer than {MAX_REQUEST} bytes"
+        )));
+    }
     parse_request(&line)
 }
 
@@ -127,6 +136,28 @@ pub fn ask(runtime_dir: &Path, request: &Request) -> Result<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_request_line_is_refused_at_the_limit() {
+        let (client, server) = UnixStream::pair().expect("pair");
+        let writer = std::thread::spawn(move || {
+            let mut client = client;
+            let junk = vec![b'x'; 1 << 20];
+            // The reader stops at the limit and drops its end: the write then fails.
+            let _ = client.write_all(&junk);
+        });
+        let err = read_request(&server).expect_err("refused");
+        assert!(err.to_string().contains("longer than 65536 bytes"), "{err}");
+        drop(server);
+        writer.join().expect("writer");
+
+        // A request within the limit still reads.
+        let (mut client, server) = UnixStream::pair().expect("pair");
+        client
+            .write_all(b"{\"cmd\":\"status\"}\n")
+            .expect("write");
+        assert_eq!(read_request(&server).expect("status"), Request::Status);
+    }
 
     #[test]
     fn requests_parse_and_bad_ones_are_refused() {
