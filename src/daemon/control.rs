@@ -153,9 +153,7 @@ mod tests {
 
         // A request within the limit still reads.
         let (mut client, server) = UnixStream::pair().expect("pair");
-        client
-            .write_all(b"{\"cmd\":\"status\"}\n")
-            .expect("write");
+        client.write_all(b"{\"cmd\":\"status\"}\n").expect("write");
         assert_eq!(read_request(&server).expect("status"), Request::Status);
     }
 
