@@ -484,11 +484,7 @@ fn read_all_packs(
     names.sort();
     let queue = Mutex::new(names.into_iter());
     let results = Mutex::new(Vec::new());
-    let threads = if threads == 0 {
-        crate::storage::default_readers(repo.storage().as_ref())
-    } else {
-        threads
-    };
+    let threads = crate::storage::readers(repo.storage().as_ref(), threads);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {

@@ -452,12 +452,15 @@ impl Config {
             if let Some(n) = r
                 .download_concurrency
                 .as_ref()
-                .filter(|n| !(1..=256).contains(n.get_ref()))
+                .filter(|n| !(1..=crate::storage::MAX_READERS).contains(n.get_ref()))
             {
                 c.push(
                     n.span(),
                     format!("{field}.download_concurrency"),
-                    "must be 1 to 256 (reads in flight at once)",
+                    format!(
+                        "must be 1 to {} (reads in flight at once)",
+                        crate::storage::MAX_READERS
+                    ),
                 );
             }
             if let Some(m) = &r.check_read_data_subset {

@@ -928,6 +928,25 @@ fn restores_from_cloud_storage_keep_many_reads_in_flight() {
                 n
             ])
             .success();
+            let drill = b
+                .run(args![
+                    "drill",
+                    "--repo",
+                    &url,
+                    "--all",
+                    "--download-concurrency",
+                    n,
+                    "--scratch",
+                    scratch.join(format!("drill-{n}"))
+                ])
+                .success();
+            assert!(
+                drill
+                    .stdout()
+                    .starts_with("drill passed: restored 12 of 12 files"),
+                "{}: {drill}",
+                b.name
+            );
         }
         let out = b
             .run(args![

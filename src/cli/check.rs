@@ -21,10 +21,8 @@ pub struct CheckArgs {
     /// reads everything once) or "P%" (a random subset of about P percent).
     #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
     read_data_subset: Option<String>,
-    /// Packs read at once (default: one per core for a local repository, 8 for cloud
-    /// storage; 1-256). Each read in flight holds up to 16 MiB in memory.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
-    download_concurrency: Option<u16>,
+    #[command(flatten)]
+    downloads: super::DownloadArgs,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -40,7 +38,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     let opts = CheckOptions {
         read_data: a.read_data || subset.is_some(),
         read_data_subset: subset,
-        threads: a.download_concurrency.map_or(0, usize::from),
+        threads: a.downloads.get().unwrap_or(0),
     };
     let progress = super::progress();
     let report = {

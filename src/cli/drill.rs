@@ -63,10 +63,8 @@ pub struct DrillArgs {
     /// List the sampled files (absolute paths in the snapshot).
     #[arg(long)]
     list: bool,
-    /// Packs read at once (default: the config's download_concurrency with --config, else one
-    /// per core for a local repository, 8 for cloud storage; 1-256).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
-    download_concurrency: Option<u16>,
+    #[command(flatten)]
+    downloads: super::DownloadArgs,
     /// Print the report as JSON (after JSON progress events, one object per line).
     #[arg(long)]
     json: bool,
@@ -97,7 +95,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
     if config.is_some() && repo_args.is_some() {
         eprintln!("lifeboat: note: drilling the job of the daemon config; --repo is not used");
     }
-    let mut downloads = a.download_concurrency.map(usize::from);
+    let mut downloads = a.downloads.get();
     let (repo, (id, snap)) = match (&config, repo_args) {
         (Some(file), _) => {
             let Some(job) = &a.which else {

@@ -105,6 +105,27 @@ impl SnapshotFilterArgs {
     }
 }
 
+/// How many pack reads `restore`, `check` and `drill` keep in flight.
+#[derive(Debug, Clone, Args)]
+pub struct DownloadArgs {
+    /// Packs read at once (default: one per core for a local repository, 8 for cloud storage;
+    /// drill --config: the repository's download_concurrency). Each read in flight holds up to
+    /// 16 MiB in memory.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=lifeboat::storage::MAX_READERS as i64)
+    )]
+    download_concurrency: Option<u16>,
+}
+
+impl DownloadArgs {
+    /// The number given, if any.
+    pub fn get(&self) -> Option<usize> {
+        self.download_concurrency.map(usize::from)
+    }
+}
+
 /// Where the repository is, and what opens it.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArgs {

@@ -36,10 +36,8 @@ pub struct RestoreArgs {
     /// Replace files that already exist in the target.
     #[arg(long)]
     overwrite: bool,
-    /// Packs read at once (default: one per core for a local repository, 8 for cloud
-    /// storage; 1-256). Each read in flight holds up to 16 MiB in memory.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
-    download_concurrency: Option<u16>,
+    #[command(flatten)]
+    downloads: super::DownloadArgs,
     /// With "latest": only snapshots of this host.
     #[arg(long)]
     host: Option<String>,
@@ -67,7 +65,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         verify_only: a.verify_only,
         allow_partial: a.allow_partial,
         overwrite: a.overwrite,
-        threads: a.download_concurrency.map_or(0, usize::from),
+        threads: a.downloads.get().unwrap_or(0),
     };
     let progress = super::progress();
     let report = {

@@ -488,11 +488,7 @@ fn fetch_and_verify(
     let queue = Mutex::new(work.into_iter());
     let bad = Mutex::new(HashMap::new());
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
-    let threads = if threads == 0 {
-        crate::storage::default_readers(repo.storage().as_ref())
-    } else {
-        threads
-    };
+    let threads = crate::storage::readers(repo.storage().as_ref(), threads);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {

@@ -334,6 +334,9 @@ pub fn open(location: &str, opts: &StorageOptions) -> Result<std::sync::Arc<dyn 
 /// verify, so more requests than cores overlap the waiting.
 pub const REMOTE_READERS: usize = 8;
 
+/// The most reads in flight one can ask for (`--download-concurrency`, `download_concurrency`).
+pub const MAX_READERS: usize = 256;
+
 /// How many pack reads `restore` and `check --read-data` keep in flight when not told: one per
 /// core (at least two) for a local repository, where reading costs CPU and the page cache or
 /// the disk answers at once; [`REMOTE_READERS`] (or one per core, if more) for cloud storage.
@@ -346,6 +349,15 @@ pub fn default_readers(storage: &dyn Storage) -> usize {
         cores.max(REMOTE_READERS)
     } else {
         cores
+    }
+}
+
+/// The reads in flight for `asked` (0: [`default_readers`]).
+pub fn readers(storage: &dyn Storage, asked: usize) -> usize {
+    if asked == 0 {
+        default_readers(storage)
+    } else {
+        asked
     }
 }
 
