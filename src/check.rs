@@ -56,6 +56,8 @@ pub struct CheckReport {
     pub packs: usize,
     pub blobs: usize,
     pub bytes_read: u64,
+    /// Pack reads kept in flight with `--read-data` (0 without).
+    pub readers: usize,
     pub errors: Vec<Problem>,
     /// Harmless findings (unreferenced packs).
     pub warnings: Vec<String>,
@@ -156,12 +158,13 @@ pub fn check(
     // Pack data.
     let mut bad_blobs: HashMap<BlobId, BlobProblem> = HashMap::new();
     if opts.read_data {
+        report.readers = crate::storage::readers(repo.storage().as_ref(), opts.threads);
         let damaged = read_all_packs(
             repo,
             &index,
             &stored,
             opts.read_data_subset,
-            opts.threads,
+            report.readers,
             &progress,
         );
         crate::interrupt::check()?;
@@ -463,7 +466,7 @@ fn read_all_packs(
     index: &Index,
     stored: &HashMap<String, u64>,
     subset: Option<(u64, u64)>,
-    threads: usize,
+    readers: usize,
     progress: &Progress,
 ) -> Vec<(PackId, PackProblem)> {
     // Blobs the index expects in each pack.
@@ -484,9 +487,8 @@ fn read_all_packs(
     names.sort();
     let queue = Mutex::new(names.into_iter());
     let results = Mutex::new(Vec::new());
-    let threads = crate::storage::readers(repo.storage().as_ref(), threads);
     std::thread::scope(|s| {
-        for _ in 0..threads {
+        for _ in 0..readers {
             s.spawn(|| loop {
                 if crate::interrupt::requested() {
                     break;

@@ -171,6 +171,8 @@ pub struct DrillReport {
     pub restore_secs: f64,
     /// The restore's phases.
     pub restore_timings: RestoreTimings,
+    /// Pack reads the restore kept in flight.
+    pub readers: usize,
     /// Verifying the restored files again.
     pub verify_secs: f64,
     /// `bytes_sampled / restore_secs`.
@@ -288,6 +290,7 @@ pub fn drill(
         listing_secs: 0.0,
         restore_secs: 0.0,
         restore_timings: RestoreTimings::default(),
+        readers: 0,
         verify_secs: 0.0,
         throughput_bytes_per_sec: 0.0,
         estimated_full_restore_secs: 0.0,
@@ -372,6 +375,7 @@ pub fn drill(
     match restored {
         Ok(r) => {
             report.restore_timings = r.timings;
+            report.readers = r.readers;
             report.entries_restored = r.files + r.dirs + r.others;
             report.dirs_restored = r.dirs;
             for d in &r.damaged {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod forget;
 pub mod id;
 pub mod interrupt;
+pub mod memory;
 pub mod progress;
 pub mod prune;
 pub mod repair;

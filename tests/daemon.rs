@@ -488,6 +488,7 @@ fn metrics_and_health_endpoints() {
         "lifeboat_job_running{job=\"m\"} 0",
         "lifeboat_job_last_duration_seconds{job=\"m\"}",
         "lifeboat_job_failures_total{job=\"m\"} 0",
+        "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes ",
     ] {
         assert!(
             metrics.contains(needle),
@@ -924,9 +925,18 @@ fn retention_prune_check_and_drills_run_on_their_schedules() {
         ),
         "",
     );
+    // One more reader than this machine's default for a local repository (one per core, at
+    // least 2), so the figure in the reports can only come from the setting.
+    let readers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+        + 1;
     with_repository_settings(
         &setup,
-        "prune = \"*/4 * * * * *\"\ncheck = \"*/3 * * * * *\"\ncheck_read_data_subset = \"50%\"",
+        &format!(
+            "prune = \"*/4 * * * * *\"\ncheck = \"*/3 * * * * *\"\ncheck_read_data_subset = \"50%\"\n\
+             download_concurrency = {readers}"
+        ),
     );
     std::fs::write(setup.src.join("changing"), b"0").expect("write");
     let daemon = setup.start();
@@ -960,7 +970,10 @@ fn retention_prune_check_and_drills_run_on_their_schedules() {
         drill["files_restored"], drill["total_files"],
         "drill_sample = all: {drill}"
     );
+    // The repository's download_concurrency reaches the scheduled drill's restore and check.
+    assert_eq!(drill["readers"], readers, "{drill}");
     let check = &task(&status, "check:local")["state"]["last_report"];
+    assert_eq!(check["readers"], readers, "{check}");
     assert!(
         check["read_data_subset"]
             .as_str()

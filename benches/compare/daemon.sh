@@ -2,7 +2,8 @@
 # Lifeboat's scheduled runs, as the daemon does them, on the comparison dataset: a daemon
 # on a config with one job backing up the dataset to a local repository; one run to make the
 # first snapshot, then RUNS no-change runs through `lifeboat run`. Prints each run's time as
-# the daemon logs it ("backup finished ... secs=") and the daemon's CPU seconds and peak RSS.
+# the daemon logs it ("backup finished ... secs="), the daemon's CPU seconds, its peak RSS and
+# its RSS when idle (a second after the full backup and after the last no-change run).
 #
 # The daemon keeps each repository's key after its first run, so scheduled runs do not pay
 # the key derivation that every CLI command pays (compare with run.sh's no-change phase).
@@ -64,12 +65,15 @@ for _ in $(seq 1 100); do [[ -S $RUN/run/lifeboat.sock ]] && break; sleep 0.1; d
 TICKS=$(getconf CLK_TCK)
 daemon_cpu() { awk -v t="$TICKS" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t }' "/proc/$DAEMON/stat"; }
 
+rss() { sleep 1; awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$DAEMON/status"; }
 "$LIFEBOAT" run bench --config "$RUN/lifeboat.toml" >/dev/null
+idle_full=$(rss)
 cpu0=$(daemon_cpu)
 for _ in $(seq 1 "$RUNS"); do
     "$LIFEBOAT" run bench --config "$RUN/lifeboat.toml" >/dev/null
 done
 cpu1=$(daemon_cpu)
+idle_runs=$(rss)
 hwm=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$DAEMON/status")
 kill "$DAEMON"
 wait "$DAEMON" || true
@@ -81,3 +85,4 @@ median=$(printf '%s\n' "${secs[@]:1}" | sort -n | awk '{ a[NR] = $1 } END { prin
 echo "no-change scheduled runs: ${secs[*]:1} s (median $median s)"
 echo "daemon CPU over the no-change runs: $(awk -v a="$cpu0" -v b="$cpu1" -v n="$RUNS" 'BEGIN { printf "%.2f s per run", (b - a) / n }')"
 echo "daemon peak RSS (whole life, incl. the full backup): $hwm MiB"
+echo "daemon RSS idle after the full backup: $idle_full MiB; after the no-change runs: $idle_runs MiB"

@@ -146,8 +146,12 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let d = &answer["daemon"];
+    let memory = d["resident_bytes"]
+        .as_u64()
+        .map(|b| format!(", {:.1} MiB resident", b as f64 / 1048576.0))
+        .unwrap_or_default();
     outln!(
-        "lifeboat daemon {} (pid {}), up since {}",
+        "lifeboat daemon {} (pid {}), up since {}{memory}",
         d["version"].as_str().unwrap_or("?"),
         d["pid"],
         d["started"].as_str().unwrap_or("?")

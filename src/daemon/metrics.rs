@@ -197,6 +197,11 @@ pub fn render(status: &Value) -> String {
         out.push_str("# TYPE lifeboat_daemon_start_timestamp_seconds gauge\n");
         out.push_str(&format!("lifeboat_daemon_start_timestamp_seconds {t}\n"));
     }
+    if let Some(b) = status["daemon"]["resident_bytes"].as_u64() {
+        out.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n");
+        out.push_str("# TYPE process_resident_memory_bytes gauge\n");
+        out.push_str(&format!("process_resident_memory_bytes {b}\n"));
+    }
     // Scheduled prunes, checks and drills, by task key (`prune:REPO`, `check:REPO`, `drill:JOB`).
     let tasks: Vec<&Value> = status["tasks"].as_array().into_iter().flatten().collect();
     type TaskGetter = fn(&Value) -> Option<f64>;
@@ -290,7 +295,7 @@ mod tests {
     #[test]
     fn renders_jobs_and_health() {
         let status = serde_json::json!({
-            "daemon": {"started": "2026-11-26T10:00:00Z"},
+            "daemon": {"started": "2026-11-26T10:00:00Z", "resident_bytes": 31457280},
             "jobs": [
                 {"name": "etc", "running": null, "stale": false,
                  "state": {"last_success": "2026-11-26T11:00:00Z", "last_result": "success", "last_bytes_added": 42, "successes": 3, "failures": 1}},
@@ -321,6 +326,10 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("lifeboat_maintenance_active 0\n"), "{m}");
+        assert!(
+            m.contains("# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 31457280\n"),
+            "{m}"
+        );
         assert!(
             m.contains("lifeboat_task_last_run_ok{task=\"drill:etc\"} 1\n"),
             "{m}"

@@ -80,6 +80,8 @@ pub struct Daemon {
     tasks_running: HashMap<String, (tasks::Task, DateTime<Utc>)>,
     task_done_tx: Sender<(tasks::Task, tasks::TaskOutcome)>,
     task_done_rx: Receiver<(tasks::Task, tasks::TaskOutcome)>,
+    /// This process's resident memory, measured about once a second (status, metrics).
+    resident_bytes: Option<u64>,
     /// logind, when there is one: a "delay" inhibitor lock is held while anything runs.
     inhibitor: Option<inhibit::Inhibitor>,
     inhibit_lock: Option<inhibit::InhibitLock>,
@@ -93,6 +95,8 @@ pub struct Daemon {
 impl Daemon {
     /// Runs the daemon with the config at `path` until SIGTERM or SIGINT.
     pub fn run(path: &Path) -> Result<()> {
+        // Two malloc arenas, so what runs and tasks free can be given back when idle.
+        crate::memory::limit_arenas(2);
         let config =
             Config::load(path).map_err(|e| Error::Invalid(format!("invalid config:\n{e}")))?;
         let state = State::load(&config.daemon.state_dir)?;
@@ -149,6 +153,7 @@ impl Daemon {
             task_queue: VecDeque::new(),
             clock_back: Default::default(),
             tasks_running: HashMap::new(),
+            resident_bytes: crate::memory::resident_bytes(),
             task_done_tx,
             task_done_rx,
             inhibitor: inhibit::Inhibitor::connect(),
@@ -214,6 +219,7 @@ impl Daemon {
         let watchdog = systemd::watchdog_interval().map(|d| d / 2);
         let mut last_ping = Instant::now();
         let mut last_status = String::new();
+        let mut last_measured = Instant::now();
         while !crate::interrupt::requested() {
             if self.reload.swap(false, Ordering::SeqCst) {
                 self.reload_config();
@@ -235,9 +241,11 @@ impl Daemon {
             crossbeam_channel::select! {
                 recv(self.done_rx) -> msg => if let Ok((job, kind, outcome)) = msg {
                     self.finished(&job, kind, outcome);
+                    self.release_memory_if_idle();
                 },
                 recv(self.task_done_rx) -> msg => if let Ok((task, outcome)) = msg {
                     self.task_finished(task, outcome);
+                    self.release_memory_if_idle();
                 },
                 recv(control) -> msg => if let Ok((req, answer)) = msg {
                     let a = self.handle(req);
@@ -251,6 +259,10 @@ impl Daemon {
                     last_ping = Instant::now();
                 }
             }
+            if last_measured.elapsed() >= Duration::from_secs(1) {
+                self.resident_bytes = crate::memory::resident_bytes();
+                last_measured = Instant::now();
+            }
             *self.published.write() = self.status_json(Utc::now());
             let status = self.status_line();
             if status != last_status {
@@ -259,6 +271,24 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Once no run and no task is left, gives the memory they freed back to the system:
+    /// otherwise the allocator keeps it and an idle daemon stays the size of its biggest task.
+    fn release_memory_if_idle(&mut self) {
+        if !(self.running.is_empty() && self.tasks_running.is_empty()) {
+            return;
+        }
+        let before = crate::memory::resident_bytes();
+        crate::memory::release_free();
+        self.resident_bytes = crate::memory::resident_bytes();
+        if let (Some(b), Some(a)) = (before, self.resident_bytes) {
+            tracing::debug!(
+                released_mib = b.saturating_sub(a) >> 20,
+                resident_mib = a >> 20,
+                "idle: freed memory returned to the system"
+            );
+        }
     }
 
     /// Waits (bounded) for running backups to stop after SIGTERM, then saves the state.
@@ -1177,6 +1207,7 @@ impl Daemon {
                 "started": self.started,
                 "config": self.config.path,
                 "version": env!("CARGO_PKG_VERSION"),
+                "resident_bytes": self.resident_bytes,
             },
             "jobs": jobs,
             "tasks": self

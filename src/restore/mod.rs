@@ -93,6 +93,8 @@ pub struct RestoreReport {
     pub written: bool,
     /// How long each phase took.
     pub timings: RestoreTimings,
+    /// Pack reads kept in flight (`--download-concurrency`, or the storage's default).
+    pub readers: usize,
 }
 
 /// Wall-clock seconds of the phases of a restore (what a restore drill extrapolates from).
@@ -209,7 +211,9 @@ fn stage_and_place(
         }
         None => None,
     };
-    let bad_chunks = fetch_and_verify(repo, index, plan, stager.as_ref(), opts.threads, progress)?;
+    report.readers = crate::storage::readers(repo.storage().as_ref(), opts.threads);
+    let bad_chunks =
+        fetch_and_verify(repo, index, plan, stager.as_ref(), report.readers, progress)?;
     report.timings.data_secs = started.elapsed().as_secs_f64() - report.timings.dirs_secs;
     let staged_warnings = stager.map(Stager::into_warnings).unwrap_or_default();
 
@@ -471,7 +475,7 @@ fn fetch_and_verify(
     index: &Index,
     plan: &Plan,
     stager: Option<&Stager>,
-    threads: usize,
+    readers: usize,
     progress: &Progress,
 ) -> Result<HashMap<BlobId, (String, String)>> {
     let mut by_pack: HashMap<u32, Vec<(BlobId, IndexEntry)>> = HashMap::new();
@@ -488,9 +492,8 @@ fn fetch_and_verify(
     let queue = Mutex::new(work.into_iter());
     let bad = Mutex::new(HashMap::new());
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
-    let threads = crate::storage::readers(repo.storage().as_ref(), threads);
     std::thread::scope(|s| {
-        for _ in 0..threads {
+        for _ in 0..readers {
             s.spawn(|| loop {
                 if fatal.lock().is_some() {
                     break;
