@@ -45,9 +45,10 @@ pub fn release_free() {}
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn limit_arenas(n: i32) -> bool {
-    let set_outside = std::env::var_os("MALLOC_ARENA_MAX").is_some()
-        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"));
-    if set_outside {
+    if arena_cap_set_outside(
+        std::env::var_os("MALLOC_ARENA_MAX").is_some(),
+        std::env::var("GLIBC_TUNABLES").ok().as_deref(),
+    ) {
         return false;
     }
     // SAFETY: mallopt(3) takes two integers, no pointer. M_ARENA_MAX only bounds how many
@@ -56,6 +57,16 @@ pub fn limit_arenas(n: i32) -> bool {
     // setting under its own lock (mallopt is MT-Safe), so calling it with threads running is
     // sound. A refusal (return 0) leaves the allocator as it was.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
+}
+
+/// Whether the operator already set glibc's arena cap, which then stands.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn arena_cap_set_outside(malloc_arena_max: bool, glibc_tunables: Option<&str>) -> bool {
+    malloc_arena_max
+        || glibc_tunables.is_some_and(|t| {
+            t.split(':')
+                .any(|kv| kv.split('=').next() == Some("glibc.malloc.arena_max"))
+        })
 }
 
 /// Other allocators: nothing to cap.
@@ -129,6 +140,20 @@ mod tests {
             (before - after.min(before)) / mib,
             before / mib
         );
+    }
+
+    #[test]
+    fn an_arena_cap_set_by_the_operator_stands() {
+        assert!(!arena_cap_set_outside(false, None));
+        assert!(arena_cap_set_outside(true, None));
+        assert!(arena_cap_set_outside(
+            false,
+            Some("glibc.malloc.tcache_count=0:glibc.malloc.arena_max=4")
+        ));
+        assert!(!arena_cap_set_outside(
+            false,
+            Some("glibc.malloc.arena_test=2:glibc.malloc.tcache_count=0")
+        ));
     }
 
     #[test]
