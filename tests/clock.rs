@@ -38,6 +38,17 @@ fn skewed(cmd: &mut Command, offset: &str) {
         .env("DONT_FAKE_MONOTONIC", "1");
 }
 
+/// libfaketime keeps its shared state in /dev/shm under the process's pid and removes it when
+/// the process exits; a killed one leaves it behind.
+fn forget_faketime_state(pid: u32) {
+    for name in [
+        format!("faketime_shm_{pid}"),
+        format!("sem.faketime_sem_{pid}"),
+    ] {
+        let _ = std::fs::remove_file(std::path::Path::new("/dev/shm").join(name));
+    }
+}
+
 struct Repo2 {
     url: String,
     s3: bool,
@@ -155,6 +166,7 @@ fn clocks_a_day_off_delete_no_live_data() {
         );
         child.kill().expect("kill");
         child.wait().expect("wait");
+        forget_faketime_state(child.id());
         // Its packs are unindexed now, and young by the storage's clock: kept by prunes a day
         // ahead and a day behind.
         for offset in ["+1d", "-1d"] {
