@@ -6,7 +6,7 @@
 //! stayed at the size of its last big task: 110 MiB after a `check --read-data` of the 2 GiB
 //! benchmark repository, 70 MiB with 2 arenas. The daemon caps the arenas at 2
 //! ([`limit_arenas`]) and calls [`release_free`] whenever its last run or task ends, which
-//! returns those pages (39 MiB idle after that check).
+//! returns those pages (19-38 MiB idle after that check).
 
 /// Resident memory of this process in bytes (`/proc/self/statm`), or `None` where that file
 /// cannot be read.

@@ -280,12 +280,15 @@ impl Daemon {
             return;
         }
         let before = crate::memory::resident_bytes();
+        let started = Instant::now();
         crate::memory::release_free();
+        let took = started.elapsed();
         self.resident_bytes = crate::memory::resident_bytes();
         if let (Some(b), Some(a)) = (before, self.resident_bytes) {
             tracing::debug!(
                 released_mib = b.saturating_sub(a) >> 20,
                 resident_mib = a >> 20,
+                secs = took.as_secs_f64(),
                 "idle: freed memory returned to the system"
             );
         }
