@@ -119,7 +119,26 @@ fn pinned_check(f: &Fixture, read_data: bool) -> Value {
         rest.push("--read-data".into());
     }
     let out = f.repo.check(rest);
-    let actual = json!({"exit_code": out.code, "report": report_json(&out, &f.repo.path)});
+    let mut report = report_json(&out, &f.repo.path);
+    // Reads in flight depend on this machine's cores: checked here, not pinned.
+    let readers = report
+        .as_object_mut()
+        .and_then(|r| r.remove("readers"))
+        .and_then(|r| r.as_u64());
+    match (read_data, readers) {
+        (true, Some(n)) => assert!(
+            n >= 1,
+            "{}: check --read-data read with {n} readers",
+            f.name
+        ),
+        (false, Some(n)) => assert_eq!(n, 0, "{}: check without --read-data", f.name),
+        (_, None) => panic!(
+            "{}: the check report has no readers count
+{out}",
+            f.name
+        ),
+    }
+    let actual = json!({"exit_code": out.code, "report": report});
     let file = f.dir.join(if read_data {
         "check-read-data.json"
     } else {
