@@ -4,9 +4,10 @@
 //! backup, check or drill has freed its buffers, glibc's allocator keeps the freed pages of
 //! its per-thread arenas for reuse (it only shrinks an arena from its top), so an idle daemon
 //! stayed at the size of its last big task: 110 MiB after a `check --read-data` of the 2 GiB
-//! benchmark repository, 70 MiB with 2 arenas. The daemon caps the arenas at 2
-//! ([`limit_arenas`]) and calls [`release_free`] whenever its last run or task ends, which
-//! returns those pages (19-38 MiB idle after that check).
+//! benchmark repository, 70 MiB with 2 arenas. Every command caps the arenas at 2
+//! ([`limit_arenas`], which also lowers a full backup's peak), and the daemon calls
+//! [`release_free`] whenever its last run or task ends, which returns those pages (19-38 MiB
+//! idle after that check).
 
 /// Resident memory of this process in bytes (`/proc/self/statm`), or `None` where that file
 /// cannot be read.
