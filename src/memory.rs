@@ -42,22 +42,24 @@ pub fn release_free() {}
 /// busy thread its own arena, up to 8 per core, and [`release_free`] cannot shrink the free
 /// space at the top of the extra arenas (glibc trims those only past a threshold that grows
 /// to 64 MiB with the buffer sizes seen); with 2 arenas nearly all freed memory is in reach.
-/// Returns whether the cap was set here.
+/// Called first thing in `main`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-pub fn limit_arenas(n: i32) -> bool {
+pub fn limit_arenas(n: i32) {
     if arena_cap_set_outside(
         std::env::var_os("MALLOC_ARENA_MAX").is_some(),
         std::env::var("GLIBC_TUNABLES").ok().as_deref(),
     ) {
-        return false;
+        return;
     }
     // SAFETY: mallopt(3) takes two integers, no pointer. M_ARENA_MAX only bounds how many
     // arenas glibc creates from now on; threads keep using the arenas they have, and every
     // block stays valid and is freed into the arena it came from. glibc reads and writes the
     // setting under its own lock (mallopt is MT-Safe), so calling it with threads running is
     // sound. A refusal (return 0) leaves the allocator as it was.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n);
+    }
 }
 
 /// Whether the operator already set glibc's arena cap, which then stands.
@@ -72,9 +74,7 @@ fn arena_cap_set_outside(malloc_arena_max: bool, glibc_tunables: Option<&str>) -
 
 /// Other allocators: nothing to cap.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn limit_arenas(_n: i32) -> bool {
-    false
-}
+pub fn limit_arenas(_n: i32) {}
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {

@@ -132,11 +132,7 @@ fn pinned_check(f: &Fixture, read_data: bool) -> Value {
             f.name
         ),
         (false, Some(n)) => assert_eq!(n, 0, "{}: check without --read-data", f.name),
-        (_, None) => panic!(
-            "{}: the check report has no readers count
-{out}",
-            f.name
-        ),
+        (_, None) => panic!("{}: the check report has no readers count\n{out}", f.name),
     }
     let actual = json!({"exit_code": out.code, "report": report});
     let file = f.dir.join(if read_data {

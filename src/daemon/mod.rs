@@ -95,9 +95,6 @@ pub struct Daemon {
 impl Daemon {
     /// Runs the daemon with the config at `path` until SIGTERM or SIGINT.
     pub fn run(path: &Path) -> Result<()> {
-        // Two malloc arenas (the binary sets it for every command; here for library users),
-        // so what runs and tasks free can be given back when idle.
-        crate::memory::limit_arenas(2);
         let config =
             Config::load(path).map_err(|e| Error::Invalid(format!("invalid config:\n{e}")))?;
         let state = State::load(&config.daemon.state_dir)?;
