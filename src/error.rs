@@ -106,6 +106,74 @@ pub enum Error {
     /// An operation was interrupted by the user or the service manager.
     #[error("interrupted by a signal; stopped cleanly")]
     Interrupted,
+
+    /// Placing a verified restore into its target failed or was interrupted part-way. What
+    /// was placed was put back (replaced entries got their originals back, new ones were
+    /// removed), except `not_put_back`, which hold the snapshot's version; the originals those
+    /// replaced are kept in `kept_in`.
+    #[error("{}", placing_message(cause, not_put_back, kept_in))]
+    Placing {
+        cause: Box<Error>,
+        not_put_back: Vec<PathBuf>,
+        kept_in: Vec<PathBuf>,
+    },
+}
+
+/// The message of [`Error::Placing`]: what stopped placing, and exactly what the target holds.
+fn placing_message(cause: &Error, not_put_back: &[PathBuf], kept_in: &[PathBuf]) -> String {
+    let what = match cause {
+        Error::Interrupted => "interrupted by a signal while placing the restored entries".into(),
+        other => format!("placing the restored entries failed: {other}"),
+    };
+    if not_put_back.is_empty() {
+        return format!(
+            "{what}; every entry already placed was put back (replaced files have their old \
+             content again, new ones were removed): the target holds what it held before the restore"
+        );
+    }
+    const SHOWN: usize = 20;
+    let mut list: Vec<String> = not_put_back
+        .iter()
+        .take(SHOWN)
+        .map(|p| p.display().to_string())
+        .collect();
+    if not_put_back.len() > SHOWN {
+        list.push(format!("and {} more", not_put_back.len() - SHOWN));
+    }
+    let kept = if kept_in.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the old versions of those it replaced are kept in {} (the same relative path \
+             beneath it)",
+            kept_in
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "{what}; {} entries could not be put back and hold the snapshot's version: {}{kept}; \
+         every other entry of the target holds what it held before the restore",
+        not_put_back.len(),
+        list.join(", ")
+    )
+}
+
+impl Error {
+    /// Whether the operation stopped at a signal and left everything as it was.
+    pub fn is_clean_interrupt(&self) -> bool {
+        match self {
+            Error::Interrupted => true,
+            Error::Placing {
+                cause,
+                not_put_back,
+                ..
+            } => not_put_back.is_empty() && cause.is_clean_interrupt(),
+            _ => false,
+        }
+    }
 }
 
 impl Error {

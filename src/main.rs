@@ -28,8 +28,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(cli::EXIT_BROKEN_PIPE);
             }
             eprintln!("lifeboat: error: {err:#}");
-            match err.downcast_ref() {
-                Some(lifeboat::Error::Interrupted) => return ExitCode::from(cli::EXIT_INTERRUPTED),
+            match err.downcast_ref::<lifeboat::Error>() {
+                Some(e) if e.is_clean_interrupt() => return ExitCode::from(cli::EXIT_INTERRUPTED),
                 Some(lifeboat::Error::WrongPassword { .. }) => {
                     return ExitCode::from(cli::EXIT_WRONG_PASSWORD)
                 }

@@ -7,54 +7,8 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
-
-/// A tmpfs of a given size, unmounted on drop.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size_mib: u64) -> Self {
-        std::fs::create_dir_all(path).expect("mkdir mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m,mode=0755")])
-            .arg("lifeboat-test")
-            .arg(path)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run mount(8): {e}"));
-        assert!(
-            out.status.success(),
-            "cannot mount a {size_mib} MiB tmpfs at {}: {}\nThis test needs root (CAP_SYS_ADMIN) to \
-             make a small file system it can fill; run the suite as root, as CI does",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs {
-            path: path.to_path_buf(),
-        }
-    }
-
-    /// Bytes free on the file system.
-    fn free(&self) -> u64 {
-        let st = nix::sys::statvfs::statvfs(&self.path).expect("statvfs");
-        st.blocks_available() * st.fragment_size()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
 
 /// Every entry below `dir` whose name starts with `.tmp` (temporary files of unfinished
 /// writes).

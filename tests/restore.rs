@@ -553,3 +553,290 @@ fn allow_partial_leaves_out_every_name_of_a_damaged_hardlinked_file() {
         ],
     );
 }
+
+/// Sets or clears the immutable flag (`chattr +i`), which even root cannot write through.
+fn set_immutable(path: &Path, on: bool) {
+    let flag = if on { "+i" } else { "-i" };
+    let out = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run chattr(1) (e2fsprogs): {e}"));
+    assert!(
+        out.status.success(),
+        "chattr {flag} {}: {}\nThis test needs root and a file system with the immutable flag \
+         (ext4, tmpfs); run the suite as root, as CI does",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// Names of the server-like files of the in-place tests, in the order restore places them.
+const ETC_FILES: [&str; 5] = ["group", "hosts", "passwd", "resolv.conf", "shadow"];
+
+/// Entries named `.lifeboat-*` anywhere beneath `dir` (staging areas, set-aside originals).
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".lifeboat-"))
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// RELIABILITY case 22: an in-place `restore --overwrite` that fails part-way — one file of
+/// the target is immutable — puts back every file it had already replaced. Before the fix the
+/// roll-back deleted them: `group` and `hosts` had neither their old content nor the
+/// snapshot's.
+#[test]
+fn overwrite_that_fails_part_way_puts_every_replaced_file_back() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    for name in ETC_FILES {
+        write_file(
+            &src.join("etc").join(name),
+            format!("snapshot {name}\n").as_bytes(),
+        );
+    }
+    repo.backup(args![&src]);
+
+    let target = Scratch::new();
+    let etc = restored(target.path(), &src).join("etc");
+    for name in ETC_FILES {
+        write_file(&etc.join(name), format!("old {name}\n").as_bytes());
+    }
+    set_immutable(&etc.join("passwd"), true);
+    let out = repo.restore("latest", target.path(), args!["--overwrite"]);
+    set_immutable(&etc.join("passwd"), false);
+    let out = out.failure();
+    let err = out.stderr();
+    assert!(err.contains("passwd"), "the error names the file\n{out}");
+    assert!(
+        err.contains("put back") && err.contains("holds what it held before"),
+        "the error says the target is as it was\n{out}"
+    );
+    for name in ETC_FILES {
+        assert_eq!(
+            fs::read_to_string(etc.join(name)).unwrap_or_else(|e| panic!("{name}: {e}\n{out}")),
+            format!("old {name}\n"),
+            "{name} lost its old content\n{out}"
+        );
+    }
+    assert_eq!(leftovers(target.path()), Vec::<PathBuf>::new(), "{out}");
+
+    // With the flag gone the same restore replaces every file.
+    let out = repo
+        .restore("latest", target.path(), args!["--overwrite"])
+        .success();
+    assert!(
+        out.stdout().contains("5 existing entries replaced"),
+        "{out}"
+    );
+    for name in ETC_FILES {
+        assert_eq!(
+            fs::read_to_string(etc.join(name)).expect("read"),
+            format!("snapshot {name}\n")
+        );
+    }
+    assert_eq!(leftovers(target.path()), Vec::<PathBuf>::new());
+}
+
+/// RELIABILITY case 22: `--json` says what the target holds after a failed placement.
+#[test]
+fn overwrite_failure_is_reported_in_json() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    for name in ETC_FILES {
+        write_file(&src.join("etc").join(name), b"new\n");
+    }
+    repo.backup(args![&src]);
+    let target = Scratch::new();
+    let etc = restored(target.path(), &src).join("etc");
+    write_file(&etc.join("hosts"), b"old\n");
+    write_file(&etc.join("shadow"), b"old\n");
+    set_immutable(&etc.join("shadow"), true);
+    let out = repo.restore("latest", target.path(), args!["--overwrite", "--json"]);
+    set_immutable(&etc.join("shadow"), false);
+    let out = out.failure();
+    let v = out.json_lines().pop().expect("a JSON report");
+    assert_eq!(v["written"], false, "{out}");
+    assert_eq!(v["not_put_back"], serde_json::json!([]), "{out}");
+    assert!(string(&v, "error").contains("shadow"), "{out}");
+    assert_eq!(fs::read(etc.join("hosts")).expect("read"), b"old\n");
+    // New files were removed again: the target has only what it had.
+    assert!(!etc.join("group").exists() && !etc.join("passwd").exists());
+}
+
+/// RELIABILITY case 22: SIGTERM while an in-place `restore --overwrite` moves entries into
+/// place: the restore puts back what it placed and exits 130; every file of the target has
+/// its old content (or, when the restore finished first, the snapshot's), never neither.
+/// Before the fix the files already replaced were deleted, and the exit said "stopped
+/// cleanly".
+#[test]
+fn sigterm_while_an_overwrite_places_entries_leaves_every_file_old_or_new() {
+    const FILES: usize = 20_000;
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let name = |i: usize| format!("f{i:05}");
+    for i in 0..FILES {
+        write_file(
+            &src.join("etc").join(name(i)),
+            format!("new {i}\n").as_bytes(),
+        );
+    }
+    repo.backup(args![&src]);
+
+    let mut stopped_while_placing = 0;
+    for round in 0..6 {
+        let target = Scratch::new();
+        let etc = restored(target.path(), &src).join("etc");
+        for i in 0..FILES {
+            write_file(&etc.join(name(i)), format!("old {i}\n").as_bytes());
+        }
+        let mut cmd = lifeboat_cmd();
+        cmd.args(["restore", "--repo"])
+            .arg(&repo.path)
+            .arg("latest")
+            .arg("--target")
+            .arg(target.path())
+            .arg("--overwrite")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().expect("spawn restore");
+        // The first file placed has the snapshot's content: placing has begun.
+        let first = etc.join(name(0));
+        let started = std::time::Instant::now();
+        let mut placing = false;
+        while started.elapsed() < std::time::Duration::from_secs(120) {
+            if fs::read(&first).is_ok_and(|c| c.starts_with(b"new")) {
+                placing = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        assert!(placing, "round {round}: the restore never began placing");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let out = child.wait_with_output().expect("wait");
+        let code = out.status.code();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let mut old = 0;
+        let mut new = 0;
+        for i in 0..FILES {
+            let p = etc.join(name(i));
+            let content = fs::read_to_string(&p).unwrap_or_else(|e| {
+                panic!(
+                    "round {round}: {} is gone ({e}); exit {code:?}\n{stderr}",
+                    p.display()
+                )
+            });
+            if content == format!("old {i}\n") {
+                old += 1;
+            } else if content == format!("new {i}\n") {
+                new += 1;
+            } else {
+                panic!("round {round}: {} holds {content:?}", p.display());
+            }
+        }
+        match code {
+            Some(130) => {
+                assert_eq!(
+                    new, 0,
+                    "round {round}: exit 130 but {new} files are new\n{stderr}"
+                );
+                assert!(stderr.contains("put back"), "{stderr}");
+                stopped_while_placing += 1;
+            }
+            Some(0) => assert_eq!(old, 0, "round {round}: exit 0 but {old} files are old"),
+            other => panic!("round {round}: exit {other:?}\n{stderr}"),
+        }
+        assert_eq!(
+            leftovers(target.path()),
+            Vec::<PathBuf>::new(),
+            "round {round}"
+        );
+        if stopped_while_placing >= 2 {
+            break;
+        }
+    }
+    assert!(
+        stopped_while_placing > 0,
+        "no SIGTERM landed while the restore placed entries in 6 rounds"
+    );
+}
+
+/// RELIABILITY case 23: a target with a mount point inside it (a separate file system where
+/// the snapshot has `home`), as when restoring `/` of a server in place: the restore stages
+/// what goes beneath the mount point on that file system and succeeds, with and without
+/// `--include` and `--overwrite`; a hard link whose names the target puts on two file systems
+/// becomes a copy, with a warning. Before the fix every case failed with "Invalid cross-device
+/// link".
+#[test]
+fn restore_into_a_target_with_a_mount_point_inside_it() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("etc/hosts"), b"127.0.0.1 localhost\n");
+    write_file(&src.join("home/alice/notes"), b"alice's notes\n");
+    write_file(
+        &src.join("home/alice/deep/er/file"),
+        &random_bytes(300_000, 1),
+    );
+    write_file(&src.join("home/bob/.profile"), b"export A=1\n");
+    fs::hard_link(
+        src.join("home/bob/.profile"),
+        src.join("etc/profile-of-bob"),
+    )
+    .expect("link");
+    stamp_mtimes(&src, 1_700_000_000);
+    repo.backup(args![&src]);
+
+    for (rest, overwrite) in [
+        (args![], false),
+        (args!["--overwrite"], true),
+        (args!["--include", src.join("home/alice")], false),
+    ] {
+        let target = Scratch::new();
+        let root = restored(target.path(), &src);
+        let home = root.join("home");
+        let _fs = Tmpfs::mount(&home, 16);
+        if overwrite {
+            write_file(&home.join("bob/.profile"), b"old profile\n");
+            write_file(&root.join("etc/hosts"), b"old hosts\n");
+        }
+        let out = repo
+            .restore("latest", target.path(), rest.clone())
+            .success();
+        if rest.is_empty() || overwrite {
+            // (The mount point keeps its own metadata without --overwrite; what is beneath it
+            // is compared.)
+            assert_trees_equal(&src.join("home/alice"), &home.join("alice"));
+            assert_trees_equal(&src.join("home/bob"), &home.join("bob"));
+            assert_eq!(
+                fs::read(root.join("etc/hosts")).expect("read"),
+                b"127.0.0.1 localhost\n"
+            );
+            assert_eq!(
+                fs::read(root.join("etc/profile-of-bob")).expect("read"),
+                b"export A=1\n"
+            );
+            assert!(
+                out.stderr().contains("restored as a copy"),
+                "the hard link across file systems is reported\n{out}"
+            );
+        } else {
+            assert_trees_equal(&src.join("home/alice"), &home.join("alice"));
+            assert!(!home.join("bob").exists() && !root.join("etc").exists());
+        }
+        // What is beneath the mount point is on its file system.
+        let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&fs::metadata(p).expect("stat"));
+        assert_eq!(dev(&home.join("alice/notes")), dev(&home));
+        assert_ne!(dev(&home), dev(target.path()));
+        assert_eq!(leftovers(target.path()), Vec::<PathBuf>::new(), "{out}");
+    }
+}

@@ -70,7 +70,34 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
     let progress = super::progress();
     let report = {
         let _reporter = Reporter::start(progress.clone(), a.json, "restore");
-        restore(&repo, &index, &snap.tree, &opts, progress)?
+        restore(&repo, &index, &snap.tree, &opts, progress)
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            if let (
+                true,
+                lifeboat::Error::Placing {
+                    not_put_back,
+                    kept_in,
+                    ..
+                },
+            ) = (a.json, &e)
+            {
+                // What the target holds, for scripts: every entry not listed holds what it
+                // held before the restore.
+                let v = serde_json::json!({
+                    "snapshot_id": id.to_hex(),
+                    "target": target.display().to_string(),
+                    "error": e.to_string(),
+                    "written": !not_put_back.is_empty(),
+                    "not_put_back": not_put_back.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                    "originals_kept_in": kept_in.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                });
+                outln!("{v}")?;
+            }
+            return Err(e.into());
+        }
     };
     for w in &report.warnings {
         eprintln!("lifeboat: warning: {w}");
@@ -125,13 +152,18 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
             )?;
         } else {
             outln!(
-                "restored snapshot {} to {}: {} files, {} directories, {} other entries, {} verified",
+                "restored snapshot {} to {}: {} files, {} directories, {} other entries, {} verified{}",
                 id.short(),
                 target.display(),
                 report.files,
                 report.dirs,
                 report.others,
-                human(report.bytes)
+                human(report.bytes),
+                if report.replaced > 0 {
+                    format!("; {} existing entries replaced", report.replaced)
+                } else {
+                    String::new()
+                }
             )?;
         }
     }

@@ -27,11 +27,11 @@
 mod place;
 pub mod plan;
 mod stage;
+mod staging;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +48,7 @@ use crate::storage::FileKind;
 use place::Placer;
 use plan::Plan;
 use stage::Stager;
+use staging::Staging;
 
 /// Options of `restore`.
 #[derive(Debug, Clone, Default)]
@@ -95,6 +96,8 @@ pub struct RestoreReport {
     pub timings: RestoreTimings,
     /// Pack reads kept in flight (`--download-concurrency`, or the storage's default).
     pub readers: usize,
+    /// Entries of the target that were replaced (`--overwrite`); the others were new.
+    pub replaced: u64,
 }
 
 /// Wall-clock seconds of the phases of a restore (what a restore drill extrapolates from).
@@ -151,9 +154,9 @@ pub fn restore(
     let staging = if opts.verify_only {
         None
     } else {
-        preflight(&plan, target, opts.overwrite)?;
+        let mounts = preflight(&plan, target, opts.overwrite)?;
         created_target = create_target(target)?;
-        match make_staging(target) {
+        match Staging::make(target, &mounts) {
             Ok(s) => Some(s),
             Err(e) => {
                 remove_created(&created_target);
@@ -171,12 +174,16 @@ pub fn restore(
         index,
         &plan,
         opts,
-        staging.as_deref(),
+        staging.as_ref(),
         &progress,
         &mut report,
     );
-    if let Some(s) = &staging {
-        let _ = fs::remove_dir_all(s);
+    match (&staging, &result) {
+        // Placing failed and some replaced originals could not be put back: they are kept
+        // in the staging areas, which the error names.
+        (Some(_), Err(Error::Placing { kept_in, .. })) if !kept_in.is_empty() => {}
+        (Some(s), _) => s.remove(),
+        (None, _) => {}
     }
     match result {
         Ok(()) if !report.written => remove_created(&created_target),
@@ -196,7 +203,7 @@ fn stage_and_place(
     index: &Index,
     plan: &Plan,
     opts: &RestoreOptions,
-    staging: Option<&Path>,
+    staging: Option<&Staging>,
     progress: &Progress,
     report: &mut RestoreReport,
 ) -> Result<()> {
@@ -274,6 +281,7 @@ fn stage_and_place(
         .elapsed()
         .saturating_sub(placer.dirs_time)
         .as_secs_f64();
+    report.replaced = placer.replaced;
     match placed {
         Ok(()) => {
             // Staged files carry their metadata already; warn about those that were placed.
@@ -287,9 +295,19 @@ fn stage_and_place(
             Ok(())
         }
         Err(e) => {
-            placer.roll_back();
+            let not_put_back = placer.roll_back();
             report.written = false;
-            Err(e)
+            report.replaced = 0;
+            let kept_in = if not_put_back.iter().any(|n| n.original_kept) {
+                staging.dirs().map(Path::to_path_buf).collect()
+            } else {
+                Vec::new()
+            };
+            Err(Error::Placing {
+                cause: Box::new(e),
+                not_put_back: not_put_back.into_iter().map(|n| n.path).collect(),
+                kept_in,
+            })
         }
     }
 }
@@ -307,8 +325,10 @@ fn count(plan: &Plan, broken: &HashMap<usize, String>, report: &mut RestoreRepor
     }
 }
 
-/// Checks the target before anything is written.
-fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<()> {
+/// Checks the target before anything is written; returns the mount points inside the target
+/// that the restore writes beneath (relative to the target, parents first), each of which
+/// gets a staging area of its own ([`staging`]).
+fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<Vec<PathBuf>> {
     match fs::metadata(target) {
         Ok(m) if !m.is_dir() => {
             return Err(Error::Invalid(format!(
@@ -317,11 +337,19 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<()> {
             )))
         }
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            check_space(plan, target, &[])?;
+            return Ok(Vec::new());
+        }
         Err(e) => return Err(Error::io("inspect restore target", target, e)),
     }
     let mut conflicts = Vec::new();
     let mut refused = Vec::new();
+    // The mount of every directory the target has, by its path relative to the target.
+    let mut mount_of: HashMap<&Path, u64> = HashMap::new();
+    let top = staging::mount_of(target).map_err(|e| Error::io("inspect", target, e))?;
+    mount_of.insert(Path::new(""), top);
+    let mut mounts = Vec::new();
     // A directory the target lacks: nothing beneath it can be in the way (entries come
     // parents first), so its entries are not looked up one by one.
     let mut absent: Option<&Path> = None;
@@ -352,6 +380,14 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<()> {
                 ));
             } else if !ft.is_dir() && !overwrite {
                 conflicts.push(path.display().to_string());
+            } else if ft.is_dir() {
+                let id =
+                    staging::mount_of(&path).map_err(|err| Error::io("inspect", &path, err))?;
+                let parent = e.rel.parent().unwrap_or(Path::new(""));
+                if mount_of.get(parent).is_some_and(|&p| p != id) {
+                    mounts.push(e.rel.to_path_buf());
+                }
+                mount_of.insert(&e.rel, id);
             }
         } else if ft.is_dir() {
             refused.push(format!(
@@ -375,16 +411,45 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<()> {
             more(conflicts.len())
         )));
     }
-    // Room for the content (holes of sparse files need none, so this errs on the safe side).
-    if let Ok(st) = nix::sys::statvfs::statvfs(target) {
-        let free = st.blocks_available().saturating_mul(st.fragment_size());
-        if plan.bytes > free {
-            return Err(Error::Invalid(format!(
-                "restore needs {} but {} has only {} free; nothing was written",
-                human(plan.bytes),
-                target.display(),
-                human(free)
-            )));
+    check_space(plan, target, &mounts)?;
+    Ok(mounts)
+}
+
+/// Refuses a restore whose content does not fit on the file systems it is staged on (the
+/// target's, and each mount point's inside it). Holes of sparse files need no room, so this
+/// errs on the safe side.
+fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf]) -> Result<()> {
+    // Bytes staged beneath each mount point (deepest first, as staging assigns them), and
+    // beneath the target's own file system.
+    let mut by_depth: Vec<(&Path, u64)> = mounts.iter().map(|m| (m.as_path(), 0)).collect();
+    by_depth.sort_by_key(|(m, _)| std::cmp::Reverse(m.components().count()));
+    let mut top = 0u64;
+    for e in &plan.entries {
+        if e.node.kind != NodeKind::File || e.link_to.is_some() {
+            continue;
+        }
+        match by_depth.iter_mut().find(|(m, _)| e.rel.starts_with(m)) {
+            Some((_, n)) => *n = n.saturating_add(e.node.size),
+            None => top = top.saturating_add(e.node.size),
+        }
+    }
+    let existing = target
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    for (dir, need) in std::iter::once((existing.to_path_buf(), top))
+        .chain(by_depth.iter().map(|(m, n)| (target.join(m), *n)))
+    {
+        if let Ok(st) = nix::sys::statvfs::statvfs(&dir) {
+            let free = st.blocks_available().saturating_mul(st.fragment_size());
+            if need > free {
+                return Err(Error::Invalid(format!(
+                    "restore needs {} on the file system of {} but it has only {} free; nothing was written",
+                    human(need),
+                    dir.display(),
+                    human(free)
+                )));
+            }
         }
     }
     Ok(())
@@ -457,15 +522,6 @@ fn remove_created(created: &[PathBuf]) {
     for dir in created.iter().rev() {
         let _ = fs::remove_dir(dir);
     }
-}
-
-fn make_staging(target: &Path) -> Result<PathBuf> {
-    let p = target.join(format!(".lifeboat-restore-{:016x}", rand::random::<u64>()));
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&p)
-        .map_err(|e| Error::io("create staging directory in", &p, e))?;
-    Ok(p)
 }
 
 /// Reads every pack once, verifies every chunk and writes verified chunks into staged files.

@@ -11,8 +11,16 @@
 //! never is). Directory metadata comes last, deepest first.
 //!
 //! Nothing found in the target is followed: a rename replaces or refuses the name itself, and
-//! a name that exists is inspected with `lstat`. If placing fails, what was placed is removed
-//! again, newest first.
+//! a name that exists is inspected with `lstat`.
+//!
+//! An entry that `--overwrite` replaces is exchanged with its staged copy in one atomic
+//! `RENAME_EXCHANGE`: at every moment its path holds either its old version or the
+//! snapshot's, and the old version sits in the staging area until the whole placement has
+//! succeeded (removing the staging areas then drops it). If placing fails or is interrupted,
+//! everything placed is put back, newest first: replaced entries get their old version back
+//! (a rename over the new one), new entries and directories are removed. Killed outright
+//! (SIGKILL, power loss) while placing, every path of the target holds its old version or the
+//! snapshot's, never neither; the old versions of replaced ones are left in the staging area.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -29,15 +37,16 @@ use crate::error::{Error, Result};
 use crate::repo::NodeKind;
 
 use super::plan::{EntryMeta, Plan};
+use super::staging::Staging;
 
 /// Makes the staging tree's directories (mode 0700 until placed), parents first, except
 /// those that cannot be restored. A name that exists already (a listing naming it twice)
 /// stops the restore.
-pub(super) fn make_staged_dirs(plan: &Plan, staging: &Path) -> Result<()> {
+pub(super) fn make_staged_dirs(plan: &Plan, staging: &Staging) -> Result<()> {
     let broken: HashSet<usize> = plan.broken.iter().map(|(i, _)| *i).collect();
     for (i, e) in plan.entries.iter().enumerate().skip(1) {
         if e.node.kind == NodeKind::Dir && !broken.contains(&i) {
-            let p = staging.join(&e.rel);
+            let p = staging.path(&e.rel);
             fs::DirBuilder::new()
                 .mode(0o700)
                 .create(&p)
@@ -59,18 +68,33 @@ enum DirMove {
 
 /// What placing put into the target, for roll-back.
 enum Placed {
-    /// A file, link or special file.
+    /// A file, link or special file where the target had nothing.
     Entry(PathBuf),
+    /// An entry (or, with `Tree`, a directory with everything beneath it) that replaced one
+    /// of the target's (`--overwrite`); the replaced one was moved to `kept`, in a staging
+    /// area on the same mount.
+    Replaced {
+        path: PathBuf,
+        kept: PathBuf,
+        tree: bool,
+    },
     /// A directory made in the target (empty when made).
     Dir(PathBuf),
     /// A directory moved in with everything beneath it.
     Tree(PathBuf),
 }
 
+/// An entry that roll-back could not put back: it holds the snapshot's version.
+pub(super) struct NotPutBack {
+    pub path: PathBuf,
+    /// Whether it replaced an entry of the target whose old version is in a staging area.
+    pub original_kept: bool,
+}
+
 /// Moves staged entries into place and applies directory metadata.
 pub(super) struct Placer<'a> {
     pub target: &'a Path,
-    pub staging: &'a Path,
+    pub staging: &'a Staging,
     pub overwrite: bool,
     pub is_root: bool,
     /// What was placed, in order, for roll-back.
@@ -80,10 +104,17 @@ pub(super) struct Placer<'a> {
     pub dirs_time: Duration,
     /// Device nodes that could not be made (not root): left out.
     unstaged: HashSet<usize>,
+    /// Entries of the target replaced so far (`--overwrite`).
+    pub replaced: u64,
 }
 
 impl<'a> Placer<'a> {
-    pub(super) fn new(target: &'a Path, staging: &'a Path, overwrite: bool, is_root: bool) -> Self {
+    pub(super) fn new(
+        target: &'a Path,
+        staging: &'a Staging,
+        overwrite: bool,
+        is_root: bool,
+    ) -> Self {
         Placer {
             target,
             staging,
@@ -93,6 +124,7 @@ impl<'a> Placer<'a> {
             warnings: Vec::new(),
             dirs_time: Duration::ZERO,
             unstaged: HashSet::new(),
+            replaced: 0,
         }
     }
 
@@ -124,7 +156,7 @@ impl<'a> Placer<'a> {
                 }
                 continue;
             }
-            let staged = self.staging.join(&e.rel);
+            let staged = self.staging.path(&e.rel);
             let path = self.target.join(&e.rel);
             match e.node.kind {
                 NodeKind::Dir => match self.move_dir(&staged, &path)? {
@@ -159,7 +191,7 @@ impl<'a> Placer<'a> {
         for (&i, _) in broken.iter() {
             let e = &plan.entries[i];
             if e.node.kind == NodeKind::File && e.link_to.is_none() {
-                let p = self.staging.join(&e.rel);
+                let p = self.staging.path(&e.rel);
                 match fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -172,14 +204,29 @@ impl<'a> Placer<'a> {
             if broken.contains_key(&i) {
                 continue;
             }
-            let staged = self.staging.join(&e.rel);
+            let staged = self.staging.path(&e.rel);
             let path = self.target.join(&e.rel);
             match e.node.kind {
                 NodeKind::File => {
                     if let Some(first) = e.link_to {
-                        let original = self.staging.join(&plan.entries[first as usize].rel);
-                        fs::hard_link(&original, &staged)
-                            .map_err(|err| Error::io("create hard link", &path, err))?;
+                        let first = &plan.entries[first as usize];
+                        let original = self.staging.path(&first.rel);
+                        match fs::hard_link(&original, &staged) {
+                            Ok(()) => {}
+                            // The names are on different mounts of the target (the source had
+                            // them on one): the second gets a copy of the content.
+                            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
+                                fs::copy(&original, &staged)
+                                    .map_err(|err| Error::io("copy", &path, err))?;
+                                self.apply_metadata(&staged, &path, &first.node);
+                                self.warnings.push(format!(
+                                    "{}: restored as a copy of {}, not a hard link: the target has them on different file systems",
+                                    path.display(),
+                                    self.target.join(&first.rel).display()
+                                ));
+                            }
+                            Err(err) => return Err(Error::io("create hard link", &path, err)),
+                        }
                     }
                 }
                 NodeKind::Symlink => {
@@ -228,9 +275,8 @@ impl<'a> Placer<'a> {
                     Ok(DirMove::Existing)
                 } else if self.overwrite && !ft.is_symlink() {
                     // --overwrite: a file where the snapshot has a directory is replaced.
-                    fs::remove_file(path)
-                        .map_err(|e| Error::io("remove (--overwrite)", path, e))?;
-                    self.move_dir(staged, path)
+                    self.replace(staged, path, true)?;
+                    Ok(DirMove::Moved)
                 } else {
                     Err(Error::Invalid(format!(
                         "{} appeared during the restore and is not a directory; restore will not write through it",
@@ -266,27 +312,67 @@ impl<'a> Placer<'a> {
     }
 
     fn move_into_place(&mut self, staged: &Path, path: PathBuf) -> Result<()> {
-        if self.overwrite {
-            // rename(2) replaces a file or symlink at `path` itself, never what a symlink points to.
-            fs::rename(staged, &path).map_err(|e| Error::io("move into place", &path, e))?;
-        } else {
-            match renameat2(None, staged, None, &path, RenameFlags::RENAME_NOREPLACE) {
-                Ok(()) => {}
-                Err(Errno::EEXIST) => {
+        match renameat2(None, staged, None, &path, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) if self.overwrite => {
+                let m = fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &path, e))?;
+                if m.is_dir() {
                     return Err(Error::Invalid(format!(
-                        "{} appeared during the restore; not replaced (use --overwrite)",
+                        "{} appeared during the restore and is a directory; restore does not replace directories",
                         path.display()
-                    )))
+                    )));
                 }
-                Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
-                    fs::hard_link(staged, &path)
-                        .map_err(|e| Error::io("move into place", &path, e))?;
+                return self.replace(staged, &path, false);
+            }
+            Err(Errno::EEXIST) => {
+                return Err(Error::Invalid(format!(
+                    "{} appeared during the restore; not replaced (use --overwrite)",
+                    path.display()
+                )))
+            }
+            // No create-only rename on this file system: a hard link is create-only too.
+            Err(Errno::EINVAL) | Err(Errno::ENOSYS) => match fs::hard_link(staged, &path) {
+                Ok(()) => {
                     let _ = fs::remove_file(staged);
                 }
-                Err(e) => return Err(Error::io("move into place", &path, io::Error::from(e))),
-            }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.overwrite => {
+                    return self.replace(staged, &path, false)
+                }
+                Err(e) => return Err(Error::io("move into place", &path, e)),
+            },
+            Err(e) => return Err(Error::io("move into place", &path, io::Error::from(e))),
         }
         self.created.push(Placed::Entry(path));
+        Ok(())
+    }
+
+    /// Replaces the entry at `path` (never a directory; a symlink itself, never what it points
+    /// to) by the staged one, keeping the replaced one in the staging area until placing has
+    /// succeeded. `tree`: the staged entry is a directory with everything beneath it.
+    fn replace(&mut self, staged: &Path, path: &Path, tree: bool) -> Result<()> {
+        let kept = match renameat2(None, staged, None, path, RenameFlags::RENAME_EXCHANGE) {
+            // One atomic step: the old entry is now where the staged one was.
+            Ok(()) => staged.to_path_buf(),
+            // No exchange on this file system: move the old entry aside, then the staged one
+            // in (create-only); for a moment the path holds neither.
+            Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+                let kept = aside(staged);
+                fs::rename(path, &kept)
+                    .map_err(|e| Error::io("set aside (--overwrite)", path, e))?;
+                if let Err(e) = fs::rename(staged, path) {
+                    let _ = fs::rename(&kept, path);
+                    return Err(Error::io("move into place", path, e));
+                }
+                kept
+            }
+            Err(e) => return Err(Error::io("replace (--overwrite)", path, io::Error::from(e))),
+        };
+        self.replaced += 1;
+        self.created.push(Placed::Replaced {
+            path: path.to_path_buf(),
+            kept,
+            tree,
+        });
         Ok(())
     }
 
@@ -322,17 +408,65 @@ impl<'a> Placer<'a> {
         }
     }
 
-    /// Removes what was placed, newest first.
-    pub(super) fn roll_back(&mut self) {
-        for p in self.created.iter().rev() {
-            let _ = match p {
-                Placed::Entry(p) => fs::remove_file(p),
-                Placed::Dir(p) => fs::remove_dir(p),
+    /// Puts back what was placed, newest first: replaced entries get their old version back,
+    /// new ones are removed. Returns the entries that could not be put back (they hold the
+    /// snapshot's version). Directories this restore made and could not remove are left.
+    pub(super) fn roll_back(&mut self) -> Vec<NotPutBack> {
+        let mut failed = Vec::new();
+        for p in self.created.drain(..).rev() {
+            match p {
+                Placed::Entry(p) => {
+                    if fs::remove_file(&p).is_err() {
+                        failed.push(NotPutBack {
+                            path: p,
+                            original_kept: false,
+                        });
+                    }
+                }
+                Placed::Replaced { path, kept, tree } => {
+                    let back = if tree {
+                        // The old entry back in one step; the snapshot's tree goes to the
+                        // staging area, which is removed.
+                        renameat2(None, &kept, None, &path, RenameFlags::RENAME_EXCHANGE)
+                            .map_err(io::Error::from)
+                            .or_else(|_| {
+                                let away = aside(&kept);
+                                fs::rename(&path, &away)?;
+                                fs::rename(&kept, &path)
+                            })
+                    } else {
+                        // rename(2) over the snapshot's version: atomic.
+                        fs::rename(&kept, &path)
+                    };
+                    if back.is_err() {
+                        failed.push(NotPutBack {
+                            path,
+                            original_kept: true,
+                        });
+                    }
+                }
+                Placed::Dir(p) => {
+                    let _ = fs::remove_dir(p);
+                }
                 // Everything beneath came from the staging tree (remove_dir_all does not
                 // follow symlinks).
-                Placed::Tree(p) => fs::remove_dir_all(p),
-            };
+                Placed::Tree(p) => {
+                    if fs::remove_dir_all(&p).is_err() {
+                        failed.push(NotPutBack {
+                            path: p,
+                            original_kept: false,
+                        });
+                    }
+                }
+            }
         }
-        self.created.clear();
+        self.replaced = 0;
+        failed.reverse();
+        failed
     }
+}
+
+/// A fresh name beside `staged` (in its staging area) for an entry set aside.
+fn aside(staged: &Path) -> PathBuf {
+    staged.with_file_name(format!(".lifeboat-replaced-{:016x}", rand::random::<u64>()))
 }

@@ -1,5 +1,5 @@
 //! Staged files: verified chunks are written into files in the staging tree (the snapshot's
-//! tree beneath the staging directory, see [`super::place`]).
+//! tree beneath its staging area, see [`super::staging`] and [`super::place`]).
 //!
 //! Each staged file is created when its first chunk arrives (by whichever pack reader holds
 //! it), stays open while chunks remain, and is written with positioned writes through that one
@@ -21,6 +21,7 @@ use crate::progress::Progress;
 use crate::repo::NodeKind;
 
 use super::plan::{ChunkUse, EntryMeta, Plan};
+use super::staging::Staging;
 
 /// Staged files kept open at once, at most (well under the usual limit of 1024 descriptors).
 const MAX_OPEN: usize = 256;
@@ -43,7 +44,7 @@ struct StagedFile {
 
 /// Writes verified chunks into the staged files of a plan.
 pub(super) struct Stager<'a> {
-    staging: &'a Path,
+    staging: &'a Staging,
     target: &'a Path,
     plan: &'a Plan,
     is_root: bool,
@@ -58,7 +59,7 @@ impl<'a> Stager<'a> {
     /// Counts every file's chunk uses; creates (with their metadata) the files that have none.
     pub(super) fn new(
         plan: &'a Plan,
-        staging: &'a Path,
+        staging: &'a Staging,
         target: &'a Path,
         is_root: bool,
     ) -> Result<Self> {
@@ -101,7 +102,7 @@ impl<'a> Stager<'a> {
             let mut state = self.files[i].lock();
             let runs = data_runs(raw, u.offset);
             if !runs.is_empty() {
-                let p = self.staging.join(&self.plan.entries[i].rel);
+                let p = self.staging.path(&self.plan.entries[i].rel);
                 let f = self.open(&p, &mut state)?;
                 for &(start, end) in &runs {
                     f.write_all_at(&raw[start..end], u.offset + start as u64)
@@ -164,7 +165,7 @@ impl<'a> Stager<'a> {
     /// metadata, and is closed.
     fn finish(&self, i: usize, state: &mut StagedFile) -> Result<()> {
         let node = &self.plan.entries[i].node;
-        let p = self.staging.join(&self.plan.entries[i].rel);
+        let p = self.staging.path(&self.plan.entries[i].rel);
         let len = state.len;
         let f = self.open(&p, state)?;
         if len < node.size {

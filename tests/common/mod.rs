@@ -1169,3 +1169,52 @@ pub fn assert_reads_clean(repo: &lifeboat::repo::Repository, what: &str) {
     .unwrap_or_else(|e| panic!("{what}: check failed to run: {e}"));
     assert!(report.is_ok(), "{what}: {:?}", report.errors);
 }
+
+// ---------------------------------------------------------------------------
+// File systems of a test's own
+// ---------------------------------------------------------------------------
+
+/// A tmpfs of a given size, unmounted on drop.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size_mib: u64) -> Self {
+        std::fs::create_dir_all(path).expect("mkdir mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m,mode=0755")])
+            .arg("lifeboat-test")
+            .arg(path)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount(8): {e}"));
+        assert!(
+            out.status.success(),
+            "cannot mount a {size_mib} MiB tmpfs at {}: {}\nThis test needs root (CAP_SYS_ADMIN) to \
+             mount a file system of its own; run the suite as root, as CI does",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Bytes free on the file system.
+    pub fn free(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(&self.path).expect("statvfs");
+        st.blocks_available() * st.fragment_size()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
