@@ -609,13 +609,6 @@ fn overwrite_that_fails_part_way_puts_every_replaced_file_back() {
     set_immutable(&etc.join("passwd"), true);
     let out = repo.restore("latest", target.path(), args!["--overwrite"]);
     set_immutable(&etc.join("passwd"), false);
-    let out = out.failure();
-    let err = out.stderr();
-    assert!(err.contains("passwd"), "the error names the file\n{out}");
-    assert!(
-        err.contains("put back") && err.contains("holds what it held before"),
-        "the error says the target is as it was\n{out}"
-    );
     for name in ETC_FILES {
         assert_eq!(
             fs::read_to_string(etc.join(name)).unwrap_or_else(|e| panic!("{name}: {e}\n{out}")),
@@ -623,6 +616,13 @@ fn overwrite_that_fails_part_way_puts_every_replaced_file_back() {
             "{name} lost its old content\n{out}"
         );
     }
+    let out = out.failure();
+    let err = out.stderr();
+    assert!(err.contains("passwd"), "the error names the file\n{out}");
+    assert!(
+        err.contains("put back") && err.contains("holds what it held before"),
+        "the error says the target is as it was\n{out}"
+    );
     assert_eq!(leftovers(target.path()), Vec::<PathBuf>::new(), "{out}");
 
     // With the flag gone the same restore replaces every file.

@@ -11,12 +11,14 @@ as_root() { [ "$(id -u)" = 0 ]; }
 # setpriv (util-linux) runs the unreadable-file tests as an unprivileged user when run as root.
 # dbus-daemon runs the private bus of the logind inhibitor tests (tests/inhibit.rs).
 # libfaketime (faketime) runs lifeboat with a wrong or jumping clock (tests/clock.rs).
-# mount/umount (mount) make the small file systems of tests/disk_full.rs.
+# mount/umount (mount) make the small file systems of tests/disk_full.rs and tests/restore.rs.
+# chattr (e2fsprogs) makes a restore target's file immutable (tests/restore.rs).
 missing=()
 need setpriv || missing+=(util-linux)
 need dbus-daemon || missing+=(dbus-daemon)
 need faketime || missing+=(faketime)
 need mount || missing+=(mount)
+need chattr || missing+=(e2fsprogs)
 if [ ${#missing[@]} -gt 0 ] && as_root && need apt-get; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

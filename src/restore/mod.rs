@@ -5,24 +5,29 @@
 //!    every chunk to its pack ([`plan`]).
 //! 2. Preflight: the target must not hold a symlink where the snapshot has a directory, nor an
 //!    existing entry where the snapshot has a file (unless `overwrite`); there must be room.
-//! 3. Stage and verify: a staging directory `.lifeboat-restore-*` is made inside the target,
-//!    and in it the snapshot's directories (the staging tree mirrors the target). Each pack is
-//!    read once (in ranges, packs in parallel); every chunk is decompressed and checked
-//!    against its BLAKE3 id; only verified bytes are written, with positioned writes, into
-//!    staged files, each opened once and given its metadata when its last chunk is written
-//!    ([`stage`]; all-zero chunks are left as holes, so sparse files stay sparse).
-//! 4. If any chunk is missing or damaged, the staging directory is removed and every affected
+//! 3. Stage and verify: a staging directory `.lifeboat-restore-*` is made at the top of the
+//!    target, and one at the top of each mount point inside the target that the restore writes
+//!    beneath ([`staging`]: a rename cannot cross mounts); in them the snapshot's directories
+//!    (each staging tree mirrors the target). Each pack is read once (in ranges, packs in
+//!    parallel); every chunk is decompressed and checked against its BLAKE3 id; only verified
+//!    bytes are written, with positioned writes, into staged files, each opened once and given
+//!    its metadata when its last chunk is written ([`stage`]; all-zero chunks are left as
+//!    holes, so sparse files stay sparse).
+//! 4. If any chunk is missing or damaged, the staging areas are removed and every affected
 //!    file and object is reported; the target is left as it was. (`allow_partial` restores the
 //!    intact files instead.)
 //! 5. Place ([`place`]): links, symlinks, fifos and devices are made in the staging tree, then
 //!    each top entry is moved into the target with one create-only rename (a directory the
 //!    target lacks moves with everything beneath it; one it has is entered and its entries
-//!    moved one by one), then directory metadata is set deepest first. If placing fails, what
-//!    was placed is removed again.
+//!    moved one by one; with `overwrite` an existing entry is exchanged atomically with its
+//!    staged copy, and its old version kept in the staging area until placing succeeds), then
+//!    directory metadata is set deepest first. If placing fails or is interrupted, what was
+//!    placed is put back: replaced entries get their old version again, new ones are removed.
 //!
-//! Interrupted (killed) during 1–4, the target holds at most the staging directory, which can
-//! be deleted. Nothing is ever written outside the target, and no symlink found in the target
-//! is followed: entries are created with create-only or no-follow calls after an `lstat` check.
+//! Interrupted (killed) during 1–4, the target holds at most the staging areas, which can be
+//! deleted. Killed during 5, every path holds its old version or the snapshot's. Nothing is
+//! ever written outside the target, and no symlink found in the target is followed: entries
+//! are created with create-only or no-follow calls after an `lstat` check.
 
 mod place;
 pub mod plan;
