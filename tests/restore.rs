@@ -840,3 +840,113 @@ fn restore_into_a_target_with_a_mount_point_inside_it() {
         assert_eq!(leftovers(target.path()), Vec::<PathBuf>::new(), "{out}");
     }
 }
+
+/// Staging directories at the top of `dir`.
+fn staging_dirs(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".lifeboat-restore-")
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A restore killed with SIGKILL leaves its staging directory; the next restore into the same
+/// target removes it, says so, and succeeds. Before the fix it stayed forever.
+#[test]
+fn the_staging_area_of_a_killed_restore_is_removed_by_the_next_one() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    for i in 0..8 {
+        write_file(
+            &src.join(format!("big{i}")),
+            &random_bytes(8 * MIB as usize, i),
+        );
+    }
+    repo.backup(args![&src]);
+    let target = Scratch::new();
+    let mut killed = false;
+    for _round in 0..5 {
+        let mut cmd = lifeboat_cmd();
+        cmd.args(["restore", "--repo"])
+            .arg(&repo.path)
+            .args(["latest", "--target"])
+            .arg(target.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawn restore");
+        while staging_dirs(target.path()).is_empty() && child.try_wait().expect("wait").is_none() {
+            std::thread::yield_now();
+        }
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        if !status.success() && !staging_dirs(target.path()).is_empty() {
+            killed = true;
+            break;
+        }
+        let _ = fs::remove_dir_all(restored(target.path(), &src));
+    }
+    assert!(
+        killed,
+        "no kill landed while the restore was staging in 5 rounds"
+    );
+    let left = staging_dirs(target.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    let out = repo.restore("latest", target.path(), args![]).success();
+    assert!(
+        out.stderr()
+            .contains(&format!("removed {}", left[0].display()))
+            && out.stderr().contains("killed"),
+        "the restore says what it removed\n{out}"
+    );
+    assert_trees_equal(&src, &restored(target.path(), &src));
+    assert_eq!(staging_dirs(target.path()), Vec::<PathBuf>::new());
+}
+
+/// The space a killed restore's staging area holds counts toward a restore's free-space check
+/// only while a restore holds it: a dead one is removed first (before the fix the restore was
+/// refused for want of space, without naming it); one held by a running restore is named in
+/// the refusal.
+#[test]
+fn free_space_check_frees_dead_staging_areas_and_names_live_ones() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    write_file(&src.join("data"), &random_bytes(6 * MIB as usize, 5));
+    repo.backup(args![&src]);
+    let target = scratch.join("target");
+    let _fs = Tmpfs::mount(&target, 12);
+    let dead = target.join(".lifeboat-restore-00000000deadbeef");
+    write_file(&dead.join("tmp/x/data"), &random_bytes(8 * MIB as usize, 6));
+
+    let out = repo.restore("latest", &target, args![]).success();
+    assert!(
+        out.stderr()
+            .contains(&format!("removed {}", dead.display())),
+        "{out}"
+    );
+    assert_trees_equal(&src, &restored(&target, &src));
+    for e in fs::read_dir(&target).expect("list target").flatten() {
+        fs::remove_dir_all(e.path()).expect("empty the target");
+    }
+
+    // A staging area a running restore holds (its lock taken here) is left and named.
+    write_file(&dead.join("tmp/x/data"), &random_bytes(8 * MIB as usize, 6));
+    let held = fs::File::open(&dead).expect("open");
+    let _lock =
+        nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("lock");
+    let out = repo.restore("latest", &target, args![]).failure();
+    assert!(
+        out.stderr().contains("only") && out.stderr().contains(&dead.display().to_string()),
+        "{out}"
+    );
+    assert!(dead.join("tmp/x/data").exists());
+}

@@ -159,7 +159,16 @@ pub fn restore(
     let staging = if opts.verify_only {
         None
     } else {
-        let mounts = preflight(&plan, target, opts.overwrite)?;
+        let mut stale = Stale::default();
+        let mounts = preflight(&plan, target, opts.overwrite, &mut stale);
+        for (p, bytes) in &stale.removed {
+            report.warnings.push(format!(
+                "removed {} ({}): the staging area of an earlier restore that was killed",
+                p.display(),
+                human(*bytes)
+            ));
+        }
+        let mounts = mounts?;
         created_target = create_target(target)?;
         match Staging::make(target, &mounts) {
             Ok(s) => Some(s),
@@ -333,7 +342,12 @@ fn count(plan: &Plan, broken: &HashMap<usize, String>, report: &mut RestoreRepor
 /// Checks the target before anything is written; returns the mount points inside the target
 /// that the restore writes beneath (relative to the target, parents first), each of which
 /// gets a staging area of its own ([`staging`]).
-fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<Vec<PathBuf>> {
+fn preflight(
+    plan: &Plan,
+    target: &Path,
+    overwrite: bool,
+    stale: &mut Stale,
+) -> Result<Vec<PathBuf>> {
     match fs::metadata(target) {
         Ok(m) if !m.is_dir() => {
             return Err(Error::Invalid(format!(
@@ -343,11 +357,12 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<Vec<PathBuf>
         }
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            check_space(plan, target, &[])?;
+            check_space(plan, target, &[], stale)?;
             return Ok(Vec::new());
         }
         Err(e) => return Err(Error::io("inspect restore target", target, e)),
     }
+    stale.sweep(target);
     let mut conflicts = Vec::new();
     let mut refused = Vec::new();
     // The mount of every directory the target has, by its path relative to the target.
@@ -390,6 +405,7 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<Vec<PathBuf>
                     staging::mount_of(&path).map_err(|err| Error::io("inspect", &path, err))?;
                 let parent = e.rel.parent().unwrap_or(Path::new(""));
                 if mount_of.get(parent).is_some_and(|&p| p != id) {
+                    stale.sweep(&path);
                     mounts.push(e.rel.to_path_buf());
                 }
                 mount_of.insert(&e.rel, id);
@@ -416,14 +432,31 @@ fn preflight(plan: &Plan, target: &Path, overwrite: bool) -> Result<Vec<PathBuf>
             more(conflicts.len())
         )));
     }
-    check_space(plan, target, &mounts)?;
+    check_space(plan, target, &mounts, stale)?;
     Ok(mounts)
+}
+
+/// Staging areas that earlier restores left in the target.
+#[derive(Default)]
+struct Stale {
+    /// Removed (their restore was killed), with the bytes they held.
+    removed: Vec<(PathBuf, u64)>,
+    /// Held by a restore that is still running.
+    busy: Vec<PathBuf>,
+}
+
+impl Stale {
+    /// Removes the staging areas at the top of `dir` that no running restore holds.
+    fn sweep(&mut self, dir: &Path) {
+        let removed = staging::remove_stale(dir, &mut self.busy);
+        self.removed.extend(removed);
+    }
 }
 
 /// Refuses a restore whose content does not fit on the file systems it is staged on (the
 /// target's, and each mount point's inside it). Holes of sparse files need no room, so this
 /// errs on the safe side.
-fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf]) -> Result<()> {
+fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf], stale: &Stale) -> Result<()> {
     // Bytes staged beneath each mount point (deepest first, as staging assigns them), and
     // beneath the target's own file system.
     let mut by_depth: Vec<(&Path, u64)> = mounts.iter().map(|m| (m.as_path(), 0)).collect();
@@ -448,8 +481,21 @@ fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf]) -> Result<()> {
         if let Ok(st) = nix::sys::statvfs::statvfs(&dir) {
             let free = st.blocks_available().saturating_mul(st.fragment_size());
             if need > free {
+                let busy = if stale.busy.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (restores still running into this target hold space in {})",
+                        stale
+                            .busy
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
                 return Err(Error::Invalid(format!(
-                    "restore needs {} on the file system of {} but it has only {} free; nothing was written",
+                    "restore needs {} on the file system of {} but it has only {} free{busy}; nothing was written",
                     human(need),
                     dir.display(),
                     human(free)
