@@ -360,6 +360,8 @@ pub fn drill(
         verify_only: false,
         allow_partial: true,
         overwrite: false,
+        // Device nodes are not files the drill verifies; it never makes them.
+        devices: false,
         threads: opts.downloads,
     };
     let restoring = Instant::now();

@@ -9,7 +9,6 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 
@@ -435,23 +434,6 @@ fn one_file_system_backs_up_a_single_file_system_tree() {
     let target = Scratch::new();
     repo.restore("latest", target.path(), args![]).success();
     assert_trees_equal(&src, &restored(target.path(), &src));
-}
-
-/// Runs lifeboat as an unprivileged user (nobody) when we are root, since
-/// root reads files whatever their mode.
-fn lifeboat_unprivileged(args: Vec<std::ffi::OsString>, home: &Path) -> Out {
-    let mut cmd = if is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
-        c
-    } else {
-        Command::new(bin())
-    };
-    lifeboat_env_for(&mut cmd);
-    cmd.args(args)
-        .env("HOME", home)
-        .env("XDG_CACHE_HOME", home.join(".cache"));
-    run_cmd(cmd)
 }
 
 /// RELIABILITY case 11: unreadable files and directories, at the top and deep in the tree,

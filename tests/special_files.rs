@@ -1,73 +1,101 @@
-//! Device nodes round-trip: `/dev/null` is a character device on every Linux machine.
-//! As root it is restored as a device with the same number; otherwise restore says it skipped it.
+//! Device nodes: `/dev/null` is a character device on every Linux machine. A restore makes
+//! device nodes only when asked (`--devices`) and as root; otherwise it leaves them out, lists
+//! them and exits 3 (a device node gives whoever may open it the device itself, and a hostile
+//! repository could name any device with any mode).
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::process::Command;
-
+#[macro_use]
 mod common;
 
-fn lifeboat() -> Command {
-    common::lifeboat_cmd()
-}
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-/// RELIABILITY case 12: a character device round-trips (as root; otherwise restore says it skipped it).
-#[test]
-fn character_device_round_trips() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    assert!(lifeboat()
-        .args(["init", "--repo"])
-        .arg(&repo)
-        .status()
-        .expect("run")
-        .success());
-    let out = lifeboat()
-        .args(["backup", "--repo"])
-        .arg(&repo)
-        .arg("/dev/null")
-        .output()
-        .expect("run");
+use common::*;
+
+/// A repository holding a backup of `/dev/null`.
+fn backed_up_dev_null() -> (Repo, Scratch) {
+    let repo = Repo::new();
+    repo.backup(args!["/dev/null"]);
+    let listing = repo.ls("latest", args!["--long", "/dev/null"]).success();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ls = lifeboat()
-        .args(["ls", "--long", "--repo"])
-        .arg(&repo)
-        .args(["latest", "/dev/null"])
-        .output()
-        .expect("run");
-    let listing = String::from_utf8_lossy(&ls.stdout);
-    assert!(
-        listing.starts_with('c'),
+        listing.stdout().starts_with('c'),
         "listed as a character device: {listing}"
     );
+    (repo, Scratch::new())
+}
 
-    let target = tmp.path().join("target");
-    let out = lifeboat()
-        .args(["restore", "--repo"])
-        .arg(&repo)
-        .args(["latest", "--target"])
-        .arg(&target)
-        .output()
-        .expect("run");
+/// RELIABILITY case 12: a character device round-trips with `--devices`, as root.
+#[test]
+fn character_device_round_trips_with_devices() {
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        is_root(),
+        "this test makes a device node: run it as root, as CI does"
     );
-    let restored = target.join("dev/null");
-    if nix::unistd::geteuid().is_root() {
-        let meta = std::fs::symlink_metadata(&restored).expect("restored device");
-        assert!(meta.file_type().is_char_device());
-        assert_eq!(
-            meta.rdev(),
-            std::fs::metadata("/dev/null").expect("stat").rdev()
-        );
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("only be restored by root"), "{stderr}");
-        assert!(std::fs::symlink_metadata(&restored).is_err());
-    }
+    let (repo, scratch) = backed_up_dev_null();
+    let target = scratch.join("target");
+    let out = repo
+        .restore("latest", &target, args!["--devices"])
+        .success();
+    let meta = std::fs::symlink_metadata(target.join("dev/null")).expect("restored device");
+    assert!(meta.file_type().is_char_device(), "{out}");
+    assert_eq!(
+        meta.rdev(),
+        std::fs::metadata("/dev/null").expect("stat").rdev()
+    );
+}
+
+/// A device node is made only when asked: without `--devices` it is left out, listed, and the
+/// restore exits 3. Before the fix it was made exactly as the snapshot said (any device, any
+/// mode: a hostile snapshot gave every local user a disk).
+#[test]
+fn device_nodes_are_left_out_and_listed_without_devices() {
+    let (repo, scratch) = backed_up_dev_null();
+    let target = scratch.join("target");
+    let out = repo.restore("latest", &target, args![]).expect_code(3);
+    assert!(
+        out.stderr().contains("/dev/null") && out.stderr().contains("--devices"),
+        "{out}"
+    );
+    assert!(std::fs::symlink_metadata(target.join("dev/null")).is_err());
+    assert!(target.join("dev").is_dir(), "the rest is restored\n{out}");
+    let json = repo
+        .restore("latest", &scratch.join("t2"), args!["--json"])
+        .expect_code(3);
+    let v = json.json_lines().pop().expect("report");
+    assert_eq!(v["skipped"][0]["path"], "/dev/null", "{json}");
+    assert_eq!(num(&v, "others"), 0, "{json}");
+}
+
+/// A restore by a user who is not root skips device nodes even with `--devices`: listed and
+/// exit 3. Before the fix it warned but counted them as restored and exited 0.
+#[test]
+fn device_nodes_are_listed_and_exit_3_when_not_root() {
+    let (repo, scratch) = backed_up_dev_null();
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    // The unprivileged user reads the repository.
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&repo.path)
+        .status();
+    let target = scratch.join("target");
+    let out = lifeboat_unprivileged(
+        args![
+            "restore",
+            "--repo",
+            &repo.path,
+            "latest",
+            "--target",
+            &target,
+            "--devices"
+        ],
+        scratch.path(),
+    )
+    .expect_code(3);
+    assert!(
+        out.stderr().contains("/dev/null") && out.stderr().contains("only root"),
+        "{out}"
+    );
+    assert!(std::fs::symlink_metadata(target.join("dev/null")).is_err());
 }

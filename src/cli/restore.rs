@@ -36,6 +36,10 @@ pub struct RestoreArgs {
     /// Replace files that already exist in the target.
     #[arg(long)]
     overwrite: bool,
+    /// Make the snapshot's device nodes (as root). Without it they are left out and listed
+    /// (exit code 3): a device node gives whoever may open it the device itself.
+    #[arg(long)]
+    devices: bool,
     #[command(flatten)]
     downloads: super::DownloadArgs,
     /// With "latest": only snapshots of this host.
@@ -65,6 +69,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         verify_only: a.verify_only,
         allow_partial: a.allow_partial,
         overwrite: a.overwrite,
+        devices: a.devices,
         threads: a.downloads.get().unwrap_or(0),
     };
     let progress = super::progress();
@@ -141,6 +146,9 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_FAILURE));
     }
+    for s in &report.skipped {
+        eprintln!("lifeboat: not restored: {}: {}", s.path, s.reason);
+    }
     if !a.json {
         if a.verify_only {
             outln!(
@@ -166,6 +174,13 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
                 }
             )?;
         }
+    }
+    if !report.skipped.is_empty() {
+        eprintln!(
+            "lifeboat: {} entries were not restored (listed above); everything else was",
+            report.skipped.len()
+        );
+        return Ok(ExitCode::from(EXIT_INCOMPLETE));
     }
     Ok(ExitCode::SUCCESS)
 }

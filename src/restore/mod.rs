@@ -68,6 +68,8 @@ pub struct RestoreOptions {
     pub allow_partial: bool,
     /// Replace existing files in the target.
     pub overwrite: bool,
+    /// Make the snapshot's device nodes (as root); without it they are left out and listed.
+    pub devices: bool,
     /// Pack reads in flight at once, each verifying what it read (0: as
     /// [`crate::storage::default_readers`] says for the repository's storage).
     pub threads: usize,
@@ -91,6 +93,8 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Entries that could not be restored (damaged or missing data, unsafe names).
     pub damaged: Vec<Damaged>,
+    /// Entries left out although intact: device nodes without `devices`, or not as root.
+    pub skipped: Vec<Damaged>,
     /// Damaged or missing repository objects.
     pub damaged_objects: Vec<String>,
     /// Metadata that could not be applied (the entries themselves were restored).
@@ -287,6 +291,7 @@ fn stage_and_place(
     }
     count(plan, &broken, report);
     let mut placer = Placer::new(&opts.target, staging, opts.overwrite, is_root);
+    placer.devices = opts.devices;
     report.written = true;
     let started = Instant::now();
     let placed = placer.place_all(plan, &broken);
@@ -298,6 +303,15 @@ fn stage_and_place(
     report.replaced = placer.replaced;
     match placed {
         Ok(()) => {
+            report.others -= placer.skipped.len() as u64;
+            report.skipped = placer
+                .skipped
+                .drain(..)
+                .map(|(i, reason)| Damaged {
+                    path: plan.display(i),
+                    reason,
+                })
+                .collect();
             // Staged files carry their metadata already; warn about those that were placed.
             report.warnings.extend(
                 staged_warnings

@@ -102,8 +102,12 @@ pub(super) struct Placer<'a> {
     pub warnings: Vec<String>,
     /// Time spent setting directory metadata.
     pub dirs_time: Duration,
-    /// Device nodes that could not be made (not root): left out.
+    /// Device nodes not made (no `devices`, or not root): left out.
     unstaged: HashSet<usize>,
+    /// Whether device nodes are made at all (`--devices`).
+    pub devices: bool,
+    /// Entries left out on purpose or for want of privilege, with the reason.
+    pub skipped: Vec<(usize, String)>,
     /// Entries of the target replaced so far (`--overwrite`).
     pub replaced: u64,
 }
@@ -124,6 +128,8 @@ impl<'a> Placer<'a> {
             warnings: Vec::new(),
             dirs_time: Duration::ZERO,
             unstaged: HashSet::new(),
+            devices: false,
+            skipped: Vec::new(),
             replaced: 0,
         }
     }
@@ -235,6 +241,15 @@ impl<'a> Placer<'a> {
                         .map_err(|err| Error::io("create symlink", &path, err))?;
                     self.apply_metadata(&staged, &path, &e.node);
                 }
+                // A device node gives whoever may open it the device: one that a snapshot (or
+                // whoever controls the repository) names is made only when asked for.
+                NodeKind::CharDevice | NodeKind::BlockDevice if !self.devices => {
+                    self.unstaged.insert(i);
+                    self.skipped.push((
+                        i,
+                        "device node: restored only with --devices (as root)".into(),
+                    ));
+                }
                 NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
                     let (kind, dev) = match e.node.kind {
                         NodeKind::Fifo => (nix::sys::stat::SFlag::S_IFIFO, 0),
@@ -244,12 +259,10 @@ impl<'a> Placer<'a> {
                     let perm = nix::sys::stat::Mode::from_bits_truncate(e.node.mode & 0o777);
                     match nix::sys::stat::mknod(&staged, kind, perm, dev) {
                         Ok(()) => self.apply_metadata(&staged, &path, &e.node),
-                        Err(Errno::EPERM) => {
+                        Err(Errno::EPERM) if e.node.kind != NodeKind::Fifo => {
                             self.unstaged.insert(i);
-                            self.warnings.push(format!(
-                                "{}: device nodes can only be restored by root; skipped",
-                                path.display()
-                            ))
+                            self.skipped
+                                .push((i, "device node: only root can make device nodes".into()));
                         }
                         Err(err) => return Err(Error::io("create", &path, io::Error::from(err))),
                     }

@@ -1170,6 +1170,23 @@ pub fn assert_reads_clean(repo: &lifeboat::repo::Repository, what: &str) {
     assert!(report.is_ok(), "{what}: {:?}", report.errors);
 }
 
+/// Runs lifeboat as an unprivileged user (nobody) when we are root, since
+/// root reads files whatever their mode.
+pub fn lifeboat_unprivileged(args: Vec<std::ffi::OsString>, home: &Path) -> Out {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+        c
+    } else {
+        Command::new(bin())
+    };
+    lifeboat_env_for(&mut cmd);
+    cmd.args(args)
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join(".cache"));
+    run_cmd(cmd)
+}
+
 // ---------------------------------------------------------------------------
 // File systems of a test's own
 // ---------------------------------------------------------------------------
