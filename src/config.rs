@@ -153,6 +153,10 @@ pub struct HookConfig {
     /// `continue`: the backup runs anyway, and the failure is reported.
     #[serde(default)]
     pub on_failure: Option<String>,
+    /// Variables added to its environment (`env = { PGHOST = "db" }`). Hooks start from a clean
+    /// environment (PATH, HOME, LANG, LC_*, TZ, ...: the daemon's secrets never reach them).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// `[[jobs]]`.
@@ -577,6 +581,11 @@ impl Config {
                     if let Some(t) = &h.timeout {
                         if let Err(e) = parse_duration(t) {
                             c.push(spanned.span(), field(&format!("{f}.timeout")), e);
+                        }
+                    }
+                    for name in h.env.keys() {
+                        if let Err(e) = crate::daemon::child::check_env_name(name) {
+                            c.push(spanned.span(), field(&format!("{f}.env")), e);
                         }
                     }
                     if let Some(p) = &h.on_failure {
