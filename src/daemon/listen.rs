@@ -119,7 +119,7 @@ pub enum ReadError {
     TooLarge(usize),
     /// Not complete by the deadline.
     TooSlow(Duration),
-    /// The client closed the connection before the request's end.
+    /// The client closed the connection without sending anything.
     Closed,
     Io(std::io::Error),
 }
@@ -133,7 +133,7 @@ impl std::fmt::Display for ReadError {
                 "the request did not arrive within {}",
                 humantime::format_duration(*d)
             ),
-            ReadError::Closed => write!(f, "the client closed the connection mid-request"),
+            ReadError::Closed => write!(f, "the client closed the connection without a request"),
             ReadError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -158,7 +158,10 @@ pub fn read_request<C: Conn>(
         conn.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
         let room = (max - got.len()).min(buf.len());
         match conn.read(&mut buf[..room]) {
-            Ok(0) => return Err(ReadError::Closed),
+            // The client closed its side: what it sent is the request (a request without
+            // its final newline, from `printf ... | nc -U`, still counts).
+            Ok(0) if got.is_empty() => return Err(ReadError::Closed),
+            Ok(0) => return Ok(got),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e)
@@ -249,6 +252,22 @@ mod tests {
         client.write_all(b"hello\n").unwrap();
         let got = read_request(&mut server, 8192, deadline, line).unwrap();
         assert_eq!(got, b"hello\n");
+
+        // Closed after the request without its newline: that is the request; closed with
+        // nothing sent: no request.
+        let (mut server, mut client) = UnixStream::pair().unwrap();
+        client.write_all(b"hello").unwrap();
+        drop(client);
+        assert_eq!(
+            read_request(&mut server, 8192, deadline, line).unwrap(),
+            b"hello"
+        );
+        let (mut server, client) = UnixStream::pair().unwrap();
+        drop(client);
+        assert!(matches!(
+            read_request(&mut server, 8192, deadline, line),
+            Err(ReadError::Closed)
+        ));
     }
 
     /// RELIABILITY case 27: connections are served at once, and one past the cap is told so.
