@@ -818,6 +818,26 @@ timezone = "Mars/Olympus"
     }
 
     #[test]
+    fn hook_environment_names_are_checked() {
+        let with = |env: &str| {
+            Config::parse(
+                Path::new("l.toml"),
+                &format!("{GOOD}before = {{ command = [\"/bin/true\"], env = {{ {env} }} }}\n"),
+            )
+        };
+        let c = with("PGHOST = \"db\"").expect("valid");
+        let hook = c.jobs[0].config.before.as_ref().expect("hook");
+        assert_eq!(hook.env.get("PGHOST").map(String::as_str), Some("db"));
+        let err = with("\"PG HOST\" = \"db\"")
+            .expect_err("bad name")
+            .to_string();
+        assert!(
+            err.contains("before.env") && err.contains("PG HOST"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn io_priorities_and_maintenance_settings() {
         let with = |job_extra: &str, daemon: &str| {
             Config::parse(
