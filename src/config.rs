@@ -153,6 +153,10 @@ pub struct HookConfig {
     /// `continue`: the backup runs anyway, and the failure is reported.
     #[serde(default)]
     pub on_failure: Option<String>,
+    /// Variables added to its environment (`env = { PGHOST = "db" }`). Hooks start from a clean
+    /// environment (PATH, HOME, LANG, LC_*, TZ, ...: the daemon's secrets never reach them).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// `[[jobs]]`.
@@ -579,6 +583,11 @@ impl Config {
                             c.push(spanned.span(), field(&format!("{f}.timeout")), e);
                         }
                     }
+                    for name in h.env.keys() {
+                        if let Err(e) = crate::daemon::child::check_env_name(name) {
+                            c.push(spanned.span(), field(&format!("{f}.env")), e);
+                        }
+                    }
                     if let Some(p) = &h.on_failure {
                         if p != "abort" && p != "continue" {
                             c.push(
@@ -806,6 +815,26 @@ timezone = "Mars/Olympus"
             assert!(errs[0].message.contains("1 to 256"), "{}", errs[0]);
         }
         assert!(with("-1").is_err());
+    }
+
+    #[test]
+    fn hook_environment_names_are_checked() {
+        let with = |env: &str| {
+            Config::parse(
+                Path::new("l.toml"),
+                &format!("{GOOD}before = {{ command = [\"/bin/true\"], env = {{ {env} }} }}\n"),
+            )
+        };
+        let c = with("PGHOST = \"db\"").expect("valid");
+        let hook = c.jobs[0].config.before.as_ref().expect("hook");
+        assert_eq!(hook.env.get("PGHOST").map(String::as_str), Some("db"));
+        let err = with("\"PG HOST\" = \"db\"")
+            .expect_err("bad name")
+            .to_string();
+        assert!(
+            err.contains("before.env") && err.contains("PG HOST"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -51,9 +51,9 @@ impl Setup {
 
     fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = lifeboat_cmd();
+        cmd.env_remove("LIFEBOAT_PASSWORD");
         cmd.envs(env.iter().copied());
         cmd.args(args!["daemon", "--config", &self.config])
-            .env_remove("LIFEBOAT_PASSWORD")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.scratch.join("daemon.log")).expect("log"));
         let child = cmd.spawn().expect("start daemon");
@@ -429,6 +429,8 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let attempt = || -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect(addr)?;
+        // A server that never answers fails the request instead of hanging the test.
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
         write!(
             s,
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -1134,4 +1136,403 @@ fn the_daemon_derives_the_key_once_and_a_removed_key_stops_opening() {
     let snapshots = std::fs::read_dir(setup.repo.join("snapshots")).expect("snapshots");
     assert_eq!(snapshots.count(), 4);
     daemon.stop(Duration::from_secs(30));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes, listeners, damaged state files, secrets (issue 19)
+
+/// A yearly job (it runs when asked) with a `phase` hook running `script` in `/bin/sh -c`
+/// (the script must not hold a single quote).
+fn hook_job(phase: &str, script: &str, timeout: &str) -> String {
+    format!(
+        "[[jobs]]\nname = \"j\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n\
+         {phase} = {{ command = [\"/bin/sh\", \"-c\", '{script}'], timeout = \"{timeout}\" }}\n"
+    )
+}
+
+/// A marker unique to this test process and `what`, carried as $0 of the shells a hook starts.
+fn marker(what: &str) -> String {
+    format!("lbmark-{what}-{}", std::process::id())
+}
+
+/// Whether a live (not zombie) process has `marker` in its command line.
+fn marked_alive(marker: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .any(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X']));
+            !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+        })
+}
+
+/// Two shells marked `mark`: one in the background, one the hook's own process (exec), each
+/// waiting on a long sleep.
+fn two_sleepers(mark: &str) -> String {
+    format!("sh -c \"sleep 1000; :\" {mark}-bg & exec sh -c \"sleep 1000; :\" {mark}-fg")
+}
+
+/// RELIABILITY case 26: a `before` hook that writes far more than a pipe holds (300 KB) to its
+/// error output runs to its end and the backup follows (it was blocked on the full pipe until
+/// its timeout killed it, and the job failed).
+#[test]
+fn a_hook_flooding_its_error_output_runs_to_its_end() {
+    let setup = Setup::new(
+        &hook_job(
+            "before",
+            "head -c 300000 /dev/zero | tr \"\\0\" x >&2; exit 0",
+            "5s",
+        ),
+        "",
+    );
+    let daemon = setup.start();
+    setup.cli("run", args!["j"]).success();
+    let j = job(&setup.status(), "j");
+    assert_eq!(j["state"]["last_result"], "success", "{j} {}", daemon.log());
+    daemon.stop(Duration::from_secs(30));
+}
+
+/// RELIABILITY case 26: a `before` hook past its timeout is stopped with its whole process
+/// group: the background child of its shell goes too (only the direct child was killed, so the
+/// real work, a `pg_dump` say, went on), and the job fails saying why.
+#[test]
+fn a_hook_past_its_timeout_is_stopped_with_its_whole_process_group() {
+    let mark = marker("timeout");
+    let setup = Setup::new(&hook_job("before", &two_sleepers(&mark), "2s"), "");
+    let daemon = setup.start();
+    setup.cli("run", args!["j"]).expect_code(1);
+    let j = job(&setup.status(), "j");
+    assert_eq!(j["state"]["last_result"], "failed", "{j}");
+    let error = j["state"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("before hook") && error.contains("timeout of 2s"),
+        "{error}"
+    );
+    assert!(
+        j["state"]["last_duration_secs"]
+            .as_f64()
+            .unwrap_or(f64::MAX)
+            < 60.0,
+        "the hook ran on past its timeout: {j}"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        || !marked_alive(&mark),
+        || {
+            format!(
+                "a process of the hook's group survived its timeout: {}",
+                daemon.log()
+            )
+        },
+    );
+    daemon.stop(Duration::from_secs(30));
+}
+
+/// RELIABILITY case 26: a hook that fails but leaves a background child holding its output
+/// pipe ends when it exits (its error output was read to the end, which came only when the
+/// background child ended: the run hung), its error is reported, the leftover is stopped.
+#[test]
+fn a_hook_leaving_a_child_on_its_output_pipe_ends_when_it_exits() {
+    let mark = marker("leftover");
+    let setup = Setup::new(
+        &hook_job(
+            "before",
+            &format!("sh -c \"sleep 1000; :\" {mark} & echo hook-failed-here >&2; exit 4"),
+            "1h",
+        ),
+        "",
+    );
+    let daemon = setup.start();
+    setup.cli("run", args!["j", "--no-wait"]).success();
+    wait_until(
+        Duration::from_secs(30),
+        || job(&setup.status(), "j")["state"]["last_result"] == "failed",
+        || format!("the run did not end: {}", daemon.log()),
+    );
+    let j = job(&setup.status(), "j");
+    let error = j["state"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("exit status: 4") && error.contains("hook-failed-here"),
+        "{error}"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        || !marked_alive(&mark),
+        || format!("the hook's leftover survived: {}", daemon.log()),
+    );
+    daemon.stop(Duration::from_secs(30));
+}
+
+/// RELIABILITY case 26: SIGTERM to the daemon while a `before` hook runs (its timeout an hour
+/// away): the hook's whole group is stopped at once, the job reports it, and the daemon exits
+/// well within systemd's stop timeout (it waited for the hook, past the 90 s).
+#[test]
+fn sigterm_during_a_long_hook_stops_its_group_and_the_daemon_promptly() {
+    let mark = marker("sigterm");
+    let setup = Setup::new(&hook_job("before", &two_sleepers(&mark), "1h"), "");
+    let daemon = setup.start();
+    setup.cli("run", args!["j", "--no-wait"]).success();
+    wait_until(
+        Duration::from_secs(30),
+        || marked_alive(&format!("{mark}-bg")) && marked_alive(&format!("{mark}-fg")),
+        || daemon.log(),
+    );
+    let log = daemon.stop(Duration::from_secs(20));
+    assert!(log.contains("the daemon is stopping"), "{log}");
+    wait_until(
+        Duration::from_secs(10),
+        || !marked_alive(&mark),
+        || "a process of the hook's group survived the daemon".into(),
+    );
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(setup.scratch.join("state/state.json")).expect("state"),
+    )
+    .expect("state JSON");
+    let error = state["jobs"]["j"]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("before hook") && error.contains("stopped"),
+        "{state}"
+    );
+}
+
+/// Issue 19 (secrets): hooks and `command` channels start from a clean environment: the
+/// daemon's LIFEBOAT_PASSWORD and AWS_SECRET_ACCESS_KEY never reach them (they inherited the
+/// whole environment), while PATH and the job's LIFEBOAT_* variables do. The daemon allows no
+/// core files.
+#[test]
+fn hooks_and_command_channels_get_no_secrets_and_the_daemon_no_core_files() {
+    let setup = Setup::new("", "");
+    let hook_env = setup.scratch.join("hook.env");
+    let cmd_env = setup.scratch.join("command.env");
+    let jobs = format!(
+        "[[notify]]\ntype = \"command\"\nname = \"script\"\nargv = [\"/bin/sh\", \"-c\", 'env > {}']\n\n{}",
+        cmd_env.display(),
+        hook_job("before", &format!("env > {}", hook_env.display()), "30s")
+            .replace("SRC", &setup.src.display().to_string())
+    );
+    let mut config = std::fs::read_to_string(&setup.config).expect("config");
+    config.push_str(&jobs);
+    std::fs::write(&setup.config, config).expect("config");
+    let daemon = setup.start_with(&[
+        ("LIFEBOAT_PASSWORD", "daemon-secret-password"),
+        ("AWS_SECRET_ACCESS_KEY", "daemon-secret-aws-key"),
+    ]);
+    setup.cli("run", args!["j"]).success();
+    wait_until(
+        Duration::from_secs(20),
+        || cmd_env.exists() && hook_env.exists(),
+        || daemon.log(),
+    );
+    for file in [&hook_env, &cmd_env] {
+        let env = std::fs::read_to_string(file).expect("env");
+        assert!(!env.contains("daemon-secret"), "{}: {env}", file.display());
+        assert!(env.contains("\nPATH=") || env.starts_with("PATH="), "{env}");
+    }
+    let env = std::fs::read_to_string(&hook_env).expect("env");
+    assert!(env.contains("LIFEBOAT_JOB=j\n"), "{env}");
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", daemon.child.id())).expect("limits");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("core limit");
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    daemon.stop(Duration::from_secs(30));
+}
+
+/// The daemon's resident memory, from /proc.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// A client that sends `b"G"` once a second for up to 40 s; it says whether the server cut it
+/// off (and so whether it was held to a deadline for the whole request).
+fn trickler<S: std::io::Write + Send + 'static>(mut conn: S) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        for _ in 0..40 {
+            if conn.write_all(b"G").is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        false
+    })
+}
+
+/// RELIABILITY case 27: the metrics endpoint and the control socket serve everyone while
+/// other clients stall: idle connections, clients trickling a byte a second (they held the
+/// one serving thread: /health and `status` waited for them, `status` failed after 30 s), and
+/// one sending 10 MiB without an end of line (it grew the daemon by the size sent).
+#[test]
+fn listeners_serve_others_while_clients_stall_trickle_or_flood() {
+    use std::io::Write;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"m\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+        &format!("metrics_listen = \"{addr}\""),
+    );
+    let daemon = setup.start();
+    let sock = setup.scratch.join("run/lifeboat.sock");
+    assert_eq!(http_get(&addr, "/health").0, 200);
+
+    // 10 MiB without an end of line: the daemon does not keep it.
+    let before = resident_bytes(daemon.child.id());
+    let mut flood = std::net::TcpStream::connect(&addr).expect("connect");
+    let junk = vec![b'x'; 10 << 20];
+    let _ = flood.write_all(&junk); // the server may close early: that is the point
+    let after = resident_bytes(daemon.child.id());
+    assert!(
+        after < before + (4 << 20),
+        "the daemon grew from {before} to {after} bytes on one request"
+    );
+    let mut flood_control = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    let _ = flood_control.write_all(&junk);
+
+    // Idle clients and tricklers on both listeners, then others ask.
+    let idle: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    let idle_control: Vec<std::os::unix::net::UnixStream> = (0..8)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    let trickling = trickler(std::net::TcpStream::connect(&addr).expect("connect"));
+    let trickling_control =
+        trickler(std::os::unix::net::UnixStream::connect(&sock).expect("connect"));
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, body) = http_get(&addr, "/health");
+    assert_eq!((code, body.as_str()), (200, "ok\n"), "{}", daemon.log());
+    assert!(http_get(&addr, "/metrics")
+        .1
+        .contains("lifeboat_job_running"));
+    let status = setup.cli("status", args!["--json"]).success().json();
+    assert_eq!(status["ok"], true, "{status}");
+    setup.cli("pause", args!["m"]).success();
+    setup.cli("resume", args!["m"]).success();
+    // The tricklers were cut off at the request deadline, not kept alive by each byte.
+    assert!(
+        trickling.join().expect("trickler"),
+        "the metrics trickler was never cut off"
+    );
+    assert!(
+        trickling_control.join().expect("trickler"),
+        "the control trickler was never cut off"
+    );
+    drop((idle, idle_control, flood, flood_control));
+    daemon.stop(Duration::from_secs(30));
+}
+
+/// Files in `dir` whose name starts with `prefix`.
+fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A damaged state.json kept the daemon from starting at all (no backups until someone
+/// acted). It is moved aside (kept), reported once in the log and as a `state_damaged`
+/// notification, and the daemon starts and runs its jobs.
+#[test]
+fn a_damaged_state_file_is_moved_aside_and_the_daemon_starts() {
+    let (url, got) = receiver();
+    let setup = Setup::new(
+        &format!(
+            "[[notify]]\ntype = \"webhook\"\nname = \"ops\"\nurl = \"{url}\"\n\n\
+             [[jobs]]\nname = \"j\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n"
+        ),
+        "",
+    );
+    let state_dir = setup.scratch.join("state");
+    std::fs::create_dir_all(&state_dir).expect("state dir");
+    let damage = b"{\"jobs\": {\"j\": {\"cursor\": ";
+    std::fs::write(state_dir.join("state.json"), damage).expect("damage");
+    let daemon = setup.start();
+    let aside = files_starting(&state_dir, "state.json.damaged-");
+    assert_eq!(aside.len(), 1, "{aside:?} {}", daemon.log());
+    assert_eq!(std::fs::read(&aside[0]).expect("kept"), damage);
+    setup.cli("run", args!["j"]).success();
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("state.json")).expect("state"))
+            .expect("a valid state file again");
+    assert_eq!(state["jobs"]["j"]["last_result"], "success", "{state}");
+    wait_until(
+        Duration::from_secs(10),
+        || !events(&got, "state_damaged").is_empty(),
+        || format!("{:?}", got.lock().map(|g| g.clone())),
+    );
+    let log = daemon.stop(Duration::from_secs(30));
+    let reported = events(&got, "state_damaged");
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    let summary = reported[0]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("state.json") && summary.contains("moved aside"),
+        "{summary}"
+    );
+    assert_eq!(log.matches("was damaged").count(), 1, "{log}");
+}
+
+/// A damaged maintenance.json was logged every second, for ever. It is moved aside (kept),
+/// reported once (log and notification), and the daemon goes on running jobs.
+#[test]
+fn a_damaged_maintenance_file_is_reported_once_and_moved_aside() {
+    let (url, got) = receiver();
+    let setup = Setup::new(
+        &format!(
+            "[[notify]]\ntype = \"webhook\"\nname = \"ops\"\nurl = \"{url}\"\n\n\
+             [[jobs]]\nname = \"j\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n"
+        ),
+        "",
+    );
+    let daemon = setup.start();
+    let state_dir = setup.scratch.join("state");
+    std::fs::write(state_dir.join("maintenance.json"), b"not json").expect("damage");
+    wait_until(
+        Duration::from_secs(10),
+        || files_starting(&state_dir, "maintenance.json.damaged-").len() == 1,
+        || daemon.log(),
+    );
+    // Several more looks at the windows (one a second): nothing more is said.
+    std::thread::sleep(Duration::from_secs(3));
+    setup.cli("run", args!["j"]).success();
+    let log = daemon.stop(Duration::from_secs(30));
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("maintenance") && l.contains("ERROR"))
+        .count();
+    assert_eq!(errors, 1, "{log}");
+    let reported = events(&got, "state_damaged");
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert!(
+        reported[0]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("maintenance.json"),
+        "{reported:?}"
+    );
+    assert_eq!(
+        files_starting(&state_dir, "maintenance.json.damaged-").len(),
+        1
+    );
 }

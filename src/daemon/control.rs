@@ -2,11 +2,11 @@
 //! a Unix socket in its runtime directory (mode 0600: root only, like the daemon). One JSON
 //! request per connection, one JSON answer.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -56,22 +56,23 @@ pub fn bind(runtime_dir: &Path) -> Result<UnixListener> {
 
 /// The longest request line read (requests are a few hundred bytes; a client that sends more
 /// without a newline is refused instead of growing the daemon's memory).
-pub const MAX_REQUEST: u64 = 64 << 10;
+pub const MAX_REQUEST: usize = 64 << 10;
 
-/// Reads one request from a connection.
-pub fn read_request(stream: &UnixStream) -> Result<Request> {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut line = String::new();
-    BufReader::new(stream.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .map_err(|e| Error::io("read control request", "socket", e))?;
-    if line.len() as u64 >= MAX_REQUEST && !line.ends_with('\n') {
-        return Err(Error::Invalid(format!(
-            "bad control request: longer than {MAX_REQUEST} bytes"
-        )));
-    }
-    parse_request(&line)
+/// Reads one request from a connection: one line, at most [`MAX_REQUEST`] bytes, all of it
+/// within [`super::listen::REQUEST_DEADLINE`] (however slowly it trickles in).
+pub fn read_request(stream: &mut UnixStream) -> Result<Request> {
+    let deadline = Instant::now() + super::listen::REQUEST_DEADLINE;
+    let bytes = super::listen::read_request(stream, MAX_REQUEST, deadline, |b| b.contains(&b'\n'))
+        .map_err(|e| Error::Invalid(format!("bad control request: {e}")))?;
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = std::str::from_utf8(line)
+        .map_err(|e| Error::Invalid(format!("bad control request: not UTF-8 ({e})")))?;
+    parse_request(line)
 }
+
+/// What a client beyond the connection cap gets.
+pub const BUSY: &[u8] =
+    b"{\"ok\":false,\"error\":\"the daemon is serving too many control connections: try again\"}\n";
 
 /// Parses one request line (public as the pure parsing step for tests and the fuzz targets).
 pub fn parse_request(line: &str) -> Result<Request> {
@@ -92,9 +93,9 @@ pub fn pause_until(now: DateTime<Utc>, for_secs: Option<u64>) -> DateTime<Utc> {
         .unwrap_or(far_future)
 }
 
-/// Writes the answer.
-pub fn write_answer(mut stream: &UnixStream, answer: &serde_json::Value) {
-    let _ = writeln!(stream, "{answer}");
+/// Writes the answer (within [`super::listen::ANSWER_DEADLINE`]).
+pub fn write_answer(stream: &mut UnixStream, answer: &serde_json::Value) {
+    let _ = super::listen::write_answer(stream, format!("{answer}\n").as_bytes());
 }
 
 /// Sends a request to the daemon whose runtime directory is `runtime_dir`.
@@ -146,15 +147,16 @@ mod tests {
             // The reader stops at the limit and drops its end: the write then fails.
             let _ = client.write_all(&junk);
         });
-        let err = read_request(&server).expect_err("refused");
+        let mut server = server;
+        let err = read_request(&mut server).expect_err("refused");
         assert!(err.to_string().contains("longer than 65536 bytes"), "{err}");
         drop(server);
         writer.join().expect("writer");
 
         // A request within the limit still reads.
-        let (mut client, server) = UnixStream::pair().expect("pair");
+        let (mut client, mut server) = UnixStream::pair().expect("pair");
         client.write_all(b"{\"cmd\":\"status\"}\n").expect("write");
-        assert_eq!(read_request(&server).expect("status"), Request::Status);
+        assert_eq!(read_request(&mut server).expect("status"), Request::Status);
     }
 
     #[test]

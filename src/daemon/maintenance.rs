@@ -414,12 +414,32 @@ pub fn load(state_dir: &Path) -> Result<Windows> {
 }
 
 /// Changes the windows under the lock: reads them afresh, applies `f`, and writes them back
-/// atomically when they changed. Ended windows older than a month are dropped.
+/// atomically when they changed. Ended windows older than a month are dropped. A damaged file
+/// is an error naming it.
 pub fn update<R>(
     state_dir: &Path,
     now: DateTime<Utc>,
     f: impl FnOnce(&mut Windows) -> Result<R>,
 ) -> Result<R> {
+    update_inner(state_dir, now, false, f).map(|(r, _)| r)
+}
+
+/// [`update`] for the daemon: a damaged file is moved aside (under the lock) and the windows
+/// start empty; the message says so, for the log and a notification.
+pub fn update_setting_aside<R>(
+    state_dir: &Path,
+    now: DateTime<Utc>,
+    f: impl FnOnce(&mut Windows) -> Result<R>,
+) -> Result<(R, Option<String>)> {
+    update_inner(state_dir, now, true, f)
+}
+
+fn update_inner<R>(
+    state_dir: &Path,
+    now: DateTime<Utc>,
+    set_aside: bool,
+    f: impl FnOnce(&mut Windows) -> Result<R>,
+) -> Result<(R, Option<String>)> {
     std::fs::create_dir_all(state_dir)
         .map_err(|e| Error::io("create state directory", state_dir, e))?;
     let lock_path = state_dir.join("maintenance.lock");
@@ -431,14 +451,22 @@ pub fn update<R>(
         .map_err(|e| Error::io("open lock", &lock_path, e))?;
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::io("lock", &lock_path, e.into()))?;
-    let before = load(state_dir)?;
+    let (before, damaged) = if set_aside {
+        super::state::read_json_or_set_aside(
+            &path(state_dir),
+            "maintenance windows file",
+            "the daemon goes on without the windows it held (add them again with `lifeboat maintenance add`)",
+        )?
+    } else {
+        (load(state_dir)?, None)
+    };
     let mut windows = before.clone();
     let r = f(&mut windows)?;
     windows.prune(now);
     if windows != before {
         save(state_dir, &windows)?;
     }
-    Ok(r)
+    Ok((r, damaged))
 }
 
 fn save(state_dir: &Path, windows: &Windows) -> Result<()> {

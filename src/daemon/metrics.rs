@@ -3,69 +3,85 @@
 //! copy of the daemon's status that the main loop refreshes, so a slow scraper never blocks
 //! scheduling.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use parking_lot::RwLock;
 use serde_json::Value;
 
+use super::listen::ReadError;
 use crate::error::{Error, Result};
 
 /// The status the endpoint serves, refreshed by the daemon.
 pub type Shared = Arc<RwLock<Value>>;
 
-/// Starts serving on `listen`.
+/// The longest request head read (request line and headers); a client that sends more without
+/// the blank line ending them gets 431 and is closed.
+pub const MAX_REQUEST_HEAD: usize = 8 << 10;
+
+/// What a client beyond the connection cap gets.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 35\r\nConnection: close\r\n\r\ntoo many connections: try again...\n";
+
+/// Starts serving on `listen`, through the daemon's connection server ([`super::listen`]):
+/// a thread per connection up to a cap, a bounded request head, a deadline per request.
 pub fn serve(listen: &str, status: Shared) -> Result<()> {
     let listener =
         TcpListener::bind(listen).map_err(|e| Error::io("listen for metrics on", listen, e))?;
-    std::thread::Builder::new()
-        .name("lifeboat-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let status = status.read().clone();
-                let _ = answer(stream, &status);
-            }
-        })
-        .map_err(|e| Error::io("start metrics thread", "thread", e))?;
-    Ok(())
+    super::listen::serve(
+        "lifeboat-metrics",
+        std::iter::from_fn(move || Some(listener.accept().map(|(c, _)| c))),
+        move |c| {
+            let _ = answer(c, &status);
+        },
+        BUSY,
+    )
+    .map_err(|e| Error::io("start metrics thread", "thread", e))
 }
 
-fn answer(mut stream: TcpStream, status: &Value) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Read the headers to their end: closing a socket with unread input resets the
-    // connection, and the client would lose the answer.
-    let mut header = String::new();
-    while reader.read_line(&mut header)? > 0 && header.trim_end() != "" {
-        header.clear();
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("/");
-    let (code, content_type, body) = match path {
-        "/metrics" => (200, "text/plain; version=0.0.4", render(status)),
-        "/health" => {
-            let (ok, text) = health(status);
-            (if ok { 200 } else { 503 }, "text/plain", text)
+/// Whether `head` holds a whole request head (ended by a blank line).
+fn head_complete(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+}
+
+fn answer(mut stream: TcpStream, status: &Shared) -> std::io::Result<()> {
+    let deadline = Instant::now() + super::listen::REQUEST_DEADLINE;
+    let head = super::listen::read_request(&mut stream, MAX_REQUEST_HEAD, deadline, head_complete);
+    let (code, content_type, body) = match head {
+        Ok(head) => {
+            let head = String::from_utf8_lossy(&head);
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            // A copy: the lock is not held while answering.
+            let status = status.read().clone();
+            match path {
+                "/metrics" => (200, "text/plain; version=0.0.4", render(&status)),
+                "/health" => {
+                    let (ok, text) = health(&status);
+                    (if ok { 200 } else { 503 }, "text/plain", text)
+                }
+                _ => (
+                    404,
+                    "text/plain",
+                    "not found: try /metrics or /health\n".to_string(),
+                ),
+            }
         }
-        _ => (
-            404,
-            "text/plain",
-            "not found: try /metrics or /health\n".to_string(),
-        ),
+        Err(e @ ReadError::TooLarge(_)) => (431, "text/plain", format!("{e}\n")),
+        Err(e @ ReadError::TooSlow(_)) => (408, "text/plain", format!("{e}\n")),
+        Err(ReadError::Closed | ReadError::Io(_)) => return Ok(()),
     };
     let reason = match code {
         200 => "OK",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Not Found",
     };
-    write!(
-        stream,
+    let response = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )?;
+    );
+    super::listen::write_answer(&mut stream, response.as_bytes())?;
     stream.shutdown(std::net::Shutdown::Write)
 }
 

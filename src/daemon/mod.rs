@@ -14,8 +14,10 @@
 //! stop it: no new runs; running backups stop at their next chunk, indexing what they uploaded
 //! so the next run reuses it; then the state is saved and the daemon exits.
 
+pub mod child;
 pub mod control;
 pub mod inhibit;
+pub mod listen;
 pub mod maintenance;
 pub mod metrics;
 pub mod notify;
@@ -75,6 +77,8 @@ pub struct Daemon {
     /// The maintenance windows as last read, and when they were last looked at.
     windows: maintenance::Windows,
     windows_checked: Option<Instant>,
+    /// The last error reading or updating the windows, already logged.
+    windows_error: Option<String>,
     /// Scheduled prunes, checks and drills: waiting, running, finished.
     task_queue: VecDeque<tasks::Task>,
     tasks_running: HashMap<String, (tasks::Task, DateTime<Utc>)>,
@@ -95,9 +99,14 @@ pub struct Daemon {
 impl Daemon {
     /// Runs the daemon with the config at `path` until SIGTERM or SIGINT.
     pub fn run(path: &Path) -> Result<()> {
+        no_core_dumps();
         let config =
             Config::load(path).map_err(|e| Error::Invalid(format!("invalid config:\n{e}")))?;
-        let state = State::load(&config.daemon.state_dir)?;
+        // A damaged state file must not keep the daemon (and every backup) from starting.
+        let (state, state_damaged) = State::load_or_set_aside(&config.daemon.state_dir)?;
+        if let Some(said) = &state_damaged {
+            tracing::error!("{said}");
+        }
         std::fs::create_dir_all(&config.daemon.cache_dir)
             .map_err(|e| Error::io("create cache directory", &config.daemon.cache_dir, e))?;
         let published: metrics::Shared = Default::default();
@@ -112,26 +121,30 @@ impl Daemon {
         signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
             .map_err(|e| Error::io("install SIGHUP handler", "signal", e))?;
         let (control_tx, control_rx) = crossbeam_channel::unbounded::<ControlMsg>();
-        std::thread::Builder::new()
-            .name("lifeboat-control".into())
-            .spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    let answer = match control::read_request(&stream) {
-                        Ok(req) => {
-                            let (tx, rx) = crossbeam_channel::bounded(1);
-                            if control_tx.send((req, tx)).is_err() {
-                                break;
-                            }
+        // Each connection on a thread of its own with a deadline (see `listen`): a client
+        // that sends nothing, or a byte every few seconds, never blocks the others.
+        listen::serve(
+            "lifeboat-control",
+            std::iter::from_fn(move || Some(listener.accept().map(|(c, _)| c))),
+            move |mut stream| {
+                let answer = match control::read_request(&mut stream) {
+                    Ok(req) => {
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        if control_tx.send((req, tx)).is_err() {
+                            json!({"ok": false, "error": "the daemon is stopping"})
+                        } else {
                             rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(
                                 |_| json!({"ok": false, "error": "the daemon did not answer"}),
                             )
                         }
-                        Err(e) => json!({"ok": false, "error": e.to_string()}),
-                    };
-                    control::write_answer(&stream, &answer);
-                }
-            })
-            .map_err(|e| Error::io("start control thread", "thread", e))?;
+                    }
+                    Err(e) => json!({"ok": false, "error": e.to_string()}),
+                };
+                control::write_answer(&mut stream, &answer);
+            },
+            control::BUSY,
+        )
+        .map_err(|e| Error::io("start control thread", "thread", e))?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let (task_done_tx, task_done_rx) = crossbeam_channel::unbounded();
         let mut d = Daemon {
@@ -148,6 +161,7 @@ impl Daemon {
             notifiers: Vec::new(),
             windows: maintenance::Windows::default(),
             windows_checked: None,
+            windows_error: None,
             task_queue: VecDeque::new(),
             clock_back: Default::default(),
             tasks_running: HashMap::new(),
@@ -159,6 +173,14 @@ impl Daemon {
             shutting_down: false,
         };
         d.start_notifiers();
+        if let Some(said) = state_damaged {
+            d.event(
+                notify::EventKind::StateDamaged,
+                None,
+                format!("lifeboat daemon on {}: {said}", notify::local_hostname()),
+                json!({"file": state::path(&d.config.daemon.state_dir)}),
+            );
+        }
         *d.published.write() = d.status_json(Utc::now());
         d.event(
             notify::EventKind::DaemonStarted,
@@ -763,20 +785,38 @@ impl Daemon {
         f: impl FnOnce(&mut maintenance::Windows) -> R,
     ) -> Option<R> {
         let mut copy = None;
-        let r = maintenance::update(&self.config.daemon.state_dir, now, |w| {
+        let dir = self.config.daemon.state_dir.clone();
+        let r = maintenance::update_setting_aside(&dir, now, |w| {
             let r = f(w);
             copy = Some(w.clone());
             Ok(r)
         });
         match r {
-            Ok(r) => {
+            Ok((r, damaged)) => {
                 if let Some(c) = copy {
                     self.windows = c;
+                }
+                if self.windows_error.take().is_some() {
+                    tracing::info!("the maintenance windows can be read and updated again");
+                }
+                if let Some(said) = damaged {
+                    tracing::error!("{said}");
+                    self.event(
+                        notify::EventKind::StateDamaged,
+                        None,
+                        format!("lifeboat daemon on {}: {said}", notify::local_hostname()),
+                        json!({"file": maintenance::path(&dir)}),
+                    );
                 }
                 Some(r)
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read or update the maintenance windows");
+                // Looked at every second: said once, until it changes.
+                let text = e.to_string();
+                if self.windows_error.as_deref() != Some(text.as_str()) {
+                    tracing::error!(error = %e, "cannot read or update the maintenance windows (said once until it changes)");
+                    self.windows_error = Some(text);
+                }
                 None
             }
         }
@@ -1230,6 +1270,24 @@ impl Daemon {
                 .map(|w| w.to_json(now))
                 .collect::<Vec<_>>(),
         })
+    }
+}
+
+/// The daemon holds repository passwords and master keys: a crash must not write them into a
+/// core file. Not dumpable (`PR_SET_DUMPABLE` 0, which also keeps other users from reading its
+/// `/proc` files and from attaching a debugger) and a core size limit of 0, which its hooks
+/// inherit (as they do the unit's `LimitCORE=0`). Failures are logged, not fatal.
+fn no_core_dumps() {
+    use rustix::process::{set_dumpable_behavior, setrlimit, DumpableBehavior, Resource, Rlimit};
+    if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        tracing::warn!(error = %e, "cannot mark the daemon not dumpable");
+    }
+    let zero = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(e) = setrlimit(Resource::Core, zero) {
+        tracing::warn!(error = %e, "cannot set the daemon's core size limit to 0");
     }
 }
 

@@ -23,10 +23,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -58,12 +55,15 @@ pub enum EventKind {
     DrillFailed,
     /// A restore drill passed (with its figures).
     DrillPassed,
+    /// A file of the daemon's state directory (state.json, maintenance.json) was damaged and
+    /// moved aside; the daemon goes on without what it held.
+    StateDamaged,
     Test,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::BackupFailed,
         EventKind::BackupSucceeded,
         EventKind::MissedSchedule,
@@ -77,6 +77,7 @@ impl EventKind {
         EventKind::CheckFailed,
         EventKind::DrillFailed,
         EventKind::DrillPassed,
+        EventKind::StateDamaged,
         EventKind::Test,
     ];
 
@@ -96,6 +97,7 @@ impl EventKind {
             EventKind::CheckFailed => "check_failed",
             EventKind::DrillFailed => "drill_failed",
             EventKind::DrillPassed => "drill_passed",
+            EventKind::StateDamaged => "state_damaged",
             EventKind::Test => "test",
         }
     }
@@ -112,6 +114,7 @@ impl EventKind {
                 | EventKind::PruneFailed
                 | EventKind::CheckFailed
                 | EventKind::DrillFailed
+                | EventKind::StateDamaged
         )
     }
 
@@ -131,6 +134,7 @@ impl EventKind {
             EventKind::CheckFailed => "repository check failed",
             EventKind::DrillFailed => "restore drill FAILED",
             EventKind::DrillPassed => "restore drill passed",
+            EventKind::StateDamaged => "daemon state file damaged",
             EventKind::Test => "test notification",
         }
     }
@@ -270,8 +274,9 @@ pub enum ChannelConfig {
     },
     /// Run a command (argv, no shell) with the Event as JSON on stdin and LIFEBOAT_EVENT,
     /// LIFEBOAT_JOB, LIFEBOAT_SUMMARY (and LIFEBOAT_HOST) in the environment; bounded by a
-    /// timeout (default 30 s), after which its whole process group is killed. A command that
-    /// fails is not run again.
+    /// timeout (default 30 s), after which its whole process group is stopped. A command that
+    /// fails is not run again. It starts from a clean environment (see [`super::child`]) plus
+    /// `env`.
     Command {
         name: String,
         argv: Vec<String>,
@@ -279,6 +284,9 @@ pub enum ChannelConfig {
         timeout_secs: Option<u64>,
         #[serde(default)]
         events: Option<Vec<EventKind>>,
+        /// Variables added to its environment.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
     },
 }
 
@@ -434,8 +442,14 @@ impl ChannelConfig {
                 Ok(Sink::Email(Box::new(sink)))
             }
             ChannelConfig::Command {
-                argv, timeout_secs, ..
+                argv,
+                timeout_secs,
+                env,
+                ..
             } => {
+                for key in env.keys() {
+                    super::child::check_env_name(key).map_err(invalid)?;
+                }
                 match argv.first() {
                     None => return Err(invalid("argv is empty".into())),
                     Some(program) if program.is_empty() => {
@@ -449,6 +463,7 @@ impl ChannelConfig {
                 Ok(Sink::Command {
                     argv: argv.clone(),
                     timeout: timeout_secs.map(Duration::from_secs),
+                    env: env.clone(),
                 })
             }
         }
@@ -515,12 +530,15 @@ impl fmt::Debug for ChannelConfig {
                 argv,
                 timeout_secs,
                 events,
+                env,
             } => f
                 .debug_struct("Command")
                 .field("name", name)
                 .field("argv", argv)
                 .field("timeout_secs", timeout_secs)
                 .field("events", events)
+                // Names only: values may be tokens.
+                .field("env", &env.keys().collect::<Vec<_>>())
                 .finish(),
         }
     }
@@ -998,6 +1016,7 @@ enum Sink {
     Command {
         argv: Vec<String>,
         timeout: Option<Duration>,
+        env: BTreeMap<String, String>,
     },
 }
 
@@ -1283,9 +1302,16 @@ impl Worker {
                 http_send(runtime, request, url, timeout)
             }
             Sink::Email(sink) => sink.send(event, timeout),
-            Sink::Command { argv, timeout: own } => {
-                run_command(argv, event, own.unwrap_or(self.options.command_timeout))
-            }
+            Sink::Command {
+                argv,
+                timeout: own,
+                env,
+            } => run_command(
+                argv,
+                env,
+                event,
+                own.unwrap_or(self.options.command_timeout),
+            ),
         }
     }
 }
@@ -1492,98 +1518,46 @@ impl EmailSink {
 // ---------------------------------------------------------------------------------------------
 // Command
 
-fn run_command(argv: &[String], event: &Event, timeout: Duration) -> Result<(), DeliveryError> {
+/// Runs a command channel through the daemon's child runner ([`super::child`]): the event as
+/// JSON on its input, in its own process group, its output read while it runs. The daemon's
+/// stop does not cut it short (the stop itself is announced through it); its timeout does.
+fn run_command(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    event: &Event,
+    timeout: Duration,
+) -> Result<(), DeliveryError> {
     let program = argv.first().map(String::as_str).unwrap_or_default();
     let json = serde_json::to_vec(event)
         .map_err(|e| DeliveryError::permanent(format!("encoding the event as JSON: {e}")))?;
-    let mut command = std::process::Command::new(program);
-    command
-        .args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env("LIFEBOAT_EVENT", event.kind.as_str())
-        .env("LIFEBOAT_JOB", event.job.as_deref().unwrap_or(""))
-        .env("LIFEBOAT_SUMMARY", &event.summary)
-        .env("LIFEBOAT_HOST", &event.host)
-        // Its own process group, so a timeout kills what it started too.
-        .process_group(0);
-    let mut child = command
-        .spawn()
-        .map_err(|e| DeliveryError::permanent(format!("cannot run {program}: {e}")))?;
-
-    // Writing and reading in threads: a child that ignores its input or floods its error
-    // output must not stall us. They end when the pipes close.
-    if let Some(mut stdin) = child.stdin.take() {
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&json);
-        });
-    }
-    let (err_tx, err_rx) = mpsc::channel();
-    if let Some(mut stderr) = child.stderr.take() {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if kept.len() < 4096 {
-                    kept.extend_from_slice(&buf[..n]);
-                }
-            }
-            let _ = err_tx.send(String::from_utf8_lossy(&kept).into_owned());
-        });
-    }
-
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                kill_group(&mut child);
-                return Err(DeliveryError::permanent(format!(
-                    "{program} did not finish within {} s: killed",
-                    timeout.as_secs_f64()
-                )));
-            }
-            Ok(None) => {
-                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            Err(e) => {
-                kill_group(&mut child);
-                return Err(DeliveryError::permanent(format!(
-                    "waiting for {program}: {e}"
-                )));
-            }
-        }
+    let spec = super::child::Spec {
+        argv,
+        config_env: env,
+        env: vec![
+            ("LIFEBOAT_EVENT", event.kind.as_str().to_string()),
+            ("LIFEBOAT_JOB", event.job.clone().unwrap_or_default()),
+            ("LIFEBOAT_SUMMARY", event.summary.clone()),
+            ("LIFEBOAT_HOST", event.host.clone()),
+        ],
+        stdin: Some(json),
+        timeout,
+        on_stop: None,
     };
-    if status.success() {
-        return Ok(());
+    let outcome = super::child::run(&spec)
+        .map_err(|e| DeliveryError::permanent(format!("cannot run {program}: {e}")))?;
+    match outcome.end {
+        super::child::End::Exited(s) if s.success() => Ok(()),
+        super::child::End::TimedOut => Err(DeliveryError::permanent(format!(
+            "{program} did not finish within {} s: killed with its process group",
+            timeout.as_secs_f64()
+        ))),
+        _ => Err(DeliveryError::permanent(format!(
+            "{program} {}",
+            outcome
+                .failure(timeout)
+                .unwrap_or_else(|| "failed".to_string())
+        ))),
     }
-    // What it left running may hold the pipe open: wait a little only.
-    let stderr = err_rx
-        .recv_timeout(Duration::from_secs(1))
-        .unwrap_or_default();
-    let stderr = one_line(&stderr, 300);
-    Err(DeliveryError::permanent(if stderr.is_empty() {
-        format!("{program} failed ({status})")
-    } else {
-        format!("{program} failed ({status}): {stderr}")
-    }))
-}
-
-fn kill_group(child: &mut std::process::Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1593,7 +1567,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
 
     /// One request as the receiver saw it.
@@ -2032,6 +2006,7 @@ mod tests {
             argv: vec!["/bin/sh".into(), "-c".into(), script],
             timeout_secs: None,
             events: None,
+            env: BTreeMap::new(),
         };
         let notifier = Notifier::start_with(vec![config], fast()).unwrap();
         let sent = event(EventKind::MissedSchedule, "job etc missed its 02:00 run");
@@ -2059,6 +2034,7 @@ mod tests {
             argv: vec!["/bin/sh".into(), "-c".into(), script],
             timeout_secs: None,
             events: None,
+            env: BTreeMap::new(),
         };
         let notifier = Notifier::start_with(vec![config], fast()).unwrap();
         notifier.send(event(EventKind::BackupFailed, "failed"));
@@ -2081,6 +2057,7 @@ mod tests {
             argv: vec!["/bin/sh".into(), "-c".into(), script],
             timeout_secs: Some(1),
             events: None,
+            env: BTreeMap::new(),
         };
         let notifier = Notifier::start_with(vec![config], fast()).unwrap();
         notifier.send(event(EventKind::BackupFailed, "failed"));
@@ -2237,6 +2214,7 @@ mod tests {
             argv: Vec::new(),
             timeout_secs: None,
             events: None,
+            env: BTreeMap::new(),
         };
         assert!(empty_argv
             .validate()

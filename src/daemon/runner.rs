@@ -1,13 +1,12 @@
 //! Running one job: the `before` hook, the backup, the `after` hook.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+use super::child;
 use super::state::RunResult;
 use crate::backup::exclude::Excludes;
 use crate::backup::{backup, BackupOptions};
@@ -91,7 +90,12 @@ pub fn open_repository(cfg: &Config, r: &RepositoryConfig) -> Result<Repository>
     Ok(repo.with_cache(Some(&cfg.daemon.cache_dir)))
 }
 
-/// Runs a hook; `Err` names the command and why it failed.
+/// After the daemon was told to stop, an `after` hook (cleanup: restarting what a `before` hook
+/// stopped) may still run this long; a `before` hook is stopped at once (no backup follows it).
+pub const AFTER_HOOK_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs a hook through the daemon's child runner ([`super::child`]); `Err` names the command
+/// and why it failed.
 fn run_hook(
     hook: &HookConfig,
     job: &str,
@@ -104,59 +108,38 @@ fn run_hook(
         .map(parse_duration)
         .transpose()?
         .unwrap_or(Duration::from_secs(600));
-    let (program, args) = hook.command.split_first().ok_or("empty command")?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("LIFEBOAT_JOB", job)
-        .env("LIFEBOAT_PHASE", phase)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let program = hook.command.first().ok_or("empty command")?;
+    let mut env = vec![
+        ("LIFEBOAT_JOB", job.to_string()),
+        ("LIFEBOAT_PHASE", phase.to_string()),
+    ];
     if let Some(r) = result {
-        cmd.env("LIFEBOAT_RESULT", format!("{r:?}").to_lowercase());
+        env.push(("LIFEBOAT_RESULT", format!("{r:?}").to_lowercase()));
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("{phase} hook {program}: cannot start: {e}"))?;
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                if status.success() {
-                    return Ok(());
-                }
-                let mut err = String::new();
-                if let Some(mut s) = child.stderr.take() {
-                    let _ = s.read_to_string(&mut err);
-                }
-                let err = err.trim();
-                let tail: String = err
-                    .chars()
-                    .rev()
-                    .take(500)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                return Err(format!(
-                    "{phase} hook {program} failed ({status}){}",
-                    if tail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {tail}")
-                    }
-                ));
+    let spec = child::Spec {
+        argv: &hook.command,
+        config_env: &hook.env,
+        env,
+        stdin: None,
+        timeout,
+        on_stop: Some(if phase == "after" {
+            AFTER_HOOK_STOP_GRACE
+        } else {
+            Duration::ZERO
+        }),
+    };
+    let outcome =
+        child::run(&spec).map_err(|e| format!("{phase} hook {program}: cannot start: {e}"))?;
+    if outcome.leftovers_stopped {
+        tracing::warn!(job, phase, program = %program, "the hook left processes running in its process group; they were stopped");
+    }
+    match outcome.failure(timeout) {
+        None => Ok(()),
+        Some(why) => {
+            if !outcome.output.trim().is_empty() {
+                tracing::warn!(job, phase, program = %program, output = %outcome.output, "output of the failed hook (its last 64 KiB)");
             }
-            Ok(None) if started.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{phase} hook {program} ran longer than {} and was killed",
-                    humantime::format_duration(timeout)
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("{phase} hook {program}: {e}")),
+            Err(format!("{phase} hook {program} {why}"))
         }
     }
 }

@@ -99,6 +99,47 @@ pub fn read_json<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
+/// Reads a JSON file of the state directory as the daemon does: a damaged file does not stop
+/// the daemon. It is renamed to `NAME.damaged-YYYYMMDDTHHMMSSZ` beside it (kept for whoever
+/// wants to look at it, never deleted) and the default value is used; the second value then
+/// says what happened, for the log and a notification. Errors: the file cannot be read, or a
+/// damaged one cannot be moved aside.
+pub fn read_json_or_set_aside<T: serde::de::DeserializeOwned + Default>(
+    p: &Path,
+    what: &'static str,
+    instead: &str,
+) -> Result<(T, Option<String>)> {
+    let bytes = match std::fs::read(p) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((T::default(), None)),
+        Err(e) => return Err(Error::io("read", p, e)),
+    };
+    let e = match serde_json::from_slice(&bytes) {
+        Ok(v) => return Ok((v, None)),
+        Err(e) => e,
+    };
+    let name = p
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+    let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+    let mut aside = p.with_file_name(format!("{name}.damaged-{stamp}"));
+    let mut n = 1;
+    while aside.exists() {
+        n += 1;
+        aside = p.with_file_name(format!("{name}.damaged-{stamp}-{n}"));
+    }
+    std::fs::rename(p, &aside)
+        .map_err(|io| Error::io("move aside the damaged file (it stays where it is)", p, io))?;
+    Ok((
+        T::default(),
+        Some(format!(
+            "{what} {} was damaged ({e}); it was moved aside to {} and {instead}",
+            p.display(),
+            aside.display()
+        )),
+    ))
+}
+
 /// Parses the bytes of a JSON file of the state directory (see [`read_json`]); public as the
 /// pure parsing step for tests and the fuzz targets.
 pub fn parse_json<T: serde::de::DeserializeOwned>(
@@ -143,6 +184,16 @@ impl State {
         )
     }
 
+    /// Loads the state for the daemon: a damaged file is moved aside and the daemon starts
+    /// with an empty state (see [`read_json_or_set_aside`]); the message says so.
+    pub fn load_or_set_aside(dir: &Path) -> Result<(Self, Option<String>)> {
+        read_json_or_set_aside(
+            &path(dir),
+            "daemon state file",
+            "the daemon started with a fresh state (every job's history and schedule cursor starts again; snapshots in the repositories are untouched)",
+        )
+    }
+
     /// Saves the state atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         write_json(dir, "state.json", self, "write daemon state")
@@ -164,5 +215,38 @@ mod tests {
         std::fs::write(path(dir.path()), b"{").expect("damage");
         let err = State::load(dir.path()).expect_err("damaged");
         assert!(err.to_string().contains("state.json"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_moved_aside_not_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            State::load_or_set_aside(dir.path()).expect("missing"),
+            (State::default(), None)
+        );
+        std::fs::write(path(dir.path()), b"{\"jobs\": {\"etc\":").expect("damage");
+        let (state, said) = State::load_or_set_aside(dir.path()).expect("set aside");
+        assert_eq!(state, State::default());
+        let said = said.expect("reported");
+        assert!(
+            said.contains("state.json") && said.contains("moved aside"),
+            "{said}"
+        );
+        assert!(!path(dir.path()).exists());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(aside[0].starts_with("state.json.damaged-"), "{aside:?}");
+        assert_eq!(
+            std::fs::read(dir.path().join(&aside[0])).expect("kept"),
+            b"{\"jobs\": {\"etc\":"
+        );
+        // Again within the same second: a second name, nothing overwritten.
+        std::fs::write(path(dir.path()), b"[").expect("damage");
+        State::load_or_set_aside(dir.path()).expect("set aside");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 2);
     }
 }
