@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use lifeboat::restore::{human, restore, RestoreOptions};
 
@@ -70,7 +70,8 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
     let progress = super::progress();
     let report = {
         let _reporter = Reporter::start(progress.clone(), a.json, "restore");
-        restore(&repo, &index, &snap.tree, &opts, progress)?
+        restore(&repo, &index, &snap.tree, &opts, progress)
+            .with_context(|| format!("restore of snapshot {}", id.short()))?
     };
     for w in &report.warnings {
         eprintln!("lifeboat: warning: {w}");
