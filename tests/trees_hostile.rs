@@ -389,3 +389,52 @@ fn a_file_with_no_chunks_and_a_huge_size_is_one_damaged_file() {
     let out = repo.run("restore", args![&id, "--verify-only"]);
     out.expect_code(1).stderr_contains("/huge.bin");
 }
+
+/// RELIABILITY case 24: a missing chunk in a listing shared by 1,500 directories: `check`
+/// reads the listing once and names the affected file under the first 1,000 of its paths,
+/// then says there are more (it walked every snapshot again in full once it found a problem,
+/// listing every path: 10⁹ entries for the tree of the tests above).
+#[test]
+fn check_names_the_paths_of_damage_in_a_shared_listing_up_to_a_bound() {
+    let repo = Repo::new();
+    let mut c = Crafter::new(&repo.path);
+    let intact = c.blob(BlobKind::Data, b"intact\n");
+    let lost = BlobId([7; 32]);
+    let shared = c.tree(vec![
+        file("lost.txt", vec![lost], 5),
+        file("ok.txt", vec![intact], 7),
+    ]);
+    let root = c.tree(
+        (0..1500)
+            .map(|i| dir(&format!("d{i:04}"), shared))
+            .collect(),
+    );
+    let id = c.snapshot(root);
+    let out = repo.check(args!["--json"]).expect_code(1);
+    let r = out.json();
+    let errors = r["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{out}");
+    assert_eq!(errors[0]["object"], format!("chunk {lost}"), "{out}");
+    let affects: Vec<&str> = errors[0]["affects"]
+        .as_array()
+        .expect("affects")
+        .iter()
+        .map(|v| v.as_str().expect("string"))
+        .collect();
+    assert_eq!(affects.len(), 1001, "{out}");
+    let label = format!("snapshot {}: /d", &id[..8]);
+    let paths: HashSet<&str> = affects
+        .iter()
+        .copied()
+        .filter(|a| a.starts_with(&label) && a.ends_with("/lost.txt"))
+        .collect();
+    assert_eq!(
+        paths.len(),
+        1000,
+        "distinct paths of the damaged file: {affects:?}"
+    );
+    assert!(
+        affects.iter().any(|a| a.contains("and more")),
+        "{affects:?}"
+    );
+}

@@ -257,3 +257,170 @@ impl<'a> TreeWalk<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::repo::pack::{encode_blob, PackBuilder};
+    use crate::repo::{BlobKind, InitOptions, KdfSetting, NodeKind, Tree};
+    use crate::storage::LocalStorage;
+
+    /// Listings written into a fresh repository.
+    struct Listings {
+        repo: Repository,
+        pack: PackBuilder,
+    }
+
+    impl Listings {
+        fn new(dir: &Path) -> Self {
+            let opts = InitOptions {
+                kdf: KdfSetting::CHEAPEST,
+                ..InitOptions::default()
+            };
+            let storage = Arc::new(LocalStorage::new(dir.join("repo")));
+            let repo = Repository::init(storage, &opts, Some(b"pw")).expect("init");
+            Listings {
+                repo,
+                pack: PackBuilder::default(),
+            }
+        }
+
+        /// A listing of `dirs` (name, listing) and files `files`.
+        fn tree(&mut self, dirs: &[(&str, BlobId)], files: &[&str]) -> BlobId {
+            let mut nodes: Vec<Node> = dirs
+                .iter()
+                .map(|(n, id)| {
+                    let mut d = Node::new(n.as_bytes().to_vec(), NodeKind::Dir);
+                    d.subtree = Some(*id);
+                    d
+                })
+                .chain(
+                    files
+                        .iter()
+                        .map(|n| Node::new(n.as_bytes().to_vec(), NodeKind::File)),
+                )
+                .collect();
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            let bytes = Tree { nodes }.to_bytes();
+            let sealer = self.repo.sealer().clone();
+            let id = sealer.blob_id(&bytes);
+            self.pack
+                .add(&encode_blob(&sealer, BlobKind::Tree, id, &bytes, 3).expect("encode"));
+            id
+        }
+
+        fn store(&mut self) -> Index {
+            let (bytes, entries) = std::mem::take(&mut self.pack).finish(self.repo.sealer());
+            let pack = self.repo.save_pack(&bytes).expect("save pack");
+            self.repo
+                .save_index(&[(pack, entries)])
+                .expect("save index");
+            self.repo.load_index().expect("index")
+        }
+    }
+
+    /// Every step as a line: "+dir/name", "<dir" (leave), "!dir" (damaged).
+    fn steps(walk: &mut TreeWalk<'_>, enter: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(step) = walk.next().expect("step") {
+            match step {
+                Step::Entry { dir, node, .. } => {
+                    let path = dir.join(OsStr::from_bytes(&node.name));
+                    out.push(format!("+{}", path.display()));
+                    if let (true, Some(sub)) = (enter, node.subtree) {
+                        walk.enter(&node.name, sub);
+                    }
+                }
+                Step::Leave { dir, .. } => out.push(format!("<{}", dir.display())),
+                Step::Damaged { dir, damage, .. } => {
+                    assert!(damage.reason.contains("missing"), "{damage}");
+                    out.push(format!("!{}", dir.display()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn walks_depth_first_in_name_order_and_goes_on_past_damage() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut l = Listings::new(tmp.path());
+        let leaf = l.tree(&[], &["x"]);
+        let missing = BlobId([7; 32]);
+        let sub = l.tree(&[("deep", leaf)], &["f"]);
+        let root = l.tree(&[("a", sub), ("b", missing), ("c", leaf)], &["z"]);
+        let index = l.store();
+        let mut walk = TreeWalk::of(&l.repo, &index, root);
+        assert_eq!(
+            steps(&mut walk, true),
+            [
+                "+a",
+                "+a/deep",
+                "+a/deep/x",
+                "<a/deep",
+                "+a/f",
+                "<a",
+                "+b",
+                "!b",
+                "+c",
+                "+c/x",
+                "<c",
+                "+z",
+                "<"
+            ]
+        );
+        // Not entered: the root's entries only.
+        let mut walk = TreeWalk::of(&l.repo, &index, root);
+        assert_eq!(steps(&mut walk, false), ["+a", "+b", "+c", "+z", "<"]);
+        // Once: the shared leaf listing is entered the first time only, over two roots.
+        let mut walk = TreeWalk::new(&l.repo, &index).once();
+        assert!(walk.start(sub));
+        assert_eq!(
+            steps(&mut walk, true),
+            ["+deep", "+deep/x", "<deep", "+f", "<"]
+        );
+        assert!(walk.seen(&leaf));
+        assert!(walk.start(root));
+        assert_eq!(steps(&mut walk, true), ["+a", "+b", "!b", "+c", "+z", "<"]);
+        assert!(!walk.start(root), "a root walked before");
+        // An unreadable root is damage too.
+        let mut walk = TreeWalk::of(&l.repo, &index, missing);
+        assert_eq!(steps(&mut walk, true), ["!"]);
+    }
+
+    #[test]
+    fn a_chain_of_a_hundred_thousand_levels_walks_without_recursion() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut l = Listings::new(tmp.path());
+        let mut below = l.tree(&[], &["bottom"]);
+        const DEPTH: usize = 100_000;
+        for _ in 0..DEPTH {
+            below = l.tree(&[("d", below)], &[]);
+        }
+        let index = l.store();
+        let mut walk = TreeWalk::of(&l.repo, &index, below);
+        let (mut entries, mut leaves, mut deepest) = (0, 0, 0);
+        while let Some(step) = walk.next().expect("step") {
+            match step {
+                Step::Entry { dir, node, .. } => {
+                    entries += 1;
+                    if node.name == b"bottom" {
+                        assert_eq!(dir.components().count(), DEPTH);
+                    }
+                    if let Some(sub) = node.subtree {
+                        walk.enter(&node.name, sub);
+                    }
+                }
+                Step::Leave { .. } => leaves += 1,
+                Step::Damaged { damage, .. } => panic!("{damage}"),
+            }
+            deepest = deepest.max(walk.depth());
+        }
+        assert_eq!(
+            (entries, leaves, deepest),
+            (DEPTH + 1, DEPTH + 1, DEPTH + 1)
+        );
+    }
+}
