@@ -106,7 +106,7 @@ fn file(name: &str, content: Vec<BlobId>, size: u64) -> Node {
 fn report_of(out: &Out) -> serde_json::Value {
     out.json_lines()
         .into_iter()
-        .rfind(|v| v.get("type").is_none())
+        .rfind(|v| v["type"] != "progress")
         .unwrap_or_else(|| panic!("no report\n{out}"))
 }
 
@@ -254,7 +254,7 @@ fn a_ten_thousand_level_chain_goes_through_ls_check_repair_prune_and_drill() {
     match out
         .json_lines()
         .into_iter()
-        .rfind(|v| v.get("type").is_none())
+        .rfind(|v| v["type"] != "progress")
     {
         Some(report) => {
             assert_eq!(num(&report, "total_dirs"), DEPTH as u64, "{out}");
