@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
 use crate::repo::pack::{decode_blob, pack_len, read_pack_header};
-use crate::repo::{BlobKind, Index, NodeKind, Repository};
+use crate::repo::{BlobKind, Index, NodeKind, Repository, Step, TreeWalk};
 use crate::storage::FileKind;
 
 /// Options of `check`.
@@ -229,7 +229,7 @@ pub fn check(
     let mut affects: HashMap<String, (String, Vec<String>)> = HashMap::new();
     let mut snapshot_names = repo.storage().list(FileKind::Snapshot)?;
     snapshot_names.sort();
-    let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    let mut roots: Vec<(String, BlobId)> = Vec::new();
     for (name, _) in snapshot_names {
         let Ok(id) = crate::id::SnapshotId::from_hex(&name) else {
             report.errors.push(Problem {
@@ -252,101 +252,9 @@ pub fn check(
         };
         report.snapshots += 1;
         let label = format!("snapshot {}", id.short());
-        let mut stack = vec![(snap.tree, String::new())];
-        while let Some((tree_id, dir)) = stack.pop() {
-            let tree_path = if dir.is_empty() {
-                "/".to_string()
-            } else {
-                dir.clone()
-            };
-            let problem = match index.get(&tree_id) {
-                None => Some(BlobProblem::Missing),
-                Some(e) if e.kind != BlobKind::Tree => Some(BlobProblem::Damaged(
-                    index.pack_id(e.pack),
-                    "file data where a directory listing is expected".into(),
-                )),
-                Some(_) => bad_blobs.get(&tree_id).cloned(),
-            };
-            if let Some(p) = problem {
-                note(
-                    &mut affects,
-                    &tree_id,
-                    &p,
-                    format!("{label}: {tree_path} (directory listing)"),
-                );
-                continue;
-            }
-            // A listing seen before was verified with everything beneath it. While no problem
-            // is known, it need not be walked again; once one is, every snapshot is walked in
-            // full so each affected file is attributed to each snapshot.
-            if !seen_trees.insert(tree_id) && affects.is_empty() && report.errors.is_empty() {
-                continue;
-            }
-            let tree = match repo.load_tree(&index, &tree_id) {
-                Ok(t) => t,
-                Err(e) => {
-                    let pack = index.get(&tree_id).map(|e| index.pack_id(e.pack));
-                    let p = match pack {
-                        Some(pack) => BlobProblem::Damaged(
-                            pack,
-                            match e {
-                                Error::Corrupt { reason, .. } => format!("damaged: {reason}"),
-                                other => other.to_string(),
-                            },
-                        ),
-                        None => BlobProblem::Missing,
-                    };
-                    note(
-                        &mut affects,
-                        &tree_id,
-                        &p,
-                        format!("{label}: {tree_path} (directory listing)"),
-                    );
-                    continue;
-                }
-            };
-            for node in &tree.nodes {
-                let path = format!("{dir}/{}", String::from_utf8_lossy(&node.name));
-                if !node.name_is_safe() {
-                    report.errors.push(Problem {
-                        object: format!("directory listing {tree_id}"),
-                        message: format!(
-                            "unsafe entry name {:?} (corrupt or tampered)",
-                            String::from_utf8_lossy(&node.name)
-                        ),
-                        affects: vec![format!("{label}: {tree_path}")],
-                    });
-                    continue;
-                }
-                match node.kind {
-                    NodeKind::Dir => match node.subtree {
-                        Some(sub) => stack.push((sub, path)),
-                        None => report.errors.push(Problem {
-                            object: format!("directory listing {tree_id}"),
-                            message: "directory without a listing".into(),
-                            affects: vec![format!("{label}: {path}")],
-                        }),
-                    },
-                    NodeKind::File => {
-                        for chunk in &node.content {
-                            let problem = match index.get(chunk) {
-                                None => Some(BlobProblem::Missing),
-                                Some(e) if e.kind != BlobKind::Data => Some(BlobProblem::Damaged(
-                                    index.pack_id(e.pack),
-                                    "a directory listing where file data is expected".into(),
-                                )),
-                                Some(_) => bad_blobs.get(chunk).cloned(),
-                            };
-                            if let Some(p) = problem {
-                                note(&mut affects, chunk, &p, format!("{label}: {path}"));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        roots.push((label, snap.tree));
     }
+    walk_trees(repo, &index, &bad_blobs, &roots, &mut affects, &mut report)?;
 
     let mut problems: Vec<Problem> = affects
         .into_iter()
@@ -403,6 +311,260 @@ pub fn check(
     report.errors.extend(problems);
     report.warnings.sort();
     Ok(report)
+}
+
+/// Every directory entry leading to a listing: listing → (the listing holding the entry, its
+/// name).
+type Parents = HashMap<BlobId, Vec<(BlobId, Box<[u8]>)>>;
+
+/// The (snapshot label, directory path) pairs of a listing, and whether some were left out.
+type DirPaths = Arc<(Vec<(String, String)>, bool)>;
+
+/// Where a problem was found in the snapshots' trees.
+enum At {
+    /// A directory listing itself (damaged, or holding an unsafe name).
+    Listing(BlobId),
+    /// Entry `name` of a listing.
+    Entry(BlobId, Box<[u8]>),
+}
+
+/// The problem of listing `id` that the index and the packs read show, if any.
+fn listing_problem(
+    index: &Index,
+    bad_blobs: &HashMap<BlobId, BlobProblem>,
+    id: &BlobId,
+) -> Option<BlobProblem> {
+    match index.get(id) {
+        None => Some(BlobProblem::Missing),
+        Some(e) if e.kind != BlobKind::Tree => Some(BlobProblem::Damaged(
+            index.pack_id(e.pack),
+            "file data where a directory listing is expected".into(),
+        )),
+        Some(_) => bad_blobs.get(id).cloned(),
+    }
+}
+
+/// Walks the trees of every snapshot (`roots`: label and root listing), each listing once
+/// however many snapshots and directories share it, verifying every listing and every chunk
+/// it names. Each problem is then attributed to every snapshot path that leads to it (see
+/// [`Paths`]), so a damaged listing shared by 10,000 directories is read once, and reported
+/// with its paths.
+fn walk_trees(
+    repo: &Repository,
+    index: &Index,
+    bad_blobs: &HashMap<BlobId, BlobProblem>,
+    roots: &[(String, BlobId)],
+    affects: &mut HashMap<String, (String, Vec<String>)>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    // Every directory entry leading to a listing: (the listing holding it, its name).
+    let mut parents: Parents = HashMap::new();
+    // Damaged objects: (the blob, its problem, where it was found).
+    let mut found: Vec<(BlobId, BlobProblem, At)> = Vec::new();
+    // Problems of single entries: (object, message, where).
+    let mut entry_errors: Vec<(String, String, At)> = Vec::new();
+    // Listings found damaged before they were entered (reported once).
+    let mut bad_listings: HashSet<BlobId> = HashSet::new();
+    let mut walk = TreeWalk::new(repo, index).once();
+    for (_, root) in roots {
+        if walk.seen(root) {
+            continue;
+        }
+        if let Some(p) = listing_problem(index, bad_blobs, root) {
+            if bad_listings.insert(*root) {
+                found.push((*root, p, At::Listing(*root)));
+            }
+            continue;
+        }
+        walk.start(*root);
+        while let Some(step) = walk.next()? {
+            let (tree, node) = match step {
+                Step::Entry { tree, node, .. } => (tree, node),
+                Step::Leave { .. } => continue,
+                Step::Damaged { tree, damage, .. } => {
+                    let p = match index.get(&tree) {
+                        Some(e) => BlobProblem::Damaged(index.pack_id(e.pack), damage.reason),
+                        None => BlobProblem::Missing,
+                    };
+                    found.push((tree, p, At::Listing(tree)));
+                    continue;
+                }
+            };
+            if !node.name_is_safe() {
+                entry_errors.push((
+                    format!("directory listing {tree}"),
+                    format!(
+                        "unsafe entry name {:?} (corrupt or tampered)",
+                        String::from_utf8_lossy(&node.name)
+                    ),
+                    At::Listing(tree),
+                ));
+                continue;
+            }
+            match node.kind {
+                NodeKind::Dir => match node.subtree {
+                    Some(sub) => {
+                        parents
+                            .entry(sub)
+                            .or_default()
+                            .push((tree, node.name.clone().into_boxed_slice()));
+                        if walk.seen(&sub) {
+                            continue;
+                        }
+                        match listing_problem(index, bad_blobs, &sub) {
+                            Some(p) => {
+                                if bad_listings.insert(sub) {
+                                    found.push((sub, p, At::Listing(sub)));
+                                }
+                            }
+                            None => {
+                                walk.enter(&node.name, sub);
+                            }
+                        }
+                    }
+                    None => entry_errors.push((
+                        format!("directory listing {tree}"),
+                        "directory without a listing".into(),
+                        At::Entry(tree, node.name.into_boxed_slice()),
+                    )),
+                },
+                NodeKind::File => {
+                    let mut name = None;
+                    for chunk in &node.content {
+                        let problem = match index.get(chunk) {
+                            None => Some(BlobProblem::Missing),
+                            Some(e) if e.kind != BlobKind::Data => Some(BlobProblem::Damaged(
+                                index.pack_id(e.pack),
+                                "a directory listing where file data is expected".into(),
+                            )),
+                            Some(_) => bad_blobs.get(chunk).cloned(),
+                        };
+                        if let Some(p) = problem {
+                            let name = name
+                                .get_or_insert_with(|| node.name.clone().into_boxed_slice())
+                                .clone();
+                            found.push((*chunk, p, At::Entry(tree, name)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if found.is_empty() && entry_errors.is_empty() {
+        return Ok(());
+    }
+    let mut paths = Paths {
+        parents: &parents,
+        roots: HashMap::new(),
+        memo: HashMap::new(),
+    };
+    for (label, root) in roots {
+        paths.roots.entry(*root).or_default().push(label.clone());
+    }
+    for (blob, problem, at) in &found {
+        for what in paths.of(at, " (directory listing)")? {
+            note(affects, blob, problem, what);
+        }
+    }
+    for (object, message, at) in entry_errors {
+        report.errors.push(Problem {
+            object,
+            message,
+            affects: paths.of(&at, "")?,
+        });
+    }
+    Ok(())
+}
+
+/// The paths of the directories (or entries) where a problem was found, in every snapshot
+/// that leads there, found by going up from the listing to the snapshots' roots: "snapshot
+/// <id>: /a/b". At most [`MAX_PATHS`] per listing (a listing shared by many directories has
+/// as many paths); the rest are counted in one line.
+struct Paths<'a> {
+    parents: &'a Parents,
+    /// Root listing → the labels of its snapshots.
+    roots: HashMap<BlobId, Vec<String>>,
+    /// Listing → its (snapshot label, directory path) pairs, and whether some were left out.
+    memo: HashMap<BlobId, DirPaths>,
+}
+
+/// The most paths listed for one damaged listing or entry.
+const MAX_PATHS: usize = 1000;
+
+impl Paths<'_> {
+    /// "snapshot <id>: <path><suffix>" for listing problems, "…: <path>/<name>" for entries.
+    fn of(&mut self, at: &At, suffix: &str) -> Result<Vec<String>> {
+        let (listing, name) = match at {
+            At::Listing(l) => (l, None),
+            At::Entry(l, n) => (l, Some(n)),
+        };
+        let dirs = self.dirs(listing)?;
+        let mut out: Vec<String> = dirs
+            .0
+            .iter()
+            .map(|(label, dir)| match name {
+                None => format!("{label}: {dir}{suffix}"),
+                Some(n) => format!(
+                    "{label}: {}/{}",
+                    dir.trim_end_matches('/'),
+                    String::from_utf8_lossy(n)
+                ),
+            })
+            .collect();
+        if dirs.1 {
+            out.push(format!(
+                "(and more: only the first {MAX_PATHS} paths to this directory are listed; its listing is shared by more directories)"
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Every (snapshot label, path) of directory listing `listing`, up to [`MAX_PATHS`].
+    fn dirs(&mut self, listing: &BlobId) -> Result<DirPaths> {
+        if let Some(d) = self.memo.get(listing) {
+            return Ok(d.clone());
+        }
+        // Going up: each step is a listing and the chain of names below it (an index into
+        // `names`, whose entries are a name and the index of the next one down).
+        let mut names: Vec<(&[u8], usize)> = Vec::new();
+        const END: usize = usize::MAX;
+        let mut stack = vec![(*listing, END)];
+        let mut out = Vec::new();
+        let mut more = false;
+        while let Some((l, chain)) = stack.pop() {
+            crate::interrupt::check()?;
+            if let Some(labels) = self.roots.get(&l) {
+                let mut path = String::new();
+                let mut at = chain;
+                while at != END {
+                    path.push('/');
+                    path.push_str(&String::from_utf8_lossy(names[at].0));
+                    at = names[at].1;
+                }
+                if path.is_empty() {
+                    path.push('/');
+                }
+                for label in labels {
+                    if out.len() == MAX_PATHS {
+                        more = true;
+                        break;
+                    }
+                    out.push((label.clone(), path.clone()));
+                }
+                if more {
+                    break;
+                }
+            }
+            for (parent, name) in self.parents.get(&l).into_iter().flatten() {
+                names.push((name, chain));
+                stack.push((*parent, names.len() - 1));
+            }
+        }
+        let d = Arc::new((out, more));
+        self.memo.insert(*listing, d.clone());
+        Ok(d)
+    }
 }
 
 /// The reason of an integrity error, without the object name the report already gives.

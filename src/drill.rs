@@ -39,7 +39,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::progress::Progress;
-use crate::repo::{Index, Node, NodeKind, Repository, Sealer, Snapshot};
+use crate::repo::{Index, Node, NodeKind, Repository, Sealer, Snapshot, Step, TreeWalk};
 use crate::restore::{human, restore, RestoreOptions, RestoreTimings};
 
 /// What part of a snapshot a drill restores.
@@ -316,10 +316,10 @@ pub fn drill(
     let listed = Instant::now();
     let inv = inventory(repo, &index, &snapshot.tree, &mut report.problems)?;
     report.listing_secs = listed.elapsed().as_secs_f64();
-    report.total_files = inv.files.len() as u64;
-    report.total_bytes = inv.files.iter().map(|f| f.node.size).sum();
-    report.total_entries = inv.entries;
-    report.total_dirs = inv.dirs;
+    report.total_files = inv.total.files;
+    report.total_bytes = inv.total.bytes;
+    report.total_entries = inv.total.entries;
+    report.total_dirs = inv.total.dirs;
 
     // 2. The sample.
     let chosen = choose(&inv.files, opts.sample, seed);
@@ -488,96 +488,125 @@ struct FileEntry {
     node: Node,
 }
 
-/// The snapshot's files (each hard-linked file once), and its numbers of entries and
-/// directories.
+/// The snapshot's files that a drill can sample (each hard-linked file once, and each file of a
+/// listing shared by several directories once), and the snapshot's totals.
 struct Inventory {
     files: Vec<FileEntry>,
-    entries: u64,
-    dirs: u64,
+    total: Counts,
 }
 
-const MAX_DEPTH: usize = 4096;
+/// What a directory holds, everything beneath it included.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    /// Entries (files, directories, links, special files).
+    entries: u64,
+    dirs: u64,
+    /// Files (hard links count once) and their bytes.
+    files: u64,
+    bytes: u64,
+}
 
-/// Reads every directory listing below `root`, in a deterministic order. A listing that cannot
-/// be read because the repository is damaged is a problem (the rest is still listed).
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.entries += o.entries;
+        self.dirs += o.dirs;
+        self.files += o.files;
+        self.bytes += o.bytes;
+    }
+}
+
+/// Reads every directory listing below `root` once (a listing shared by many directories is
+/// read once and counted for each), in a deterministic order. A listing that cannot be read
+/// because the repository is damaged is a problem (the rest is still listed).
 fn inventory(
     repo: &Repository,
     index: &Index,
     root: &BlobId,
     problems: &mut Vec<String>,
 ) -> Result<Inventory> {
-    let mut inv = Inventory {
-        files: Vec::new(),
-        entries: 0,
-        dirs: 0,
-    };
+    let mut files = Vec::new();
     let mut hardlinks: HashMap<(u64, u64), Vec<BlobId>> = HashMap::new();
-    let mut stack: Vec<(BlobId, PathBuf, usize)> = vec![(*root, PathBuf::from("/"), 0)];
-    while let Some((tree_id, dir, depth)) = stack.pop() {
-        crate::interrupt::check()?;
-        if depth > MAX_DEPTH {
+    // The counts of each listing read, for the directories that share it.
+    let mut counted: HashMap<BlobId, Counts> = HashMap::new();
+    // The counts of the listings being read, the root's first.
+    let mut open = vec![Counts::default()];
+    let mut total = Counts::default();
+    let shown = |dir: &Path| format!("/{}", dir.display());
+    let mut walk = TreeWalk::of(repo, index, *root).once();
+    while let Some(step) = walk.next()? {
+        let (dir, tree, mut node) = match step {
+            Step::Entry { dir, tree, node } => (dir, tree, node),
+            Step::Leave { tree, .. } => {
+                let done = open.pop().unwrap_or_default();
+                counted.insert(tree, done);
+                open.last_mut().unwrap_or(&mut total).add(&done);
+                continue;
+            }
+            Step::Damaged { dir, damage, .. } => {
+                problems.push(format!(
+                    "{}: its directory listing cannot be read: {damage}",
+                    shown(dir)
+                ));
+                if !dir.as_os_str().is_empty() {
+                    open.pop();
+                }
+                continue;
+            }
+        };
+        if !node.name_is_safe() {
             problems.push(format!(
-                "{}: directory listing {tree_id}: directories nested too deeply (corrupt or tampered)",
-                dir.display()
+                "{}/{:?} in directory listing {tree}: unsafe entry name (corrupt or tampered); never restored",
+                shown(dir).trim_end_matches('/'),
+                String::from_utf8_lossy(&node.name)
             ));
             continue;
         }
-        let tree = match repo.load_tree(index, &tree_id) {
-            Ok(t) => t,
-            Err(e) if is_damage(&e) => {
-                problems.push(format!(
-                    "{}: its directory listing cannot be read: {e}",
-                    dir.display()
-                ));
-                continue;
-            }
-            Err(e) => return Err(e),
+        let mut path = PathBuf::from("/");
+        path.push(dir);
+        path.push(OsStr::from_bytes(&node.name));
+        let Some(counts) = open.last_mut() else {
+            continue;
         };
-        let mut subdirs = Vec::new();
-        for mut node in tree.nodes {
-            if !node.name_is_safe() {
-                problems.push(format!(
-                    "{}/{:?} in directory listing {tree_id}: unsafe entry name (corrupt or tampered); never restored",
-                    dir.display().to_string().trim_end_matches('/'),
-                    String::from_utf8_lossy(&node.name)
-                ));
-                continue;
-            }
-            inv.entries += 1;
-            let path = dir.join(OsStr::from_bytes(&node.name));
-            match node.kind {
-                NodeKind::Dir => {
-                    inv.dirs += 1;
-                    match node.subtree {
-                        Some(sub) => subdirs.push((sub, path, depth + 1)),
-                        None => problems.push(format!(
-                            "{}: directory without a listing (corrupt)",
-                            path.display()
-                        )),
-                    }
-                }
-                NodeKind::File => {
-                    // A further name of a hard-linked file is restored as a link: no content.
-                    if node.links > 1 {
-                        match hardlinks.get(&(node.device, node.inode)) {
-                            Some(first) if *first == node.content => continue,
-                            Some(_) => {}
-                            None => {
-                                hardlinks.insert((node.device, node.inode), node.content.clone());
-                            }
+        counts.entries += 1;
+        match node.kind {
+            NodeKind::Dir => {
+                counts.dirs += 1;
+                match node.subtree {
+                    Some(sub) => {
+                        if walk.enter(&node.name, sub) {
+                            open.push(Counts::default());
+                        } else if let Some(c) = counted.get(&sub) {
+                            // Shared with a directory read before: counted again, not read.
+                            counts.add(c);
                         }
                     }
-                    node.name = Vec::new();
-                    node.xattrs = Vec::new();
-                    inv.files.push(FileEntry { path, node });
+                    None => problems.push(format!(
+                        "{}: directory without a listing (corrupt)",
+                        path.display()
+                    )),
                 }
-                _ => {}
             }
+            NodeKind::File => {
+                // A further name of a hard-linked file is restored as a link: no content.
+                if node.links > 1 {
+                    match hardlinks.get(&(node.device, node.inode)) {
+                        Some(first) if *first == node.content => continue,
+                        Some(_) => {}
+                        None => {
+                            hardlinks.insert((node.device, node.inode), node.content.clone());
+                        }
+                    }
+                }
+                counts.files += 1;
+                counts.bytes += node.size;
+                node.name = Vec::new();
+                node.xattrs = Vec::new();
+                files.push(FileEntry { path, node });
+            }
+            _ => {}
         }
-        // Depth first, in name order.
-        stack.extend(subdirs.into_iter().rev());
     }
-    Ok(inv)
+    Ok(Inventory { files, total })
 }
 
 /// The positions in `files` of a random sample (sorted). Always at least one file when there is

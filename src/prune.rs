@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
 use crate::repo::pack::{decode_blob, EncodedBlob, PackBuilder};
-use crate::repo::{BlobKind, Index, LockSettings, PackEntry, Repository};
+use crate::repo::{BlobKind, Index, LockSettings, PackEntry, Repository, Step, TreeWalk};
 use crate::storage::FileKind;
 
 /// Options of `prune`.
@@ -149,37 +149,42 @@ fn prune_locked(
     report.snapshots = snapshots.len();
     check_interrupt()?;
 
-    // 2. Mark.
+    // 2. Mark: every listing once, however many snapshots and directories share it.
     let mut used: HashSet<BlobId> = HashSet::new();
-    let mut todo: Vec<(BlobId, String)> = snapshots
-        .iter()
-        .map(|(id, s)| (s.tree, format!("snapshot {}", id.short())))
-        .collect();
-    while let Some((tree_id, owner)) = todo.pop() {
-        if !used.insert(tree_id) {
+    let mut walk = TreeWalk::new(repo, &index).once();
+    for (id, snap) in &snapshots {
+        if !walk.start(snap.tree) {
             continue;
         }
-        let tree = repo.load_tree(&index, &tree_id).map_err(|e| {
-            Error::Invalid(format!(
-                "prune stopped before changing anything: a directory listing of {owner} cannot be read ({e}). \
-                 Run `lifeboat check --read-data` to see what is damaged"
-            ))
-        })?;
-        for node in tree.nodes {
-            if let Some(sub) = node.subtree {
-                todo.push((sub, owner.clone()));
-            }
-            for c in node.content {
-                if !index.contains(&c) {
-                    return Err(Error::Invalid(format!(
-                        "prune stopped before changing anything: {owner} references chunk {c}, which no index places in an existing pack (the repository is damaged). \
-                         Run `lifeboat check` to see what is affected"
-                    )));
+        used.insert(snap.tree);
+        while let Some(step) = walk.next()? {
+            match step {
+                Step::Entry { node, .. } => {
+                    if let Some(sub) = node.subtree {
+                        used.insert(sub);
+                        walk.enter(&node.name, sub);
+                    }
+                    for c in node.content {
+                        if !index.contains(&c) {
+                            return Err(Error::Invalid(format!(
+                                "prune stopped before changing anything: snapshot {} references chunk {c}, which no index places in an existing pack (the repository is damaged). \
+                                 Run `lifeboat check` to see what is affected",
+                                id.short()
+                            )));
+                        }
+                        used.insert(c);
+                    }
                 }
-                used.insert(c);
+                Step::Leave { .. } => {}
+                Step::Damaged { damage, .. } => {
+                    return Err(Error::Invalid(format!(
+                        "prune stopped before changing anything: a directory listing of snapshot {} cannot be read ({damage}). \
+                         Run `lifeboat check --read-data` to see what is damaged",
+                        id.short()
+                    )))
+                }
             }
         }
-        check_interrupt()?;
     }
     report.used_blobs = used.len();
 

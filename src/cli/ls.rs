@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lifeboat::repo::{Node, NodeKind};
+use lifeboat::repo::{Node, NodeKind, Step, TreeWalk};
 
 use super::RepoArgs;
 
@@ -42,27 +42,42 @@ pub fn run(a: LsArgs) -> Result<ExitCode> {
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut found = prefix.is_empty();
-    let mut stack = vec![(snap.tree, String::new())];
-    while let Some((tree_id, dir)) = stack.pop() {
-        let tree = repo.load_tree(&index, &tree_id)?;
-        let mut subdirs = Vec::new();
-        for node in &tree.nodes {
-            let path = format!("{dir}/{}", String::from_utf8_lossy(&node.name));
-            let inside =
-                prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"));
-            let ancestor = prefix.starts_with(&format!("{path}/"));
-            if inside {
-                found = true;
-                print_node(&mut out, &path, node, a.long, a.json)?;
+    // Streamed as the walk goes (depth first, in name order): nothing but the open
+    // directories' listings is held, however many entries the snapshot has.
+    let mut walk = TreeWalk::of(&repo, &index, snap.tree);
+    let mut path = String::new();
+    while let Some(step) = walk.next()? {
+        let (dir, node) = match step {
+            Step::Entry { dir, node, .. } => (dir, node),
+            Step::Leave { .. } => continue,
+            Step::Damaged { dir, damage, .. } => {
+                bail!(
+                    "/{}: its directory listing cannot be read: {damage}; run `lifeboat check` to see what is affected",
+                    dir.display()
+                )
             }
-            if node.kind == NodeKind::Dir && (inside || ancestor) {
-                if let Some(sub) = node.subtree {
-                    subdirs.push((sub, path));
-                }
+        };
+        path.clear();
+        if !dir.as_os_str().is_empty() {
+            path.push('/');
+            path.push_str(&dir.to_string_lossy());
+        }
+        path.push('/');
+        path.push_str(&String::from_utf8_lossy(&node.name));
+        let inside = prefix.is_empty()
+            || path == prefix
+            || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'));
+        let ancestor =
+            prefix.starts_with(&path) && prefix.as_bytes().get(path.len()) == Some(&b'/');
+        if inside {
+            found = true;
+            print_node(&mut out, &path, &node, a.long, a.json)?;
+        }
+        if node.kind == NodeKind::Dir && (inside || ancestor) {
+            if let Some(sub) = node.subtree {
+                walk.enter(&node.name, sub);
             }
         }
-        // Depth-first in name order: push in reverse.
-        stack.extend(subdirs.into_iter().rev());
     }
     out.flush().map_err(super::stdout_error)?;
     if !found {

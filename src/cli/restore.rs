@@ -101,7 +101,9 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
                 });
                 outln!("{v}")?;
             }
-            return Err(e.into());
+            return Err(
+                anyhow::Error::from(e).context(format!("restore of snapshot {}", id.short()))
+            );
         }
     };
     for w in &report.warnings {

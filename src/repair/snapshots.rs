@@ -38,14 +38,15 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::{is_damage, reason, ObjectProblem};
+use super::{reason, ObjectProblem};
 use crate::error::{Error, Result};
 use crate::forget::Filter;
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::pack::{decode_blob, encode_blob, PackBuilder};
 use crate::repo::{
-    BlobKind, Index, LockSettings, NodeKind, PackEntry, RepoLock, Repository, Snapshot, Tree,
+    BlobKind, Index, LockSettings, Node, NodeKind, PackEntry, RepoLock, Repository, Snapshot, Step,
+    Tree, TreeWalk,
 };
 use crate::storage::FileKind;
 
@@ -250,7 +251,7 @@ fn repair_locked(
                 id: root,
                 losses,
                 bytes,
-            } => (root, losses.to_vec(), bytes),
+            } => (root, losses.flatten(), bytes),
             Outcome::Unusable(why) => (
                 rebuild.store(&Tree::default())?,
                 vec![RelLoss {
@@ -367,15 +368,85 @@ struct RelLoss {
 /// What became of a listing.
 #[derive(Debug, Clone)]
 enum Outcome {
-    /// Usable: the listing to use (the same id when nothing beneath it is damaged), and the
-    /// bytes of the files it holds.
+    /// Usable: the listing to use (the same id when nothing beneath it is damaged), what was
+    /// left out beneath it, and the bytes of the files it holds.
     Listing {
         id: BlobId,
-        losses: Arc<Vec<RelLoss>>,
+        losses: Arc<Losses>,
         bytes: u64,
     },
     /// Missing or damaged, with the reason.
     Unusable(String),
+}
+
+/// What was left out of a listing and beneath it, in entry order. A listing's losses refer to
+/// those of its subdirectories instead of copying them (a listing shared by many directories,
+/// or a chain 10,000 deep, is not copied once per level); [`Losses::flatten`] lists them.
+#[derive(Debug, Default)]
+struct Losses {
+    items: Vec<LossItem>,
+}
+
+#[derive(Debug)]
+enum LossItem {
+    /// Left out of this listing (the path is the entry's name).
+    Here(RelLoss),
+    /// Left out beneath subdirectory `name`.
+    Below(String, Arc<Losses>),
+}
+
+impl Losses {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Every loss, its path relative to this listing, in entry order (no recursion).
+    fn flatten(&self) -> Vec<RelLoss> {
+        let mut out = Vec::new();
+        let mut stack: Vec<(std::slice::Iter<'_, LossItem>, String)> =
+            vec![(self.items.iter(), String::new())];
+        while let Some((items, prefix)) = stack.last_mut() {
+            match items.next() {
+                None => {
+                    stack.pop();
+                }
+                Some(LossItem::Here(l)) => out.push(RelLoss {
+                    kind: l.kind,
+                    path: format!("{prefix}{}", l.path),
+                    reason: l.reason.clone(),
+                }),
+                Some(LossItem::Below(name, below)) => {
+                    let prefix = format!("{prefix}{name}/");
+                    stack.push((below.items.iter(), prefix));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A listing being rebuilt: its entries so far, and the directory entry waiting for the
+/// outcome of its own listing (being walked).
+struct Open {
+    tree: BlobId,
+    nodes: Vec<Node>,
+    losses: Losses,
+    changed: bool,
+    bytes: u64,
+    waiting: Option<Node>,
+}
+
+impl Open {
+    fn new(tree: BlobId) -> Self {
+        Open {
+            tree,
+            nodes: Vec::new(),
+            losses: Losses::default(),
+            changed: false,
+            bytes: 0,
+            waiting: None,
+        }
+    }
 }
 
 struct Rebuild<'a> {
@@ -421,117 +492,168 @@ impl Rebuild<'_> {
         }
     }
 
-    /// Rebuilds the listing `tree_id` and everything beneath it.
-    fn rewrite(&mut self, tree_id: BlobId) -> Result<Outcome> {
-        if let Some(done) = self.memo.get(&tree_id) {
+    /// Rebuilds the listing `root` and everything beneath it, walking it with [`TreeWalk`] (no
+    /// recursion: any depth) and each listing once (`memo`: snapshots and directories share
+    /// most of them).
+    fn rewrite(&mut self, root: BlobId) -> Result<Outcome> {
+        if let Some(done) = self.memo.get(&root) {
             return Ok(done.clone());
         }
-        let outcome = match self.problem(&tree_id, BlobKind::Tree) {
-            Some(why) => Outcome::Unusable(why),
-            None => match self.repo.load_tree(self.index, &tree_id) {
-                Ok(tree) => self.rewrite_listing(tree_id, tree)?,
-                Err(e) if is_damage(&e) => Outcome::Unusable(format!(
-                    "{}: {}",
-                    self.index
-                        .get(&tree_id)
-                        .map(|e| FileKind::Pack.path(&self.index.pack_id(e.pack).to_hex()))
-                        .unwrap_or_else(|| format!("directory listing {tree_id}")),
-                    damage_reason(&e)
-                )),
-                Err(e) => return Err(e),
-            },
-        };
-        self.memo.insert(tree_id, outcome.clone());
-        Ok(outcome)
+        if let Some(why) = self.problem(&root, BlobKind::Tree) {
+            let outcome = Outcome::Unusable(why);
+            self.memo.insert(root, outcome.clone());
+            return Ok(outcome);
+        }
+        let (repo, index) = (self.repo, self.index);
+        let mut walk = TreeWalk::of(repo, index, root);
+        let mut open = vec![Open::new(root)];
+        while let Some(step) = walk.next()? {
+            // The outcome of a listing walked to its end or found damaged.
+            let (tree, outcome) = match step {
+                Step::Entry { tree, node, .. } => {
+                    let Some(top) = open.last_mut() else {
+                        break;
+                    };
+                    if let Some(sub) = self.entry(top, tree, node)? {
+                        if let Some(dir) = &top.waiting {
+                            walk.enter(&dir.name, sub);
+                        }
+                        open.push(Open::new(sub));
+                    }
+                    continue;
+                }
+                Step::Damaged { tree, damage, .. } => {
+                    open.pop();
+                    (tree, Outcome::Unusable(damage.to_string()))
+                }
+                Step::Leave { tree, .. } => {
+                    let Some(done) = open.pop() else {
+                        break;
+                    };
+                    (tree, self.finish_listing(done)?)
+                }
+            };
+            self.memo.insert(tree, outcome.clone());
+            match open.last_mut() {
+                Some(parent) => {
+                    let node = parent.waiting.take();
+                    if let Some(node) = node {
+                        self.apply(parent, node, outcome)?;
+                    }
+                }
+                None => return Ok(outcome),
+            }
+        }
+        // The walk ends with the root's Leave (or its damage), handled above.
+        Ok(self
+            .memo
+            .get(&root)
+            .cloned()
+            .unwrap_or_else(|| Outcome::Unusable("the walk ended early".into())))
     }
 
-    fn rewrite_listing(&mut self, tree_id: BlobId, tree: Tree) -> Result<Outcome> {
-        let mut nodes = Vec::with_capacity(tree.nodes.len());
-        let mut losses: Vec<RelLoss> = Vec::new();
-        let mut changed = false;
-        let mut bytes = 0u64;
-        for mut node in tree.nodes {
-            Progress::add(&self.progress.entries, 1);
-            let name = String::from_utf8_lossy(&node.name).into_owned();
-            if !node.name_is_safe() {
-                losses.push(RelLoss {
-                    kind: LossKind::Entry,
-                    path: name.clone(),
-                    reason: format!(
-                        "directory listing {tree_id}: unsafe entry name {name:?} (corrupt or tampered)"
-                    ),
-                });
-                changed = true;
-                continue;
-            }
-            match node.kind {
-                NodeKind::Dir => {
-                    let outcome = match node.subtree {
-                        Some(sub) => self.rewrite(sub)?,
-                        None => Outcome::Unusable(format!(
-                            "directory listing {tree_id}: directory without a listing"
-                        )),
-                    };
-                    match outcome {
-                        Outcome::Listing {
-                            id,
-                            losses: below,
-                            bytes: below_bytes,
-                        } => {
-                            bytes += below_bytes;
-                            if node.subtree != Some(id) {
-                                node.subtree = Some(id);
-                                changed = true;
+    /// Takes entry `node` of listing `tree` into the rebuilt listing `top`. Returns the
+    /// listing to walk when the entry is a directory whose listing is not rebuilt yet (the
+    /// entry then waits in `top` for its outcome).
+    fn entry(&mut self, top: &mut Open, tree: BlobId, node: Node) -> Result<Option<BlobId>> {
+        Progress::add(&self.progress.entries, 1);
+        let name = String::from_utf8_lossy(&node.name).into_owned();
+        if !node.name_is_safe() {
+            top.losses.items.push(LossItem::Here(RelLoss {
+                kind: LossKind::Entry,
+                path: name.clone(),
+                reason: format!(
+                    "directory listing {tree}: unsafe entry name {name:?} (corrupt or tampered)"
+                ),
+            }));
+            top.changed = true;
+            return Ok(None);
+        }
+        match node.kind {
+            NodeKind::Dir => {
+                let outcome = match node.subtree {
+                    Some(sub) => match self.memo.get(&sub) {
+                        Some(done) => done.clone(),
+                        None => match self.problem(&sub, BlobKind::Tree) {
+                            Some(why) => {
+                                let outcome = Outcome::Unusable(why);
+                                self.memo.insert(sub, outcome.clone());
+                                outcome
                             }
-                            losses.extend(below.iter().map(|l| RelLoss {
-                                kind: l.kind,
-                                path: format!("{name}/{}", l.path),
-                                reason: l.reason.clone(),
-                            }));
-                        }
-                        Outcome::Unusable(why) => {
-                            node.subtree = Some(self.store(&Tree::default())?);
-                            changed = true;
-                            losses.push(RelLoss {
-                                kind: LossKind::Dir,
-                                path: name,
-                                reason: why,
-                            });
-                        }
-                    }
-                }
-                NodeKind::File => {
-                    let why = node
-                        .content
-                        .iter()
-                        .find_map(|c| self.problem(c, BlobKind::Data));
-                    if let Some(why) = why {
-                        losses.push(RelLoss {
-                            kind: LossKind::File,
-                            path: name,
-                            reason: why,
-                        });
-                        changed = true;
-                        continue;
-                    }
-                    bytes += node.size;
-                }
-                _ => {}
+                            None => {
+                                top.waiting = Some(node);
+                                return Ok(Some(sub));
+                            }
+                        },
+                    },
+                    None => Outcome::Unusable(format!(
+                        "directory listing {tree}: directory without a listing"
+                    )),
+                };
+                self.apply(top, node, outcome)?;
             }
-            nodes.push(node);
+            NodeKind::File => {
+                let why = node
+                    .content
+                    .iter()
+                    .find_map(|c| self.problem(c, BlobKind::Data));
+                if let Some(why) = why {
+                    top.losses.items.push(LossItem::Here(RelLoss {
+                        kind: LossKind::File,
+                        path: name,
+                        reason: why,
+                    }));
+                    top.changed = true;
+                    return Ok(None);
+                }
+                top.bytes += node.size;
+                top.nodes.push(node);
+            }
+            _ => top.nodes.push(node),
         }
-        if !changed {
-            return Ok(Outcome::Listing {
-                id: tree_id,
-                losses: Arc::new(Vec::new()),
-                bytes,
-            });
+        Ok(None)
+    }
+
+    /// Takes directory entry `node` into `top`, given what became of its listing.
+    fn apply(&mut self, top: &mut Open, mut node: Node, outcome: Outcome) -> Result<()> {
+        let name = String::from_utf8_lossy(&node.name).into_owned();
+        match outcome {
+            Outcome::Listing { id, losses, bytes } => {
+                top.bytes += bytes;
+                if node.subtree != Some(id) {
+                    node.subtree = Some(id);
+                    top.changed = true;
+                }
+                if !losses.is_empty() {
+                    top.losses.items.push(LossItem::Below(name, losses));
+                }
+            }
+            Outcome::Unusable(why) => {
+                node.subtree = Some(self.store(&Tree::default())?);
+                top.changed = true;
+                top.losses.items.push(LossItem::Here(RelLoss {
+                    kind: LossKind::Dir,
+                    path: name,
+                    reason: why,
+                }));
+            }
         }
-        let id = self.store(&Tree { nodes })?;
+        top.nodes.push(node);
+        Ok(())
+    }
+
+    /// The outcome of a listing whose entries were all taken: itself when nothing changed,
+    /// else the rebuilt listing (stored).
+    fn finish_listing(&mut self, done: Open) -> Result<Outcome> {
+        let id = if done.changed {
+            self.store(&Tree { nodes: done.nodes })?
+        } else {
+            done.tree
+        };
         Ok(Outcome::Listing {
             id,
-            losses: Arc::new(losses),
-            bytes,
+            losses: Arc::new(done.losses),
+            bytes: done.bytes,
         })
     }
 
@@ -582,15 +704,6 @@ impl Rebuild<'_> {
     }
 }
 
-/// The reason a listing is unusable, without the object name the caller gives.
-fn damage_reason(e: &Error) -> String {
-    match e {
-        Error::MissingBlob { .. } => "is not in the index (missing)".into(),
-        Error::NotFound { .. } => "is missing from storage".into(),
-        other => format!("damaged: {}", reason(other)),
-    }
-}
-
 /// Reads every pack holding a file chunk of the selected snapshots (that the index and the pack
 /// listing say is there) and verifies those chunks; returns the damaged ones with the reason.
 fn verify_data(
@@ -603,21 +716,21 @@ fn verify_data(
     // The chunks to verify, by pack.
     let mut wanted: HashMap<u32, Vec<BlobId>> = HashMap::new();
     let mut seen_chunks: HashSet<BlobId> = HashSet::new();
-    let mut seen_trees: HashSet<BlobId> = HashSet::new();
-    let mut todo: Vec<BlobId> = selected.iter().map(|(_, s)| s.tree).collect();
-    while let Some(tree_id) = todo.pop() {
-        crate::interrupt::check()?;
-        if !seen_trees.insert(tree_id) || rebuild.problem(&tree_id, BlobKind::Tree).is_some() {
+    let mut walk = TreeWalk::new(repo, index).once();
+    for (_, snap) in selected {
+        if rebuild.problem(&snap.tree, BlobKind::Tree).is_some() || !walk.start(snap.tree) {
             continue;
         }
-        let tree = match repo.load_tree(index, &tree_id) {
-            Ok(t) => t,
-            // Found again, and reported, when the listings are rebuilt.
-            Err(e) if is_damage(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        for node in tree.nodes {
-            todo.extend(node.subtree);
+        while let Some(step) = walk.next()? {
+            // A damaged listing is found again, and reported, when the listings are rebuilt.
+            let Step::Entry { node, .. } = step else {
+                continue;
+            };
+            if let Some(sub) = node.subtree {
+                if rebuild.problem(&sub, BlobKind::Tree).is_none() {
+                    walk.enter(&node.name, sub);
+                }
+            }
             for c in node.content {
                 if seen_chunks.insert(c) && rebuild.problem(&c, BlobKind::Data).is_none() {
                     if let Some(e) = index.get(&c) {

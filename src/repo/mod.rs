@@ -13,6 +13,7 @@ pub mod pack;
 pub mod seal;
 pub mod snapshot;
 pub mod tree;
+pub mod walk;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -29,6 +30,7 @@ pub use pack::{BlobKind, PackEntry};
 pub use seal::{Cipher, MasterKey, ObjectType, Sealer};
 pub use snapshot::{BackupKind, Snapshot, SourceError, Summary};
 pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
+pub use walk::{Damage, Step, TreeWalk};
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};

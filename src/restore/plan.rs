@@ -1,4 +1,7 @@
 //! Restore planning: which entries to create where, and which chunks each file needs.
+//!
+//! The snapshot's tree is walked once with [`TreeWalk`] (no recursion: any depth plans;
+//! interruptible at every entry), and the plan is bounded: see [`build_within`].
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -7,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
-use crate::repo::{BlobKind, Index, Node, NodeKind, Repository, Timestamp, Xattr};
+use crate::repo::{BlobKind, Index, Node, NodeKind, Repository, Step, Timestamp, TreeWalk, Xattr};
 
 /// One entry to create, in depth-first order (parents before children).
 #[derive(Debug)]
@@ -186,30 +189,48 @@ impl Includes {
     }
 }
 
-/// Builds the plan from a snapshot's root tree.
+/// Builds the plan from a snapshot's root tree, within the memory this process can spare (see
+/// [`memory_budget`]).
 pub fn build(
     repo: &Repository,
     index: &Index,
     root: &BlobId,
     includes: &[PathBuf],
 ) -> Result<Plan> {
+    build_within(repo, index, root, includes, memory_budget())
+}
+
+/// Builds the plan, refusing once it would hold more than about `budget` bytes.
+///
+/// The snapshot's tree is walked with [`TreeWalk`]: no recursion (a chain of any depth plans),
+/// interruptible at every entry. A plan holds every path to restore, and a directory listing
+/// shared by many directories is planned once per directory, so a small repository can ask for
+/// 10⁹ entries; what the plan holds is counted as it grows and the restore is refused, naming
+/// the count and suggesting `--include`, before it takes more memory than the budget.
+pub fn build_within(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+    includes: &[PathBuf],
+    budget: u64,
+) -> Result<Plan> {
     let mut root_node = Node::new(Vec::new(), NodeKind::Dir);
     root_node.subtree = Some(*root);
     let mut planner = Planner {
-        repo,
         index,
         includes: Includes::new(includes),
         plan: Plan::default(),
         uses: Vec::new(),
         hardlinks: HashMap::new(),
+        held: 0,
+        budget,
     };
     planner.plan.entries.push(PlannedEntry {
         rel: PathBuf::new().into_boxed_path(),
         node: EntryMeta::of(root_node),
         link_to: None,
     });
-    let tree = repo.load_tree(index, root)?;
-    planner.walk(tree, root, Path::new(""), 0)?;
+    planner.walk(&mut TreeWalk::of(repo, index, *root))?;
     let Planner { mut plan, uses, .. } = planner;
     if !includes.is_empty() && plan.entries.len() == 1 {
         return Err(Error::Invalid(format!(
@@ -226,11 +247,71 @@ pub fn build(
     Ok(plan)
 }
 
-const MAX_DEPTH: usize = 4096;
+/// The most memory a restore plan may take: half of what this process can still get (the
+/// least of the system's available memory, its cgroup's remaining allowance and its
+/// address-space and data limits), at least 64 MiB.
+pub fn memory_budget() -> u64 {
+    let mut room = meminfo_available().unwrap_or(u64::MAX);
+    if let Some(c) = cgroup_room() {
+        room = room.min(c);
+    }
+    for (resource, used) in [
+        (rustix::process::Resource::As, "VmSize:"),
+        (rustix::process::Resource::Data, "VmData:"),
+    ] {
+        if let Some(limit) = rustix::process::getrlimit(resource).current {
+            room = room.min(limit.saturating_sub(status_bytes(used).unwrap_or(0)));
+        }
+    }
+    if room == u64::MAX {
+        // Nothing could be read: a fixed ceiling of about 100 million entries.
+        return 16 << 30;
+    }
+    (room / 2).max(64 << 20)
+}
+
+/// A `<field>: <n> kB` line of a /proc file, in bytes.
+fn kb_field(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line[field.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn meminfo_available() -> Option<u64> {
+    kb_field(
+        &std::fs::read_to_string("/proc/meminfo").ok()?,
+        "MemAvailable:",
+    )
+}
+
+fn status_bytes(field: &str) -> Option<u64> {
+    kb_field(&std::fs::read_to_string("/proc/self/status").ok()?, field)
+}
+
+/// What this process's cgroup (v2) still allows: `memory.max` less `memory.current`.
+fn cgroup_room() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let max: u64 = std::fs::read_to_string(dir.join("memory.max"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?; // "max": no limit
+    let current: u64 = std::fs::read_to_string(dir.join("memory.current"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(max.saturating_sub(current))
+}
 
 /// The state of one planning walk.
 struct Planner<'a> {
-    repo: &'a Repository,
     index: &'a Index,
     includes: Includes,
     plan: Plan,
@@ -239,34 +320,51 @@ struct Planner<'a> {
     /// Files with more than one link, by (device, inode): the first one's plan position and
     /// chunks (a later one is a hard link to it only if its content is the same).
     hardlinks: HashMap<(u64, u64), (u32, Vec<BlobId>)>,
+    /// About how many bytes the plan holds so far, and the most it may.
+    held: u64,
+    budget: u64,
 }
 
+/// What a chunk use costs a plan: its pair while planning, then its place in [`ChunkUses`].
+const USE_COST: u64 = (std::mem::size_of::<(BlobId, ChunkUse)>() + 16) as u64;
+/// What an entry costs besides its path and metadata: its [`PlannedEntry`] and allocations.
+const ENTRY_COST: u64 = (std::mem::size_of::<PlannedEntry>() + 32) as u64;
+
 impl Planner<'_> {
-    fn walk(
-        &mut self,
-        tree: crate::repo::Tree,
-        tree_id: &BlobId,
-        dir: &Path,
-        depth: usize,
-    ) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(Error::corrupt(
-                format!("directory listing {tree_id}"),
-                "directories nested too deeply (corrupt or tampered)",
-            ));
-        }
-        for node in tree.nodes {
+    fn walk(&mut self, walk: &mut TreeWalk<'_>) -> Result<()> {
+        while let Some(step) = walk.next()? {
+            let (dir, tree, mut node) = match step {
+                Step::Entry { dir, tree, node } => (dir, tree, node),
+                Step::Leave { .. } => continue,
+                Step::Damaged { dir, damage, .. } => {
+                    if dir.as_os_str().is_empty() {
+                        return Err(Error::corrupt(
+                            damage.object,
+                            format!("the snapshot's root directory listing {}", damage.reason),
+                        ));
+                    }
+                    // Its content is unknown: the directory (just planned) is damaged, the
+                    // rest can still restore.
+                    let pos = self.plan.entries.len() - 1;
+                    self.plan.broken.push((
+                        pos,
+                        format!("its directory listing cannot be read: {damage}"),
+                    ));
+                    continue;
+                }
+            };
             if !node.name_is_safe() {
                 self.plan.unsafe_names.push(format!(
-                    "{}/{:?} in directory listing {tree_id}",
+                    "{}/{:?} in directory listing {tree}",
                     display_path(dir).trim_end_matches('/'),
                     String::from_utf8_lossy(&node.name)
                 ));
                 continue;
             }
             let rel = dir.join(OsStr::from_bytes(&node.name));
-            let abs = Path::new("/").join(&rel);
-            if !self.includes.wanted(&abs) {
+            if !self.includes.included.is_empty()
+                && !self.includes.wanted(&Path::new("/").join(&rel))
+            {
                 continue;
             }
             let pos = u32::try_from(self.plan.entries.len()).map_err(|_| {
@@ -276,6 +374,25 @@ impl Planner<'_> {
                     u32::MAX
                 ))
             })?;
+            self.held += ENTRY_COST
+                + rel.as_os_str().len() as u64
+                + node.link_target.as_ref().map_or(0, |t| t.len() as u64)
+                + node
+                    .xattrs
+                    .iter()
+                    .map(|x| (x.name.len() + x.value.len() + 64) as u64)
+                    .sum::<u64>()
+                + node.content.len() as u64 * USE_COST;
+            if self.held > self.budget {
+                return Err(Error::Invalid(format!(
+                    "the snapshot is too large to restore in one go: its plan passed {} \
+                     ({} entries so far; directory listings shared by many directories count \
+                     once for each); restore it in parts with --include PATH (see `lifeboat \
+                     ls`), or where more memory is free",
+                    super::human(self.budget),
+                    self.plan.entries.len()
+                )));
+            }
             let mut link_to = None;
             if node.kind == NodeKind::File && node.links > 1 {
                 match self.hardlinks.get(&(node.device, node.inode)) {
@@ -287,33 +404,31 @@ impl Planner<'_> {
                     }
                 }
             }
+            let mut size = node.size;
             if node.kind == NodeKind::File && link_to.is_none() {
-                self.add_chunks(pos, &node);
+                // A broken file is staged no larger than its chunks (it is never placed):
+                // a forged size must not fail the whole restore.
+                size = self.add_chunks(pos, &node);
             }
             let subtree = node.subtree;
             let is_dir = node.kind == NodeKind::Dir;
-            // Only a directory's path is needed again (for its children's paths).
-            let dir_rel = is_dir.then(|| rel.clone());
+            let name = std::mem::take(&mut node.name);
+            let mut meta = EntryMeta::of(node);
+            meta.size = size;
             self.plan.entries.push(PlannedEntry {
                 rel: rel.into_boxed_path(),
-                node: EntryMeta::of(node),
+                node: meta,
                 link_to,
             });
-            if let Some(rel) = dir_rel {
-                let Some(sub) = subtree else {
-                    self.plan
+            if is_dir {
+                match subtree {
+                    Some(sub) => {
+                        walk.enter(&name, sub);
+                    }
+                    None => self
+                        .plan
                         .broken
-                        .push((pos as usize, "directory without a listing (corrupt)".into()));
-                    continue;
-                };
-                match self.repo.load_tree(self.index, &sub) {
-                    Ok(t) => self.walk(t, &sub, &rel, depth + 1)?,
-                    // Its content is unknown: the directory is damaged, the rest can still
-                    // restore.
-                    Err(e) => self.plan.broken.push((
-                        pos as usize,
-                        format!("its directory listing cannot be read: {e}"),
-                    )),
+                        .push((pos as usize, "directory without a listing (corrupt)".into())),
                 }
             }
         }
@@ -321,7 +436,8 @@ impl Planner<'_> {
     }
 
     /// Records the chunk uses of file `node` at plan position `pos`, or why it is broken.
-    fn add_chunks(&mut self, pos: u32, node: &Node) {
+    /// Returns the size to stage: the declared one, or for a broken file what its chunks hold.
+    fn add_chunks(&mut self, pos: u32, node: &Node) -> u64 {
         let mut offset = 0u64;
         let mut missing = None;
         for chunk in &node.content {
@@ -344,10 +460,14 @@ impl Planner<'_> {
                 node.size
             ));
         }
-        if let Some(reason) = missing {
-            self.plan.broken.push((pos as usize, reason));
-        }
         self.plan.bytes += offset;
+        match missing {
+            Some(reason) => {
+                self.plan.broken.push((pos as usize, reason));
+                offset
+            }
+            None => node.size,
+        }
     }
 }
 
