@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -204,6 +204,40 @@ fn a_ten_thousand_level_chain_verifies_with_restore_verify_only() {
     assert_eq!(num(&r, "files"), 1, "{out}");
     assert_eq!(num(&r, "dirs"), DEPTH as u64, "{out}");
     assert_eq!(num(&r, "bytes"), 14, "{out}");
+}
+
+/// Reads `rel` beneath `root` one directory at a time (any depth: through `/proc/self/fd`).
+fn read_deep(root: &Path, rel: &Path) -> Vec<u8> {
+    let mut dir = std::fs::File::open(root).expect("open target");
+    let comps: Vec<_> = rel.components().collect();
+    for c in &comps[..comps.len() - 1] {
+        let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+        dir = std::fs::File::open(Path::new(&p).join(c)).expect("open a level");
+    }
+    let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+    std::fs::read(Path::new(&p).join(comps[comps.len() - 1])).expect("read the deepest file")
+}
+
+/// RELIABILITY case 24: a chain of 10,000 directory levels (a path of 20 KB, five times
+/// PATH_MAX) restores: every level is made, the file at the bottom has its content, and a
+/// second restore with `--overwrite` over it succeeds. Before the fix it failed with "File
+/// name too long".
+#[test]
+fn a_ten_thousand_level_chain_restores_at_full_depth() {
+    let (repo, id) = deep_chain();
+    let target = Scratch::new();
+    let out = repo.restore(&id, target.path(), args!["--json"]).success();
+    let r = report_of(&out);
+    assert_eq!(num(&r, "dirs"), DEPTH as u64, "{out}");
+    let rel: PathBuf = std::iter::repeat_n("d", DEPTH)
+        .chain(["leaf.txt"])
+        .collect();
+    assert_eq!(read_deep(target.path(), &rel), b"at the bottom\n");
+    let out = repo
+        .restore(&id, target.path(), args!["--overwrite", "--json"])
+        .success();
+    assert_eq!(num(&report_of(&out), "replaced"), 1, "{out}");
+    assert_eq!(read_deep(target.path(), &rel), b"at the bottom\n");
 }
 
 /// RELIABILITY case 24: a chain of 10,000 directory levels goes through `ls`, `check`,

@@ -29,6 +29,7 @@
 //! ever written outside the target, and no symlink found in the target is followed: entries
 //! are created with create-only or no-follow calls after an `lstat` check.
 
+mod at;
 mod place;
 pub mod plan;
 mod stage;
@@ -142,6 +143,7 @@ pub fn restore(
         }
         includes.push(crate::backup::normalize_path(inc)?);
     }
+    at::raise_fd_limit();
     let started = Instant::now();
     let plan = plan::build(repo, index, root, &includes)?;
     Progress::add(&progress.bytes_total, plan.bytes);
@@ -290,7 +292,7 @@ fn stage_and_place(
         return Ok(());
     }
     count(plan, &broken, report);
-    let mut placer = Placer::new(&opts.target, staging, opts.overwrite, is_root);
+    let mut placer = Placer::new(&opts.target, staging, opts.overwrite, is_root)?;
     placer.devices = opts.devices;
     report.written = true;
     let started = Instant::now();
@@ -384,6 +386,9 @@ fn preflight(
     let top = staging::mount_of(target).map_err(|e| Error::io("inspect", target, e))?;
     mount_of.insert(Path::new(""), top);
     let mut mounts = Vec::new();
+    // Entries are looked up through the directories above them (any depth, no symlink
+    // followed).
+    let mut cur = at::DirCursor::open(target)?;
     // A directory the target lacks: nothing beneath it can be in the way (entries come
     // parents first), so its entries are not looked up one by one.
     let mut absent: Option<&Path> = None;
@@ -393,17 +398,22 @@ fn preflight(
         }
         absent = None;
         let path = target.join(&e.rel);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+        let reached = cur.at(&e.rel);
+        let meta = match reached.as_ref().map(fs::symlink_metadata) {
+            Ok(Ok(m)) => m,
+            Ok(Err(err)) if err.kind() == io::ErrorKind::NotFound => {
                 if e.node.kind == NodeKind::Dir {
                     absent = Some(&e.rel);
                 }
                 continue;
             }
-            // A parent is a file that --overwrite will replace by a directory.
-            Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => continue,
-            Err(err) => return Err(Error::io("inspect", &path, err)),
+            // A parent is a file that --overwrite will replace by a directory, or a symlink
+            // (refused when its own entry was looked at).
+            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                continue
+            }
+            Ok(Err(err)) => return Err(Error::io("inspect", &path, err)),
+            Err(err) => return Err(Error::io("inspect", &path, io::Error::from(err.kind()))),
         };
         let ft = meta.file_type();
         if e.node.kind == NodeKind::Dir {
@@ -415,8 +425,9 @@ fn preflight(
             } else if !ft.is_dir() && !overwrite {
                 conflicts.push(path.display().to_string());
             } else if ft.is_dir() {
-                let id =
-                    staging::mount_of(&path).map_err(|err| Error::io("inspect", &path, err))?;
+                let id = reached
+                    .and_then(|p| staging::mount_of(&p))
+                    .map_err(|err| Error::io("inspect", &path, err))?;
                 let parent = e.rel.parent().unwrap_or(Path::new(""));
                 if mount_of.get(parent).is_some_and(|&p| p != id) {
                     stale.sweep(&path);

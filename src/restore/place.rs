@@ -10,8 +10,12 @@
 //! a file, symlink or special file in the target is replaced by a rename over it; a directory
 //! never is). Directory metadata comes last, deepest first.
 //!
-//! Nothing found in the target is followed: a rename replaces or refuses the name itself, and
-//! a name that exists is inspected with `lstat`.
+//! Nothing found in the target is followed: every entry is reached through the descriptors of
+//! the directories above it, each opened without following a symlink ([`super::at`]), so a
+//! symlink found in the target — or swapped in while the restore runs — is never written
+//! through, and paths of any length are placed; a rename replaces or refuses the name itself,
+//! a name that exists is inspected with `lstat`, and directory metadata is set through the
+//! directory's own descriptor.
 //!
 //! An entry that `--overwrite` replaces is exchanged with its staged copy in one atomic
 //! `RENAME_EXCHANGE`: at every moment its path holds either its old version or the
@@ -23,10 +27,12 @@
 //! snapshot's, never neither; the old versions of replaced ones are left in the staging area.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -36,6 +42,7 @@ use nix::fcntl::{renameat2, RenameFlags};
 use crate::error::{Error, Result};
 use crate::repo::NodeKind;
 
+use super::at::DirCursor;
 use super::plan::{EntryMeta, Plan};
 use super::staging::Staging;
 
@@ -44,16 +51,55 @@ use super::staging::Staging;
 /// stops the restore.
 pub(super) fn make_staged_dirs(plan: &Plan, staging: &Staging) -> Result<()> {
     let broken: HashSet<usize> = plan.broken.iter().map(|(i, _)| *i).collect();
+    let mut cursors = StagingCursors::new(staging);
     for (i, e) in plan.entries.iter().enumerate().skip(1) {
         if e.node.kind == NodeKind::Dir && !broken.contains(&i) {
-            let p = staging.path(&e.rel);
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&p)
-                .map_err(|err| Error::io("create staged directory", &p, err))?;
+            let cur = cursors.for_rel(&e.rel)?;
+            let (dir, name) = match cur.dir(e.rel.parent().unwrap_or(Path::new(""))) {
+                Ok(dir) => (dir, e.rel.file_name().unwrap_or_default()),
+                Err(err) => return Err(cur.error(&e.rel, err)),
+            };
+            if let Err(err) = rustix::fs::mkdirat(dir, name, rustix::fs::Mode::from_raw_mode(0o700))
+            {
+                let shown = cur.shown(&e.rel);
+                return Err(Error::io("create staged directory", shown, err.into()));
+            }
         }
     }
     Ok(())
+}
+
+/// One cursor per staging area.
+pub(super) struct StagingCursors<'a> {
+    staging: &'a Staging,
+    cursors: HashMap<PathBuf, DirCursor>,
+}
+
+impl<'a> StagingCursors<'a> {
+    pub(super) fn new(staging: &'a Staging) -> Self {
+        StagingCursors {
+            staging,
+            cursors: HashMap::new(),
+        }
+    }
+
+    /// The cursor of the staging area `rel` is staged in.
+    pub(super) fn for_rel(&mut self, rel: &Path) -> Result<&mut DirCursor> {
+        let area = self.staging.area(rel);
+        if !self.cursors.contains_key(area) {
+            let cur = DirCursor::open(area)?;
+            self.cursors.insert(area.to_path_buf(), cur);
+        }
+        // Inserted just above if it was missing.
+        self.cursors
+            .get_mut(area)
+            .ok_or_else(|| Error::Invalid(format!("no staging area for {}", rel.display())))
+    }
+
+    /// A path that reaches the staged copy of `rel` (see [`DirCursor::at`]).
+    pub(super) fn at(&mut self, rel: &Path) -> Result<PathBuf> {
+        self.for_rel(rel)?.reach(rel)
+    }
 }
 
 /// What became of a staged directory.
@@ -66,16 +112,16 @@ enum DirMove {
     Existing,
 }
 
-/// What placing put into the target, for roll-back.
+/// What placing put into the target, for roll-back; paths relative to the target.
 enum Placed {
     /// A file, link or special file where the target had nothing.
     Entry(PathBuf),
-    /// An entry (or, with `Tree`, a directory with everything beneath it) that replaced one
-    /// of the target's (`--overwrite`); the replaced one was moved to `kept`, in a staging
-    /// area on the same mount.
+    /// An entry (or, with `tree`, a directory with everything beneath it) that replaced one
+    /// of the target's (`--overwrite`); the replaced one was moved to the name `kept` in the
+    /// staged entry's directory of its staging area (on the same mount).
     Replaced {
-        path: PathBuf,
-        kept: PathBuf,
+        rel: PathBuf,
+        kept: OsString,
         tree: bool,
     },
     /// A directory made in the target (empty when made).
@@ -97,6 +143,10 @@ pub(super) struct Placer<'a> {
     pub staging: &'a Staging,
     pub overwrite: bool,
     pub is_root: bool,
+    /// Reaches entries of the target.
+    tgt: DirCursor,
+    /// Reaches entries of the staging areas.
+    stg: StagingCursors<'a>,
     /// What was placed, in order, for roll-back.
     created: Vec<Placed>,
     pub warnings: Vec<String>,
@@ -118,12 +168,14 @@ impl<'a> Placer<'a> {
         staging: &'a Staging,
         overwrite: bool,
         is_root: bool,
-    ) -> Self {
-        Placer {
+    ) -> Result<Self> {
+        Ok(Placer {
             target,
             staging,
             overwrite,
             is_root,
+            tgt: DirCursor::open(target)?,
+            stg: StagingCursors::new(staging),
             created: Vec::new(),
             warnings: Vec::new(),
             dirs_time: Duration::ZERO,
@@ -131,7 +183,7 @@ impl<'a> Placer<'a> {
             devices: false,
             skipped: Vec::new(),
             replaced: 0,
-        }
+        })
     }
 
     pub(super) fn place_all(&mut self, plan: &Plan, broken: &HashMap<usize, String>) -> Result<()> {
@@ -141,13 +193,13 @@ impl<'a> Placer<'a> {
         let mut skipped_dirs: Vec<&Path> = Vec::new();
         let mut moved: Option<&Path> = None;
         // Directories whose metadata is set at the end: those this restore made.
-        let mut dirs = Vec::new();
+        let mut dirs: Vec<(&Path, &EntryMeta)> = Vec::new();
         for (i, e) in plan.entries.iter().enumerate().skip(1) {
             crate::interrupt::check()?;
             if let Some(m) = moved {
                 if e.rel.starts_with(m) {
                     if e.node.kind == NodeKind::Dir && !broken.contains_key(&i) {
-                        dirs.push((self.target.join(&e.rel), &e.node));
+                        dirs.push((&e.rel, &e.node));
                     }
                     continue;
                 }
@@ -162,29 +214,27 @@ impl<'a> Placer<'a> {
                 }
                 continue;
             }
-            let staged = self.staging.path(&e.rel);
-            let path = self.target.join(&e.rel);
             match e.node.kind {
-                NodeKind::Dir => match self.move_dir(&staged, &path)? {
+                NodeKind::Dir => match self.move_dir(&e.rel)? {
                     DirMove::Moved => {
                         moved = Some(&e.rel);
-                        dirs.push((path, &e.node));
+                        dirs.push((&e.rel, &e.node));
                     }
-                    DirMove::Made => dirs.push((path, &e.node)),
-                    DirMove::Existing if self.overwrite => dirs.push((path, &e.node)),
+                    DirMove::Made => dirs.push((&e.rel, &e.node)),
+                    DirMove::Existing if self.overwrite => dirs.push((&e.rel, &e.node)),
                     DirMove::Existing => {}
                 },
                 // A socket belongs to the process that made it; there is nothing to restore.
                 NodeKind::Socket => {}
-                // A device node that only root may make (a warning says so).
+                // A device node left out (listed in `skipped`).
                 _ if self.unstaged.contains(&i) => {}
-                _ => self.move_into_place(&staged, path)?,
+                _ => self.move_into_place(&e.rel)?,
             }
         }
         // Directory metadata last, deepest first, so adding entries does not change mtimes.
         let started = Instant::now();
-        for (path, node) in dirs.iter().rev() {
-            self.apply_metadata(path, path, node);
+        for (rel, node) in dirs.iter().rev() {
+            self.apply_dir_metadata(rel, node);
         }
         self.dirs_time += started.elapsed();
         Ok(())
@@ -197,11 +247,19 @@ impl<'a> Placer<'a> {
         for (&i, _) in broken.iter() {
             let e = &plan.entries[i];
             if e.node.kind == NodeKind::File && e.link_to.is_none() {
-                let p = self.staging.path(&e.rel);
+                let Ok(p) = self.stg.at(&e.rel) else {
+                    continue; // beneath a directory that was not staged
+                };
                 match fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(Error::io("remove damaged staged file", &p, err)),
+                    Err(err) => {
+                        return Err(Error::io(
+                            "remove damaged staged file",
+                            self.staging.path(&e.rel),
+                            err,
+                        ))
+                    }
                 }
             }
         }
@@ -210,36 +268,20 @@ impl<'a> Placer<'a> {
             if broken.contains_key(&i) {
                 continue;
             }
-            let staged = self.staging.path(&e.rel);
-            let path = self.target.join(&e.rel);
+            let shown = self.target.join(&e.rel);
             match e.node.kind {
                 NodeKind::File => {
                     if let Some(first) = e.link_to {
                         let first = &plan.entries[first as usize];
-                        let original = self.staging.path(&first.rel);
-                        match fs::hard_link(&original, &staged) {
-                            Ok(()) => {}
-                            // The names are on different mounts of the target (the source had
-                            // them on one): the second gets a copy of the content.
-                            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
-                                fs::copy(&original, &staged)
-                                    .map_err(|err| Error::io("copy", &path, err))?;
-                                self.apply_metadata(&staged, &path, &first.node);
-                                self.warnings.push(format!(
-                                    "{}: restored as a copy of {}, not a hard link: the target has them on different file systems",
-                                    path.display(),
-                                    self.target.join(&first.rel).display()
-                                ));
-                            }
-                            Err(err) => return Err(Error::io("create hard link", &path, err)),
-                        }
+                        self.link_staged(&first.rel, &first.node, &e.rel)?;
                     }
                 }
                 NodeKind::Symlink => {
+                    let staged = self.stg.at(&e.rel)?;
                     let target = e.node.link_target.as_deref().unwrap_or_default();
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &staged)
-                        .map_err(|err| Error::io("create symlink", &path, err))?;
-                    self.apply_metadata(&staged, &path, &e.node);
+                    std::os::unix::fs::symlink(OsStr::from_bytes(target), &staged)
+                        .map_err(|err| Error::io("create symlink", &shown, err))?;
+                    self.apply_metadata(&staged, &shown, &e.node);
                 }
                 // A device node gives whoever may open it the device: one that a snapshot (or
                 // whoever controls the repository) names is made only when asked for.
@@ -251,6 +293,7 @@ impl<'a> Placer<'a> {
                     ));
                 }
                 NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                    let staged = self.stg.at(&e.rel)?;
                     let (kind, dev) = match e.node.kind {
                         NodeKind::Fifo => (nix::sys::stat::SFlag::S_IFIFO, 0),
                         NodeKind::CharDevice => (nix::sys::stat::SFlag::S_IFCHR, e.node.rdev),
@@ -258,13 +301,13 @@ impl<'a> Placer<'a> {
                     };
                     let perm = nix::sys::stat::Mode::from_bits_truncate(e.node.mode & 0o777);
                     match nix::sys::stat::mknod(&staged, kind, perm, dev) {
-                        Ok(()) => self.apply_metadata(&staged, &path, &e.node),
+                        Ok(()) => self.apply_metadata(&staged, &shown, &e.node),
                         Err(Errno::EPERM) if e.node.kind != NodeKind::Fifo => {
                             self.unstaged.insert(i);
                             self.skipped
                                 .push((i, "device node: only root can make device nodes".into()));
                         }
-                        Err(err) => return Err(Error::io("create", &path, io::Error::from(err))),
+                        Err(err) => return Err(Error::io("create", &shown, io::Error::from(err))),
                     }
                 }
                 NodeKind::Dir | NodeKind::Socket => {}
@@ -273,123 +316,165 @@ impl<'a> Placer<'a> {
         Ok(())
     }
 
+    /// Makes the staged `rel` a hard link to the staged `first` (a copy where the target puts
+    /// them on different file systems).
+    fn link_staged(&mut self, first: &Path, first_node: &EntryMeta, rel: &Path) -> Result<()> {
+        let shown = self.target.join(rel);
+        // The first name through a cursor of its own: two paths from one cursor would not
+        // both stay valid.
+        let mut own = DirCursor::open(self.staging.area(first))?;
+        let original = own.reach(first)?;
+        let staged = self.stg.at(rel)?;
+        match fs::hard_link(&original, &staged) {
+            Ok(()) => Ok(()),
+            // The names are on different mounts of the target (the source had them on one):
+            // the second gets a copy of the content.
+            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
+                fs::copy(&original, &staged).map_err(|err| Error::io("copy", &shown, err))?;
+                self.apply_metadata(&staged, &shown, first_node);
+                self.warnings.push(format!(
+                    "{}: restored as a copy of {}, not a hard link: the target has them on different file systems",
+                    shown.display(),
+                    self.target.join(first).display()
+                ));
+                Ok(())
+            }
+            Err(err) => Err(Error::io("create hard link", &shown, err)),
+        }
+    }
+
     /// Moves a staged directory into place with everything beneath it, unless the target has
     /// that directory already.
-    fn move_dir(&mut self, staged: &Path, path: &Path) -> Result<DirMove> {
-        match renameat2(None, staged, None, path, RenameFlags::RENAME_NOREPLACE) {
+    fn move_dir(&mut self, rel: &Path) -> Result<DirMove> {
+        let shown = self.target.join(rel);
+        let staged = self.stg.at(rel)?;
+        let path = self.tgt.reach(rel)?;
+        match renameat2(None, &staged, None, &path, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => {
-                self.created.push(Placed::Tree(path.to_path_buf()));
+                self.created.push(Placed::Tree(rel.to_path_buf()));
                 Ok(DirMove::Moved)
             }
             Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {
-                let m = fs::symlink_metadata(path).map_err(|e| Error::io("inspect", path, e))?;
+                let m = fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &shown, e))?;
                 let ft = m.file_type();
                 if ft.is_dir() {
                     Ok(DirMove::Existing)
                 } else if self.overwrite && !ft.is_symlink() {
                     // --overwrite: a file where the snapshot has a directory is replaced.
-                    self.replace(staged, path, true)?;
+                    self.replace(rel, &staged, &path, true)?;
                     Ok(DirMove::Moved)
                 } else {
                     Err(Error::Invalid(format!(
                         "{} appeared during the restore and is not a directory; restore will not write through it",
-                        path.display()
+                        shown.display()
                     )))
                 }
             }
             // No create-only rename on this filesystem: make the directory (create-only as
             // well) and move its entries one by one.
-            Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
-                match fs::DirBuilder::new().mode(0o700).create(path) {
-                    Ok(()) => {
-                        self.created.push(Placed::Dir(path.to_path_buf()));
-                        Ok(DirMove::Made)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        let m = fs::symlink_metadata(path)
-                            .map_err(|e| Error::io("inspect", path, e))?;
-                        if m.file_type().is_dir() {
-                            Ok(DirMove::Existing)
-                        } else {
-                            Err(Error::Invalid(format!(
-                            "{} appeared during the restore and is not a directory; restore will not write through it",
-                            path.display()
-                        )))
-                        }
-                    }
-                    Err(e) => Err(Error::io("create directory", path, e)),
+            Err(Errno::EINVAL) | Err(Errno::ENOSYS) => match fs::DirBuilder::new().create(&path) {
+                Ok(()) => {
+                    let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o700));
+                    self.created.push(Placed::Dir(rel.to_path_buf()));
+                    Ok(DirMove::Made)
                 }
-            }
-            Err(e) => Err(Error::io("move into place", path, io::Error::from(e))),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let m =
+                        fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &shown, e))?;
+                    if m.file_type().is_dir() {
+                        Ok(DirMove::Existing)
+                    } else {
+                        Err(Error::Invalid(format!(
+                                "{} appeared during the restore and is not a directory; restore will not write through it",
+                                shown.display()
+                            )))
+                    }
+                }
+                Err(e) => Err(Error::io("create directory", &shown, e)),
+            },
+            Err(e) => Err(Error::io("move into place", &shown, io::Error::from(e))),
         }
     }
 
-    fn move_into_place(&mut self, staged: &Path, path: PathBuf) -> Result<()> {
-        match renameat2(None, staged, None, &path, RenameFlags::RENAME_NOREPLACE) {
+    fn move_into_place(&mut self, rel: &Path) -> Result<()> {
+        let shown = self.target.join(rel);
+        let staged = self.stg.at(rel)?;
+        let path = self.tgt.reach(rel)?;
+        match renameat2(None, &staged, None, &path, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => {}
             Err(Errno::EEXIST) if self.overwrite => {
-                let m = fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &path, e))?;
+                let m = fs::symlink_metadata(&path).map_err(|e| Error::io("inspect", &shown, e))?;
                 if m.is_dir() {
                     return Err(Error::Invalid(format!(
                         "{} appeared during the restore and is a directory; restore does not replace directories",
-                        path.display()
+                        shown.display()
                     )));
                 }
-                return self.replace(staged, &path, false);
+                return self.replace(rel, &staged, &path, false);
             }
             Err(Errno::EEXIST) => {
                 return Err(Error::Invalid(format!(
                     "{} appeared during the restore; not replaced (use --overwrite)",
-                    path.display()
+                    shown.display()
                 )))
             }
             // No create-only rename on this file system: a hard link is create-only too.
-            Err(Errno::EINVAL) | Err(Errno::ENOSYS) => match fs::hard_link(staged, &path) {
+            Err(Errno::EINVAL) | Err(Errno::ENOSYS) => match fs::hard_link(&staged, &path) {
                 Ok(()) => {
-                    let _ = fs::remove_file(staged);
+                    let _ = fs::remove_file(&staged);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.overwrite => {
-                    return self.replace(staged, &path, false)
+                    return self.replace(rel, &staged, &path, false)
                 }
-                Err(e) => return Err(Error::io("move into place", &path, e)),
+                Err(e) => return Err(Error::io("move into place", &shown, e)),
             },
-            Err(e) => return Err(Error::io("move into place", &path, io::Error::from(e))),
+            Err(e) => return Err(Error::io("move into place", &shown, io::Error::from(e))),
         }
-        self.created.push(Placed::Entry(path));
+        self.created.push(Placed::Entry(rel.to_path_buf()));
         Ok(())
     }
 
     /// Replaces the entry at `path` (never a directory; a symlink itself, never what it points
-    /// to) by the staged one, keeping the replaced one in the staging area until placing has
-    /// succeeded. `tree`: the staged entry is a directory with everything beneath it.
-    fn replace(&mut self, staged: &Path, path: &Path, tree: bool) -> Result<()> {
+    /// to) by the one at `staged`, keeping the replaced one in the staging area until placing
+    /// has succeeded. `tree`: the staged entry is a directory with everything beneath it.
+    fn replace(&mut self, rel: &Path, staged: &Path, path: &Path, tree: bool) -> Result<()> {
+        let shown = self.target.join(rel);
+        let name = rel.file_name().unwrap_or_default().to_os_string();
         let kept = match renameat2(None, staged, None, path, RenameFlags::RENAME_EXCHANGE) {
             // One atomic step: the old entry is now where the staged one was.
-            Ok(()) => staged.to_path_buf(),
+            Ok(()) => name,
             // No exchange on this file system: move the old entry aside, then the staged one
-            // in (create-only); for a moment the path holds neither.
+            // in; for a moment the path holds neither.
             Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
-                let kept = aside(staged);
-                fs::rename(path, &kept)
-                    .map_err(|e| Error::io("set aside (--overwrite)", path, e))?;
+                let kept = aside_name();
+                let aside = staged.with_file_name(&kept);
+                fs::rename(path, &aside)
+                    .map_err(|e| Error::io("set aside (--overwrite)", &shown, e))?;
                 if let Err(e) = fs::rename(staged, path) {
-                    let _ = fs::rename(&kept, path);
-                    return Err(Error::io("move into place", path, e));
+                    let _ = fs::rename(&aside, path);
+                    return Err(Error::io("move into place", &shown, e));
                 }
                 kept
             }
-            Err(e) => return Err(Error::io("replace (--overwrite)", path, io::Error::from(e))),
+            Err(e) => {
+                return Err(Error::io(
+                    "replace (--overwrite)",
+                    &shown,
+                    io::Error::from(e),
+                ))
+            }
         };
         self.replaced += 1;
         self.created.push(Placed::Replaced {
-            path: path.to_path_buf(),
+            rel: rel.to_path_buf(),
             kept,
             tree,
         });
         Ok(())
     }
 
-    /// Ownership (as root), mode, xattrs and times on `path`; `shown` names it in warnings.
+    /// Ownership (as root), mode, xattrs and times of a staged entry reached by `path`;
+    /// `shown` names it in warnings.
     fn apply_metadata(&mut self, path: &Path, shown: &Path, node: &EntryMeta) {
         let symlink = node.kind == NodeKind::Symlink;
         if self.is_root {
@@ -405,7 +490,7 @@ impl<'a> Placer<'a> {
             }
         }
         for x in &node.xattrs {
-            if let Err(e) = xattr::set(path, std::ffi::OsStr::from_bytes(&x.name), &x.value) {
+            if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
                 self.warnings.push(format!(
                     "{}: cannot set extended attribute {}: {e}",
                     shown.display(),
@@ -421,52 +506,66 @@ impl<'a> Placer<'a> {
         }
     }
 
+    /// Ownership (as root), mode, xattrs and times of the target's directory `rel`, through
+    /// its own descriptor (opened without following a symlink).
+    fn apply_dir_metadata(&mut self, rel: &Path, node: &EntryMeta) {
+        let shown = self.target.join(rel);
+        let is_root = self.is_root;
+        let fd = match self.tgt.dir(rel) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let err = self.tgt.error(&rel.join("x"), e);
+                self.warnings
+                    .push(format!("{}: cannot set metadata: {err}", shown.display()));
+                return;
+            }
+        };
+        let warnings = dir_metadata(fd, node, is_root, &shown);
+        self.warnings.extend(warnings);
+    }
+
     /// Puts back what was placed, newest first: replaced entries get their old version back,
     /// new ones are removed. Returns the entries that could not be put back (they hold the
     /// snapshot's version). Directories this restore made and could not remove are left.
     pub(super) fn roll_back(&mut self) -> Vec<NotPutBack> {
         let mut failed = Vec::new();
-        for p in self.created.drain(..).rev() {
+        let created = std::mem::take(&mut self.created);
+        for p in created.into_iter().rev() {
             match p {
-                Placed::Entry(p) => {
-                    if fs::remove_file(&p).is_err() {
+                Placed::Entry(rel) => {
+                    let ok = self.tgt.at(&rel).is_ok_and(|p| fs::remove_file(p).is_ok());
+                    if !ok {
                         failed.push(NotPutBack {
-                            path: p,
+                            path: self.target.join(rel),
                             original_kept: false,
                         });
                     }
                 }
-                Placed::Replaced { path, kept, tree } => {
-                    let back = if tree {
-                        // The old entry back in one step; the snapshot's tree goes to the
-                        // staging area, which is removed.
-                        renameat2(None, &kept, None, &path, RenameFlags::RENAME_EXCHANGE)
-                            .map_err(io::Error::from)
-                            .or_else(|_| {
-                                let away = aside(&kept);
-                                fs::rename(&path, &away)?;
-                                fs::rename(&kept, &path)
-                            })
-                    } else {
-                        // rename(2) over the snapshot's version: atomic.
-                        fs::rename(&kept, &path)
-                    };
-                    if back.is_err() {
+                Placed::Replaced { rel, kept, tree } => {
+                    if self.put_back(&rel, &kept, tree).is_err() {
                         failed.push(NotPutBack {
-                            path,
+                            path: self.target.join(rel),
                             original_kept: true,
                         });
                     }
                 }
-                Placed::Dir(p) => {
-                    let _ = fs::remove_dir(p);
+                Placed::Dir(rel) => {
+                    if let Ok(p) = self.tgt.at(&rel) {
+                        let _ = fs::remove_dir(p);
+                    }
+                    self.tgt.forget(&rel);
                 }
                 // Everything beneath came from the staging tree (remove_dir_all does not
                 // follow symlinks).
-                Placed::Tree(p) => {
-                    if fs::remove_dir_all(&p).is_err() {
+                Placed::Tree(rel) => {
+                    self.tgt.forget(&rel);
+                    let ok = self
+                        .tgt
+                        .at(&rel)
+                        .is_ok_and(|p| fs::remove_dir_all(p).is_ok());
+                    if !ok {
                         failed.push(NotPutBack {
-                            path: p,
+                            path: self.target.join(rel),
                             original_kept: false,
                         });
                     }
@@ -477,9 +576,91 @@ impl<'a> Placer<'a> {
         failed.reverse();
         failed
     }
+
+    /// Moves the old version of `rel`, kept as `kept` beside its staged copy, back into place.
+    fn put_back(&mut self, rel: &Path, kept: &OsStr, tree: bool) -> io::Result<()> {
+        let kept_rel = rel.with_file_name(kept);
+        let kept = self
+            .stg
+            .at(&kept_rel)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.tgt.forget(rel);
+        let path = self.tgt.at(rel)?;
+        if tree {
+            // The old entry back in one step; the snapshot's tree goes to the staging area,
+            // which is removed.
+            renameat2(None, &kept, None, &path, RenameFlags::RENAME_EXCHANGE)
+                .map_err(io::Error::from)
+                .or_else(|_| {
+                    let away = kept.with_file_name(aside_name());
+                    fs::rename(&path, &away)?;
+                    fs::rename(&kept, &path)
+                })
+        } else {
+            // rename(2) over the snapshot's version: atomic.
+            fs::rename(&kept, &path)
+        }
+    }
 }
 
-/// A fresh name beside `staged` (in its staging area) for an entry set aside.
-fn aside(staged: &Path) -> PathBuf {
-    staged.with_file_name(format!(".lifeboat-replaced-{:016x}", rand::random::<u64>()))
+/// Sets a directory's metadata through its descriptor; returns the warnings.
+fn dir_metadata(fd: BorrowedFd<'_>, node: &EntryMeta, is_root: bool, shown: &Path) -> Vec<String> {
+    use rustix::fs::{fchmod, fchown, fsetxattr, futimens, Mode, Timespec, Timestamps, XattrFlags};
+    let mut out = Vec::new();
+    if is_root {
+        let owner = (
+            Some(rustix::fs::Uid::from_raw(node.uid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
+        );
+        if let Err(e) = fchown(fd, owner.0, owner.1) {
+            out.push(format!(
+                "{}: cannot set owner: {}",
+                shown.display(),
+                io::Error::from(e)
+            ));
+        }
+    }
+    if let Err(e) = fchmod(fd, Mode::from_raw_mode(node.mode & 0o7777)) {
+        out.push(format!(
+            "{}: cannot set mode: {}",
+            shown.display(),
+            io::Error::from(e)
+        ));
+    }
+    for x in &node.xattrs {
+        if let Err(e) = fsetxattr(
+            fd,
+            OsStr::from_bytes(&x.name),
+            &x.value,
+            XattrFlags::empty(),
+        ) {
+            out.push(format!(
+                "{}: cannot set extended attribute {}: {}",
+                shown.display(),
+                String::from_utf8_lossy(&x.name),
+                io::Error::from(e)
+            ));
+        }
+    }
+    let ts = |t: crate::repo::Timestamp| Timespec {
+        tv_sec: t.sec,
+        tv_nsec: i64::from(t.nsec),
+    };
+    let times = Timestamps {
+        last_access: ts(node.atime),
+        last_modification: ts(node.mtime),
+    };
+    if let Err(e) = futimens(fd, &times) {
+        out.push(format!(
+            "{}: cannot set times: {}",
+            shown.display(),
+            io::Error::from(e)
+        ));
+    }
+    out
+}
+
+/// A fresh name for an entry set aside in a staging area.
+fn aside_name() -> OsString {
+    format!(".lifeboat-replaced-{:016x}", rand::random::<u64>()).into()
 }

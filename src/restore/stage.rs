@@ -102,8 +102,9 @@ impl<'a> Stager<'a> {
             let mut state = self.files[i].lock();
             let runs = data_runs(raw, u.offset);
             if !runs.is_empty() {
-                let p = self.staging.path(&self.plan.entries[i].rel);
-                let f = self.open(&p, &mut state)?;
+                let rel = &self.plan.entries[i].rel;
+                let p = self.staging.path(rel);
+                let f = self.open(rel, &mut state)?;
                 for &(start, end) in &runs {
                     f.write_all_at(&raw[start..end], u.offset + start as u64)
                         .map_err(|e| Error::io("write staged file", &p, e))?;
@@ -132,21 +133,20 @@ impl<'a> Stager<'a> {
     }
 
     /// The open staged file, created (create-only, never through a symlink) if it is new.
-    fn open<'s>(&self, p: &Path, state: &'s mut StagedFile) -> Result<&'s File> {
+    fn open<'s>(&self, rel: &Path, state: &'s mut StagedFile) -> Result<&'s File> {
         let f = match state.file.take() {
             Some(f) => f,
             None => {
                 let mut opts = OpenOptions::new();
                 opts.write(true).custom_flags(libc::O_NOFOLLOW);
-                let f = if state.created {
-                    opts.open(p)
-                        .map_err(|e| Error::io("open staged file", p, e))?
+                let op = if state.created {
+                    "open staged file"
                 } else {
-                    opts.create_new(true)
-                        .mode(0o600)
-                        .open(p)
-                        .map_err(|e| Error::io("create staged file", p, e))?
+                    opts.create_new(true).mode(0o600);
+                    "create staged file"
                 };
+                let f = open_staged(self.staging.area(rel), rel, &opts)
+                    .map_err(|e| Error::io(op, self.staging.path(rel), e))?;
                 state.created = true;
                 self.open.fetch_add(1, Ordering::Relaxed);
                 f
@@ -165,9 +165,10 @@ impl<'a> Stager<'a> {
     /// metadata, and is closed.
     fn finish(&self, i: usize, state: &mut StagedFile) -> Result<()> {
         let node = &self.plan.entries[i].node;
-        let p = self.staging.path(&self.plan.entries[i].rel);
+        let rel = &self.plan.entries[i].rel;
+        let p = self.staging.path(rel);
         let len = state.len;
-        let f = self.open(&p, state)?;
+        let f = self.open(rel, state)?;
         if len < node.size {
             f.set_len(node.size)
                 .map_err(|e| Error::io("size staged file", &p, e))?;
@@ -183,6 +184,23 @@ impl<'a> Stager<'a> {
         }
         Ok(())
     }
+}
+
+/// Paths up to this long are opened as they are; longer ones (up to any depth) through the
+/// descriptors of the directories above them ([`super::at`]).
+const SHORT_PATH: usize = 3000;
+
+/// Opens the staged file `rel` in the staging area `area` (which only this restore writes
+/// to).
+fn open_staged(area: &Path, rel: &Path, opts: &OpenOptions) -> std::io::Result<File> {
+    let p = area.join(rel);
+    if p.as_os_str().len() <= SHORT_PATH || !super::at::have_proc() {
+        return opts.open(p);
+    }
+    // Through a cursor of its own (files are opened in pack order, not in tree order).
+    let mut cur =
+        super::at::DirCursor::open(area).map_err(|e| std::io::Error::other(e.to_string()))?;
+    opts.open(cur.at(rel)?)
 }
 
 /// Ownership (as root), mode, xattrs and times, through an open file; `shown` names it in
