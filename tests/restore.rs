@@ -950,3 +950,110 @@ fn free_space_check_frees_dead_staging_areas_and_names_live_ones() {
     );
     assert!(dead.join("tmp/x/data").exists());
 }
+
+/// RELIABILITY case 24: a source whose deepest path is just under PATH_MAX (4,096 bytes)
+/// backs up, and restores beneath a target (which makes the path longer than PATH_MAX), with
+/// and without `--overwrite`; `--verify-only` passes exactly when restore can write it. Before
+/// the fix the backup and `--verify-only` passed but the restore failed with "File name too
+/// long", even with `--allow-partial`.
+#[test]
+fn paths_near_path_max_restore_beneath_a_target() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let mut deep = src.clone();
+    let component = "x".repeat(200);
+    while deep.as_os_str().len() + 201 < 4080 {
+        deep.push(&component);
+    }
+    deep.push("y".repeat(4080 - deep.as_os_str().len() - 1));
+    write_file(&deep.join("bottom.txt"), b"near PATH_MAX\n");
+    assert_eq!(deep.join("bottom.txt").as_os_str().len(), 4091);
+    repo.backup(args![&src]);
+    repo.restore("latest", Path::new("/"), args!["--verify-only"])
+        .success();
+
+    let target = Scratch::new();
+    let out = repo.restore("latest", target.path(), args![]).success();
+    let restored_path = restored(target.path(), &src);
+    assert!(
+        restored_path
+            .join(deep.strip_prefix(&src).expect("beneath"))
+            .as_os_str()
+            .len()
+            > 4096,
+        "the restored path is longer than PATH_MAX"
+    );
+    // Read back one directory at a time (the path is too long for one call).
+    let mut dir = fs::File::open(target.path()).expect("open target");
+    let rel = deep.join("bottom.txt");
+    let comps: Vec<_> = rel
+        .strip_prefix("/")
+        .expect("absolute")
+        .components()
+        .collect();
+    for c in &comps[..comps.len() - 1] {
+        let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+        dir = fs::File::open(Path::new(&p).join(c)).expect("open a level");
+    }
+    let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+    assert_eq!(
+        fs::read(Path::new(&p).join(comps[comps.len() - 1])).expect("read"),
+        b"near PATH_MAX\n",
+        "{out}"
+    );
+    repo.restore("latest", target.path(), args!["--overwrite"])
+        .success();
+}
+
+/// RELIABILITY case 25: a directory of the target swapped for a symlink to a directory outside
+/// it while an `--overwrite` restore runs is never written through: whatever the moment of the
+/// swap, nothing appears in or changes outside the target.
+#[test]
+fn a_directory_swapped_for_a_symlink_during_a_restore_is_never_written_through() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    for i in 0..2000 {
+        write_file(
+            &src.join(format!("etc/f{i:04}")),
+            format!("snapshot {i}\n").as_bytes(),
+        );
+    }
+    repo.backup(args![&src]);
+    let outside = scratch.join("outside");
+    fs::create_dir_all(&outside).expect("mkdir");
+    write_file(&outside.join("f0000"), b"outside, must stay\n");
+    let before = fingerprint(&outside);
+
+    for round in 0..4 {
+        let target = Scratch::new();
+        let etc = restored(target.path(), &src).join("etc");
+        for i in 0..2000 {
+            write_file(&etc.join(format!("f{i:04}")), b"old\n");
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Swap `etc` for a symlink to `outside` and back, again and again.
+                let aside = etc.with_file_name("etc.real");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if fs::rename(&etc, &aside).is_ok() {
+                        let _ = std::os::unix::fs::symlink(&outside, &etc);
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        let _ = fs::remove_file(&etc);
+                        let _ = fs::rename(&aside, &etc);
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(300));
+                }
+            });
+            let _ = repo.restore("latest", target.path(), args!["--overwrite"]);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert_eq!(
+            fingerprint(&outside),
+            before,
+            "round {round}: the restore wrote through the symlink"
+        );
+    }
+}
