@@ -231,24 +231,27 @@ pub fn check(
     snapshot_names.sort();
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     for (name, _) in snapshot_names {
+        let damaged = |error: String| Problem {
+            object: FileKind::Snapshot.path(&name),
+            message: format!("{error}; {}", crate::repo::snapshot::DAMAGED_SNAPSHOT_HINT),
+            affects: Vec::new(),
+        };
         let Ok(id) = crate::id::SnapshotId::from_hex(&name) else {
-            report.errors.push(Problem {
-                object: FileKind::Snapshot.path(&name),
-                message: "name is not a snapshot id".into(),
-                affects: Vec::new(),
-            });
+            report.errors.push(damaged(
+                "the name is not a snapshot id (a stray or damaged file)".into(),
+            ));
             continue;
         };
         let snap = match repo.load_snapshot(&id) {
             Ok(s) => s,
-            Err(e) => {
-                report.errors.push(Problem {
-                    object: FileKind::Snapshot.path(&name),
-                    message: e.to_string(),
-                    affects: Vec::new(),
-                });
+            Err(Error::Corrupt { reason, .. }) => {
+                report.errors.push(damaged(reason));
                 continue;
             }
+            // Removed since the listing (a concurrent forget).
+            Err(Error::NotFound { .. }) => continue,
+            // A storage fault says nothing about the snapshot: the check cannot go on.
+            Err(e) => return Err(e),
         };
         report.snapshots += 1;
         let label = format!("snapshot {}", id.short());

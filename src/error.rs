@@ -59,6 +59,19 @@ pub enum Error {
     )]
     Corrupt { name: String, reason: String },
 
+    /// Snapshot objects cannot be read, and the operation must see every snapshot (prune: a
+    /// damaged snapshot may still reference data it would delete).
+    #[error(
+        "{op} refused: {}; a damaged snapshot may still reference data that {op} would delete. \
+         Remove unreadable snapshot objects with `lifeboat repair snapshots --forget` (or put \
+         back a good copy), then run {op} again",
+        objects.join("; ")
+    )]
+    DamagedSnapshots {
+        op: &'static str,
+        objects: Vec<String>,
+    },
+
     /// There is no repository where one was expected.
     #[error("no Lifeboat repository at {location}: {reason} (create one with `lifeboat init`)")]
     NoRepository { location: String, reason: String },
