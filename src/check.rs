@@ -166,7 +166,7 @@ pub fn check(
             opts.read_data_subset,
             report.readers,
             &progress,
-        );
+        )?;
         crate::interrupt::check()?;
         report.bytes_read = Progress::get(&progress.bytes_read);
         for (pack, problem) in damaged {
@@ -471,7 +471,7 @@ fn read_all_packs(
     subset: Option<(u64, u64)>,
     readers: usize,
     progress: &Progress,
-) -> Vec<(PackId, PackProblem)> {
+) -> Result<Vec<(PackId, PackProblem)>> {
     // Blobs the index expects in each pack.
     let mut expected: HashMap<PackId, Vec<(BlobId, crate::repo::IndexEntry)>> = HashMap::new();
     for (id, e) in index.iter() {
@@ -490,10 +490,13 @@ fn read_all_packs(
     names.sort();
     let queue = Mutex::new(names.into_iter());
     let results = Mutex::new(Vec::new());
+    // Storage that cannot be reached stops the check: every further pack would wait out the
+    // retry budget too, and none of it is damage.
+    let unreachable: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..readers {
             s.spawn(|| loop {
-                if crate::interrupt::requested() {
+                if crate::interrupt::requested() || unreachable.lock().is_some() {
                     break;
                 }
                 let Some(name) = queue.lock().next() else {
@@ -502,13 +505,18 @@ fn read_all_packs(
                 let Ok(pack) = PackId::from_hex(name) else {
                     continue;
                 };
-                if let Some(p) = verify_pack(repo, &pack, expected.get(&pack), progress) {
-                    results.lock().push((pack, p));
+                match verify_pack(repo, &pack, expected.get(&pack), progress) {
+                    Ok(Some(p)) => results.lock().push((pack, p)),
+                    Ok(None) => {}
+                    Err(e) => *unreachable.lock() = Some(e),
                 }
             });
         }
     });
-    results.into_inner()
+    match unreachable.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(results.into_inner()),
+    }
 }
 
 fn verify_pack(
@@ -516,12 +524,13 @@ fn verify_pack(
     pack: &PackId,
     expected: Option<&Vec<(BlobId, crate::repo::IndexEntry)>>,
     progress: &Progress,
-) -> Option<PackProblem> {
+) -> Result<Option<PackProblem>> {
     let name = pack.to_hex();
     let what = FileKind::Pack.path(&name);
     let bytes = match repo.storage().read(FileKind::Pack, &name) {
         Ok(b) => b,
-        Err(e) => return Some(PackProblem::Whole(format!("cannot be read: {e}"))),
+        Err(e @ Error::Unreachable { .. }) => return Err(e),
+        Err(e) => return Ok(Some(PackProblem::Whole(format!("cannot be read: {e}")))),
     };
     Progress::add(&progress.bytes_read, bytes.len() as u64);
     let hash_ok = PackId::hash(&bytes) == *pack;
@@ -572,18 +581,20 @@ fn verify_pack(
                     Error::Corrupt { reason, .. } => reason.clone(),
                     other => other.to_string(),
                 };
-                return Some(PackProblem::Whole(format!("damaged pack header: {why}")));
+                return Ok(Some(PackProblem::Whole(format!(
+                    "damaged pack header: {why}"
+                ))));
             }
         }
     }
     if !hash_ok && bad.is_empty() {
-        return Some(PackProblem::Whole(
+        return Ok(Some(PackProblem::Whole(
             "content does not match its name (damaged)".into(),
-        ));
+        )));
     }
     if bad.is_empty() {
-        None
+        Ok(None)
     } else {
-        Some(PackProblem::Blobs(bad))
+        Ok(Some(PackProblem::Blobs(bad)))
     }
 }

@@ -428,6 +428,15 @@ impl Config {
                     "give only one of password_file, password_credential and recovery_kit",
                 );
             }
+            if let Some(v) = r.options.get(crate::storage::RETRY_TIMEOUT_OPTION) {
+                if let Err(e) = crate::storage::parse_retry_timeout(v) {
+                    c.push(
+                        repo.span(),
+                        format!("{field}.options.{}", crate::storage::RETRY_TIMEOUT_OPTION),
+                        e,
+                    );
+                }
+            }
             let mut tasks = RepositoryTasks {
                 prune_max_unused: 10.0,
                 ..Default::default()
@@ -781,6 +790,25 @@ timezone = "Mars/Olympus"
         assert_eq!(find("stale_after").line, 10);
         assert_eq!(find("timezone").line, 11);
         assert!(text.iter().all(|t| t.starts_with("l.toml:")), "{text:?}");
+    }
+
+    /// RELIABILITY case 28: the retry budget is a repository option; a value that is no
+    /// duration is a config error naming it.
+    #[test]
+    fn retry_timeout_option_must_be_a_duration() {
+        let with = |v: &str| {
+            format!(
+                "[repositories.cloud]\nurl = \"s3://b/p\"\npassword_file = \"/p\"\n\
+                 options = {{ region = \"eu-west-1\", retry_timeout = \"{v}\" }}\n"
+            )
+        };
+        assert!(Config::parse(Path::new("l.toml"), &with("15m")).is_ok());
+        let errs = Config::parse(Path::new("l.toml"), &with("a while"))
+            .expect_err("not a duration")
+            .0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "repositories.cloud.options.retry_timeout");
+        assert!(errs[0].message.contains("a while"), "{errs:?}");
     }
 
     #[test]
