@@ -99,6 +99,17 @@ pub fn check(
     let mut report = CheckReport::default();
     let stored: HashMap<String, u64> = repo.storage().list(FileKind::Pack)?.into_iter().collect();
 
+    // Key objects other users can read let them guess passwords offline (local repositories).
+    if let Some(root) = repo.storage().local_path() {
+        let local = crate::storage::LocalStorage::new(&root);
+        for (object, mode) in local.exposed(FileKind::Key)? {
+            report.warnings.push(format!(
+                "{object} can be read by other users (mode {mode:04o}): whoever can read it can try passwords against it offline; make it private: chmod 600 {}",
+                root.join(&object).display()
+            ));
+        }
+    }
+
     // Index objects.
     let mut index = Index::builder();
     let mut indexed_packs: HashSet<PackId> = HashSet::new();
