@@ -1038,3 +1038,61 @@ fn reading_past_the_end_of_a_truncated_object_is_damage_not_an_outage() {
         assert!(err.is_damage(), "{name}: {err:?}");
     }
 }
+
+/// RELIABILITY case 28: SIGTERM to a backup waiting out an outage (a retry budget of 10
+/// minutes) stops it cleanly, exit 130, instead of holding the stop for the whole budget.
+#[test]
+fn sigterm_stops_a_backup_waiting_out_an_outage() {
+    let proxy = OutageProxy::start(Trigger::Uploaded(6 * MIB), None);
+    let (url, scratch) = outage_setup(&proxy, 16);
+    let mut cmd = lifeboat_cmd();
+    for (k, v) in proxy.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(args![
+            "backup",
+            "--repo",
+            &url,
+            "--option",
+            "retry_timeout=10m",
+            scratch.join("src")
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while !proxy.began() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the outage never began"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Well into the retries.
+    std::thread::sleep(Duration::from_secs(2));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let stopped = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if stopped.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the backup did not stop within 120 s of SIGTERM: it waits out the outage");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(!stderr.contains("damaged"), "{stderr}");
+}

@@ -42,6 +42,35 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// How long a request keeps going after an interrupt (SIGINT, SIGTERM) was requested: a
+/// request in flight usually finishes well within it (a lock removed on the way out), while
+/// one retried through an outage is abandoned instead of holding up a clean stop for the
+/// whole retry budget.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs a request on the runtime until it finishes, or until an interrupt was requested and
+/// the request has run for [`INTERRUPT_GRACE`] ([`Error::Interrupted`]). A dropped request is
+/// no write: a PUT is stored whole or not at all, and an unfinished multipart upload is no
+/// object.
+fn wait<T>(request: impl std::future::Future<Output = T>) -> Result<T> {
+    runtime().block_on(async {
+        let started = std::time::Instant::now();
+        let watch = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if crate::interrupt::requested() && started.elapsed() >= INTERRUPT_GRACE {
+                    return;
+                }
+            }
+        };
+        futures_util::pin_mut!(request, watch);
+        match futures_util::future::select(request, watch).await {
+            futures_util::future::Either::Left((done, _)) => Ok(done),
+            futures_util::future::Either::Right(_) => Err(Error::Interrupted),
+        }
+    })
+}
+
 /// Objects larger than this are uploaded in parts (packs of the default 16 MiB go in one PUT,
 /// which costs fewer requests).
 pub const MULTIPART_THRESHOLD: usize = 32 << 20;
@@ -327,7 +356,7 @@ impl Storage for CloudStorage {
         } else {
             Some(ObjectPath::from(self.prefix.as_str()))
         };
-        let first = runtime().block_on(async { self.store.list(prefix.as_ref()).try_next().await });
+        let first = wait(async { self.store.list(prefix.as_ref()).try_next().await })?;
         match first {
             Ok(None) => Ok(()),
             Ok(Some(_)) => Err(Error::RepositoryExists {
@@ -340,7 +369,7 @@ impl Storage for CloudStorage {
 
     fn has_config(&self) -> Result<bool> {
         let p = self.path(FileKind::Config, "config");
-        match runtime().block_on(self.store.head(&p)) {
+        match wait(self.store.head(&p))? {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err("inspect", FileKind::Config, "config", e)),
@@ -349,8 +378,7 @@ impl Storage for CloudStorage {
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let p = self.path(kind, name);
-        runtime()
-            .block_on(async { self.store.get(&p).await?.bytes().await })
+        wait(async { self.store.get(&p).await?.bytes().await })?
             // No copy when, as usual, the body was collected into one buffer that nothing else
             // holds (`Vec::from` copies only a shared or offset buffer).
             .map(Vec::from)
@@ -360,24 +388,22 @@ impl Storage for CloudStorage {
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
         let p = self.path(kind, name);
         let range = offset..offset + u64::from(len);
-        let bytes = runtime()
-            .block_on(self.store.get_range(&p, range))
-            .map_err(|e| {
-                // 416 Range Not Satisfiable: the object ends before the range starts.
-                if matches!(&e, object_store::Error::Generic { source, .. }
+        let bytes = wait(self.store.get_range(&p, range))?.map_err(|e| {
+            // 416 Range Not Satisfiable: the object ends before the range starts.
+            if matches!(&e, object_store::Error::Generic { source, .. }
                     if status_in(&source.to_string()) == Some(416))
-                {
-                    return Error::Storage {
-                        op: "read range of",
-                        name: kind.path(name),
-                        cause: io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the object ends before the range asked for (truncated)",
-                        ),
-                    };
-                }
-                self.err("read range of", kind, name, e)
-            })?;
+            {
+                return Error::Storage {
+                    op: "read range of",
+                    name: kind.path(name),
+                    cause: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the object ends before the range asked for (truncated)",
+                    ),
+                };
+            }
+            self.err("read range of", kind, name, e)
+        })?;
         if bytes.len() != len as usize {
             return Err(Error::Storage {
                 op: "read range of",
@@ -401,18 +427,18 @@ impl Storage for CloudStorage {
             // Multipart uploads cannot be conditional everywhere: look first. Objects this
             // large are packs, named by the hash of their content, so a concurrent writer of
             // the same name writes the same bytes.
-            match runtime().block_on(self.store.head(&p)) {
+            match wait(self.store.head(&p))? {
                 Ok(_) => return Ok(false),
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.err("inspect", kind, name, e)),
             }
-            let result = runtime().block_on(async {
+            let result = wait(async {
                 let upload = self.store.put_multipart(&p).await?;
                 let mut w =
                     object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
                 w.put(data);
                 w.finish().await
-            });
+            })?;
             return result
                 .map(|_| true)
                 .map_err(|e| self.err("write", kind, name, e));
@@ -422,7 +448,7 @@ impl Storage for CloudStorage {
             ..PutOptions::default()
         };
         let payload = PutPayload::from(data);
-        match runtime().block_on(self.store.put_opts(&p, payload, opts)) {
+        match wait(self.store.put_opts(&p, payload, opts))? {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(false),
@@ -432,8 +458,7 @@ impl Storage for CloudStorage {
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let dir = self.dir(kind);
-        let metas: Vec<object_store::ObjectMeta> = runtime()
-            .block_on(self.store.list(Some(&dir)).try_collect())
+        let metas: Vec<object_store::ObjectMeta> = wait(self.store.list(Some(&dir)).try_collect())?
             .map_err(|e| {
                 self.fail(
                     "list",
@@ -468,7 +493,7 @@ impl Storage for CloudStorage {
 
     fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
         let p = self.path(kind, name);
-        match runtime().block_on(self.store.head(&p)) {
+        match wait(self.store.head(&p))? {
             Ok(meta) => Ok(Some(meta.last_modified.into())),
             Err(object_store::Error::NotFound { .. }) => Err(crate::error::Error::NotFound {
                 name: kind.path(name),
@@ -479,7 +504,7 @@ impl Storage for CloudStorage {
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path(kind, name);
-        match runtime().block_on(self.store.delete(&p)) {
+        match wait(self.store.delete(&p))? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err("remove", kind, name, e)),
         }
