@@ -99,6 +99,17 @@ pub fn check(
     let mut report = CheckReport::default();
     let stored: HashMap<String, u64> = repo.storage().list(FileKind::Pack)?.into_iter().collect();
 
+    // Key objects other users can read let them guess passwords offline (local repositories).
+    if let Some(root) = repo.storage().local_path() {
+        let local = crate::storage::LocalStorage::new(&root);
+        for (object, mode) in local.exposed(FileKind::Key)? {
+            report.warnings.push(format!(
+                "{object} can be read by other users (mode {mode:04o}): whoever can read it can try passwords against it offline; make it private: chmod 600 {}",
+                root.join(&object).display()
+            ));
+        }
+    }
+
     // Index objects.
     let mut index = Index::builder();
     let mut indexed_packs: HashSet<PackId> = HashSet::new();
@@ -166,7 +177,7 @@ pub fn check(
             opts.read_data_subset,
             report.readers,
             &progress,
-        );
+        )?;
         crate::interrupt::check()?;
         report.bytes_read = Progress::get(&progress.bytes_read);
         for (pack, problem) in damaged {
@@ -231,24 +242,27 @@ pub fn check(
     snapshot_names.sort();
     let mut roots: Vec<(String, BlobId)> = Vec::new();
     for (name, _) in snapshot_names {
+        let damaged = |error: String| Problem {
+            object: FileKind::Snapshot.path(&name),
+            message: format!("{error}; {}", crate::repo::snapshot::DAMAGED_SNAPSHOT_HINT),
+            affects: Vec::new(),
+        };
         let Ok(id) = crate::id::SnapshotId::from_hex(&name) else {
-            report.errors.push(Problem {
-                object: FileKind::Snapshot.path(&name),
-                message: "name is not a snapshot id".into(),
-                affects: Vec::new(),
-            });
+            report.errors.push(damaged(
+                "the name is not a snapshot id (a stray or damaged file)".into(),
+            ));
             continue;
         };
         let snap = match repo.load_snapshot(&id) {
             Ok(s) => s,
-            Err(e) => {
-                report.errors.push(Problem {
-                    object: FileKind::Snapshot.path(&name),
-                    message: e.to_string(),
-                    affects: Vec::new(),
-                });
+            Err(Error::Corrupt { reason, .. }) => {
+                report.errors.push(damaged(reason));
                 continue;
             }
+            // Removed since the listing (a concurrent forget).
+            Err(Error::NotFound { .. }) => continue,
+            // A storage fault says nothing about the snapshot: the check cannot go on.
+            Err(e) => return Err(e),
         };
         report.snapshots += 1;
         let label = format!("snapshot {}", id.short());
@@ -630,7 +644,7 @@ fn read_all_packs(
     subset: Option<(u64, u64)>,
     readers: usize,
     progress: &Progress,
-) -> Vec<(PackId, PackProblem)> {
+) -> Result<Vec<(PackId, PackProblem)>> {
     // Blobs the index expects in each pack.
     let mut expected: HashMap<PackId, Vec<(BlobId, crate::repo::IndexEntry)>> = HashMap::new();
     for (id, e) in index.iter() {
@@ -649,10 +663,13 @@ fn read_all_packs(
     names.sort();
     let queue = Mutex::new(names.into_iter());
     let results = Mutex::new(Vec::new());
+    // Storage that cannot be reached stops the check: every further pack would wait out the
+    // retry budget too, and none of it is damage.
+    let unreachable: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..readers {
             s.spawn(|| loop {
-                if crate::interrupt::requested() {
+                if crate::interrupt::requested() || unreachable.lock().is_some() {
                     break;
                 }
                 let Some(name) = queue.lock().next() else {
@@ -661,13 +678,18 @@ fn read_all_packs(
                 let Ok(pack) = PackId::from_hex(name) else {
                     continue;
                 };
-                if let Some(p) = verify_pack(repo, &pack, expected.get(&pack), progress) {
-                    results.lock().push((pack, p));
+                match verify_pack(repo, &pack, expected.get(&pack), progress) {
+                    Ok(Some(p)) => results.lock().push((pack, p)),
+                    Ok(None) => {}
+                    Err(e) => *unreachable.lock() = Some(e),
                 }
             });
         }
     });
-    results.into_inner()
+    match unreachable.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(results.into_inner()),
+    }
 }
 
 fn verify_pack(
@@ -675,12 +697,13 @@ fn verify_pack(
     pack: &PackId,
     expected: Option<&Vec<(BlobId, crate::repo::IndexEntry)>>,
     progress: &Progress,
-) -> Option<PackProblem> {
+) -> Result<Option<PackProblem>> {
     let name = pack.to_hex();
     let what = FileKind::Pack.path(&name);
     let bytes = match repo.storage().read(FileKind::Pack, &name) {
         Ok(b) => b,
-        Err(e) => return Some(PackProblem::Whole(format!("cannot be read: {e}"))),
+        Err(e @ Error::Unreachable { .. }) => return Err(e),
+        Err(e) => return Ok(Some(PackProblem::Whole(format!("cannot be read: {e}")))),
     };
     Progress::add(&progress.bytes_read, bytes.len() as u64);
     let hash_ok = PackId::hash(&bytes) == *pack;
@@ -731,18 +754,20 @@ fn verify_pack(
                     Error::Corrupt { reason, .. } => reason.clone(),
                     other => other.to_string(),
                 };
-                return Some(PackProblem::Whole(format!("damaged pack header: {why}")));
+                return Ok(Some(PackProblem::Whole(format!(
+                    "damaged pack header: {why}"
+                ))));
             }
         }
     }
     if !hash_ok && bad.is_empty() {
-        return Some(PackProblem::Whole(
+        return Ok(Some(PackProblem::Whole(
             "content does not match its name (damaged)".into(),
-        ));
+        )));
     }
     if bad.is_empty() {
-        None
+        Ok(None)
     } else {
-        Some(PackProblem::Blobs(bad))
+        Ok(Some(PackProblem::Blobs(bad)))
     }
 }

@@ -334,6 +334,28 @@ fn ionice(class: &str, level: Option<u8>) -> Result<ioprio::Priority, String> {
     Ok(ioprio::Priority::new(class))
 }
 
+/// Whether a file holding a secret (a password, a recovery kit) is usable: `Err` says why not
+/// (missing, not a file, unreadable); `Ok(Some(mode))` when the group or others can read it.
+fn secret_file(path: &Path) -> Result<Option<u32>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "{} does not exist: every job of this repository would fail; create it (mode 0600) or correct the path",
+                path.display()
+            )
+        } else {
+            format!("{}: {e}", path.display())
+        }
+    })?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    std::fs::File::open(path).map_err(|e| format!("{} cannot be read: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    Ok((mode & 0o077 != 0).then_some(mode))
+}
+
 /// Parses "10%" (or "10") into a percentage in `min..=100`.
 pub fn parse_percent(s: &str, min: f64) -> Result<f64, String> {
     match s.trim().trim_end_matches('%').trim().parse::<f64>() {
@@ -364,8 +386,37 @@ impl Config {
         Self::parse(path, &text)
     }
 
+    /// What `lifeboat config check` runs: [`Config::load`], and the files the config names
+    /// checked as a run would need them: a repository's `password_file` or `recovery_kit` that
+    /// does not exist or cannot be read is an error; one the group or others can read is a
+    /// warning (returned with the config).
+    pub fn check(path: &Path) -> Result<(Self, Vec<ConfigError>), ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("cannot read the config: {e}"),
+            }])
+        })?;
+        let mut warnings = Vec::new();
+        let config = Self::parse_with(path, &text, Some(&mut warnings))?;
+        Ok((config, warnings))
+    }
+
     /// Parses and validates config text (`path` names it in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        Self::parse_with(path, text, None)
+    }
+
+    /// [`Config::parse`]; with `files`, also checks the secret files the config names (see
+    /// [`Config::check`]) and adds the warnings there.
+    fn parse_with(
+        path: &Path,
+        text: &str,
+        mut files: Option<&mut Vec<ConfigError>>,
+    ) -> Result<Self, ConfigErrors> {
         let mut c = Collector {
             file: path,
             text,
@@ -431,6 +482,41 @@ impl Config {
                     &field,
                     "give only one of password_file, password_credential and recovery_kit",
                 );
+            }
+            if let Some(warnings) = files.as_deref_mut() {
+                for (f, file) in [
+                    ("password_file", &r.password_file),
+                    ("recovery_kit", &r.recovery_kit),
+                ] {
+                    let Some(file) = file else { continue };
+                    match secret_file(file) {
+                        Err(e) => c.push(repo.span(), format!("{field}.{f}"), e),
+                        Ok(None) => {}
+                        Ok(Some(mode)) => {
+                            let (line, column) = line_col(text, repo.span().start);
+                            warnings.push(ConfigError {
+                                file: path.to_path_buf(),
+                                line,
+                                column,
+                                field: format!("{field}.{f}"),
+                                message: format!(
+                                    "{} can be read by other users (mode {mode:04o}): whoever reads it can open the repository; make it private: chmod 600 {}",
+                                    file.display(),
+                                    file.display()
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+            if let Some(v) = r.options.get(crate::storage::RETRY_TIMEOUT_OPTION) {
+                if let Err(e) = crate::storage::parse_retry_timeout(v) {
+                    c.push(
+                        repo.span(),
+                        format!("{field}.options.{}", crate::storage::RETRY_TIMEOUT_OPTION),
+                        e,
+                    );
+                }
             }
             let mut tasks = RepositoryTasks {
                 prune_max_unused: 10.0,
@@ -790,6 +876,25 @@ timezone = "Mars/Olympus"
         assert_eq!(find("stale_after").line, 10);
         assert_eq!(find("timezone").line, 11);
         assert!(text.iter().all(|t| t.starts_with("l.toml:")), "{text:?}");
+    }
+
+    /// RELIABILITY case 28: the retry budget is a repository option; a value that is no
+    /// duration is a config error naming it.
+    #[test]
+    fn retry_timeout_option_must_be_a_duration() {
+        let with = |v: &str| {
+            format!(
+                "[repositories.cloud]\nurl = \"s3://b/p\"\npassword_file = \"/p\"\n\
+                 options = {{ region = \"eu-west-1\", retry_timeout = \"{v}\" }}\n"
+            )
+        };
+        assert!(Config::parse(Path::new("l.toml"), &with("15m")).is_ok());
+        let errs = Config::parse(Path::new("l.toml"), &with("a while"))
+            .expect_err("not a duration")
+            .0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "repositories.cloud.options.retry_timeout");
+        assert!(errs[0].message.contains("a while"), "{errs:?}");
     }
 
     #[test]

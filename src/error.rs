@@ -48,6 +48,24 @@ pub enum Error {
         cause: io::Error,
     },
 
+    /// The repository's storage could not be reached for the whole retry budget: connections
+    /// refused or reset, requests timing out, or the service answering "not now" (5xx, 429).
+    /// It says nothing about the repository's content: never report it as damage.
+    #[error(
+        "cannot reach the repository storage: {op} {name}: {cause}; gave up after retrying for \
+         {}. This is no sign of damage to the repository: check the network and the storage \
+         service, then run the command again (a longer outage can be waited out with the repository option \
+         retry_timeout, e.g. --option retry_timeout=15m)",
+        humantime::format_duration(*budget)
+    )]
+    Unreachable {
+        op: &'static str,
+        name: String,
+        cause: io::Error,
+        /// How long requests were retried before giving up.
+        budget: std::time::Duration,
+    },
+
     /// A repository object does not exist.
     #[error("repository object {name} does not exist")]
     NotFound { name: String },
@@ -58,6 +76,19 @@ pub enum Error {
          every damaged object and the files it affects"
     )]
     Corrupt { name: String, reason: String },
+
+    /// Snapshot objects cannot be read, and the operation must see every snapshot (prune: a
+    /// damaged snapshot may still reference data it would delete).
+    #[error(
+        "{op} refused: {}; a damaged snapshot may still reference data that {op} would delete. \
+         Remove unreadable snapshot objects with `lifeboat repair snapshots --forget` (or put \
+         back a good copy), then run {op} again",
+        objects.join("; ")
+    )]
+    DamagedSnapshots {
+        op: &'static str,
+        objects: Vec<String>,
+    },
 
     /// There is no repository where one was expected.
     #[error("no Lifeboat repository at {location}: {reason} (create one with `lifeboat init`)")]
@@ -203,6 +234,18 @@ impl Error {
         Error::Corrupt {
             name: name.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// Whether this says that a repository object is damaged or gone: it failed verification
+    /// ([`Error::Corrupt`]), does not exist, is not in the index, or is shorter than what was
+    /// asked of it (truncated). Storage that could not be reached, or refused the request, is
+    /// not damage: a restore must stop and say so rather than leave the data out.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Error::Corrupt { .. } | Error::NotFound { .. } | Error::MissingBlob { .. } => true,
+            Error::Storage { cause, .. } => cause.kind() == io::ErrorKind::UnexpectedEof,
+            _ => false,
         }
     }
 

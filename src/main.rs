@@ -33,6 +33,9 @@ fn main() -> ExitCode {
                 Some(lifeboat::Error::WrongPassword { .. }) => {
                     return ExitCode::from(cli::EXIT_WRONG_PASSWORD)
                 }
+                Some(lifeboat::Error::Unreachable { .. }) => {
+                    return ExitCode::from(cli::EXIT_UNREACHABLE)
+                }
                 _ => {}
             }
             ExitCode::from(cli::EXIT_FAILURE)

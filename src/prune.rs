@@ -145,7 +145,8 @@ fn prune_locked(
     }
     let index = index.finish();
     report.missing_packs = missing_packs.len();
-    let snapshots = repo.load_snapshots()?;
+    // Every snapshot, or none: a damaged one may reference data that would look unused.
+    let snapshots = repo.list_snapshots()?.complete("prune")?;
     report.snapshots = snapshots.len();
     check_interrupt()?;
 

@@ -151,7 +151,8 @@ fn copy_repo(from: &std::path::Path, to: &std::path::Path) {
 /// RELIABILITY case 5: a truncated or empty pack, index, snapshot, config and key object.
 /// `check --read-data` fails naming the object; every other command (snapshots, restore,
 /// backup) either works around it or fails with a clear error naming the object — never a
-/// panic, never exit code 101. (Rebuilding the index from the packs: `repair index`.)
+/// panic, never exit code 101 (`snapshots` lists what is intact and names a damaged snapshot,
+/// exit 3). (Rebuilding the index from the packs: `repair index`.)
 #[test]
 fn truncated_or_empty_objects_give_a_clear_error_and_no_panic() {
     let (repo, scratch, src, _) = repo_with_big_file();
@@ -206,7 +207,12 @@ fn truncated_or_empty_objects_give_a_clear_error_and_no_panic() {
                 );
                 match out.code {
                     Some(0) => assert_ne!(*cmd, "check --read-data", "{what} passed\n{out}"),
-                    Some(1) | Some(12) => {
+                    // 3: `snapshots` lists the intact snapshots and names the damaged one.
+                    Some(1) | Some(12) | Some(3) => {
+                        assert!(
+                            out.code != Some(3) || *cmd == "snapshots",
+                            "{what}: exit code 3\n{out}"
+                        );
                         // The key's name is its hash; a damaged key object is named by it.
                         let named = out.all_output().contains(name.as_str())
                             || (name == "config" && out.stderr().contains("config"));
@@ -217,4 +223,80 @@ fn truncated_or_empty_objects_give_a_clear_error_and_no_panic() {
             }
         }
     }
+}
+
+/// Every mode bit a group or other users could use, of every file and directory below `root`.
+fn exposed_paths(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = fs::symlink_metadata(&p).expect("stat");
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            out.push(format!("{} {mode:o}", p.display()));
+        }
+        if meta.is_dir() {
+            for e in fs::read_dir(&p).expect("read_dir") {
+                todo.push(e.expect("entry").path());
+            }
+        }
+    }
+    out
+}
+
+/// A local repository's files and directories are private to their owner (0600 and 0700,
+/// though the umask would allow 0644 and 0755): a key object other users can read lets them
+/// guess passwords offline. A repository shared with its group (`chmod 640 config`) gets new
+/// files readable by the group. `check` warns about key objects that other users can read
+/// (as older versions wrote them), naming each and the chmod that fixes it.
+#[test]
+fn repository_files_are_private_and_check_warns_about_readable_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let (repo, _scratch, src, _) = repo_with_big_file();
+    let exposed = exposed_paths(&repo.path);
+    assert!(exposed.is_empty(), "readable by others: {exposed:#?}");
+    let out = repo.check(args![]).success();
+    assert!(!out.stdout().contains("other users"), "{out}");
+
+    // Shared with the group: new objects are readable by it, not by others.
+    set_mode(&repo.path.join("config"), 0o640);
+    write_file(&src.join("new.txt"), b"a new file\n");
+    let summary = repo.backup(args![&src]);
+    let snapshot = repo
+        .path
+        .join("snapshots")
+        .join(string(&summary, "snapshot_id"));
+    let mode = fs::metadata(&snapshot).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "{}", snapshot.display());
+
+    // A key object others can read (as older versions wrote them) is warned about.
+    let key = fs::read_dir(repo.path.join("keys"))
+        .expect("keys")
+        .next()
+        .expect("a key")
+        .expect("entry")
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    set_mode(&repo.path.join("keys").join(&key), 0o644);
+    let out = repo.check(args![]).success();
+    assert!(
+        out.stdout().contains(&format!(
+            "warning: keys/{key} can be read by other users (mode 0644)"
+        )),
+        "{out}"
+    );
+    assert!(out.stdout().contains("chmod 600"), "{out}");
+    // Readable by the group only: fine while the repository is shared with it, not after.
+    set_mode(&repo.path.join("keys").join(&key), 0o640);
+    let out = repo.check(args![]).success();
+    assert!(!out.stdout().contains("other users"), "{out}");
+    set_mode(&repo.path.join("config"), 0o600);
+    let out = repo.check(args![]).success();
+    assert!(
+        out.stdout().contains(&format!("keys/{key} can be read")),
+        "{out}"
+    );
 }

@@ -166,6 +166,51 @@ fn config_errors_name_file_line_and_field() {
     assert!(out.stderr().contains(".incremental"), "{}", out.stderr());
 }
 
+/// `config check` fails, naming the field and the file, when a repository's password file
+/// does not exist (it said "valid", and every job of the repository then failed), and warns
+/// when the group or others can read the password file.
+#[test]
+fn config_check_requires_the_password_file_and_warns_when_others_can_read_it() {
+    let scratch = Scratch::new();
+    let pass = scratch.join("local.pass");
+    let config = scratch.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repositories.local]\nurl = \"{}\"\npassword_file = \"{}\"\n",
+            scratch.join("repo").display(),
+            pass.display()
+        ),
+    )
+    .expect("write");
+    let check = || lifeboat(args!["config", "check", "--config", &config]);
+    let out = check().expect_code(1);
+    let err = out.stderr();
+    assert!(
+        err.contains("repositories.local.password_file")
+            && err.contains(&format!("{} does not exist", pass.display())),
+        "{out}"
+    );
+    assert!(!out.stdout().contains("valid"), "{out}");
+
+    write_file(&pass, b"a password\n");
+    set_mode(&pass, 0o600);
+    let out = check().success();
+    assert!(out.stdout().contains("valid"), "{out}");
+    assert!(!out.stderr().contains("warning"), "{out}");
+
+    set_mode(&pass, 0o644);
+    let out = check().success();
+    assert!(
+        out.stderr().contains("warning:")
+            && out
+                .stderr()
+                .contains("can be read by other users (mode 0644)")
+            && out.stderr().contains("chmod 600"),
+        "{out}"
+    );
+}
+
 #[test]
 fn scheduled_incremental_and_full_backups_status_run_reload_and_stop() {
     let setup = Setup::new(

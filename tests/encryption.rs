@@ -448,7 +448,8 @@ fn swapped_snapshots_are_detected() {
     fs::write(&pa, &b).expect("write");
     fs::write(&pb, &a).expect("write");
 
-    let out = lb_repo(&r.repo, "snapshots", args![]).expect_code(1);
+    // Both are damaged now: listed as such (exit 3, a partial listing), never used.
+    let out = lb_repo(&r.repo, "snapshots", args![]).expect_code(3);
     let names: Vec<String> = snaps.iter().map(|s| format!("snapshots/{s}")).collect();
     assert!(
         names.iter().any(|n| out.stderr().contains(n.as_str())),
@@ -506,7 +507,7 @@ fn an_index_presented_as_a_snapshot_fails_authentication() {
         r.repo.path.join("snapshots").join(&index),
     )
     .expect("copy index into snapshots/");
-    let out = lb_repo(&r.repo, "snapshots", args![]).expect_code(1);
+    let out = lb_repo(&r.repo, "snapshots", args![]).expect_code(3);
     out.stderr_contains("corrupt or tampered")
         .stderr_contains(&format!("snapshots/{index}"));
 }
@@ -524,7 +525,7 @@ fn a_snapshot_from_another_repository_fails_authentication() {
     )
     .expect("copy snapshot");
     lb_repo(&r.repo, "snapshots", args![])
-        .expect_code(1)
+        .expect_code(3)
         .stderr_contains("corrupt or tampered")
         .stderr_contains(&format!("snapshots/{foreign}"));
 }

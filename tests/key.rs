@@ -421,3 +421,46 @@ fn key_export_writes_a_private_kit_once() {
     ]);
     run(cmd).success();
 }
+
+/// `key export` into a file other users can read (`> kit.txt` under umask 022) warns on
+/// stderr and points at `--output`, which creates the file 0600; into a private file or a
+/// pipe it says nothing.
+#[test]
+fn key_export_into_a_file_others_can_read_warns() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (repo, scratch, _src) = repo_with_snapshot();
+    for (name, mode, warns) in [("shared.txt", 0o644, true), ("private.txt", 0o600, false)] {
+        let path = scratch.join(name);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .expect("create");
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .expect("chmod");
+        // Standard output is the file itself (run_cmd would pipe it).
+        let out = lifeboat_cmd()
+            .args(args!["key", "export", "--repo", &repo.path])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(file))
+            .output()
+            .expect("run lifeboat");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {:?}: {stderr}", out.status);
+        assert!(
+            fs::read_to_string(&path).expect("kit").contains("lbk1-"),
+            "{name}: no kit written"
+        );
+        assert_eq!(
+            stderr.contains("other users can read"),
+            warns,
+            "{name}: mode {mode:o}: {stderr}"
+        );
+        if warns {
+            assert!(stderr.contains("--output"), "{stderr}");
+        }
+    }
+    let out = with_password(PASSWORD, args!["key", "export", "--repo", &repo.path]).success();
+    assert!(!out.stderr().contains("other users"), "{out}");
+}

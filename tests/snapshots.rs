@@ -356,3 +356,104 @@ fn output_into_a_closed_pipe_stops_quietly() {
         );
     }
 }
+
+/// RELIABILITY case 5 (damaged snapshot objects): one bit-rotten snapshot object and one stray
+/// file under `snapshots/` block nothing but what must see every snapshot. `snapshots` lists
+/// the intact ones and warns naming both (exit 3); `restore latest`, `restore <full id>` and
+/// `ls` of intact snapshots work, a backup too; `restore` of the damaged one says it is
+/// damaged; `check` names both and what removes them; `prune` refuses (the damaged snapshot
+/// may reference data) and deletes nothing; `repair snapshots --forget` removes both, and
+/// afterwards everything passes.
+#[test]
+fn a_damaged_snapshot_object_blocks_only_prune_until_repaired() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let file = src.join("v.txt");
+    write_file(&file, b"first\n");
+    let first = string(&repo.backup(args![&src]), "snapshot_id");
+    write_file(&file, b"second\n");
+    let second = string(&repo.backup(args![&src]), "snapshot_id");
+    // A third snapshot whose own data a prune would delete once it is forgotten.
+    write_file(&src.join("big.bin"), &random_bytes(2 * MIB as usize, 17));
+    let third = string(&repo.backup(args![&src]), "snapshot_id");
+    repo.run("forget", args![&third]).success();
+    fs::remove_file(src.join("big.bin")).expect("remove big.bin");
+    // The newest snapshot is then damaged, and a stray file appears beside the snapshots.
+    write_file(&file, b"third\n");
+    let damaged = string(&repo.backup(args![&src]), "snapshot_id");
+    let damaged_path = repo.path.join("snapshots").join(&damaged);
+    let len = fs::metadata(&damaged_path).expect("stat").len();
+    flip_byte(&damaged_path, len / 2);
+    write_file(
+        &repo.path.join("snapshots").join("stray-file"),
+        b"not a snapshot\n",
+    );
+    let damaged_object = format!("snapshots/{damaged}");
+
+    let out = repo.run("snapshots", args!["--json"]).expect_code(3);
+    let listed: Vec<String> = match out.json() {
+        Value::Array(items) => ids(&items),
+        other => panic!("not an array: {other}\n{out}"),
+    };
+    assert_eq!(listed, vec![first.clone(), second.clone()], "{out}");
+    out.stderr_contains(&damaged_object);
+    out.stderr_contains("snapshots/stray-file");
+    let out = repo.run("snapshots", args![]).expect_code(3);
+    assert!(out.stdout().contains(&second[..8]), "{out}");
+    out.stderr_contains(&damaged_object);
+
+    // `latest` is the newest readable snapshot; the warning names the damaged one.
+    let target = Scratch::new();
+    let out = repo.restore("latest", target.path(), args![]).success();
+    out.stderr_contains(&damaged_object);
+    assert_eq!(
+        fs::read_to_string(restored(target.path(), &file)).expect("restored"),
+        "second\n"
+    );
+    let target = Scratch::new();
+    repo.restore(&first, target.path(), args![]).success();
+    assert_eq!(
+        fs::read_to_string(restored(target.path(), &file)).expect("restored"),
+        "first\n"
+    );
+    repo.ls(&second, args![]).success();
+    let target = Scratch::new();
+    let out = repo
+        .restore(&damaged, target.path(), args![])
+        .expect_code(1);
+    out.stderr_contains(&damaged_object);
+    out.stderr_contains("damaged");
+
+    let out = repo.check(args![]).expect_code(1);
+    assert!(out.stdout().contains(&damaged_object), "{out}");
+    assert!(out.stdout().contains("snapshots/stray-file"), "{out}");
+    assert!(out.stdout().contains("repair snapshots --forget"), "{out}");
+
+    let packs = repo.packs();
+    let out = repo.run("prune", args![]).expect_code(1);
+    out.stderr_contains(&damaged_object);
+    out.stderr_contains("repair snapshots --forget");
+    assert_eq!(repo.packs(), packs, "prune deleted packs\n{out}");
+
+    // A backup still finds its parent among the intact snapshots.
+    repo.backup(args![&src]);
+
+    let out = lifeboat(args![
+        "repair",
+        "snapshots",
+        "--repo",
+        &repo.path,
+        "--forget"
+    ])
+    .success();
+    assert!(!damaged_path.exists(), "{out}");
+    assert!(!repo.path.join("snapshots/stray-file").exists(), "{out}");
+    assert_eq!(repo.snapshots(args![]).len(), 3);
+    repo.run("prune", args![]).success();
+    assert!(
+        repo.packs().len() < packs.len(),
+        "prune removed the forgotten data"
+    );
+    repo.check(args!["--read-data"]).success();
+}

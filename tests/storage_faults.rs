@@ -1,12 +1,15 @@
-//! Storage faults (RELIABILITY cases 15, 16 and 17): how requests to an S3 endpoint that
+//! Storage faults (RELIABILITY cases 15, 16, 17 and 28): how requests to an S3 endpoint that
 //! throttles, refuses, or never answers are retried and bounded; prune against listings that
-//! fail or span several pages; and what reaches storage being verified and written
-//! create-only. Against a local directory, the S3 test server (moto, started by
+//! fail or span several pages; what reaches storage being verified and written create-only;
+//! and outages of the storage (a proxy that cuts and refuses connections) being waited out
+//! within the retry budget and reported as such, never as damage. Against a local directory, the S3 test server (moto, started by
 //! `tests/run.sh`), and a fake S3 endpoint in this file that answers what a test tells it to.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -220,6 +223,11 @@ fn s3_slowdown_is_retried_a_bounded_number_of_times() {
     assert_eq!(server.requests(), 4, "one request and three retries: {err}");
     assert!(err.to_string().contains("snapshots/0123abcd"), "{err}");
     assert!(!err.is_retryable(), "given up on: permanent now: {err}");
+    // RELIABILITY case 28: a storage that keeps answering "not now" is unreachable, not damage.
+    assert!(
+        matches!(err, Error::Unreachable { .. }) && !err.is_damage(),
+        "{err:?}"
+    );
     let s = storage.clone();
     let err = returns_within(Duration::from_secs(120), "a throttled write", move || {
         s.create(FileKind::Index, "4567ef", b"index")
@@ -239,6 +247,10 @@ fn s3_forbidden_and_not_found_are_not_retried() {
         .expect_err("403");
     assert_eq!(forbidden.requests(), 1, "{err}");
     assert!(err.to_string().contains("snapshots/0123abcd"), "{err}");
+    assert!(
+        matches!(err, Error::Storage { .. }),
+        "a refusal is no outage: {err:?}"
+    );
     let err = storage
         .create(FileKind::Index, "4567ef", b"x")
         .expect_err("403");
@@ -270,6 +282,7 @@ fn a_stuck_s3_request_is_cancelled_and_the_call_returns() {
         "{requests} requests for one read with two retries: {err}"
     );
     assert!(err.to_string().contains("snapshots/0123abcd"), "{err}");
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
 }
 
 /// RELIABILITY case 15, lifeboat's own retry layer (around every backend): transient faults
@@ -619,4 +632,467 @@ fn every_object_sent_to_storage_verifies_and_existing_objects_are_never_replaced
         assert_eq!(storage.read(kind, &obj).expect("read"), bytes, "{name}");
         assert_reads_clean(&repo, name);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Outages (case 28)
+// ---------------------------------------------------------------------------
+
+/// When a [`OutageProxy`] takes the storage away.
+#[derive(Debug, Clone)]
+enum Trigger {
+    /// Once this many bytes were sent towards the storage (in the middle of an upload).
+    Uploaded(u64),
+    /// At the first request whose bytes contain this text (e.g. a GET of a pack).
+    Request(String),
+}
+
+/// What an [`OutageProxy`] shares with its threads.
+struct ProxyState {
+    upstream: std::net::SocketAddr,
+    trigger: Trigger,
+    /// How long the outage lasts (`None`: until the test ends it).
+    length: Option<Duration>,
+    uploaded: std::sync::atomic::AtomicU64,
+    /// When the outage began, once it did.
+    began: Mutex<Option<std::time::Instant>>,
+    ended_by_test: AtomicBool,
+    /// Connections accepted after the outage ended.
+    after: AtomicUsize,
+    /// Both ends of every open connection, to cut them when the outage begins.
+    open: Mutex<Vec<TcpStream>>,
+    stop: AtomicBool,
+}
+
+impl ProxyState {
+    fn down(&self) -> bool {
+        match *self.began.lock() {
+            None => false,
+            Some(_) if self.ended_by_test.load(Ordering::SeqCst) => false,
+            Some(t) => self.length.is_none_or(|l| t.elapsed() < l),
+        }
+    }
+
+    fn over(&self) -> bool {
+        self.began.lock().is_some() && !self.down()
+    }
+
+    /// Begins the outage (once): every open connection is cut, and the listener goes away.
+    fn begin(&self) {
+        let mut began = self.began.lock();
+        if began.is_some() {
+            return;
+        }
+        *began = Some(std::time::Instant::now());
+        drop(began);
+        for c in self.open.lock().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A TCP proxy in front of the S3 test server that, once its trigger fires, makes the storage
+/// unreachable — open connections cut, new ones refused (nothing listens on its port) — for a
+/// while, then serves again on the same port.
+struct OutageProxy {
+    port: u16,
+    state: Arc<ProxyState>,
+}
+
+impl OutageProxy {
+    fn start(trigger: Trigger, length: Option<Duration>) -> Self {
+        let endpoint = std::env::var("LIFEBOAT_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+            panic!("LIFEBOAT_TEST_S3_ENDPOINT is not set: run the suite with `bash tests/run.sh`")
+        });
+        let upstream = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("LIFEBOAT_TEST_S3_ENDPOINT is http://IP:PORT");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let state = Arc::new(ProxyState {
+            upstream,
+            trigger,
+            length,
+            uploaded: Default::default(),
+            began: Mutex::new(None),
+            ended_by_test: AtomicBool::new(false),
+            after: AtomicUsize::new(0),
+            open: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let st = state.clone();
+        std::thread::spawn(move || {
+            let mut listener = Some(listener);
+            while !st.stop.load(Ordering::SeqCst) {
+                if st.down() {
+                    // Nothing listens: connections are refused.
+                    listener = None;
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                let l = match &listener {
+                    Some(l) => l,
+                    None => match TcpListener::bind(("127.0.0.1", port)) {
+                        Ok(l) => listener.insert(l),
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                    },
+                };
+                l.set_nonblocking(true).expect("nonblocking");
+                match l.accept() {
+                    Ok((conn, _)) => {
+                        if st.over() {
+                            st.after.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let st = st.clone();
+                        std::thread::spawn(move || forward(conn, &st));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        OutageProxy { port, state }
+    }
+
+    /// Environment for a `lifeboat` process that reaches the S3 test server through this proxy.
+    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        s3_env()
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k == "AWS_ENDPOINT_URL" {
+                    format!("http://127.0.0.1:{}", self.port)
+                } else {
+                    v
+                };
+                (k, v.into())
+            })
+            .collect()
+    }
+
+    fn run(&self, args: Vec<std::ffi::OsString>) -> Out {
+        let env = self.env();
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        lifeboat_env(args, &env)
+    }
+
+    fn began(&self) -> bool {
+        self.state.began.lock().is_some()
+    }
+
+    /// Connections accepted after the outage was over.
+    fn served_after(&self) -> usize {
+        self.state.after.load(Ordering::SeqCst)
+    }
+
+    fn end(&self) {
+        self.state.ended_by_test.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for OutageProxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        self.state.begin();
+    }
+}
+
+/// Carries one connection to the upstream server and back, until either side closes or the
+/// outage cuts it.
+fn forward(client: TcpStream, st: &Arc<ProxyState>) {
+    let _ = client.set_nonblocking(false);
+    if st.down() {
+        return;
+    }
+    let Ok(server) = TcpStream::connect(st.upstream) else {
+        return;
+    };
+    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    {
+        let mut open = st.open.lock();
+        for s in [&client, &server] {
+            if let Ok(s) = s.try_clone() {
+                open.push(s);
+            }
+        }
+    }
+    let back = {
+        let st = st.clone();
+        std::thread::spawn(move || pump(s2, c2, &st, false))
+    };
+    pump(client, server, st, true);
+    let _ = back.join();
+}
+
+/// Copies `from` to `to`; towards the server, counts the bytes and fires the trigger.
+fn pump(mut from: TcpStream, mut to: TcpStream, st: &ProxyState, upload: bool) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if upload {
+            let total = st.uploaded.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+            let fire = match &st.trigger {
+                Trigger::Uploaded(at) => total >= *at,
+                Trigger::Request(text) => {
+                    buf[..n].windows(text.len()).any(|w| w == text.as_bytes())
+                }
+            };
+            if fire {
+                st.begin();
+            }
+        }
+        if st.down() || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// A repository on the S3 test server, created through `proxy` (before its outage), and a
+/// source of `mib` MiB in files of one MiB.
+fn outage_setup(proxy: &OutageProxy, mib: usize) -> (String, Scratch) {
+    let url = s3_url("outage");
+    proxy
+        .run(args!["init", "--repo", &url, "--pack-size-mib", "4"])
+        .success();
+    let scratch = Scratch::new();
+    for i in 0..mib {
+        write_file(
+            &scratch.join(format!("src/f{i:02}.bin")),
+            &random_bytes(MIB as usize, 280 + i as u64),
+        );
+    }
+    (url, scratch)
+}
+
+/// Output that must not read as damage.
+#[track_caller]
+fn assert_unreachable_not_damage(out: &Out) {
+    assert_eq!(out.code, Some(4), "exit code 4: storage unreachable\n{out}");
+    out.stderr_contains("cannot reach the repository storage");
+    for word in ["damaged", "corrupt", "allow-partial"] {
+        assert!(
+            !out.all_output().contains(word),
+            "an outage reported as {word:?}\n{out}"
+        );
+    }
+}
+
+/// RELIABILITY case 28: the storage goes away for 8 seconds in the middle of a backup's
+/// uploads (connections cut, new ones refused) and comes back. With a retry budget
+/// (`--option retry_timeout=60s`) longer than the outage, the backup waits it out and
+/// succeeds, and the repository checks clean. (The client's old bound of ten retries gave up
+/// after 2-5 s of refused connections.)
+#[test]
+fn a_backup_spanning_an_eight_second_outage_waits_it_out() {
+    let proxy = OutageProxy::start(Trigger::Uploaded(6 * MIB), Some(Duration::from_secs(8)));
+    let (url, scratch) = outage_setup(&proxy, 16);
+    let out = proxy.run(args![
+        "backup",
+        "--repo",
+        &url,
+        "--option",
+        "retry_timeout=60s",
+        scratch.join("src")
+    ]);
+    assert!(proxy.began(), "the outage never began\n{out}");
+    let out = out.success();
+    assert!(
+        proxy.served_after() > 0,
+        "the backup finished without reaching the storage after the outage\n{out}"
+    );
+    proxy
+        .run(args!["check", "--repo", &url, "--read-data"])
+        .success();
+    let target = scratch.join("target");
+    proxy
+        .run(args![
+            "restore", "--repo", &url, "latest", "--target", &target
+        ])
+        .success();
+    assert_trees_equal(
+        &scratch.join("src"),
+        &restored(&target, &scratch.join("src")),
+    );
+}
+
+/// RELIABILITY case 28: an outage longer than the retry budget (`retry_timeout=3s`) fails the
+/// backup with the storage-unreachable error and its exit code (4), never as damage; once the
+/// storage is back the repository checks clean and the next backup succeeds.
+#[test]
+fn an_outage_longer_than_retry_timeout_fails_the_backup_as_unreachable() {
+    let proxy = OutageProxy::start(Trigger::Uploaded(6 * MIB), None);
+    let (url, scratch) = outage_setup(&proxy, 16);
+    let out = proxy.run(args![
+        "backup",
+        "--repo",
+        &url,
+        "--option",
+        "retry_timeout=3s",
+        scratch.join("src")
+    ]);
+    assert!(proxy.began(), "the outage never began\n{out}");
+    assert_unreachable_not_damage(&out);
+    proxy.end();
+    proxy.run(args!["check", "--repo", &url]).success();
+    proxy
+        .run(args!["backup", "--repo", &url, scratch.join("src")])
+        .success();
+}
+
+/// RELIABILITY case 28: the storage goes away when a restore starts reading packs and stays
+/// away past the retry budget: the restore exits with the storage-unreachable code (4), never
+/// says "damaged" nor suggests --allow-partial (with --allow-partial too: nothing is left out
+/// as if it were damaged), and writes nothing into the target. `check --read-data` the same:
+/// it stops with code 4 instead of reporting packs it could not read.
+#[test]
+fn a_restore_or_check_during_an_outage_exits_unreachable_and_never_says_damaged() {
+    let bucket = std::env::var("LIFEBOAT_TEST_S3_BUCKET").unwrap_or_default();
+    let setup = OutageProxy::start(Trigger::Request("never".into()), None);
+    let (url, scratch) = outage_setup(&setup, 6);
+    setup
+        .run(args!["backup", "--repo", &url, scratch.join("src")])
+        .success();
+    let prefix = url.trim_start_matches("s3://").trim_start_matches(&bucket);
+    for extra in [args![], args!["--allow-partial"]] {
+        // The outage begins at the first read of a pack.
+        let proxy = OutageProxy::start(
+            Trigger::Request(format!("GET /{bucket}{prefix}/data/")),
+            None,
+        );
+        let target = scratch.join("target");
+        let mut all = args![
+            "restore",
+            "--repo",
+            &url,
+            "--option",
+            "retry_timeout=3s",
+            "latest",
+            "--target",
+            &target
+        ];
+        all.extend(extra.clone());
+        let out = proxy.run(all);
+        assert!(proxy.began(), "no pack was read\n{out}");
+        assert_unreachable_not_damage(&out);
+        assert!(
+            !target.exists() || fs::read_dir(&target).expect("target").next().is_none(),
+            "{extra:?}: the restore wrote into the target\n{out}"
+        );
+    }
+    let proxy = OutageProxy::start(
+        Trigger::Request(format!("GET /{bucket}{prefix}/data/")),
+        None,
+    );
+    let out = proxy.run(args![
+        "check",
+        "--repo",
+        &url,
+        "--option",
+        "retry_timeout=3s",
+        "--read-data"
+    ]);
+    assert!(proxy.began(), "no pack was read\n{out}");
+    assert_unreachable_not_damage(&out);
+}
+
+/// RELIABILITY case 28 (the other side): a range read of an object shorter than asked — cut
+/// short, or ending before the range starts (S3 answers 416) — is damage (a truncated object),
+/// on local disk and on the S3 server; a missing object too. Neither is an outage.
+#[test]
+fn reading_past_the_end_of_a_truncated_object_is_damage_not_an_outage() {
+    let dir = Scratch::new();
+    for (name, storage) in [
+        (
+            "local",
+            Arc::new(LocalStorage::new(dir.join("repo"))) as Arc<dyn Storage>,
+        ),
+        ("s3", s3_storage(&s3_url("short"))),
+    ] {
+        storage.create_layout().expect("layout");
+        storage
+            .create(FileKind::Pack, "ab01", b"0123456789")
+            .expect("create");
+        for (offset, len) in [(5, 10), (20, 5)] {
+            let err = storage
+                .read_range(FileKind::Pack, "ab01", offset, len)
+                .expect_err("past the end");
+            assert!(
+                err.is_damage() && !matches!(err, Error::Unreachable { .. }),
+                "{name}: {offset}+{len}: {err:?}"
+            );
+        }
+        let err = storage
+            .read_range(FileKind::Pack, "ab02", 0, 5)
+            .expect_err("missing");
+        assert!(err.is_damage(), "{name}: {err:?}");
+    }
+}
+
+/// RELIABILITY case 28: SIGTERM to a backup waiting out an outage (a retry budget of 10
+/// minutes) stops it cleanly, exit 130, instead of holding the stop for the whole budget.
+#[test]
+fn sigterm_stops_a_backup_waiting_out_an_outage() {
+    let proxy = OutageProxy::start(Trigger::Uploaded(6 * MIB), None);
+    let (url, scratch) = outage_setup(&proxy, 16);
+    let mut cmd = lifeboat_cmd();
+    for (k, v) in proxy.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(args![
+            "backup",
+            "--repo",
+            &url,
+            "--option",
+            "retry_timeout=10m",
+            scratch.join("src")
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while !proxy.began() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the outage never began"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Well into the retries.
+    std::thread::sleep(Duration::from_secs(2));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let stopped = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if stopped.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the backup did not stop within 120 s of SIGTERM: it waits out the outage");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(!stderr.contains("damaged"), "{stderr}");
 }

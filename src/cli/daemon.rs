@@ -91,8 +91,11 @@ pub fn daemon(a: DaemonArgs) -> Result<ExitCode> {
 
 pub fn config(c: ConfigCommand) -> Result<ExitCode> {
     match c {
-        ConfigCommand::Check(a) => match Config::load(&a.config) {
-            Ok(cfg) => {
+        ConfigCommand::Check(a) => match Config::check(&a.config) {
+            Ok((cfg, warnings)) => {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
                 outln!(
                     "{}: valid; {} repositories, {} jobs",
                     a.config.display(),

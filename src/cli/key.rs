@@ -168,9 +168,33 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
                         path.display()
                     );
                 }
-                None => print!("{kit}"),
+                None => {
+                    warn_if_stdout_is_shared();
+                    print!("{kit}");
+                }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warns when standard output is a regular file that users other than the owner can read: the
+/// kit opens the repository without a password (`--output FILE` creates it 0600).
+fn warn_if_stdout_is_shared() {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_file() && mode & 0o077 != 0 {
+        eprintln!(
+            "lifeboat: warning: the recovery kit goes to a file that other users can read (mode \
+             {mode:04o}): whoever reads it can open the repository without a password. Make it \
+             private (chmod 600), or write it with --output FILE, which creates it with mode 0600"
+        );
+    }
 }

@@ -42,6 +42,10 @@ pub const EXIT_FAILURE: u8 = 1;
 /// of a restore with `--allow-partial` that left damaged files out.
 pub const EXIT_INCOMPLETE: u8 = 3;
 
+/// Exit code when the repository's storage could not be reached for the whole retry budget
+/// (`retry_timeout`): nothing is known to be damaged; run the command again when it is back.
+pub const EXIT_UNREACHABLE: u8 = 4;
+
 /// Exit code of a wrong password (as restic's).
 pub const EXIT_WRONG_PASSWORD: u8 = 12;
 
@@ -147,9 +151,11 @@ pub struct RepoArgs {
         conflicts_with = "password_file"
     )]
     pub recovery_kit: Option<PathBuf>,
-    /// A storage setting for cloud repositories, KEY=VALUE (repeatable): endpoint, region,
-    /// allow_http, virtual_hosted_style_request, ... (object_store configuration keys). The
-    /// cloud's standard environment (AWS_*, GOOGLE_*, AZURE_*) is read too.
+    /// A storage setting, KEY=VALUE (repeatable): retry_timeout (how long requests are retried
+    /// before the storage counts as unreachable, exit code 4; default 5m), and for cloud
+    /// repositories endpoint, region, allow_http, virtual_hosted_style_request, ...
+    /// (object_store configuration keys). The cloud's standard environment (AWS_*, GOOGLE_*,
+    /// AZURE_*) is read too.
     #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_option)]
     pub options: Vec<(String, String)>,
     /// Where to keep the metadata cache of cloud repositories (default: $XDG_CACHE_HOME/lifeboat

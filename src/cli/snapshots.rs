@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use lifeboat::restore::human;
 
-use super::RepoArgs;
+use super::{RepoArgs, EXIT_INCOMPLETE};
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
@@ -25,8 +25,22 @@ pub struct SnapshotsArgs {
 
 pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
-    let snaps: Vec<_> = repo
-        .load_snapshots()?
+    let list = repo.list_snapshots()?;
+    // Damaged snapshot objects are named on stderr; the intact snapshots are listed anyway,
+    // and the exit code (3) tells a script the listing is partial.
+    for d in &list.damaged {
+        eprintln!(
+            "lifeboat: warning: {d}; it is not listed. {}",
+            lifeboat::repo::snapshot::DAMAGED_SNAPSHOT_HINT
+        );
+    }
+    let status = if list.damaged.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INCOMPLETE)
+    };
+    let snaps: Vec<_> = list
+        .snapshots
         .into_iter()
         .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.host == h))
         .filter(|(_, s)| a.path.as_ref().is_none_or(|p| s.paths.contains(p)))
@@ -54,7 +68,7 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
             })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&list)?)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(status);
     }
     outln!(
         "{:<8}  {:<19}  {:<16}  {:<11}  {:>10}  {:<12}  PATHS",
@@ -80,5 +94,5 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
         )?;
     }
     outln!("{} snapshots", snaps.len())?;
-    Ok(ExitCode::SUCCESS)
+    Ok(status)
 }

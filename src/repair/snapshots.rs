@@ -141,38 +141,22 @@ pub fn repair_snapshots(
 type Snapshots = Vec<(SnapshotId, Snapshot)>;
 
 /// Loads the snapshots, each on its own: a damaged snapshot object must not stop the repair.
-/// Returns them, oldest first, and the names of those that are damaged.
+/// Returns them, oldest first, and the names of the objects that are damaged (content that
+/// fails verification, or a name that is no snapshot id), which are also reported.
 fn load_snapshots(
     repo: &Repository,
     report: &mut RepairSnapshotsReport,
 ) -> Result<(Snapshots, Vec<String>)> {
-    let mut out = Vec::new();
+    let list = repo.list_snapshots()?;
     let mut damaged = Vec::new();
-    for (name, _) in repo.storage().list(FileKind::Snapshot)? {
-        let object = FileKind::Snapshot.path(&name);
-        let Ok(id) = SnapshotId::from_hex(&name) else {
-            report.unreadable_snapshots.push(ObjectProblem {
-                object,
-                error: "name is not a snapshot id".into(),
-            });
-            continue;
-        };
-        match repo.load_snapshot(&id) {
-            Ok(s) => out.push((id, s)),
-            Err(e @ Error::Corrupt { .. }) => {
-                report.unreadable_snapshots.push(ObjectProblem {
-                    object,
-                    error: reason(&e),
-                });
-                damaged.push(name);
-            }
-            // Removed meanwhile (a concurrent forget).
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
+    for d in list.damaged {
+        report.unreadable_snapshots.push(ObjectProblem {
+            object: d.object,
+            error: d.error,
+        });
+        damaged.push(d.name);
     }
-    out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-    Ok((out, damaged))
+    Ok((list.snapshots, damaged))
 }
 
 fn select(

@@ -28,7 +28,7 @@ pub use key::{KdfParams, KeyFile};
 pub use lock::{LockInfo, LockSettings, RepoLock};
 pub use pack::{BlobKind, PackEntry};
 pub use seal::{Cipher, MasterKey, ObjectType, Sealer};
-pub use snapshot::{BackupKind, Snapshot, SourceError, Summary};
+pub use snapshot::{BackupKind, DamagedSnapshot, Snapshot, SnapshotList, SourceError, Summary};
 pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 pub use walk::{Damage, Step, TreeWalk};
 
@@ -779,29 +779,54 @@ impl Repository {
         Snapshot::from_bytes(&plain, &FileKind::Snapshot.path(&name))
     }
 
-    /// Every snapshot, oldest first.
-    pub fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let mut out = Vec::new();
+    /// What `snapshots/` holds: every readable snapshot, oldest first, and each object that
+    /// is damaged (content that fails verification, or a name that is no snapshot id). A
+    /// snapshot removed while listing (a concurrent forget) is left out; a storage fault is an
+    /// error (it says nothing about damage).
+    pub fn list_snapshots(&self) -> Result<SnapshotList> {
+        let mut list = SnapshotList::default();
         for (name, _) in self.storage.list(FileKind::Snapshot)? {
-            let id = SnapshotId::from_hex(&name).map_err(|_| {
-                Error::corrupt(FileKind::Snapshot.path(&name), "name is not a snapshot id")
-            })?;
-            out.push((id, self.load_snapshot(&id)?));
+            let Ok(id) = SnapshotId::from_hex(&name) else {
+                list.damaged.push(DamagedSnapshot::new(
+                    &name,
+                    "the name is not a snapshot id (a stray or damaged file)",
+                ));
+                continue;
+            };
+            match self.load_snapshot(&id) {
+                Ok(s) => list.snapshots.push((id, s)),
+                Err(Error::Corrupt { reason, .. }) => {
+                    list.damaged.push(DamagedSnapshot::new(&name, reason));
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+        list.snapshots
+            .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(list)
+    }
+
+    /// Every readable snapshot, oldest first; damaged snapshot objects are left out with a
+    /// warning each (see [`SnapshotList`]; prune uses [`SnapshotList::complete`] instead).
+    pub fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let list = self.list_snapshots()?;
+        list.warn();
+        Ok(list.snapshots)
     }
 
     /// Selects a snapshot: a full id, a unique id prefix, or `latest` (narrowed by host and
-    /// path).
+    /// path), among the readable snapshots; a selector naming a damaged object is refused
+    /// saying so ([`SnapshotList::check_selector`]).
     pub fn find_snapshot(
         &self,
         selector: &str,
         host: Option<&str>,
         path: Option<&str>,
     ) -> Result<(SnapshotId, Snapshot)> {
-        let all = self.load_snapshots()?;
-        select_snapshot(all, selector, host, path)
+        let list = self.list_snapshots()?;
+        list.check_selector(selector)?;
+        select_snapshot(list.snapshots, selector, host, path)
     }
 
     /// Reads one blob and verifies it against its id.

@@ -444,6 +444,8 @@ impl SpoolFile {
                 .write(true)
                 .read(true)
                 .create_new(true)
+                // Private while it is written; publishing gives it the objects' mode.
+                .mode(0o600)
                 .custom_flags(flags)
                 .open(&path)
         };

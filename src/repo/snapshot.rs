@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::storage::FileKind;
+
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 
@@ -94,5 +96,116 @@ impl Snapshot {
         a.sort();
         b.sort();
         a == b
+    }
+}
+
+/// What to do about a damaged snapshot object, for messages.
+pub const DAMAGED_SNAPSHOT_HINT: &str = "`lifeboat repair snapshots --forget` removes unreadable \
+     snapshot objects (put back a good copy of it instead, if you have one); prune refuses to run \
+     until then";
+
+/// An object under `snapshots/` that is not a usable snapshot: its name is not a snapshot id
+/// (a stray file), or its content fails verification (bit rot, a truncated or foreign file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DamagedSnapshot {
+    /// Its name in storage.
+    pub name: String,
+    /// Its path in the repository (`snapshots/<name>`).
+    pub object: String,
+    /// What is wrong with it.
+    pub error: String,
+}
+
+impl DamagedSnapshot {
+    /// A damaged object named `name`, and why.
+    pub fn new(name: &str, error: impl Into<String>) -> Self {
+        DamagedSnapshot {
+            name: name.to_string(),
+            object: FileKind::Snapshot.path(name),
+            error: error.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for DamagedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} cannot be read: {}", self.object, self.error)
+    }
+}
+
+/// What `snapshots/` holds: the readable snapshots, oldest first, and the damaged objects.
+///
+/// One damaged object must not block what does not need it: listing, selecting and restoring
+/// intact snapshots, backups, forget. What must see every snapshot — prune, which would
+/// otherwise delete data a damaged snapshot still references — asks for
+/// [`SnapshotList::complete`], which refuses while any object is damaged.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotList {
+    pub snapshots: Vec<(SnapshotId, Snapshot)>,
+    pub damaged: Vec<DamagedSnapshot>,
+}
+
+impl SnapshotList {
+    /// Logs a warning for each damaged object (left out of what the caller sees).
+    pub fn warn(&self) {
+        for d in &self.damaged {
+            tracing::warn!("{d}; it is left out. {DAMAGED_SNAPSHOT_HINT}");
+        }
+    }
+
+    /// Every snapshot, or an error naming the damaged objects: for `op`, which must not act
+    /// on a partial view of the snapshots.
+    pub fn complete(self, op: &'static str) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        if self.damaged.is_empty() {
+            return Ok(self.snapshots);
+        }
+        Err(Error::DamagedSnapshots {
+            op,
+            objects: self.damaged.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Refuses a selector that names a damaged object: its full id or a prefix only it
+    /// matches (an error saying it is damaged), or a prefix that matches a damaged object and
+    /// an intact snapshot (ambiguous). `latest` warns that damaged objects were left out.
+    pub fn check_selector(&self, selector: &str) -> Result<()> {
+        if selector == "latest" {
+            self.warn();
+            return Ok(());
+        }
+        let sel = selector.to_ascii_lowercase();
+        if sel.is_empty() || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(());
+        }
+        let damaged: Vec<&DamagedSnapshot> = self
+            .damaged
+            .iter()
+            .filter(|d| d.name.starts_with(&sel))
+            .collect();
+        let Some(first) = damaged.first() else {
+            return Ok(());
+        };
+        let intact = self
+            .snapshots
+            .iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&sel))
+            .count();
+        if damaged.len() == 1 && (intact == 0 || first.name == sel) {
+            return Err(Error::SnapshotSelect(format!(
+                "snapshot {selector} is damaged: {first}; restore another snapshot (`lifeboat \
+                 snapshots` lists the readable ones). {DAMAGED_SNAPSHOT_HINT}"
+            )));
+        }
+        Err(Error::SnapshotSelect(format!(
+            "{selector:?} is ambiguous: {} snapshot objects start with it, {} of them damaged \
+             ({}); give more characters",
+            intact + damaged.len(),
+            damaged.len(),
+            damaged
+                .iter()
+                .map(|d| d.object.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
     }
 }

@@ -651,6 +651,12 @@ fn fetch_and_verify(
                         len,
                     ) {
                         Ok(b) => b,
+                        // Storage that cannot be reached (or refuses) says nothing about the
+                        // data: the restore stops and says so, never reports damage.
+                        Err(e) if !e.is_damage() => {
+                            *fatal.lock() = Some(e);
+                            return;
+                        }
                         Err(e) => {
                             let reason = match e {
                                 Error::NotFound { .. } => "missing from storage".to_string(),

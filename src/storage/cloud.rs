@@ -3,9 +3,12 @@
 //!
 //! The engine's storage calls are synchronous and come from its worker threads; each call here
 //! runs on a small shared tokio runtime (`block_on`), so uploads and downloads from several
-//! workers proceed concurrently. Transient faults (5xx, throttling, timeouts, connection resets)
-//! are retried by `object_store` with exponential backoff and jitter, bounded in total time;
-//! other 4xx answers are not retried. Create-only writes use `PutMode::Create`
+//! workers proceed concurrently. Transient faults (5xx, throttling, timeouts, connection resets
+//! and refusals) are retried by `object_store` with exponential backoff and jitter for up to
+//! [`CloudOptions::retry_timeout`] per request (the count of retries is no bound in practice: a
+//! refused connection fails at once, and ten quick retries would end an outage's wait after a
+//! few seconds); other 4xx answers are not retried. A request given up on for such a fault is
+//! [`Error::Unreachable`], never damage. Create-only writes use `PutMode::Create`
 //! (`If-None-Match: *`); [`CloudStorage::probe_create_only`] checks that the store honours it.
 
 use std::collections::HashMap;
@@ -36,6 +39,35 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
             // Without a runtime no cloud repository can work; this only fails when the
             // process cannot create threads or an epoll instance at all.
             .unwrap_or_else(|e| panic!("cannot start the I/O runtime: {e}"))
+    })
+}
+
+/// How long a request keeps going after an interrupt (SIGINT, SIGTERM) was requested: a
+/// request in flight usually finishes well within it (a lock removed on the way out), while
+/// one retried through an outage is abandoned instead of holding up a clean stop for the
+/// whole retry budget.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs a request on the runtime until it finishes, or until an interrupt was requested and
+/// the request has run for [`INTERRUPT_GRACE`] ([`Error::Interrupted`]). A dropped request is
+/// no write: a PUT is stored whole or not at all, and an unfinished multipart upload is no
+/// object.
+fn wait<T>(request: impl std::future::Future<Output = T>) -> Result<T> {
+    runtime().block_on(async {
+        let started = std::time::Instant::now();
+        let watch = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if crate::interrupt::requested() && started.elapsed() >= INTERRUPT_GRACE {
+                    return;
+                }
+            }
+        };
+        futures_util::pin_mut!(request, watch);
+        match futures_util::future::select(request, watch).await {
+            futures_util::future::Either::Left((done, _)) => Ok(done),
+            futures_util::future::Either::Right(_) => Err(Error::Interrupted),
+        }
     })
 }
 
@@ -99,9 +131,11 @@ pub struct CloudOptions {
     /// `object_store` configuration keys and values (`endpoint`, `region`, `allow_http`,
     /// `virtual_hosted_style_request`, ...), on top of the cloud's standard environment.
     pub options: HashMap<String, String>,
-    /// Maximum retries of one request.
+    /// Maximum retries of one request: a guard only, far above what `retry_timeout` allows
+    /// with backoffs of up to 15 s.
     pub max_retries: usize,
-    /// Bound on the total time spent retrying one request.
+    /// Bound on the total time spent retrying one request (the repository option
+    /// `retry_timeout`): how long an outage is waited out.
     pub retry_timeout: Duration,
     /// Bound on one request attempt.
     pub request_timeout: Duration,
@@ -111,8 +145,8 @@ impl Default for CloudOptions {
     fn default() -> Self {
         CloudOptions {
             options: HashMap::new(),
-            max_retries: 10,
-            retry_timeout: Duration::from_secs(180),
+            max_retries: 1000,
+            retry_timeout: super::DEFAULT_RETRY_TIMEOUT,
             request_timeout: Duration::from_secs(120),
         }
     }
@@ -124,6 +158,8 @@ pub struct CloudStorage {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     url: String,
+    /// How long each request is retried (for messages).
+    retry_timeout: Duration,
 }
 
 /// An `io::Error` carrying the whole cause chain as text (the object store's own messages
@@ -209,6 +245,7 @@ impl CloudStorage {
             store,
             prefix: url.prefix.clone(),
             url: display.to_string(),
+            retry_timeout: opts.retry_timeout,
         })
     }
 
@@ -234,13 +271,73 @@ impl CloudStorage {
             object_store::Error::NotFound { .. } => Error::NotFound {
                 name: kind.path(name),
             },
-            other => Error::Storage {
+            other => self.fail(
                 op,
-                name: format!("{}/{}", self.url.trim_end_matches('/'), kind.path(name)),
-                cause: io_other(other),
-            },
+                format!("{}/{}", self.url.trim_end_matches('/'), kind.path(name)),
+                other,
+            ),
         }
     }
+
+    /// The error of a request on `name` that failed with `e`: [`Error::Unreachable`] when the
+    /// storage could not be reached for the whole retry budget, else [`Error::Storage`].
+    fn fail(&self, op: &'static str, name: String, e: object_store::Error) -> Error {
+        if unreachable(&e) {
+            Error::Unreachable {
+                op,
+                name,
+                cause: io_other(e),
+                budget: self.retry_timeout,
+            }
+        } else {
+            Error::Storage {
+                op,
+                name,
+                cause: io_other(e),
+            }
+        }
+    }
+}
+
+/// Whether `object_store` gave up on a request because the storage could not be reached: a
+/// transport failure (no connection, the request not sent, a timeout, the connection dropped)
+/// or an answer meaning "not now" (5xx, 429 Too Many Requests, 408 Request Timeout, or an
+/// error document in a 200 answer), after its retries. Not: 4xx answers, undecodable answers.
+fn unreachable(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let object_store::Error::Generic { source, .. } = e else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(c) = cause {
+        if let Some(http) = c.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+            );
+        }
+        // object_store 0.14 keeps its retry error type private, so a status is read from its
+        // message ("Server returned non-2xx status code: 503 Service Unavailable: ...");
+        // `storage_faults` pins this against a fake endpoint.
+        let text = c.to_string();
+        if text.contains("Server returned error response") {
+            return true;
+        }
+        if let Some(status) = status_in(&text) {
+            return status >= 500 || status == 429 || status == 408;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The HTTP status of an `object_store` request error's message, if it names one.
+fn status_in(message: &str) -> Option<u16> {
+    let (_, rest) = message.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
 }
 
 impl Storage for CloudStorage {
@@ -259,24 +356,20 @@ impl Storage for CloudStorage {
         } else {
             Some(ObjectPath::from(self.prefix.as_str()))
         };
-        let first = runtime().block_on(async { self.store.list(prefix.as_ref()).try_next().await });
+        let first = wait(async { self.store.list(prefix.as_ref()).try_next().await })?;
         match first {
             Ok(None) => Ok(()),
             Ok(Some(_)) => Err(Error::RepositoryExists {
                 location: self.url.clone(),
                 reason: "the location already holds objects".into(),
             }),
-            Err(e) => Err(Error::Storage {
-                op: "list",
-                name: self.url.clone(),
-                cause: io_other(e),
-            }),
+            Err(e) => Err(self.fail("list", self.url.clone(), e)),
         }
     }
 
     fn has_config(&self) -> Result<bool> {
         let p = self.path(FileKind::Config, "config");
-        match runtime().block_on(self.store.head(&p)) {
+        match wait(self.store.head(&p))? {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err("inspect", FileKind::Config, "config", e)),
@@ -285,8 +378,7 @@ impl Storage for CloudStorage {
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let p = self.path(kind, name);
-        runtime()
-            .block_on(async { self.store.get(&p).await?.bytes().await })
+        wait(async { self.store.get(&p).await?.bytes().await })?
             // No copy when, as usual, the body was collected into one buffer that nothing else
             // holds (`Vec::from` copies only a shared or offset buffer).
             .map(Vec::from)
@@ -296,9 +388,22 @@ impl Storage for CloudStorage {
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
         let p = self.path(kind, name);
         let range = offset..offset + u64::from(len);
-        let bytes = runtime()
-            .block_on(self.store.get_range(&p, range))
-            .map_err(|e| self.err("read range of", kind, name, e))?;
+        let bytes = wait(self.store.get_range(&p, range))?.map_err(|e| {
+            // 416 Range Not Satisfiable: the object ends before the range starts.
+            if matches!(&e, object_store::Error::Generic { source, .. }
+                    if status_in(&source.to_string()) == Some(416))
+            {
+                return Error::Storage {
+                    op: "read range of",
+                    name: kind.path(name),
+                    cause: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the object ends before the range asked for (truncated)",
+                    ),
+                };
+            }
+            self.err("read range of", kind, name, e)
+        })?;
         if bytes.len() != len as usize {
             return Err(Error::Storage {
                 op: "read range of",
@@ -322,18 +427,18 @@ impl Storage for CloudStorage {
             // Multipart uploads cannot be conditional everywhere: look first. Objects this
             // large are packs, named by the hash of their content, so a concurrent writer of
             // the same name writes the same bytes.
-            match runtime().block_on(self.store.head(&p)) {
+            match wait(self.store.head(&p))? {
                 Ok(_) => return Ok(false),
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.err("inspect", kind, name, e)),
             }
-            let result = runtime().block_on(async {
+            let result = wait(async {
                 let upload = self.store.put_multipart(&p).await?;
                 let mut w =
                     object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
                 w.put(data);
                 w.finish().await
-            });
+            })?;
             return result
                 .map(|_| true)
                 .map_err(|e| self.err("write", kind, name, e));
@@ -343,7 +448,7 @@ impl Storage for CloudStorage {
             ..PutOptions::default()
         };
         let payload = PutPayload::from(data);
-        match runtime().block_on(self.store.put_opts(&p, payload, opts)) {
+        match wait(self.store.put_opts(&p, payload, opts))? {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(false),
@@ -353,12 +458,13 @@ impl Storage for CloudStorage {
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let dir = self.dir(kind);
-        let metas: Vec<object_store::ObjectMeta> = runtime()
-            .block_on(self.store.list(Some(&dir)).try_collect())
-            .map_err(|e| Error::Storage {
-                op: "list",
-                name: format!("{}/{}", self.url.trim_end_matches('/'), kind.dir()),
-                cause: io_other(e),
+        let metas: Vec<object_store::ObjectMeta> = wait(self.store.list(Some(&dir)).try_collect())?
+            .map_err(|e| {
+                self.fail(
+                    "list",
+                    format!("{}/{}", self.url.trim_end_matches('/'), kind.dir()),
+                    e,
+                )
             })?;
         let mut out = Vec::with_capacity(metas.len());
         for m in metas {
@@ -387,7 +493,7 @@ impl Storage for CloudStorage {
 
     fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
         let p = self.path(kind, name);
-        match runtime().block_on(self.store.head(&p)) {
+        match wait(self.store.head(&p))? {
             Ok(meta) => Ok(Some(meta.last_modified.into())),
             Err(object_store::Error::NotFound { .. }) => Err(crate::error::Error::NotFound {
                 name: kind.path(name),
@@ -398,7 +504,7 @@ impl Storage for CloudStorage {
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path(kind, name);
-        match runtime().block_on(self.store.delete(&p)) {
+        match wait(self.store.delete(&p))? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err("remove", kind, name, e)),
         }

@@ -5,10 +5,17 @@
 //! an existing object is never replaced), then the directory is `fsync`ed so the new name
 //! survives a power loss. An interrupted write leaves only a `.tmp-*` file, which `list`
 //! ignores.
+//!
+//! Files and directories are private to their owner (0600 and 0700): a key object readable by
+//! other users lets them guess passwords offline. A repository shared with its group says so by
+//! its `config` being readable by the group but not by others (`chmod 640 config`, as restic
+//! does it): new files are then 0640 and new directories 0750. The umask applies on top.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
@@ -20,12 +27,64 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// Whether the repository is shared with its group (see the module documentation), looked
+    /// up at the first write.
+    group: OnceLock<bool>,
 }
 
 impl LocalStorage {
     /// A storage rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStorage { root: root.into() }
+        LocalStorage {
+            root: root.into(),
+            group: OnceLock::new(),
+        }
+    }
+
+    /// Whether the repository is shared with its group: its `config` is readable by the group
+    /// and not by others (a world-readable config is what older versions wrote, not a choice).
+    pub fn shared_with_group(&self) -> bool {
+        *self.group.get_or_init(|| {
+            fs::metadata(self.root.join("config"))
+                .map(|m| m.permissions().mode() & 0o044 == 0o040)
+                .unwrap_or(false)
+        })
+    }
+
+    /// The mode of new files.
+    fn file_mode(&self) -> u32 {
+        if self.shared_with_group() {
+            0o640
+        } else {
+            0o600
+        }
+    }
+
+    /// The mode of new directories.
+    fn dir_mode(&self) -> u32 {
+        if self.shared_with_group() {
+            0o750
+        } else {
+            0o700
+        }
+    }
+
+    /// Objects of `kind` that users other than the owner may read beyond what the repository
+    /// allows (its group, when shared with it): their repository paths and modes.
+    pub fn exposed(&self, kind: FileKind) -> Result<Vec<(String, u32)>> {
+        let allowed = if self.shared_with_group() { 0o040 } else { 0 };
+        let mut out = Vec::new();
+        for (name, _) in self.list(kind)? {
+            let path = self.path_of(kind, &name);
+            let mode = fs::symlink_metadata(&path)
+                .map_err(|e| Error::io("inspect", &path, e))?
+                .permissions()
+                .mode();
+            if mode & 0o077 & !allowed != 0 {
+                out.push((kind.path(&name), mode & 0o7777));
+            }
+        }
+        Ok(out)
     }
 
     fn path_of(&self, kind: FileKind, name: &str) -> PathBuf {
@@ -95,6 +154,7 @@ impl Storage for LocalStorage {
 
     fn create_layout(&self) -> Result<()> {
         let io_err = |op, p: &Path, e| Error::io(op, p, e);
+        let mkdir = |dir: &Path| fs::DirBuilder::new().mode(self.dir_mode()).create(dir);
         match fs::read_dir(&self.root) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
@@ -105,7 +165,13 @@ impl Storage for LocalStorage {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&self.root)
+                if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| io_err("create directory", parent, e))?;
+                }
+                fs::DirBuilder::new()
+                    .mode(self.dir_mode())
+                    .create(&self.root)
                     .map_err(|e| io_err("create directory", &self.root, e))?;
             }
             Err(e) => return Err(io_err("read directory", &self.root, e)),
@@ -117,13 +183,13 @@ impl Storage for LocalStorage {
             FileKind::Lock,
         ] {
             let dir = self.root.join(kind.dir());
-            fs::create_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+            mkdir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
         }
         let data = self.root.join(FileKind::Pack.dir());
-        fs::create_dir(&data).map_err(|e| io_err("create directory", &data, e))?;
+        mkdir(&data).map_err(|e| io_err("create directory", &data, e))?;
         for i in 0..=255u8 {
             let dir = data.join(hex::encode([i]));
-            fs::create_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+            mkdir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
         }
         fsync_dir(&data).map_err(|e| io_err("sync directory", &data, e))?;
         fsync_dir(&self.root).map_err(|e| io_err("sync directory", &self.root, e))?;
@@ -173,7 +239,11 @@ impl Storage for LocalStorage {
             .unwrap_or_else(|| self.root.clone());
         let tmp = dir.join(format!(".tmp-{}-{:016x}", name, rand::random::<u64>()));
         let result = (|| -> io::Result<bool> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(self.file_mode())
+                .open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
@@ -225,7 +295,9 @@ impl Storage for LocalStorage {
     }
 
     fn publish(&self, kind: FileKind, name: &str, tmp: &Path) -> Result<bool> {
-        let result = place(tmp, &self.path_of(kind, name));
+        // The spooled file was made by the repository layer: it gets the objects' mode here.
+        let result = fs::set_permissions(tmp, fs::Permissions::from_mode(self.file_mode()))
+            .and_then(|()| place(tmp, &self.path_of(kind, name)));
         if result.is_err() {
             let _ = fs::remove_file(tmp);
         }

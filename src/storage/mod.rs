@@ -294,6 +294,24 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// How long a request to storage is retried by default before the storage counts as
+/// unreachable ([`crate::Error::Unreachable`]): outages of a few minutes are waited out.
+pub const DEFAULT_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The storage option (`--option KEY=VALUE`, `options` of a repository in the daemon's config)
+/// that sets how long requests are retried; lifeboat's own, not passed to the cloud client.
+pub const RETRY_TIMEOUT_OPTION: &str = "retry_timeout";
+
+/// Parses a `retry_timeout` value ("90s", "10m", "1h").
+pub fn parse_retry_timeout(value: &str) -> std::result::Result<std::time::Duration, String> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        format!(
+            "storage option {RETRY_TIMEOUT_OPTION}: {value:?} is not a duration (like \"90s\", \
+             \"10m\", \"1h\"): {e}"
+        )
+    })
+}
+
 /// How to reach a repository's storage.
 #[derive(Debug, Clone, Default)]
 pub struct StorageOptions {
@@ -307,10 +325,28 @@ pub struct StorageOptions {
     pub retry: RetryPolicy,
 }
 
+impl StorageOptions {
+    /// Applies lifeboat's own keys among `cloud.options` and removes them (the rest are the
+    /// cloud client's): `retry_timeout` bounds both the client's retries of each request and
+    /// [`RetryingStorage`]'s.
+    pub fn take_own_options(&mut self) -> Result<()> {
+        if let Some(v) = self.cloud.options.remove(RETRY_TIMEOUT_OPTION) {
+            let budget = parse_retry_timeout(&v).map_err(crate::error::Error::Invalid)?;
+            self.cloud.retry_timeout = budget;
+            self.retry.total = budget;
+        }
+        Ok(())
+    }
+}
+
 /// Opens the storage for a repository location: a path, `file:///path`, `s3://bucket/prefix`,
-/// `gs://bucket/prefix` or `az://container/prefix`, with retries and limits around it.
+/// `gs://bucket/prefix` or `az://container/prefix`, with retries and limits around it. The
+/// options' own keys (`retry_timeout`) apply to every kind of location.
 pub fn open(location: &str, opts: &StorageOptions) -> Result<std::sync::Arc<dyn Storage>> {
     use std::sync::Arc;
+    let mut own = opts.clone();
+    own.take_own_options()?;
+    let opts = &own;
     let backend: Arc<dyn Storage> = match CloudUrl::parse(location)? {
         Some(url) => Arc::new(CloudStorage::new(&url, location, &opts.cloud)?),
         None => {

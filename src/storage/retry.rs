@@ -35,7 +35,7 @@ impl Default for RetryPolicy {
             max_attempts: 10,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(15),
-            total: Duration::from_secs(180),
+            total: super::DEFAULT_RETRY_TIMEOUT,
         }
     }
 }
