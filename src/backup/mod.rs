@@ -17,6 +17,7 @@
 //! written.
 
 pub mod chunker;
+pub mod dirfd;
 pub mod exclude;
 pub mod pipeline;
 pub mod prefetch;
@@ -146,8 +147,10 @@ fn backup_attempt(
         }
         paths.push(n);
     }
+    // Following symlinks: a backup path that is one is backed up as what it leads to (see
+    // `Walker::walk_target`), so a dangling one is refused here.
     for p in &paths {
-        if let Err(e) = std::fs::symlink_metadata(p) {
+        if let Err(e) = std::fs::metadata(p) {
             return Err(Error::io("back up", p, e));
         }
     }
@@ -481,12 +484,35 @@ fn build_trees(
                         size,
                         meta,
                         unstable,
+                        replaced,
                     } => {
-                        if let Some(m) = meta {
-                            let fresh = walk::node_from_metadata(Vec::new(), &m);
-                            node.mtime = fresh.mtime;
-                            node.ctime = fresh.ctime;
-                            node.mode = fresh.mode;
+                        match replaced {
+                            // Another file than the one listed: its own metadata throughout.
+                            Some(xattrs) => {
+                                let mut fresh = walk::node_from_metadata(node.name, &meta);
+                                fresh.user = if fresh.uid == node.uid {
+                                    node.user
+                                } else {
+                                    walk::user_name(fresh.uid)
+                                };
+                                fresh.group = if fresh.gid == node.gid {
+                                    node.group
+                                } else {
+                                    walk::group_name(fresh.gid)
+                                };
+                                fresh.xattrs = xattrs;
+                                node = fresh;
+                                summary.warnings.push(SourceError {
+                                    path: path.to_string_lossy().into_owned(),
+                                    error: "replaced by another file after it was listed; stored the file found when it was opened".into(),
+                                });
+                            }
+                            None => {
+                                let fresh = walk::node_from_metadata(Vec::new(), &meta);
+                                node.mtime = fresh.mtime;
+                                node.ctime = fresh.ctime;
+                                node.mode = fresh.mode;
+                            }
                         }
                         node.size = size;
                         match previous {
@@ -523,6 +549,12 @@ fn build_trees(
                 summary.errors.push(SourceError {
                     path: path.to_string_lossy().into_owned(),
                     error,
+                });
+            }
+            Event::Warning { path, warning } => {
+                summary.warnings.push(SourceError {
+                    path: path.to_string_lossy().into_owned(),
+                    error: warning,
                 });
             }
         }
