@@ -67,16 +67,32 @@ fn a_chain_of_10000_directories_backs_up_whole() {
     let src = scratch.join("src");
     deep_chain(&src, LEVELS, b"at the bottom of it all");
 
-    let (out, summary) = repo.backup_raw(args![&src]);
-    assert!(out.code.is_some(), "backup crashed (killed by a signal)\n{out}");
+    // With the usual limit of 1,024 open files as the hard limit (if `prlimit` is there to set
+    // it): the walk must not hold a descriptor per level.
+    let out = match Command::new("prlimit").arg("--version").output() {
+        Ok(o) if o.status.success() => {
+            let mut cmd = Command::new("prlimit");
+            cmd.args(["--nofile=1024:1024", bin(), "backup", "--json", "--repo"])
+                .arg(&repo.path)
+                .arg(&src);
+            lifeboat_env_for(&mut cmd);
+            run_cmd(cmd)
+        }
+        _ => repo.backup_raw(args![&src]).0,
+    };
+    let summary = parse_backup_stream(&out);
+    assert!(
+        out.code.is_some(),
+        "backup crashed (killed by a signal)\n{out}"
+    );
     let out = out.success();
     let summary = summary.unwrap_or_else(|| panic!("no summary\n{out}"));
+    assert_eq!(summary["errors"].as_array().map(Vec::len), Some(0), "{out}");
     assert_eq!(
-        summary["errors"].as_array().map(Vec::len),
-        Some(0),
-        "{out}"
+        num(&summary, "files_new"),
+        1,
+        "the file at the bottom\n{out}"
     );
-    assert_eq!(num(&summary, "files_new"), 1, "the file at the bottom\n{out}");
     assert_eq!(num(&summary, "total_bytes"), 23, "{out}");
     // The chain, src and the ancestors of src (at least "/").
     assert!(num(&summary, "dirs") > LEVELS as u64, "{summary}");
@@ -94,6 +110,29 @@ fn a_chain_of_10000_directories_backs_up_whole() {
     assert_eq!(lines.len(), 1, "{}", ls.stderr());
     assert_eq!(lines[0]["size"], 23);
     remove_deep(&src);
+}
+
+/// A chain deeper than the walker keeps directories open (64 levels), with a file
+/// after the subdirectory at every level: the walker comes back to each level after the
+/// levels below and opens it again to back up its file. Everything round-trips.
+#[test]
+fn directories_the_walker_comes_back_to_are_opened_again() {
+    const LEVELS: usize = 300;
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    let mut dir = src.clone();
+    for level in 0..LEVELS {
+        dir.push("d");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.with_file_name("z"), format!("level {level}")).expect("write");
+    }
+    let summary = repo.backup(args![&src]);
+    assert_eq!(num(&summary, "files_new"), LEVELS as u64);
+    let target = Scratch::new();
+    let id = string(&summary, "snapshot_id");
+    repo.restore(&id, target.path(), args![]).success();
+    assert_trees_equal(&src, &restored(target.path(), &src));
 }
 
 /// Lists every path in snapshot `id`.
@@ -128,8 +167,11 @@ fn directories_swapped_for_symlinks_during_a_backup_are_never_followed() {
         let dir = src.join(format!("d{d:03}"));
         fs::create_dir_all(&dir).expect("mkdir");
         for f in 0..10 {
-            fs::write(dir.join(format!("f{f}")), random_bytes(2000, (d * 10 + f) as u64))
-                .expect("write");
+            fs::write(
+                dir.join(format!("f{f}")),
+                random_bytes(2000, (d * 10 + f) as u64),
+            )
+            .expect("write");
         }
     }
     let hidden = scratch.join("hidden");
@@ -182,7 +224,10 @@ fn directories_swapped_for_symlinks_during_a_backup_are_never_followed() {
     }
     stop.store(true, Ordering::Relaxed);
     swapper.join().expect("swapper");
-    assert!(swaps.load(Ordering::Relaxed) > 100, "the swapper hardly ran");
+    assert!(
+        swaps.load(Ordering::Relaxed) > 100,
+        "the swapper hardly ran"
+    );
     assert!(
         followed.is_empty(),
         "{} outside entries were backed up through swapped symlinks in {runs} runs, e.g. {:?}",
@@ -231,7 +276,11 @@ fn files_replaced_by_mv_while_backing_up_are_stored_not_left_out() {
     for _ in 0..3 {
         let (out, summary) = repo.backup_raw(args!["--full", &src]);
         let summary = summary.unwrap_or_else(|| panic!("no summary\n{out}"));
-        assert_eq!(out.code, Some(0), "a replaced file failed the backup\n{out}");
+        assert_eq!(
+            out.code,
+            Some(0),
+            "a replaced file failed the backup\n{out}"
+        );
         warnings += summary["warnings"].as_array().map_or(0, Vec::len);
         let id = string(&summary, "snapshot_id");
         let seen: BTreeSet<String> = snapshot_paths(&repo, &id).into_iter().collect();

@@ -96,6 +96,26 @@ impl Meta {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit (as the Go runtime does at start):
+/// the walk holds directories open (those files queued for reading are in, a window of the
+/// walker's stack, the listings ahead), which in a wide tree of small directories can pass
+/// the usual soft limit of 1,024. The process uses no `select()`, the reason for that low
+/// default. Returns the limit now in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return limit.maximum.or(Some(u64::MAX));
+        }
+    }
+    limit.current.or(Some(u64::MAX))
+}
+
 /// `/`, the start of every walk.
 pub fn open_root() -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(

@@ -99,6 +99,8 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     let settings = crate::repo::LockSettings::from_env()?;
     let lock = repo.lock("backup", false, &settings.waiting(settings.stale_after))?;
+    let open_files = dirfd::raise_open_files_limit();
+    tracing::debug!(?open_files, "open files limit");
     const ATTEMPTS: usize = 3;
     for attempt in 1..=ATTEMPTS {
         if let Some(done) = backup_attempt(repo, opts, progress.clone(), &lock)? {

@@ -432,13 +432,14 @@ fn read_once(
 ) -> std::result::Result<ReadOnce, String> {
     // Relative to the open directory, not following a symlink: a file (or a directory above
     // it) swapped for a symlink is never followed.
-    let file = dirfd::open_file_at(job.dir.as_fd(), &job.name).map_err(|e| {
-        match e.raw_os_error() {
-            Some(libc::ELOOP) => "replaced by a symlink while backing up (not followed)".to_string(),
+    let file =
+        dirfd::open_file_at(job.dir.as_fd(), &job.name).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                "replaced by a symlink while backing up (not followed)".to_string()
+            }
             Some(libc::ENOENT) => "vanished before it could be read".to_string(),
             _ => e.to_string(),
-        }
-    })?;
+        })?;
     let before = dirfd::fstat(file.as_fd()).map_err(|e| e.to_string())?;
     if !before.is_file() {
         return Err("replaced by something that is not a regular file while backing up".into());
@@ -635,9 +636,9 @@ fn store_pack(shared: &Shared, pack: OpenPack) -> Result<()> {
 mod tests {
     use super::*;
     use crate::repo::InitOptions;
+    use crate::storage::LocalStorage;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
-    use crate::storage::LocalStorage;
 
     fn shared(dir: &std::path::Path) -> Shared {
         shared_indexing_every(dir, 0)

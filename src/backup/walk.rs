@@ -229,8 +229,7 @@ impl Walker<'_> {
                 dev: meta.dev,
                 prev: None,
             });
-            let mut frame =
-                self.enter(node, root, b".".to_vec(), meta, meta.dev, None, listing)?;
+            let mut frame = self.enter(node, root, b".".to_vec(), meta, meta.dev, None, listing)?;
             frame.prev = parent.as_deref().cloned();
             self.descend(frame, &mut root.to_path_buf(), ahead)?;
         } else {
@@ -316,7 +315,15 @@ impl Walker<'_> {
         };
         let open_as = (at != entry.name).then_some(at);
         let mut path = path.to_path_buf();
-        match self.visit(&parent_fd, open_as.as_deref(), entry, &path, prev, None, ahead)? {
+        match self.visit(
+            &parent_fd,
+            open_as.as_deref(),
+            entry,
+            &path,
+            prev,
+            None,
+            ahead,
+        )? {
             Visited::Done(_) => Ok(()),
             Visited::Entered(frame) => self.descend(frame, &mut path, ahead).map(|_| ()),
         }
@@ -335,7 +342,10 @@ impl Walker<'_> {
                     return Ok(Visit::Changed);
                 };
                 let same = frame.listing_same
-                    && frame.prev.as_ref().is_some_and(|t| t.nodes.len() == frame.kept);
+                    && frame
+                        .prev
+                        .as_ref()
+                        .is_some_and(|t| t.nodes.len() == frame.kept);
                 self.send(Event::Leave(if same { frame.prev_id } else { None }))?;
                 let v = if same && frame.node_same {
                     Visit::Same
