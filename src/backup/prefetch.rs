@@ -15,6 +15,11 @@
 //! [`STAT_AHEAD_MAX`]; the walker stats the rest itself as it visits them. A lister only queues
 //! a subdirectory the walker will enter (not excluded, not the repository, on the same
 //! filesystem under `--one-file-system`), so nothing it lists is left untaken.
+//!
+//! A directory is opened relative to its parent's descriptor (see [`dirfd`]), and its listing
+//! hands the walker the open directory. Listings ahead are capped in number too
+//! ([`MAX_LISTINGS_AHEAD`]: each holds a descriptor), and a queued directory holds its parent
+//! weakly, so the directories the walker has closed are not kept open by the queue.
 
 use std::collections::HashMap;
 use std::io;

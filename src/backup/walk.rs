@@ -4,6 +4,11 @@
 //! their metadata and extended attributes, the parent snapshot's listing) ahead of it (see
 //! [`prefetch`]). A directory whose entries are all the parent snapshot's keeps the parent's
 //! listing, which the builder then need not encode and hash again.
+//!
+//! Everything is reached through directory file descriptors (see [`dirfd`]): nothing swapped
+//! for a symlink while the backup runs is followed, and no path length matters. Below a backup
+//! path there is no recursion: the walker keeps an explicit stack of the directories it is in
+//! (`Frame`s), with a bounded number of them open (see [`FD_WINDOW`]).
 
 use std::collections::HashMap;
 use std::io;
