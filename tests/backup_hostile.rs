@@ -338,6 +338,34 @@ fn a_backup_path_that_is_a_symlink_backs_up_what_it_points_to() {
     }
 }
 
+/// A repository inside the directory a symlink backup path leads to is not backed up into
+/// itself (it is recognised by identity, not by the path the walk reaches it under).
+#[test]
+fn a_repository_behind_a_symlink_backup_path_is_not_backed_up_into_itself() {
+    let scratch = Scratch::new();
+    let data = scratch.join("data");
+    build_plain_tree(&data, 4, 0, 5);
+    let repo_path = data.join("repo");
+    lifeboat(args!["init", "--repo", &repo_path]).success();
+    let repo = Repo::at(&repo_path);
+    let link = scratch.join("link");
+    symlink(&data, &link);
+    let summary = repo.backup_raw(args![&link]).1.expect("summary");
+    let id = string(&summary, "snapshot_id");
+    let paths = snapshot_paths(&repo, &id);
+    let inside = format!("{}/repo", link.display());
+    assert!(
+        !paths.iter().any(|p| p.starts_with(&inside)),
+        "the repository was backed up into itself: {:?}",
+        paths
+            .iter()
+            .filter(|p| p.starts_with(&inside))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(num(&summary, "files_new"), 4);
+}
+
 /// The regular files under `root`.
 fn walk_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -178,6 +178,15 @@ fn backup_attempt(
         .and_then(|p| normalize_path(&p).ok())
         .into_iter()
         .collect();
+    // And by identity: a backup path that is a symlink reaches it under another path.
+    let exclude_objects: Vec<(u64, u64)> = exclude_paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
+        .collect();
 
     // A writer checks again that the store refuses to replace objects (a store can change
     // behind a URL); read-only commands never write probes.
@@ -251,6 +260,7 @@ fn backup_attempt(
             filter: prefetch::Filter {
                 excludes,
                 exclude_paths,
+                exclude_objects,
                 one_file_system: opts.one_file_system,
             },
             full: opts.full,

@@ -166,6 +166,9 @@ pub struct Filter {
     pub excludes: Excludes,
     /// Paths never backed up (the repository itself).
     pub exclude_paths: Vec<PathBuf>,
+    /// Directories never backed up, by device and inode, whatever path reaches them (the
+    /// repository, also below a backup path that is a symlink, or through a bind mount).
+    pub exclude_objects: Vec<(u64, u64)>,
     pub one_file_system: bool,
 }
 
@@ -173,6 +176,11 @@ impl Filter {
     /// Whether the walker skips the entry at `path` altogether.
     pub fn skips(&self, path: &Path) -> bool {
         self.excludes.is_excluded(path) || self.exclude_paths.iter().any(|p| p == path)
+    }
+
+    /// Whether the walker skips the entry `meta` describes altogether.
+    pub fn skips_object(&self, meta: &Meta) -> bool {
+        meta.is_dir() && self.exclude_objects.contains(&(meta.dev, meta.ino))
     }
 
     /// Whether the walker enters `meta`'s directory (one it does not skip), below a backup
@@ -442,7 +450,7 @@ impl<'a> Prefetcher<'a> {
         for entry in &mut listing.entries {
             let Some(meta) = &entry.meta else { continue };
             let child = path.join(std::ffi::OsStr::from_bytes(&entry.name));
-            if self.filter.skips(&child) {
+            if self.filter.skips(&child) || self.filter.skips_object(meta) {
                 continue;
             }
             entry.xattrs = Some(dirfd::xattrs_at(fd.as_fd(), &entry.name, &child));
@@ -513,6 +521,7 @@ mod tests {
         Filter {
             excludes: Excludes::new(&patterns).expect("patterns"),
             exclude_paths: Vec::new(),
+            exclude_objects: Vec::new(),
             one_file_system: false,
         }
     }

@@ -429,6 +429,9 @@ impl Walker<'_> {
                 Err(e) => return self.error(path, e).map(|()| Visited::Done(Visit::Changed)),
             },
         };
+        if self.filter.skips_object(&meta) {
+            return Ok(Visited::Done(Visit::Skipped));
+        }
         let xattrs = xattrs.unwrap_or_else(|| dirfd::xattrs_at(dir.as_fd(), &at, path));
         Progress::add(&self.shared.progress.entries, 1);
         let mut node = self.node_from_meta(name, &meta, xattrs);
