@@ -421,10 +421,9 @@ impl Walker<'_> {
             xattrs,
             key,
         } = entry;
-        let at = open_as.unwrap_or(&name).to_vec();
         let meta = match meta {
             Some(m) => m,
-            None => match dirfd::stat_at(dir.as_fd(), &at) {
+            None => match dirfd::stat_at(dir.as_fd(), open_as.unwrap_or(&name)) {
                 Ok(m) => m,
                 Err(e) => return self.error(path, e).map(|()| Visited::Done(Visit::Changed)),
             },
@@ -432,7 +431,8 @@ impl Walker<'_> {
         if self.filter.skips_object(&meta) {
             return Ok(Visited::Done(Visit::Skipped));
         }
-        let xattrs = xattrs.unwrap_or_else(|| dirfd::xattrs_at(dir.as_fd(), &at, path));
+        let xattrs =
+            xattrs.unwrap_or_else(|| dirfd::xattrs_at(dir.as_fd(), open_as.unwrap_or(&name), path));
         Progress::add(&self.shared.progress.entries, 1);
         let mut node = self.node_from_meta(name, &meta, xattrs);
         let done = |v: Visit| Ok(Visited::Done(v));
@@ -460,12 +460,13 @@ impl Walker<'_> {
                 let listing = ahead.take(Entering {
                     key,
                     parent: dir,
-                    name: &at,
+                    name: open_as.unwrap_or(&node.name),
                     path,
                     expected: &meta,
                     dev,
                     prev: prev_id,
                 });
+                let at = open_as.unwrap_or(&node.name).to_vec();
                 let mut frame = self.enter(node, path, at, meta, dev, prev_id, listing)?;
                 frame.node_same = node_same;
                 Ok(Visited::Entered(frame))
@@ -487,7 +488,7 @@ impl Walker<'_> {
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 let job = FileJob {
                     dir: dir.clone(),
-                    name: at,
+                    name: open_as.unwrap_or(&node.name).to_vec(),
                     inode: node.inode,
                     reply: tx,
                 };
@@ -503,7 +504,7 @@ impl Walker<'_> {
                 done(Visit::Changed)
             }
             NodeKind::Symlink => {
-                match dirfd::readlink_at(dir.as_fd(), &at) {
+                match dirfd::readlink_at(dir.as_fd(), open_as.unwrap_or(&node.name)) {
                     Ok(t) => node.link_target = Some(t),
                     Err(e) => {
                         self.error(path, format!("cannot read symlink: {e}"))?;
