@@ -366,6 +366,27 @@ fn a_repository_behind_a_symlink_backup_path_is_not_backed_up_into_itself() {
     assert_eq!(num(&summary, "files_new"), 4);
 }
 
+/// `backup /` backs up what is in `/` (here only `/etc`, everything else excluded); before,
+/// the root given as a backup path gave an empty snapshot with exit 0.
+#[test]
+fn backing_up_the_root_directory_backs_up_what_is_in_it() {
+    let repo = Repo::new();
+    let mut rest = args!["--json"];
+    for e in fs::read_dir("/").expect("read /").flatten() {
+        if e.file_name() != "etc" {
+            rest.push("--exclude".into());
+            rest.push(e.path().into());
+        }
+    }
+    rest.push("/".into());
+    let out = repo.run("backup", rest);
+    assert!(matches!(out.code, Some(0) | Some(3)), "{out}");
+    let summary = parse_backup_stream(&out).unwrap_or_else(|| panic!("no summary\n{out}"));
+    assert!(num(&summary, "files_new") > 0, "{summary}");
+    let paths = snapshot_paths(&repo, &string(&summary, "snapshot_id"));
+    assert!(paths.contains(&"/etc/passwd".to_string()), "{paths:?}");
+}
+
 /// The regular files under `root`.
 fn walk_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

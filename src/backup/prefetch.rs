@@ -222,6 +222,9 @@ impl State {
 /// Lists directories ahead of the walker; see the module documentation.
 pub struct Prefetcher<'a> {
     filter: Filter,
+    /// Whether an entry the parent snapshot has with the same inode, ctime, mtime and size
+    /// takes its extended attributes from there (not under `--full`).
+    trust_parent: bool,
     budget: usize,
     load: &'a LoadTree<'a>,
     state: Mutex<State>,
@@ -233,9 +236,10 @@ pub struct Prefetcher<'a> {
 }
 
 impl<'a> Prefetcher<'a> {
-    pub fn new(filter: Filter, budget: usize, load: &'a LoadTree<'a>) -> Self {
+    pub fn new(filter: Filter, trust_parent: bool, budget: usize, load: &'a LoadTree<'a>) -> Self {
         Prefetcher {
             filter,
+            trust_parent,
             budget: budget.max(1),
             load,
             state: Mutex::new(State {
@@ -453,7 +457,14 @@ impl<'a> Prefetcher<'a> {
             if self.filter.skips(&child) || self.filter.skips_object(meta) {
                 continue;
             }
-            entry.xattrs = Some(dirfd::xattrs_at(fd.as_fd(), &entry.name, &child));
+            // Setting an extended attribute changes the ctime: an entry whose inode, ctime,
+            // mtime and size are the parent snapshot's has its extended attributes (as a file
+            // whose content is reused, see `walk::unchanged`). Not under `--full`.
+            let prev_node = listing.prev.as_ref().and_then(|t| t.find(&entry.name));
+            entry.xattrs = Some(match prev_node {
+                Some(p) if self.trust_parent && same_inode_times(p, meta) => p.xattrs.clone(),
+                _ => dirfd::xattrs_at(fd.as_fd(), &entry.name, &child),
+            });
             if self.filter.enters(meta, job.dev) {
                 let prev = listing
                     .prev
@@ -474,6 +485,17 @@ impl<'a> Prefetcher<'a> {
         listing.dir = Some(fd);
         (listing, subdirs)
     }
+}
+
+/// Whether `prev` (the parent snapshot's node) and `meta` have the same kind, inode, ctime,
+/// mtime and size.
+fn same_inode_times(prev: &Node, meta: &Meta) -> bool {
+    let size = if meta.is_file() { meta.size } else { 0 };
+    prev.kind == meta.kind()
+        && prev.inode == meta.ino
+        && prev.ctime == meta.ctime
+        && prev.mtime == meta.mtime
+        && prev.size == size
 }
 
 /// The parent snapshot's listing of the subdirectory `name` of a directory it listed as `tree`.
@@ -601,7 +623,7 @@ mod tests {
         root_prev: Option<BlobId>,
     ) -> Walked {
         let load = |id: &BlobId| prevs.get(id).cloned();
-        let p = Prefetcher::new(f.clone(), budget, &load);
+        let p = Prefetcher::new(f.clone(), true, budget, &load);
         let dev = fs::metadata(root).expect("stat").dev();
         let mut seen = Vec::new();
         std::thread::scope(|s| {

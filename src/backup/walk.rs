@@ -193,7 +193,12 @@ impl Walker<'_> {
         let shared = self.shared;
         // A parent listing that cannot be read only costs reading the files again.
         let load = move |id: &BlobId| shared.repo.load_tree(&shared.index, id).ok();
-        let ahead = Prefetcher::new(self.filter.clone(), prefetch::DEFAULT_BUDGET, &load);
+        let ahead = Prefetcher::new(
+            self.filter.clone(),
+            !self.full,
+            prefetch::DEFAULT_BUDGET,
+            &load,
+        );
         let step = std::thread::scope(|s| {
             for _ in 0..self.listers {
                 s.spawn(|| ahead.help());
