@@ -17,6 +17,7 @@
 //! written.
 
 pub mod chunker;
+pub mod dirfd;
 pub mod exclude;
 pub mod pipeline;
 pub mod prefetch;
@@ -98,6 +99,8 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     let settings = crate::repo::LockSettings::from_env()?;
     let lock = repo.lock("backup", false, &settings.waiting(settings.stale_after))?;
+    let open_files = dirfd::raise_open_files_limit();
+    tracing::debug!(?open_files, "open files limit");
     const ATTEMPTS: usize = 3;
     for attempt in 1..=ATTEMPTS {
         if let Some(done) = backup_attempt(repo, opts, progress.clone(), &lock)? {
@@ -146,8 +149,10 @@ fn backup_attempt(
         }
         paths.push(n);
     }
+    // Following symlinks: a backup path that is one is backed up as what it leads to (see
+    // `Walker::walk_target`), so a dangling one is refused here.
     for p in &paths {
-        if let Err(e) = std::fs::symlink_metadata(p) {
+        if let Err(e) = std::fs::metadata(p) {
             return Err(Error::io("back up", p, e));
         }
     }
@@ -172,6 +177,15 @@ fn backup_attempt(
         .local_path()
         .and_then(|p| normalize_path(&p).ok())
         .into_iter()
+        .collect();
+    // And by identity: a backup path that is a symlink reaches it under another path.
+    let exclude_objects: Vec<(u64, u64)> = exclude_paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
         .collect();
 
     // A writer checks again that the store refuses to replace objects (a store can change
@@ -246,6 +260,7 @@ fn backup_attempt(
             filter: prefetch::Filter {
                 excludes,
                 exclude_paths,
+                exclude_objects,
                 one_file_system: opts.one_file_system,
             },
             full: opts.full,
@@ -481,12 +496,35 @@ fn build_trees(
                         size,
                         meta,
                         unstable,
+                        replaced,
                     } => {
-                        if let Some(m) = meta {
-                            let fresh = walk::node_from_metadata(Vec::new(), &m);
-                            node.mtime = fresh.mtime;
-                            node.ctime = fresh.ctime;
-                            node.mode = fresh.mode;
+                        match replaced {
+                            // Another file than the one listed: its own metadata throughout.
+                            Some(xattrs) => {
+                                let mut fresh = walk::node_from_metadata(node.name, &meta);
+                                fresh.user = if fresh.uid == node.uid {
+                                    node.user
+                                } else {
+                                    walk::user_name(fresh.uid)
+                                };
+                                fresh.group = if fresh.gid == node.gid {
+                                    node.group
+                                } else {
+                                    walk::group_name(fresh.gid)
+                                };
+                                fresh.xattrs = xattrs;
+                                node = fresh;
+                                summary.warnings.push(SourceError {
+                                    path: path.to_string_lossy().into_owned(),
+                                    error: "replaced by another file after it was listed; stored the file found when it was opened".into(),
+                                });
+                            }
+                            None => {
+                                let fresh = walk::node_from_metadata(Vec::new(), &meta);
+                                node.mtime = fresh.mtime;
+                                node.ctime = fresh.ctime;
+                                node.mode = fresh.mode;
+                            }
                         }
                         node.size = size;
                         match previous {
@@ -523,6 +561,12 @@ fn build_trees(
                 summary.errors.push(SourceError {
                     path: path.to_string_lossy().into_owned(),
                     error,
+                });
+            }
+            Event::Warning { path, warning } => {
+                summary.warnings.push(SourceError {
+                    path: path.to_string_lossy().into_owned(),
+                    error: warning,
                 });
             }
         }

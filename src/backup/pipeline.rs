@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,12 +24,13 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::chunker::Chunker;
+use super::dirfd::{self, DirFd, Meta};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
 use crate::repo::config::ChunkerParams;
 use crate::repo::pack::{encode_blob, EncodedBlob, PackBuilder, SpoolPack};
-use crate::repo::{BlobKind, Index, PackEntry, Repository, INDEX_SPLIT_BLOBS};
+use crate::repo::{BlobKind, Index, PackEntry, Repository, Xattr, INDEX_SPLIT_BLOBS};
 
 /// A chunk on its way to a pack.
 pub struct ChunkJob {
@@ -38,9 +39,10 @@ pub struct ChunkJob {
     pub data: Vec<u8>,
 }
 
-/// A file to read.
+/// A file to read: `name` in the open directory `dir`, the inode its listing recorded.
 pub struct FileJob {
-    pub path: PathBuf,
+    pub dir: DirFd,
+    pub name: Vec<u8>,
     pub inode: u64,
     pub reply: Sender<FileOutcome>,
 }
@@ -48,13 +50,17 @@ pub struct FileJob {
 /// What reading a file gave.
 #[derive(Debug)]
 pub enum FileOutcome {
-    /// Content chunks, size read, and the file's metadata at the time of the read.
+    /// Content chunks, size read, and the file's metadata at the time of the read (`fstat`
+    /// of the file opened).
     Read {
         content: Vec<BlobId>,
         size: u64,
-        meta: Option<std::fs::Metadata>,
+        meta: Meta,
         /// The file kept changing while it was read; stored as of the last read.
         unstable: bool,
+        /// The file opened is not the one listed (replaced, e.g. by `mv`, in between): it is
+        /// stored as found, with its own metadata and these extended attributes.
+        replaced: Option<Vec<Xattr>>,
     },
     /// The file could not be read.
     Failed(String),
@@ -379,16 +385,11 @@ pub fn read_file(
     let mut last = None;
     for _ in 0..ATTEMPTS {
         match read_once(shared, chunker, job, chunks) {
-            Ok((content, size, before, stable)) => {
-                if stable {
-                    return FileOutcome::Read {
-                        content,
-                        size,
-                        meta: Some(before),
-                        unstable: false,
-                    };
+            Ok(read) => {
+                if read.stable {
+                    return read.outcome(false);
                 }
-                last = Some((content, size, before));
+                last = Some(read);
             }
             Err(e) => return FileOutcome::Failed(e),
         }
@@ -397,30 +398,29 @@ pub fn read_file(
         }
     }
     match last {
-        Some((content, size, meta)) => FileOutcome::Read {
-            content,
-            size,
-            meta: Some(meta),
-            unstable: true,
-        },
+        Some(read) => read.outcome(true),
         None => FileOutcome::Failed("backup stopped".into()),
     }
 }
 
-type ReadResult = std::result::Result<(Vec<BlobId>, u64, std::fs::Metadata, bool), String>;
+/// One read of a file.
+struct ReadOnce {
+    content: Vec<BlobId>,
+    size: u64,
+    meta: Meta,
+    stable: bool,
+    replaced: Option<Vec<Xattr>>,
+}
 
-fn open_no_follow(path: &PathBuf) -> io::Result<File> {
-    // O_NOATIME spares the inode update but is only allowed to the owner (or root).
-    let noatime = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
-        .open(path);
-    match noatime {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path),
-        other => other,
+impl ReadOnce {
+    fn outcome(self, unstable: bool) -> FileOutcome {
+        FileOutcome::Read {
+            content: self.content,
+            size: self.size,
+            meta: self.meta,
+            unstable,
+            replaced: self.replaced,
+        }
     }
 }
 
@@ -429,19 +429,24 @@ fn read_once(
     chunker: &mut Chunker,
     job: &FileJob,
     chunks: &Sender<ChunkJob>,
-) -> ReadResult {
-    let file = open_no_follow(&job.path).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => "replaced by a symlink while backing up".to_string(),
-        Some(libc::ENOENT) => "vanished before it could be read".to_string(),
-        _ => e.to_string(),
-    })?;
-    let before = file.metadata().map_err(|e| e.to_string())?;
+) -> std::result::Result<ReadOnce, String> {
+    // Relative to the open directory, not following a symlink: a file (or a directory above
+    // it) swapped for a symlink is never followed.
+    let file =
+        dirfd::open_file_at(job.dir.as_fd(), &job.name).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                "replaced by a symlink while backing up (not followed)".to_string()
+            }
+            Some(libc::ENOENT) => "vanished before it could be read".to_string(),
+            _ => e.to_string(),
+        })?;
+    let before = dirfd::fstat(file.as_fd()).map_err(|e| e.to_string())?;
     if !before.is_file() {
-        return Err("replaced by something that is not a regular file".into());
+        return Err("replaced by something that is not a regular file while backing up".into());
     }
-    if before.ino() != job.inode {
-        return Err("replaced by another file while backing up".into());
-    }
+    // Another file than the one listed (renamed over it in between): stored as found, as its
+    // own metadata says.
+    let replaced = (before.ino != job.inode).then(|| dirfd::xattrs_of(&file));
     let mut content = Vec::new();
     let mut size = 0u64;
     let reader = CountingReader {
@@ -472,14 +477,18 @@ fn read_once(
             ChunkStop::Stopped => "backup stopped".to_string(),
             ChunkStop::Read(e) => e.to_string(),
         })?;
-    let after = file.metadata().map_err(|e| e.to_string())?;
-    let stable = after.len() == size
-        && before.len() == size
-        && after.mtime() == before.mtime()
-        && after.mtime_nsec() == before.mtime_nsec()
-        && after.ctime() == before.ctime()
-        && after.ctime_nsec() == before.ctime_nsec();
-    Ok((content, size, before, stable))
+    let after = dirfd::fstat(file.as_fd()).map_err(|e| e.to_string())?;
+    let stable = after.size == size
+        && before.size == size
+        && after.mtime == before.mtime
+        && after.ctime == before.ctime;
+    Ok(ReadOnce {
+        content,
+        size,
+        meta: before,
+        stable,
+        replaced,
+    })
 }
 
 /// Why chunking a file stopped early.
@@ -628,6 +637,8 @@ mod tests {
     use super::*;
     use crate::repo::InitOptions;
     use crate::storage::LocalStorage;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
 
     fn shared(dir: &std::path::Path) -> Shared {
         shared_indexing_every(dir, 0)
@@ -653,16 +664,22 @@ mod tests {
         )
     }
 
-    fn read(shared: &Shared, path: PathBuf, inode: u64) -> FileOutcome {
+    /// A job for the file at `path`, listed with `inode`.
+    fn job(path: &std::path::Path, inode: u64) -> FileJob {
         let (reply, _rx) = crossbeam_channel::bounded(1);
+        let dir = dirfd::open_dir_path(path.parent().expect("a parent")).expect("open the dir");
+        FileJob {
+            dir: Arc::new(dir),
+            name: path.file_name().expect("a name").as_bytes().to_vec(),
+            inode,
+            reply,
+        }
+    }
+
+    fn read(shared: &Shared, path: PathBuf, inode: u64) -> FileOutcome {
         let (chunks, rx) = crossbeam_channel::unbounded();
         let mut chunker = Chunker::new(shared.chunker);
-        let out = read_file(
-            shared,
-            &mut chunker,
-            &FileJob { path, inode, reply },
-            &chunks,
-        );
+        let out = read_file(shared, &mut chunker, &job(&path, inode), &chunks);
         drop(rx);
         out
     }
@@ -759,15 +776,48 @@ mod tests {
         }
     }
 
+    /// RELIABILITY case 25: a file replaced by `mv` between listing and reading is stored as
+    /// found (its own metadata and xattrs), flagged as replaced; not left out.
     #[test]
-    fn file_replaced_by_another_file_is_reported() {
+    fn file_replaced_by_another_file_is_stored_as_found() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = shared(dir.path());
         let path = dir.path().join("file");
-        std::fs::write(&path, b"new content").expect("write");
-        let inode = std::fs::metadata(&path).expect("stat").ino();
-        match read(&s, path, inode + 1) {
-            FileOutcome::Failed(msg) => assert!(msg.contains("replaced"), "{msg}"),
+        std::fs::write(&path, b"old content").expect("write");
+        let listed = std::fs::metadata(&path).expect("stat").ino();
+        let new = dir.path().join("new");
+        std::fs::write(&new, b"the new content").expect("write");
+        std::fs::rename(&new, &path).expect("mv");
+        let now = std::fs::metadata(&path).expect("stat");
+        assert_ne!(now.ino(), listed);
+        match read(&s, path, listed) {
+            FileOutcome::Read {
+                size,
+                meta,
+                replaced,
+                unstable,
+                ..
+            } => {
+                assert_eq!(size, 15);
+                assert_eq!(meta.ino, now.ino());
+                assert_eq!(meta.size, 15);
+                assert!(replaced.is_some(), "flagged as replaced");
+                assert!(!unstable);
+            }
+            other => panic!("expected the new file stored, got {other:?}"),
+        }
+    }
+
+    /// A fifo put in place of a file is refused, not opened for a read that never ends.
+    #[test]
+    fn file_replaced_by_a_fifo_does_not_hang() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = shared(dir.path());
+        let path = dir.path().join("file");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        match read(&s, path, 1) {
+            FileOutcome::Failed(msg) => assert!(msg.contains("not a regular file"), "{msg}"),
             other => panic!("expected a failure, got {other:?}"),
         }
     }
@@ -779,9 +829,8 @@ mod tests {
         let path = dir.path().join("file");
         std::fs::write(&path, vec![42u8; 3 << 20]).expect("write");
         let inode = std::fs::metadata(&path).expect("stat").ino();
-        let (reply, _r) = crossbeam_channel::bounded(1);
         let (chunks, rx) = crossbeam_channel::unbounded();
-        let job = FileJob { path, inode, reply };
+        let job = job(&path, inode);
         let FileOutcome::Read {
             content,
             size,

@@ -4,21 +4,27 @@
 //! their metadata and extended attributes, the parent snapshot's listing) ahead of it (see
 //! [`prefetch`]). A directory whose entries are all the parent snapshot's keeps the parent's
 //! listing, which the builder then need not encode and hash again.
+//!
+//! Everything is reached through directory file descriptors (see [`dirfd`]): nothing swapped
+//! for a symlink while the backup runs is followed, and no path length matters. Below a backup
+//! path there is no recursion: the walker keeps an explicit stack of the directories it is in
+//! (`Frame`s), with a bounded number of them open (see [`FD_WINDOW`]).
 
 use std::collections::HashMap;
-use std::fs::{self, Metadata};
+use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::dirfd::{self, DirFd, Meta};
 use super::pipeline::{FileJob, FileOutcome, Shared};
-use super::prefetch::{self, Filter, Listing, Prefetcher, StopOnDrop};
+use super::prefetch::{self, Entering, Filter, Listed, Listing, Prefetcher, StopOnDrop};
 use crate::id::BlobId;
 use crate::progress::Progress;
-use crate::repo::{Node, NodeKind, Timestamp, Tree, Xattr};
+use crate::repo::{Node, NodeKind, Tree, Xattr};
 
 /// What the walker tells the builder, in depth-first name order.
 pub enum Event {
@@ -40,6 +46,8 @@ pub enum Event {
     Unchanged(Node),
     /// An entry that could not be backed up.
     Error { path: PathBuf, error: String },
+    /// An entry backed up, with something the operator should know.
+    Warning { path: PathBuf, warning: String },
 }
 
 /// The backup targets as a tree of path components from `/`.
@@ -103,10 +111,61 @@ enum Visit {
 
 type Walked = std::result::Result<Visit, Stopped>;
 
+/// What visiting an entry gave: a finished entry, or a directory entered (its entries are
+/// visited next, from the walker's stack).
+// A frame is moved once, onto the stack; boxing it would cost an allocation per directory.
+#[allow(clippy::large_enum_variant)]
+enum Visited {
+    Done(Visit),
+    Entered(Frame),
+}
+
 /// Events go to the builder in batches of this many: one channel operation (and at most one
 /// wake-up of the builder) per batch instead of per entry. With the channel's capacity (see
 /// `backup`) this also bounds how far the walker runs ahead of the builder.
 pub const EVENT_BATCH: usize = 256;
+
+/// The walker keeps the directories of the top this many levels of its stack open, and every
+/// this-many-th level below: a directory it comes back to whose descriptor was closed is
+/// opened again from the nearest open one above it (at most this many levels up), checked to be
+/// the directory it listed. A chain 10,000 levels deep holds about 220 descriptors.
+pub const FD_WINDOW: usize = 64;
+
+/// A directory being walked: an entry of the walker's stack.
+struct Frame {
+    /// Its entries not visited yet.
+    entries: std::vec::IntoIter<Listed>,
+    /// The directory, open (`None`: closed to bound the descriptors held, see [`FD_WINDOW`];
+    /// or it could not be opened, and then it has no entries).
+    dir: Option<DirFd>,
+    /// Its name in its parent and what the parent's listing recorded of it, to open it again.
+    name: Vec<u8>,
+    meta: Meta,
+    /// The device of its backup path.
+    dev: u64,
+    /// The parent snapshot's listing of it.
+    prev_id: Option<BlobId>,
+    prev: Option<Tree>,
+    /// Whether its own node is the parent snapshot's (if its listing turns out to be).
+    node_same: bool,
+    /// Whether every entry so far is the parent snapshot's.
+    listing_same: bool,
+    /// Entries kept so far.
+    kept: usize,
+}
+
+impl Frame {
+    fn record(&mut self, v: Visit) {
+        match v {
+            Visit::Skipped => {}
+            Visit::Same => self.kept += 1,
+            Visit::Changed => {
+                self.kept += 1;
+                self.listing_same = false;
+            }
+        }
+    }
+}
 
 impl Walker<'_> {
     fn send(&mut self, e: Event) -> Step {
@@ -134,7 +193,12 @@ impl Walker<'_> {
         let shared = self.shared;
         // A parent listing that cannot be read only costs reading the files again.
         let load = move |id: &BlobId| shared.repo.load_tree(&shared.index, id).ok();
-        let ahead = Prefetcher::new(self.filter.clone(), prefetch::DEFAULT_BUDGET, &load);
+        let ahead = Prefetcher::new(
+            self.filter.clone(),
+            !self.full,
+            prefetch::DEFAULT_BUDGET,
+            &load,
+        );
         let step = std::thread::scope(|s| {
             for _ in 0..self.listers {
                 s.spawn(|| ahead.help());
@@ -154,17 +218,40 @@ impl Walker<'_> {
         ahead: &Prefetcher,
     ) -> Step {
         let root = Path::new("/");
-        let meta = match fs::symlink_metadata(root) {
+        let fd = match dirfd::open_root() {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => return self.error(root, e),
+        };
+        let meta = match dirfd::fstat(fd.as_fd()) {
             Ok(m) => m,
             Err(e) => return self.error(root, e),
         };
-        let node = self.node_from_meta(root, b"/".to_vec(), &meta, None);
-        self.send(Event::Enter(node))?;
-        self.walk_targets(root, targets, parent.as_deref(), ahead)?;
-        self.send(Event::Leave(None))?;
+        let xattrs = dirfd::xattrs_at(fd.as_fd(), b".", root);
+        let node = self.node_from_meta(b"/".to_vec(), &meta, xattrs);
+        if targets.is_target {
+            // `/` itself: all of it.
+            let listing = ahead.take(Entering {
+                key: None,
+                parent: &fd,
+                name: b".",
+                path: root,
+                expected: &meta,
+                dev: meta.dev,
+                prev: None,
+            });
+            let mut frame = self.enter(node, root, b".".to_vec(), meta, meta.dev, None, listing)?;
+            frame.prev = parent.as_deref().cloned();
+            self.descend(frame, &mut root.to_path_buf(), ahead)?;
+        } else {
+            self.send(Event::Enter(node))?;
+            self.walk_targets(root, targets, parent.as_deref(), ahead)?;
+            self.send(Event::Leave(None))?;
+        }
         self.flush()
     }
 
+    /// The ancestors of the targets and the targets below `dir`. (Recursive: its depth is that
+    /// of a path given by the operator, below PATH_MAX; the walk below a target is not.)
     fn walk_targets(
         &mut self,
         dir: &Path,
@@ -176,13 +263,15 @@ impl Walker<'_> {
             let path = dir.join(std::ffi::OsStr::from_bytes(name));
             let prev = parent.and_then(|t| t.find(name));
             if sub.is_target {
-                self.walk_entry(&path, name.clone(), prev, None, None, ahead)?;
+                self.walk_target(&path, name.clone(), prev, ahead)?;
                 continue;
             }
             // An ancestor of a target: record the directory, visit only the targets within
             // (its listing is encoded again each run: a few per run).
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => m,
+            let (meta, xattrs) = match resolve(&path) {
+                Ok((parent_fd, at, resolved, meta)) if meta.is_dir() => {
+                    (meta, dirfd::xattrs_at(parent_fd.as_fd(), &at, &resolved))
+                }
                 Ok(_) => {
                     self.error(&path, "not a directory (it contains a backup path)")?;
                     continue;
@@ -192,7 +281,7 @@ impl Walker<'_> {
                     continue;
                 }
             };
-            let node = self.node_from_meta(&path, name.clone(), &meta, None);
+            let node = self.node_from_meta(name.clone(), &meta, xattrs);
             let prev_tree = prev
                 .and_then(prefetch::prev_subtree_of)
                 .and_then(|id| self.shared.repo.load_tree(&self.shared.index, &id).ok());
@@ -203,35 +292,163 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn walk_entry(
+    /// Backs up the target at `path` (named `name` in its parent). A path that is a symlink,
+    /// or passes through one, is followed (as `find -H` and `cp -H` treat their arguments):
+    /// what it leads to is backed up, recorded under the path as given, with a warning.
+    fn walk_target(
         &mut self,
         path: &Path,
         name: Vec<u8>,
         prev: Option<&Node>,
-        root_dev: Option<u64>,
-        listed: Option<(Metadata, Option<Vec<Xattr>>)>,
         ahead: &Prefetcher,
-    ) -> Walked {
-        if self.filter.skips(path) {
-            return Ok(Visit::Skipped);
+    ) -> Step {
+        let (parent_fd, at, resolved, meta) = match resolve(path) {
+            Ok(r) => r,
+            Err(e) => return self.error(path, e),
+        };
+        if resolved != path {
+            self.send(Event::Warning {
+                path: path.to_path_buf(),
+                warning: format!(
+                    "the backup path is a symbolic link (or passes through one) to {}: backed up what it leads to, recorded as {}",
+                    resolved.display(),
+                    path.display()
+                ),
+            })?;
         }
-        let (meta, xattrs) = match listed {
-            Some(listed) => listed,
-            None => match fs::symlink_metadata(path) {
-                Ok(m) => (m, None),
-                Err(e) => return self.error(path, e).map(|()| Visit::Changed),
+        let xattrs = dirfd::xattrs_at(parent_fd.as_fd(), &at, &resolved);
+        let entry = Listed {
+            name,
+            meta: Some(meta),
+            xattrs: Some(xattrs),
+            key: None,
+        };
+        let open_as = (at != entry.name).then_some(at);
+        let mut path = path.to_path_buf();
+        match self.visit(
+            &parent_fd,
+            open_as.as_deref(),
+            entry,
+            &path,
+            prev,
+            None,
+            ahead,
+        )? {
+            Visited::Done(_) => Ok(()),
+            Visited::Entered(frame) => self.descend(frame, &mut path, ahead).map(|_| ()),
+        }
+    }
+
+    /// Walks the directory of `frame` (entered, at `path`) to its end, with an explicit stack
+    /// of the directories below it: no recursion, whatever the depth. `path` is the path of
+    /// the directory on top of the stack.
+    fn descend(&mut self, frame: Frame, path: &mut PathBuf, ahead: &Prefetcher) -> Walked {
+        let mut stack = vec![frame];
+        loop {
+            let top = stack.len() - 1;
+            let Some(entry) = stack[top].entries.next() else {
+                // The directory is done.
+                let Some(frame) = stack.pop() else {
+                    return Ok(Visit::Changed);
+                };
+                let same = frame.listing_same
+                    && frame
+                        .prev
+                        .as_ref()
+                        .is_some_and(|t| t.nodes.len() == frame.kept);
+                self.send(Event::Leave(if same { frame.prev_id } else { None }))?;
+                let v = if same && frame.node_same {
+                    Visit::Same
+                } else {
+                    Visit::Changed
+                };
+                match stack.last_mut() {
+                    Some(parent) => {
+                        path.pop();
+                        parent.record(v);
+                        continue;
+                    }
+                    None => return Ok(v),
+                }
+            };
+            let dir = match dir_of_top(&mut stack) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    self.error(
+                        path,
+                        format!("cannot open the directory again to back up the rest of it: {e}"),
+                    )?;
+                    let frame = &mut stack[top];
+                    frame.entries = Vec::new().into_iter();
+                    frame.listing_same = false;
+                    continue;
+                }
+            };
+            path.push(std::ffi::OsStr::from_bytes(&entry.name));
+            let frame = &stack[top];
+            let prev = frame.prev.as_ref().and_then(|t| t.find(&entry.name));
+            match self.visit(&dir, None, entry, path, prev, Some(frame.dev), ahead)? {
+                Visited::Done(v) => {
+                    path.pop();
+                    stack[top].record(v);
+                }
+                Visited::Entered(frame) => {
+                    stack.push(frame);
+                    // Close a directory that falls out of the window (not a checkpoint).
+                    let n = stack.len() - 1;
+                    if n >= FD_WINDOW && (n - FD_WINDOW) % FD_WINDOW != 0 {
+                        stack[n - FD_WINDOW].dir = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Visits `entry` of the open directory `dir` (named `open_as` there, if not its own
+    /// name), at `path`: a finished entry, or a directory entered.
+    #[allow(clippy::too_many_arguments)]
+    fn visit(
+        &mut self,
+        dir: &DirFd,
+        open_as: Option<&[u8]>,
+        entry: Listed,
+        path: &Path,
+        prev: Option<&Node>,
+        root_dev: Option<u64>,
+        ahead: &Prefetcher,
+    ) -> std::result::Result<Visited, Stopped> {
+        if self.filter.skips(path) {
+            return Ok(Visited::Done(Visit::Skipped));
+        }
+        let Listed {
+            name,
+            meta,
+            xattrs,
+            key,
+        } = entry;
+        let meta = match meta {
+            Some(m) => m,
+            None => match dirfd::stat_at(dir.as_fd(), open_as.unwrap_or(&name)) {
+                Ok(m) => m,
+                Err(e) => return self.error(path, e).map(|()| Visited::Done(Visit::Changed)),
             },
         };
+        if self.filter.skips_object(&meta) {
+            return Ok(Visited::Done(Visit::Skipped));
+        }
+        let xattrs =
+            xattrs.unwrap_or_else(|| dirfd::xattrs_at(dir.as_fd(), open_as.unwrap_or(&name), path));
         Progress::add(&self.shared.progress.entries, 1);
-        let mut node = self.node_from_meta(path, name, &meta, xattrs);
+        let mut node = self.node_from_meta(name, &meta, xattrs);
+        let done = |v: Visit| Ok(Visited::Done(v));
         match node.kind {
             NodeKind::Dir => {
-                let dev = root_dev.unwrap_or(meta.dev());
+                let dev = root_dev.unwrap_or(meta.dev);
                 if !self.filter.enters(&meta, dev) {
                     // A mount point: kept as an empty directory, not descended into.
                     self.send(Event::Enter(node))?;
                     self.send(Event::Leave(None))?;
-                    return Ok(Visit::Changed);
+                    return done(Visit::Changed);
                 }
                 let prev_id = prev.and_then(prefetch::prev_subtree_of);
                 // This directory's own node is the parent snapshot's if its metadata is and
@@ -245,40 +462,19 @@ impl Walker<'_> {
                     }
                     _ => false,
                 };
-                let Listing {
-                    entries,
-                    error,
-                    prev: prev_tree,
-                } = ahead.take(path, dev, prev_id);
-                self.send(Event::Enter(node))?;
-                let mut listing_same = prev_tree.is_some();
-                if let Some(e) = error {
-                    listing_same = false;
-                    self.error(path, format!("cannot list directory: {e}"))?;
-                }
-                let mut kept = 0;
-                for prefetch::Listed { name, meta, xattrs } in entries {
-                    let child = path.join(std::ffi::OsStr::from_bytes(&name));
-                    let child_prev = prev_tree.as_ref().and_then(|t| t.find(&name));
-                    let listed = meta.map(|m| (m, xattrs));
-                    match self.walk_entry(&child, name, child_prev, Some(dev), listed, ahead)? {
-                        Visit::Skipped => {}
-                        Visit::Same => kept += 1,
-                        Visit::Changed => {
-                            kept += 1;
-                            listing_same = false;
-                        }
-                    }
-                }
-                // Every entry kept is the parent's (names are unique), and as many as the
-                // parent's listing had: the same listing.
-                let same = listing_same && prev_tree.is_some_and(|t| t.nodes.len() == kept);
-                self.send(Event::Leave(if same { prev_id } else { None }))?;
-                Ok(if same && node_same {
-                    Visit::Same
-                } else {
-                    Visit::Changed
-                })
+                let listing = ahead.take(Entering {
+                    key,
+                    parent: dir,
+                    name: open_as.unwrap_or(&node.name),
+                    path,
+                    expected: &meta,
+                    dev,
+                    prev: prev_id,
+                });
+                let at = open_as.unwrap_or(&node.name).to_vec();
+                let mut frame = self.enter(node, path, at, meta, dev, prev_id, listing)?;
+                frame.node_same = node_same;
+                Ok(Visited::Entered(frame))
             }
             NodeKind::File => {
                 let prev_file = prev.filter(|p| p.kind == NodeKind::File);
@@ -290,13 +486,14 @@ impl Walker<'_> {
                             node.content = p.content.clone();
                             let same = *p == node;
                             self.send(Event::Unchanged(node))?;
-                            return Ok(if same { Visit::Same } else { Visit::Changed });
+                            return done(if same { Visit::Same } else { Visit::Changed });
                         }
                     }
                 }
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 let job = FileJob {
-                    path: path.to_path_buf(),
+                    dir: dir.clone(),
+                    name: open_as.unwrap_or(&node.name).to_vec(),
                     inode: node.inode,
                     reply: tx,
                 };
@@ -309,20 +506,59 @@ impl Walker<'_> {
                     outcome: rx,
                     previous: prev_file.map(|p| p.content.clone()),
                 })?;
-                Ok(Visit::Changed)
+                done(Visit::Changed)
             }
             NodeKind::Symlink => {
-                match fs::read_link(path) {
-                    Ok(t) => node.link_target = Some(t.as_os_str().as_bytes().to_vec()),
+                match dirfd::readlink_at(dir.as_fd(), open_as.unwrap_or(&node.name)) {
+                    Ok(t) => node.link_target = Some(t),
                     Err(e) => {
                         self.error(path, format!("cannot read symlink: {e}"))?;
-                        return Ok(Visit::Changed);
+                        return done(Visit::Changed);
                     }
                 }
-                self.entry(node, prev)
+                self.entry(node, prev).map(Visited::Done)
             }
-            _ => self.entry(node, prev),
+            _ => self.entry(node, prev).map(Visited::Done),
         }
+    }
+
+    /// Sends a directory's `Enter` (and the error that cut its listing short, if any) and
+    /// makes its frame.
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &mut self,
+        node: Node,
+        path: &Path,
+        name: Vec<u8>,
+        meta: Meta,
+        dev: u64,
+        prev_id: Option<BlobId>,
+        listing: Listing,
+    ) -> std::result::Result<Frame, Stopped> {
+        let Listing {
+            entries,
+            error,
+            prev,
+            dir,
+        } = listing;
+        self.send(Event::Enter(node))?;
+        let mut listing_same = prev.is_some();
+        if let Some(e) = error {
+            listing_same = false;
+            self.error(path, format!("cannot list directory: {e}"))?;
+        }
+        Ok(Frame {
+            entries: entries.into_iter(),
+            dir,
+            name,
+            meta,
+            dev,
+            prev_id,
+            prev,
+            node_same: false,
+            listing_same,
+            kept: 0,
+        })
     }
 
     /// Sends a finished entry (not a file or directory).
@@ -332,39 +568,78 @@ impl Walker<'_> {
         Ok(if same { Visit::Same } else { Visit::Changed })
     }
 
-    /// The node for an entry, with ownership names and extended attributes (read unless
-    /// `xattrs` has them already).
-    pub fn node_from_meta(
-        &mut self,
-        path: &Path,
-        name: Vec<u8>,
-        meta: &Metadata,
-        xattrs: Option<Vec<Xattr>>,
-    ) -> Node {
+    /// The node for an entry, with ownership names and extended attributes.
+    pub fn node_from_meta(&mut self, name: Vec<u8>, meta: &Meta, xattrs: Vec<Xattr>) -> Node {
         let mut node = node_from_metadata(name, meta);
         node.user = self
             .users
             .entry(node.uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(node.uid.into())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-            })
+            .or_insert_with(|| user_name(node.uid))
             .clone();
         node.group = self
             .groups
             .entry(node.gid)
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(node.gid.into())
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name)
-            })
+            .or_insert_with(|| group_name(node.gid))
             .clone();
-        node.xattrs = xattrs.unwrap_or_else(|| prefetch::read_xattrs(path));
+        node.xattrs = xattrs;
         node
     }
+}
+
+/// The name of user `uid`, if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+/// The name of group `gid`, if it has one.
+pub fn group_name(gid: u32) -> Option<String> {
+    nix::unistd::Group::from_gid(gid.into())
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+}
+
+/// The open directory of the top of `stack`, opened again (with those above it that were
+/// closed, from the nearest one open) if it was closed (see [`FD_WINDOW`]).
+fn dir_of_top(stack: &mut [Frame]) -> io::Result<DirFd> {
+    let top = stack.len() - 1;
+    if let Some(dir) = &stack[top].dir {
+        return Ok(dir.clone());
+    }
+    let Some(base) = (0..top).rev().find(|&i| stack[i].dir.is_some()) else {
+        return Err(io::Error::other("no directory above it is open"));
+    };
+    let mut dir = stack[base].dir.clone();
+    for frame in &mut stack[base + 1..=top] {
+        let Some(parent) = &dir else {
+            return Err(io::Error::other("no directory above it is open"));
+        };
+        let fd = Arc::new(dirfd::open_dir_expecting(
+            parent.as_fd(),
+            &frame.name,
+            &frame.meta,
+        )?);
+        frame.dir = Some(fd.clone());
+        dir = Some(fd);
+    }
+    dir.ok_or_else(|| io::Error::other("no directory above it is open"))
+}
+
+/// Resolves the absolute, normalized `path` (following symlinks, as the operator gave it):
+/// the open directory it is in, its name there, the resolved path and its metadata. The
+/// resolved path is then opened from `/` without following any symlink.
+fn resolve(path: &Path) -> io::Result<(DirFd, Vec<u8>, PathBuf, Meta)> {
+    let resolved = std::fs::canonicalize(path)?;
+    let (parent, name) = match (resolved.parent(), resolved.file_name()) {
+        (Some(p), Some(n)) => (p.to_path_buf(), n.as_bytes().to_vec()),
+        _ => (PathBuf::from("/"), b".".to_vec()),
+    };
+    let fd = Arc::new(dirfd::open_dir_path(&parent)?);
+    let meta = dirfd::stat_at(fd.as_fd(), &name)?;
+    Ok((fd, name, resolved, meta))
 }
 
 /// Whether a file is unchanged since the parent snapshot: same size, mtime, ctime and inode.
@@ -376,47 +651,19 @@ fn unchanged(prev: &Node, now: &Node) -> bool {
 }
 
 /// The node for `meta`, without ownership names and xattrs.
-pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata) -> Node {
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice
-    } else if ft.is_socket() {
-        NodeKind::Socket
-    } else {
-        NodeKind::File
-    };
+pub fn node_from_metadata(name: Vec<u8>, meta: &Meta) -> Node {
+    let kind = meta.kind();
     let mut node = Node::new(name, kind);
-    node.mode = meta.mode() & 0o7777;
-    node.uid = meta.uid();
-    node.gid = meta.gid();
-    node.size = if kind == NodeKind::File {
-        meta.size()
-    } else {
-        0
-    };
-    node.mtime = Timestamp {
-        sec: meta.mtime(),
-        nsec: meta.mtime_nsec() as u32,
-    };
-    node.atime = Timestamp {
-        sec: meta.atime(),
-        nsec: meta.atime_nsec() as u32,
-    };
-    node.ctime = Timestamp {
-        sec: meta.ctime(),
-        nsec: meta.ctime_nsec() as u32,
-    };
-    node.inode = meta.ino();
-    node.device = meta.dev();
-    node.links = meta.nlink();
-    node.rdev = meta.rdev();
+    node.mode = meta.mode & 0o7777;
+    node.uid = meta.uid;
+    node.gid = meta.gid;
+    node.size = if kind == NodeKind::File { meta.size } else { 0 };
+    node.mtime = meta.mtime;
+    node.atime = meta.atime;
+    node.ctime = meta.ctime;
+    node.inode = meta.ino;
+    node.device = meta.dev;
+    node.links = meta.nlink;
+    node.rdev = meta.rdev;
     node
 }

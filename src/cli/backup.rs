@@ -74,6 +74,10 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
     for e in &s.errors {
         eprintln!("lifeboat: warning: {}: {}", e.path, e.error);
     }
+    // Backed up, with something to know: not a failure.
+    for w in &s.warnings {
+        eprintln!("lifeboat: note: {}: {}", w.path, w.error);
+    }
     if a.json {
         let mut v = serde_json::to_value(s)?;
         if let Some(obj) = v.as_object_mut() {

@@ -48,6 +48,11 @@ pub struct Summary {
     pub duration_secs: f64,
     /// Source files that could not be read; they are missing from the snapshot.
     pub errors: Vec<SourceError>,
+    /// Source entries backed up with something to know (a file replaced while it was being
+    /// backed up, stored as found; a backup path that is a symlink, followed). Absent when
+    /// empty (and in snapshots written before it existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<SourceError>,
 }
 
 /// A snapshot object.
