@@ -24,7 +24,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -679,20 +679,33 @@ fn verify_files(
     let is_root = nix::unistd::geteuid().is_root();
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| loop {
-                if let Err(e) = crate::interrupt::check() {
-                    *stopped.lock() = Some(e);
-                    break;
-                }
-                let Some((pos, f)) = queue.lock().next() else {
-                    break;
+            s.spawn(|| {
+                // Each restored file is reached through the directories above it (any depth).
+                let mut cur = match crate::restore::at::DirCursor::open(scratch) {
+                    Ok(cur) => cur,
+                    Err(e) => {
+                        *stopped.lock() = Some(e);
+                        return;
+                    }
                 };
-                let rel = f.path.strip_prefix("/").unwrap_or(&f.path);
-                let problem = verify_file(&scratch.join(rel), &f.node, index, sealer, is_root)
+                loop {
+                    if let Err(e) = crate::interrupt::check() {
+                        *stopped.lock() = Some(e);
+                        break;
+                    }
+                    let Some((pos, f)) = queue.lock().next() else {
+                        break;
+                    };
+                    let rel = f.path.strip_prefix("/").unwrap_or(&f.path);
+                    let problem = match cur.at(rel) {
+                        Ok(path) => verify_file(&path, &f.node, index, sealer, is_root),
+                        Err(e) => Err(format!("cannot reach the restored file: {e}")),
+                    }
                     .err()
                     .map(|why| format!("{}: {why}", f.path.display()));
-                Progress::add(&progress.files, 1);
-                results.lock().push((pos, problem));
+                    Progress::add(&progress.files, 1);
+                    results.lock().push((pos, problem));
+                }
             });
         }
     });
@@ -865,33 +878,16 @@ impl Drop for ScratchDir {
 /// Removes a directory tree without following symlinks; read-only directories (restored with
 /// their snapshot modes) are made writable first.
 fn remove_tree(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(_) => {}
-    }
-    make_writable(path);
-    fs::remove_dir_all(path).map_err(|e| Error::io("remove drill scratch directory", path, e))
-}
-
-fn make_writable(dir: &Path) {
-    let Ok(meta) = fs::symlink_metadata(dir) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            make_writable(&e.path());
-        }
-    }
+    // Iterative and through directory descriptors: a sample may be thousands of levels deep
+    // and hold directories without write permission.
+    crate::restore::at::remove_tree(path)
+        .map_err(|e| Error::io("remove drill scratch directory", path, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn files(sizes: &[u64]) -> Vec<FileEntry> {
         sizes

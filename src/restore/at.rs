@@ -14,6 +14,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{openat, Mode, OFlags};
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 const WINDOW: usize = 256;
 
 /// Open directories along one path beneath a root.
-pub(super) struct DirCursor {
+pub(crate) struct DirCursor {
     root: OwnedFd,
     /// The root's path, for messages and where `/proc` is missing.
     root_path: PathBuf,
@@ -38,24 +39,39 @@ pub(super) struct DirCursor {
 
 impl DirCursor {
     /// Opens `root` (the operator's path, or a staging area: symlinks above it are theirs).
-    pub(super) fn open(root: &Path) -> Result<Self> {
+    pub(crate) fn open(root: &Path) -> Result<Self> {
         let f = File::open(root).map_err(|e| Error::io("open directory", root, e))?;
-        Ok(DirCursor {
-            root: OwnedFd::from(f),
-            root_path: root.to_path_buf(),
+        Ok(Self::with_root(OwnedFd::from(f), root))
+    }
+
+    /// Opens `root`, which must be a directory itself, not a symlink to one.
+    fn open_nofollow(root: &Path) -> io::Result<Self> {
+        let fd = openat(
+            rustix::fs::CWD,
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Self::with_root(fd, root))
+    }
+
+    fn with_root(root: OwnedFd, path: &Path) -> Self {
+        DirCursor {
+            root,
+            root_path: path.to_path_buf(),
             stack: Vec::new(),
             proc: have_proc(),
-        })
+        }
     }
 
     /// The full path of `rel` (for messages).
-    pub(super) fn shown(&self, rel: &Path) -> PathBuf {
+    pub(crate) fn shown(&self, rel: &Path) -> PathBuf {
         self.root_path.join(rel)
     }
 
     /// The descriptor of the directory `rel` (relative to the root; empty: the root),
     /// opening what is not open yet.
-    pub(super) fn dir(&mut self, rel: &Path) -> io::Result<BorrowedFd<'_>> {
+    pub(crate) fn dir(&mut self, rel: &Path) -> io::Result<BorrowedFd<'_>> {
         let mut names = Vec::new();
         for c in rel.components() {
             match c {
@@ -131,7 +147,7 @@ impl DirCursor {
     /// the module's docs), opening what is not open yet. It stays valid until the cursor is
     /// used again. Without `/proc`, the full path (no protection from symlinks swapped in
     /// above it, and limited to `PATH_MAX`).
-    pub(super) fn at(&mut self, rel: &Path) -> io::Result<PathBuf> {
+    pub(crate) fn at(&mut self, rel: &Path) -> io::Result<PathBuf> {
         if !self.proc {
             return Ok(self.root_path.join(rel));
         }
@@ -144,13 +160,13 @@ impl DirCursor {
     }
 
     /// [`Self::at`], with an error that names the full path.
-    pub(super) fn reach(&mut self, rel: &Path) -> Result<PathBuf> {
+    pub(crate) fn reach(&mut self, rel: &Path) -> Result<PathBuf> {
         self.at(rel).map_err(|e| self.error(rel, e))
     }
 
     /// The error of a failed [`Self::at`] or [`Self::dir`]: a symlink (or file) where a
     /// directory is needed is named as such.
-    pub(super) fn error(&self, rel: &Path, e: io::Error) -> Error {
+    pub(crate) fn error(&self, rel: &Path, e: io::Error) -> Error {
         let path = self.shown(rel.parent().unwrap_or(Path::new("")));
         match e.raw_os_error() {
             Some(libc::ELOOP) | Some(libc::ENOTDIR) => Error::Invalid(format!(
@@ -164,7 +180,7 @@ impl DirCursor {
     }
 
     /// Closes the descriptors at and beneath `rel` (it was moved or removed).
-    pub(super) fn forget(&mut self, rel: &Path) {
+    pub(crate) fn forget(&mut self, rel: &Path) {
         let depth = rel.components().count();
         if depth > 0
             && self.stack.len() >= depth
@@ -180,7 +196,7 @@ impl DirCursor {
 }
 
 /// Opens the directory `name` in `dir`, never through a symlink.
-pub(super) fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+pub(crate) fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     openat(
         dir,
         name,
@@ -191,7 +207,7 @@ pub(super) fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Owned
 }
 
 /// `name` in the directory `dir`, as a path any call accepts (see the module's docs).
-pub(super) fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
+pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
     let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     p.push(name);
     p
@@ -199,7 +215,7 @@ pub(super) fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
 
 /// Raises this process's soft limit of open descriptors to its hard limit: a cursor holds one
 /// per directory level, and a tree may be thousands of levels deep.
-pub(super) fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     if lim.current < lim.maximum {
@@ -214,8 +230,80 @@ pub(super) fn raise_fd_limit() {
 }
 
 /// Whether `/proc` is there for [`proc_path`] (a rescue system may lack it).
-pub(super) fn have_proc() -> bool {
+pub(crate) fn have_proc() -> bool {
     Path::new("/proc/self/fd").is_dir()
+}
+
+/// Removes the directory `path` with everything beneath it, at any depth and without
+/// recursion: directories are entered through their descriptors (never through a symlink,
+/// which is removed as the entry it is), each listed once, and made writable first (a
+/// snapshot may restore a directory without write permission). `path` itself may be a file or
+/// symlink, which is removed; a missing `path` is not an error.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    use rustix::fs::{unlinkat, AtFlags};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_dir() => return std::fs::remove_file(path),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let mut cur = match DirCursor::open_nofollow(path) {
+        Ok(cur) => cur,
+        // Swapped for a symlink since it was looked at: removed as the entry it is.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return std::fs::remove_file(path),
+        Err(e) => return Err(e),
+    };
+    // Directories being emptied, from `path` down, each with its subdirectories still to go.
+    let mut stack: Vec<(PathBuf, Vec<OsString>)> = Vec::new();
+    let first = empty_but_subdirs(cur.dir(Path::new(""))?)?;
+    stack.push((PathBuf::new(), first));
+    while let Some((rel, pending)) = stack.last_mut() {
+        if let Some(name) = pending.pop() {
+            let child = rel.join(name);
+            let subdirs = empty_but_subdirs(cur.dir(&child)?)?;
+            stack.push((child, subdirs));
+            continue;
+        }
+        let Some((rel, _)) = stack.pop() else { break };
+        let Some(name) = rel.file_name().map(OsStr::to_os_string) else {
+            break; // `path` itself, removed below
+        };
+        cur.forget(&rel);
+        let parent = cur.dir(rel.parent().unwrap_or(Path::new("")))?;
+        unlinkat(parent, name.as_os_str(), AtFlags::REMOVEDIR)?;
+    }
+    drop(cur);
+    std::fs::remove_dir(path)
+}
+
+/// Removes every entry of the directory `dir` that is not a directory; returns the names of
+/// its subdirectories. The directory is made writable (and searchable) first.
+fn empty_but_subdirs(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    use rustix::fs::{fchmod, statat, unlinkat, AtFlags, Dir, FileType, Mode};
+    let _ = fchmod(dir, Mode::from_raw_mode(0o700));
+    let mut subdirs = Vec::new();
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let is_dir = match entry.file_type() {
+            FileType::Directory => true,
+            FileType::Unknown => statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory),
+            _ => false,
+        };
+        if is_dir {
+            subdirs.push(name.to_os_string());
+        } else {
+            match unlinkat(dir, name, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(subdirs)
 }
 
 #[cfg(test)]
@@ -252,5 +340,48 @@ mod tests {
             .reach(Path::new("link/etc/passwd"))
             .expect_err("through a symlink");
         assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn remove_tree_removes_any_depth_without_recursion() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let top = t.path().join("top");
+        std::fs::create_dir(&top).expect("mkdir");
+        let mut cur = DirCursor::open(&top).expect("open");
+        let mut rel = PathBuf::new();
+        for i in 0..3000 {
+            let dir = cur.dir(&rel).expect("parent");
+            rustix::fs::mkdirat(dir, "d", Mode::from_raw_mode(0o700)).expect("mkdirat");
+            let f = rustix::fs::openat(
+                dir,
+                "f",
+                OFlags::CREATE | OFlags::WRONLY,
+                Mode::from_raw_mode(0o600),
+            );
+            drop(f.expect("create"));
+            if i % 500 == 0 {
+                rustix::fs::symlinkat("/", dir, "link").expect("symlink");
+            }
+            rel.push("d");
+        }
+        // A directory without write permission halfway down.
+        let mid: PathBuf = rel.components().take(1500).collect();
+        rustix::fs::fchmod(cur.dir(&mid).expect("mid"), Mode::from_raw_mode(0o500)).expect("chmod");
+        drop(cur);
+        // On a small stack: recursion over 3,000 levels would overflow it.
+        let target = top.clone();
+        std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || remove_tree(&target))
+            .expect("spawn")
+            .join()
+            .expect("no overflow")
+            .expect("removed");
+        assert!(!top.exists());
+        assert!(
+            Path::new("/etc").exists(),
+            "symlinks are removed, not followed"
+        );
+        assert!(remove_tree(&top).is_ok(), "a missing tree is not an error");
     }
 }

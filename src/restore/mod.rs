@@ -29,7 +29,7 @@
 //! ever written outside the target, and no symlink found in the target is followed: entries
 //! are created with create-only or no-follow calls after an `lstat` check.
 
-mod at;
+pub(crate) mod at;
 mod place;
 pub mod plan;
 mod stage;

@@ -555,14 +555,14 @@ impl<'a> Placer<'a> {
                     }
                     self.tgt.forget(&rel);
                 }
-                // Everything beneath came from the staging tree (remove_dir_all does not
+                // Everything beneath came from the staging tree (remove_tree does not
                 // follow symlinks).
                 Placed::Tree(rel) => {
                     self.tgt.forget(&rel);
                     let ok = self
                         .tgt
                         .at(&rel)
-                        .is_ok_and(|p| fs::remove_dir_all(p).is_ok());
+                        .is_ok_and(|p| super::at::remove_tree(&p).is_ok());
                     if !ok {
                         failed.push(NotPutBack {
                             path: self.target.join(rel),

@@ -94,7 +94,7 @@ impl Staging {
     /// Removes every staging directory with what is in it.
     pub(super) fn remove(&self) {
         for d in self.dirs() {
-            let _ = fs::remove_dir_all(d);
+            let _ = super::at::remove_tree(d);
         }
     }
 }
@@ -144,7 +144,7 @@ pub(super) fn remove_stale(dir: &Path, busy: &mut Vec<PathBuf>) -> Vec<(PathBuf,
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(_held_while_removing) => {
                 let bytes = disk_usage(&p);
-                if fs::remove_dir_all(&p).is_ok() {
+                if super::at::remove_tree(&p).is_ok() {
                     removed.push((p, bytes));
                 }
             }
