@@ -77,6 +77,11 @@ fn fixture(name: &'static str) -> Fixture {
     for i in 0..=255u8 {
         fs::create_dir_all(path.join("data").join(format!("{i:02x}"))).expect("mkdir");
     }
+    // Git keeps no modes but 0644: give the key objects the owner-only mode a repository
+    // gives them (check warns about readable ones).
+    for key in fs::read_dir(path.join("keys")).expect("keys").flatten() {
+        set_mode(&key.path(), 0o600);
+    }
     age(&path);
     Fixture {
         name,
