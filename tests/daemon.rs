@@ -50,7 +50,21 @@ impl Setup {
     }
 
     fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = lifeboat_cmd();
+        self.start_cmd(lifeboat_cmd(), env)
+    }
+
+    /// Starts the daemon through `wrapper` (e.g. setpriv as another user; as root only).
+    fn start_as(&self, wrapper: &[&str]) -> Daemon {
+        if !is_root() {
+            return self.start();
+        }
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(bin());
+        lifeboat_env_for(&mut cmd);
+        self.start_cmd(cmd, &[])
+    }
+
+    fn start_cmd(&self, mut cmd: Command, env: &[(&str, &str)]) -> Daemon {
         cmd.env_remove("LIFEBOAT_PASSWORD");
         cmd.envs(env.iter().copied());
         cmd.args(args!["daemon", "--config", &self.config])
@@ -1535,4 +1549,61 @@ fn a_damaged_maintenance_file_is_reported_once_and_moved_aside() {
         files_starting(&state_dir, "maintenance.json.damaged-").len(),
         1
     );
+}
+
+/// RELIABILITY case 11 (issue 19 item 20): a backup that could not read some source files (the snapshot is written
+/// without them) goes out as its own event, `backup_partial`, which a channel without an
+/// `events` list receives (as it receives failures); not as `backup_succeeded`, which such a
+/// channel leaves out, so that a partial backup alerted no one. The daemon runs as an
+/// unprivileged user so that a mode-000 file is unreadable to it.
+#[test]
+fn a_partial_backup_is_notified_to_channels_that_take_failures() {
+    let (url, got) = receiver();
+    let setup = Setup::new(
+        &format!(
+            "[[notify]]\ntype = \"webhook\"\nname = \"ops\"\nurl = \"{url}\"\n\n\
+             [[jobs]]\nname = \"j\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n"
+        ),
+        "",
+    );
+    let locked = setup.src.join("locked.txt");
+    write_file(&locked, b"the daemon cannot read me\n");
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(setup.scratch.path())
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        std::os::unix::fs::chown(&locked, Some(0), Some(0)).expect("chown locked file");
+    }
+    set_mode(&locked, 0o000);
+    let daemon = setup.start_as(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]);
+    let out = setup.cli("run", args!["j"]).expect_code(3);
+    assert!(out.stderr().contains("locked.txt"), "{}", out.stderr());
+    wait_until(
+        Duration::from_secs(20),
+        || !events(&got, "backup_partial").is_empty(),
+        || format!("{:?} {}", got.lock().map(|g| g.clone()), daemon.log()),
+    );
+    let partial = &events(&got, "backup_partial")[0];
+    assert_eq!(partial["job"], "j", "{partial}");
+    assert_eq!(partial["details"]["result"], "partial", "{partial}");
+    assert!(
+        partial["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("locked.txt")),
+        "{partial}"
+    );
+    assert!(
+        events(&got, "backup_succeeded").is_empty(),
+        "a partial backup is not a success: {:?}",
+        got.lock().map(|g| g.clone())
+    );
+    daemon.stop(Duration::from_secs(30));
 }

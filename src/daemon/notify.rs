@@ -40,6 +40,10 @@ use serde::{Deserialize, Serialize};
 pub enum EventKind {
     BackupFailed,
     BackupSucceeded,
+    /// A backup wrote its snapshot but finished with problems: source entries it could not
+    /// read are missing from the snapshot, or its `after` hook failed. Someone has to look
+    /// (channels without an `events` list receive it, as they receive failures).
+    BackupPartial,
     MissedSchedule,
     Stale,
     Recovered,
@@ -63,9 +67,10 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::BackupFailed,
         EventKind::BackupSucceeded,
+        EventKind::BackupPartial,
         EventKind::MissedSchedule,
         EventKind::Stale,
         EventKind::Recovered,
@@ -86,6 +91,7 @@ impl EventKind {
         match self {
             EventKind::BackupFailed => "backup_failed",
             EventKind::BackupSucceeded => "backup_succeeded",
+            EventKind::BackupPartial => "backup_partial",
             EventKind::MissedSchedule => "missed_schedule",
             EventKind::Stale => "stale",
             EventKind::Recovered => "recovered",
@@ -108,6 +114,7 @@ impl EventKind {
         matches!(
             self,
             EventKind::BackupFailed
+                | EventKind::BackupPartial
                 | EventKind::MissedSchedule
                 | EventKind::Stale
                 | EventKind::RetentionFailed
@@ -123,6 +130,7 @@ impl EventKind {
         match self {
             EventKind::BackupFailed => "backup failed",
             EventKind::BackupSucceeded => "backup succeeded",
+            EventKind::BackupPartial => "backup finished with PROBLEMS",
             EventKind::MissedSchedule => "missed schedule",
             EventKind::Stale => "backups are stale",
             EventKind::Recovered => "recovered",
@@ -224,7 +232,7 @@ pub enum SmtpSecurity {
 /// Where notifications go: one `[[notify]]` table of the daemon's configuration.
 ///
 /// `events` lists the kinds a channel receives; without it a channel receives everything except
-/// `backup_succeeded`. Test events ([`EventKind::Test`]) go to every channel whatever its list.
+/// `backup_succeeded` (a `backup_partial`, a snapshot without some unreadable files, included). Test events ([`EventKind::Test`]) go to every channel whatever its list.
 ///
 /// `Debug` shows URLs as scheme and host only and header names without values, so a
 /// configuration can be logged without its secrets.
