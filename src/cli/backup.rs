@@ -72,7 +72,11 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
     let snap = &outcome.snapshot;
     let s = &snap.summary;
     for e in &s.errors {
-        eprintln!("lifeboat: warning: {}: {}", e.path, e.error);
+        errln!(
+            "lifeboat: warning: {}: {}",
+            lifeboat::display::escape(&e.path),
+            e.error
+        );
     }
     if a.json {
         let mut v = serde_json::to_value(s)?;
@@ -111,7 +115,7 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
     if s.errors.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
+        errln!(
             "lifeboat: {} source entries could not be backed up; the snapshot holds everything else",
             s.errors.len()
         );

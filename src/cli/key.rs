@@ -120,7 +120,7 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
                         Err(e) => serde_json::json!({"id": id, "error": e.to_string()}),
                     })
                     .collect();
-                outln!("{}", serde_json::to_string_pretty(&v)?)?;
+                jsonln!(&v)?;
             } else {
                 outln!(" {:<8}  {:<20}  {:<16}  USER", "ID", "CREATED", "HOST")?;
                 for (id, k) in &keys {
@@ -163,7 +163,7 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
                         .with_context(|| format!("create {}", path.display()))?;
                     f.write_all(kit.as_bytes())?;
                     f.sync_all()?;
-                    eprintln!(
+                    errln!(
                         "recovery kit written to {} (keep it offline and secret)",
                         path.display()
                     );

@@ -53,7 +53,7 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
                 })
             })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&list)?)?;
+        jsonln!(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
     outln!(
