@@ -1048,7 +1048,11 @@ impl Daemon {
                 js.last_success = js.last_end;
                 js.last_snapshot = o.snapshot.clone();
                 js.stale_alerted = false;
-                tracing::info!(job, kind = kind.as_str(), snapshot = ?o.snapshot, result = ?o.result, secs = o.duration.as_secs_f64(), "backup finished");
+                if o.result == RunResult::Partial {
+                    tracing::warn!(job, kind = kind.as_str(), snapshot = ?o.snapshot, result = ?o.result, problems = o.error.as_deref().unwrap_or(""), secs = o.duration.as_secs_f64(), "backup finished with problems");
+                } else {
+                    tracing::info!(job, kind = kind.as_str(), snapshot = ?o.snapshot, result = ?o.result, secs = o.duration.as_secs_f64(), "backup finished");
+                }
             }
             RunResult::Failed => {
                 js.failures += 1;
