@@ -144,5 +144,16 @@ fn names_with_control_characters_reach_people_escaped() {
         .restore("latest", &target, args!["--include", src.join("ok")])
         .expect_code(1);
     assert_clean("restore's stderr", &out.stderr);
-    assert!(out.stderr().contains("already exists"), "{}", out.stderr());
+    let err = out.stderr();
+    assert!(err.contains("already exists"), "{err}");
+    assert!(
+        [
+            "ok/evil\\n[lifeboat] forged line",
+            "ok/\\x1b]0;pwned\\x07",
+            "ok/bad\\xff\\xfename"
+        ]
+        .iter()
+        .any(|shown| err.contains(shown)),
+        "the error does not name a file escaped: {err}"
+    );
 }
