@@ -19,7 +19,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A local file operation failed (source files, restore target, local files of ours).
-    #[error("{op} {}: {cause}", path.display())]
+    #[error("{op} {}: {cause}", crate::display::path(path))]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -32,7 +32,7 @@ pub enum Error {
     #[error(
         "{op} {}: the file system is full ({cause}); free space on it (or move the data to a larger \
          one), then run the command again",
-        path.display()
+        crate::display::path(path)
     )]
     DiskFull {
         op: &'static str,
@@ -166,7 +166,7 @@ fn placing_message(cause: &Error, not_put_back: &[PathBuf], kept_in: &[PathBuf])
     let mut list: Vec<String> = not_put_back
         .iter()
         .take(SHOWN)
-        .map(|p| p.display().to_string())
+        .map(|p| crate::display::path(p).to_string())
         .collect();
     if not_put_back.len() > SHOWN {
         list.push(format!("and {} more", not_put_back.len() - SHOWN));
@@ -179,7 +179,7 @@ fn placing_message(cause: &Error, not_put_back: &[PathBuf], kept_in: &[PathBuf])
              beneath it)",
             kept_in
                 .iter()
-                .map(|p| p.display().to_string())
+                .map(|p| crate::display::path(p).to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         )

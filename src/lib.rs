@@ -8,6 +8,7 @@ pub mod backup;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod display;
 pub mod drill;
 pub mod error;
 pub mod forget;

@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         args.log_format == "json",
     );
     if let Err(e) = lifeboat::interrupt::install_handlers() {
-        eprintln!("lifeboat: warning: cannot install signal handlers: {e}");
+        eprintln!(
+            "lifeboat: warning: cannot install signal handlers: {}",
+            lifeboat::display::scrub(&e.to_string())
+        );
     }
     match cli::run(args) {
         Ok(code) => code,
@@ -27,7 +30,7 @@ fn main() -> ExitCode {
             if err.downcast_ref::<cli::OutputClosed>().is_some() {
                 return ExitCode::from(cli::EXIT_BROKEN_PIPE);
             }
-            eprintln!("lifeboat: error: {err:#}");
+            print_error(&err);
             match err.downcast_ref::<lifeboat::Error>() {
                 Some(e) if e.is_clean_interrupt() => return ExitCode::from(cli::EXIT_INTERRUPTED),
                 Some(lifeboat::Error::WrongPassword { .. }) => {
@@ -41,4 +44,27 @@ fn main() -> ExitCode {
             ExitCode::from(cli::EXIT_FAILURE)
         }
     }
+}
+
+/// Prints a failed command's error. Messages name files of backed-up trees and repositories:
+/// control characters are escaped (a newline in a name would forge a line). A config's list of
+/// errors keeps one error a line.
+fn print_error(err: &anyhow::Error) {
+    if let Some(errors) = err.downcast_ref::<lifeboat::config::ConfigErrors>() {
+        let head = if err.chain().count() > 1 {
+            err.to_string()
+        } else {
+            "invalid config".to_string()
+        };
+        eprintln!(
+            "lifeboat: error: {}:\n{}",
+            lifeboat::display::scrub(&head),
+            lifeboat::display::scrub_lines(&errors.to_string())
+        );
+        return;
+    }
+    eprintln!(
+        "lifeboat: error: {}",
+        lifeboat::display::scrub(&format!("{err:#}"))
+    );
 }

@@ -50,7 +50,25 @@ impl Setup {
     }
 
     fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = lifeboat_cmd();
+        self.start_cmd(lifeboat_cmd(), env)
+    }
+
+    /// Starts the daemon through `wrapper` (e.g. setpriv as another user; as root only).
+    fn start_as(&self, wrapper: &[&str]) -> Daemon {
+        self.start_as_with(wrapper, &[])
+    }
+
+    fn start_as_with(&self, wrapper: &[&str], env: &[(&str, &str)]) -> Daemon {
+        if !is_root() {
+            return self.start_with(env);
+        }
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(bin());
+        lifeboat_env_for(&mut cmd);
+        self.start_cmd(cmd, env)
+    }
+
+    fn start_cmd(&self, mut cmd: Command, env: &[(&str, &str)]) -> Daemon {
         cmd.env_remove("LIFEBOAT_PASSWORD");
         cmd.envs(env.iter().copied());
         cmd.args(args!["daemon", "--config", &self.config])
@@ -1580,4 +1598,184 @@ fn a_damaged_maintenance_file_is_reported_once_and_moved_aside() {
         files_starting(&state_dir, "maintenance.json.damaged-").len(),
         1
     );
+}
+
+/// RELIABILITY case 11 (issue 19 item 20): a backup that could not read some source files (the snapshot is written
+/// without them) goes out as its own event, `backup_partial`, which a channel without an
+/// `events` list receives (as it receives failures); not as `backup_succeeded`, which such a
+/// channel leaves out, so that a partial backup alerted no one. The daemon runs as an
+/// unprivileged user so that a mode-000 file is unreadable to it.
+#[test]
+fn a_partial_backup_is_notified_to_channels_that_take_failures() {
+    let (url, got) = receiver();
+    let setup = Setup::new(
+        &format!(
+            "[[notify]]\ntype = \"webhook\"\nname = \"ops\"\nurl = \"{url}\"\n\n\
+             [[jobs]]\nname = \"j\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n"
+        ),
+        "",
+    );
+    let locked = setup.src.join("locked.txt");
+    write_file(&locked, b"the daemon cannot read me\n");
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(setup.scratch.path())
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        std::os::unix::fs::chown(&locked, Some(0), Some(0)).expect("chown locked file");
+    }
+    set_mode(&locked, 0o000);
+    let daemon = setup.start_as(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]);
+    let out = setup.cli("run", args!["j"]).expect_code(3);
+    assert!(out.stderr().contains("locked.txt"), "{}", out.stderr());
+    wait_until(
+        Duration::from_secs(20),
+        || !events(&got, "backup_partial").is_empty(),
+        || format!("{:?} {}", got.lock().map(|g| g.clone()), daemon.log()),
+    );
+    let partial = &events(&got, "backup_partial")[0];
+    assert_eq!(partial["job"], "j", "{partial}");
+    assert_eq!(partial["details"]["result"], "partial", "{partial}");
+    assert!(
+        partial["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("locked.txt")),
+        "{partial}"
+    );
+    assert!(
+        events(&got, "backup_succeeded").is_empty(),
+        "a partial backup is not a success: {:?}",
+        got.lock().map(|g| g.clone())
+    );
+    daemon.stop(Duration::from_secs(30));
+}
+
+/// RELIABILITY case 12 (issue 19 item 18): names with a newline, an escape sequence and bytes
+/// that are not UTF-8, unreadable to the daemon (so the backup reports them): the plain log
+/// (at debug level, where the backup names each skipped file) holds no raw control character
+/// and no forged line, `status` and `run` print them escaped, a command channel's
+/// `LIFEBOAT_SUMMARY` is one line, and the event it gets on its input is JSON naming the file;
+/// with `--log-format json` every log line parses as JSON.
+#[test]
+fn hostile_file_names_reach_logs_status_and_notifications_escaped() {
+    fn assert_clean(what: &str, text: &[u8]) {
+        let text = std::str::from_utf8(text).unwrap_or_else(|e| {
+            panic!(
+                "{what} is not UTF-8 ({e}): {}",
+                String::from_utf8_lossy(text)
+            )
+        });
+        if let Some(c) = text.chars().find(|&c| c != '\n' && c.is_control()) {
+            panic!("{what} holds the raw control character {c:?}: {text:?}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("[lifeboat] forged line")),
+            "{what} holds a forged line: {text:?}"
+        );
+    }
+    use std::os::unix::ffi::OsStrExt;
+    for json in [false, true] {
+        let events_file_dir = Scratch::new();
+        let events_file = events_file_dir.join("events");
+        let setup = Setup::new(
+            &format!(
+                "[[notify]]\ntype = \"command\"\nname = \"script\"\nargv = [\"/bin/sh\", \"-c\", 'cat >> {0}; printf \"\\n%s\\n\" \"$LIFEBOAT_SUMMARY\" >> {0}.summary']\n\n\
+                 [[jobs]]\nname = \"j\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+                events_file.display()
+            ),
+            "",
+        );
+        let names: [&[u8]; 3] = [
+            b"evil\n[lifeboat] forged line",
+            b"\x1b]0;pwned\x07",
+            b"bad\xff\xfename",
+        ];
+        for n in names {
+            let f = setup.src.join(std::ffi::OsStr::from_bytes(n));
+            write_file(&f, b"secret\n");
+        }
+        if is_root() {
+            set_mode(events_file_dir.path(), 0o777);
+            let status = Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(setup.scratch.path())
+                .status()
+                .expect("chown");
+            assert!(status.success());
+            for n in names {
+                let f = setup.src.join(std::ffi::OsStr::from_bytes(n));
+                std::os::unix::fs::chown(&f, Some(0), Some(0)).expect("chown");
+            }
+        }
+        for n in names {
+            set_mode(&setup.src.join(std::ffi::OsStr::from_bytes(n)), 0o000);
+        }
+        let wrapper = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ];
+        let daemon = if json {
+            setup.start_as_with(&wrapper, &[("LIFEBOAT_LOG_FORMAT", "json")])
+        } else {
+            setup.start_as_with(&wrapper, &[("RUST_LOG", "lifeboat=debug")])
+        };
+        let out = setup.cli("run", args!["j"]).expect_code(3);
+        assert_clean("run's stderr", &out.stderr);
+        assert_clean("run's stdout", &out.stdout);
+        let status = setup.cli("status", args![]);
+        assert_clean("status", &status.stdout);
+        assert!(
+            status.stdout().contains("source entries could not be read"),
+            "{}",
+            status.stdout()
+        );
+        wait_until(
+            Duration::from_secs(20),
+            || {
+                std::fs::read(format!("{}.summary", events_file.display()))
+                    .is_ok_and(|s| s.len() > 1)
+            },
+            || daemon.log(),
+        );
+        let log = daemon.stop(Duration::from_secs(30));
+        if json {
+            for line in log.lines() {
+                let v: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{log}"));
+                assert!(v["level"].is_string(), "{line}");
+            }
+        } else {
+            assert_clean("the daemon's log", log.as_bytes());
+            assert!(
+                log.contains("evil\\n[lifeboat] forged line") && log.contains("\\x1b]0;pwned\\x07"),
+                "the log does not name the unreadable files escaped: {log}"
+            );
+        }
+        let summaries =
+            std::fs::read(format!("{}.summary", events_file.display())).expect("summaries");
+        assert_clean("LIFEBOAT_SUMMARY", &summaries);
+        let events = std::fs::read_to_string(&events_file).expect("events");
+        let partial = serde_json::Deserializer::from_str(&events)
+            .into_iter::<Value>()
+            .map(|v| v.unwrap_or_else(|e| panic!("not JSON ({e}): {events}")))
+            .find(|v| v["kind"] == "backup_partial")
+            .unwrap_or_else(|| panic!("no backup_partial event: {events}"));
+        assert!(
+            partial["summary"].as_str().is_some_and(
+                |s| !s.contains('\n') && s.contains("source entries could not be read")
+            ),
+            "{partial}"
+        );
+    }
 }

@@ -72,11 +72,19 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
     let snap = &outcome.snapshot;
     let s = &snap.summary;
     for e in &s.errors {
-        eprintln!("lifeboat: warning: {}: {}", e.path, e.error);
+        errln!(
+            "lifeboat: warning: {}: {}",
+            lifeboat::display::escape(&e.path),
+            e.error
+        );
     }
     // Backed up, with something to know: not a failure.
     for w in &s.warnings {
-        eprintln!("lifeboat: note: {}: {}", w.path, w.error);
+        errln!(
+            "lifeboat: note: {}: {}",
+            lifeboat::display::escape(&w.path),
+            w.error
+        );
     }
     if a.json {
         let mut v = serde_json::to_value(s)?;
@@ -115,7 +123,7 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
     if s.errors.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
+        errln!(
             "lifeboat: {} source entries could not be backed up; the snapshot holds everything else",
             s.errors.len()
         );

@@ -46,7 +46,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         check(&repo, &opts, progress)?
     };
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        jsonln!(&report)?;
     } else {
         for w in &report.warnings {
             outln!("warning: {w}")?;
@@ -54,7 +54,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         for p in &report.errors {
             outln!("error: {}: {}", p.object, p.message)?;
             for f in &p.affects {
-                outln!("  affects {f}")?;
+                outln!("  affects {}", lifeboat::display::escape(f))?;
             }
         }
         let data = if opts.read_data {
@@ -78,7 +78,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
+        errln!(
             "lifeboat: error: the repository has {} problems (listed above); see \"When things go wrong\" in the README",
             report.errors.len()
         );

@@ -94,7 +94,7 @@ pub fn config(c: ConfigCommand) -> Result<ExitCode> {
         ConfigCommand::Check(a) => match Config::check(&a.config) {
             Ok((cfg, warnings)) => {
                 for w in &warnings {
-                    eprintln!("warning: {w}");
+                    errln!("warning: {w}");
                 }
                 outln!(
                     "{}: valid; {} repositories, {} jobs",
@@ -125,9 +125,9 @@ pub fn config(c: ConfigCommand) -> Result<ExitCode> {
             }
             Err(errors) => {
                 for e in &errors.0 {
-                    eprintln!("{e}");
+                    errln!("{e}");
                 }
-                eprintln!(
+                errln!(
                     "lifeboat: {} errors in {}",
                     errors.0.len(),
                     a.config.display()
@@ -145,7 +145,7 @@ fn runtime_dir(config: &Path) -> Result<PathBuf> {
 pub fn status(a: StatusArgs) -> Result<ExitCode> {
     let answer = control::ask(&runtime_dir(&a.config.config)?, &Request::Status)?;
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&answer)?)?;
+        jsonln!(&answer)?;
         return Ok(ExitCode::SUCCESS);
     }
     let d = &answer["daemon"];
@@ -221,8 +221,8 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
-    let cfg =
-        Config::load(&a.config.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let cfg = Config::load(&a.config.config)
+        .map_err(|e| anyhow::Error::new(e).context("invalid config"))?;
     let jobs: Vec<String> = match &a.job {
         Some(name) => {
             if cfg.job(name).is_none() {
@@ -270,7 +270,7 @@ fn run_one(cfg: &Config, name: &str, full: bool, no_wait: bool) -> Result<ExitCo
         Err(e) if control::socket_path(&cfg.daemon.runtime_dir).exists() => Err(e.into()),
         Err(_) => {
             // No daemon: run the job here, with the same configuration.
-            eprintln!("no daemon is running; running job {name} in this process");
+            errln!("no daemon is running; running job {name} in this process");
             let kind = if full {
                 RunKind::Full
             } else {
@@ -302,14 +302,14 @@ fn report(
             Ok(ExitCode::SUCCESS)
         }
         RunResult::Partial => {
-            eprintln!(
+            errln!(
                 "job {job}: snapshot written, with problems: {}",
                 error.unwrap_or("")
             );
             Ok(ExitCode::from(EXIT_INCOMPLETE))
         }
         RunResult::Failed => {
-            eprintln!("job {job}: FAILED: {}", error.unwrap_or("unknown error"));
+            errln!("job {job}: FAILED: {}", error.unwrap_or("unknown error"));
             Ok(ExitCode::from(EXIT_FAILURE))
         }
     }

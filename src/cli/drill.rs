@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use lifeboat::config::Config;
 use lifeboat::drill::{default_scratch, drill, latest_of_job, DrillOptions, Sample};
@@ -93,7 +93,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         (repo_args.is_none() && default.exists()).then_some(default)
     });
     if config.is_some() && repo_args.is_some() {
-        eprintln!("lifeboat: note: drilling the job of the daemon config; --repo is not used");
+        errln!("lifeboat: note: drilling the job of the daemon config; --repo is not used");
     }
     let mut downloads = a.downloads.get();
     let (repo, (id, snap)) = match (&config, repo_args) {
@@ -101,7 +101,8 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
             let Some(job) = &a.which else {
                 bail!("give the name of the job to drill: lifeboat drill --config FILE JOB");
             };
-            let cfg = Config::load(file).map_err(|e| anyhow!("invalid config:\n{e}"))?;
+            let cfg =
+                Config::load(file).map_err(|e| anyhow::Error::new(e).context("invalid config"))?;
             let Some(j) = cfg.job(job) else {
                 bail!("no job named {job:?} in {}", file.display());
             };
@@ -143,10 +144,10 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         drill(&repo, &id, &snap, &opts, progress)?
     };
     for w in &report.warnings {
-        eprintln!("lifeboat: warning: {w}");
+        errln!("lifeboat: warning: {w}");
     }
     for p in &report.problems {
-        eprintln!("lifeboat: problem: {p}");
+        errln!("lifeboat: problem: {p}");
     }
     if a.json {
         let mut v = serde_json::to_value(&report)?;
@@ -156,7 +157,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         outln!("{v}")?;
     } else {
         for f in &report.files {
-            outln!("sampled: {f}")?;
+            outln!("sampled: {}", lifeboat::display::escape(f))?;
         }
         outln!("{}", report.summary())?;
         outln!(
@@ -186,7 +187,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
     if report.passed {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
+        errln!(
             "lifeboat: error: drill of snapshot {} failed: {} problem{} (listed above); run \
              `lifeboat check --read-data` to find every damaged object and the files it affects",
             id.short(),

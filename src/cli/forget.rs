@@ -134,10 +134,10 @@ pub fn run(a: ForgetArgs) -> Result<ExitCode> {
         };
         let report = forget(&repo, &opts, chrono::Utc::now())?;
         if a.json && !a.prune {
-            outln!("{}", serde_json::to_string_pretty(&report)?)?;
+            jsonln!(&report)?;
         } else if !a.json {
             for f in &report.forced {
-                eprintln!("lifeboat: warning (--force): {f}");
+                errln!("lifeboat: warning (--force): {f}");
             }
             for g in &report.plan.groups {
                 outln!(

@@ -120,7 +120,7 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
                         Err(e) => serde_json::json!({"id": id, "error": e.to_string()}),
                     })
                     .collect();
-                outln!("{}", serde_json::to_string_pretty(&v)?)?;
+                jsonln!(&v)?;
             } else {
                 outln!(" {:<8}  {:<20}  {:<16}  USER", "ID", "CREATED", "HOST")?;
                 for (id, k) in &keys {
@@ -163,7 +163,7 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
                         .with_context(|| format!("create {}", path.display()))?;
                     f.write_all(kit.as_bytes())?;
                     f.sync_all()?;
-                    eprintln!(
+                    errln!(
                         "recovery kit written to {} (keep it offline and secret)",
                         path.display()
                     );
@@ -191,7 +191,7 @@ fn warn_if_stdout_is_shared() {
     };
     let mode = meta.permissions().mode() & 0o7777;
     if meta.is_file() && mode & 0o077 != 0 {
-        eprintln!(
+        errln!(
             "lifeboat: warning: the recovery kit goes to a file that other users can read (mode \
              {mode:04o}): whoever reads it can open the repository without a password. Make it \
              private (chmod 600), or write it with --output FILE, which creates it with mode 0600"

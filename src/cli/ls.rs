@@ -45,7 +45,9 @@ pub fn run(a: LsArgs) -> Result<ExitCode> {
     // Streamed as the walk goes (depth first, in name order): nothing but the open
     // directories' listings is held, however many entries the snapshot has.
     let mut walk = TreeWalk::of(&repo, &index, snap.tree);
-    let mut path = String::new();
+    // The path as the snapshot has it: bytes, which need not be UTF-8.
+    let prefix = prefix.as_bytes();
+    let mut path: Vec<u8> = Vec::new();
     while let Some(step) = walk.next()? {
         let (dir, node) = match step {
             Step::Entry { dir, node, .. } => (dir, node),
@@ -53,22 +55,21 @@ pub fn run(a: LsArgs) -> Result<ExitCode> {
             Step::Damaged { dir, damage, .. } => {
                 bail!(
                     "/{}: its directory listing cannot be read: {damage}; run `lifeboat check` to see what is affected",
-                    dir.display()
+                    lifeboat::display::path(dir)
                 )
             }
         };
         path.clear();
         if !dir.as_os_str().is_empty() {
-            path.push('/');
-            path.push_str(&dir.to_string_lossy());
+            path.push(b'/');
+            path.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()));
         }
-        path.push('/');
-        path.push_str(&String::from_utf8_lossy(&node.name));
+        path.push(b'/');
+        path.extend_from_slice(&node.name);
         let inside = prefix.is_empty()
             || path == prefix
-            || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'));
-        let ancestor =
-            prefix.starts_with(&path) && prefix.as_bytes().get(path.len()) == Some(&b'/');
+            || (path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/'));
+        let ancestor = prefix.starts_with(&path) && prefix.get(path.len()) == Some(&b'/');
         if inside {
             found = true;
             print_node(&mut out, &path, &node, a.long, a.json)?;
@@ -81,15 +82,23 @@ pub fn run(a: LsArgs) -> Result<ExitCode> {
     }
     out.flush().map_err(super::stdout_error)?;
     if !found {
-        bail!("{prefix} is not in the snapshot");
+        bail!(
+            "{} is not in the snapshot",
+            lifeboat::display::bytes(prefix)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_node(out: &mut impl Write, path: &str, n: &Node, long: bool, json: bool) -> Result<()> {
+/// Prints one entry. For people, names are escaped ([`lifeboat::display`]: `\n`, `\x1b`,
+/// `\xff` for a byte that is not UTF-8, `\\`). In JSON, `path` and `link_target` are text
+/// (a byte that is not UTF-8 becomes U+FFFD); where that loses something, `path_bytes` and
+/// `link_target_bytes` give the exact bytes.
+fn print_node(out: &mut impl Write, path: &[u8], n: &Node, long: bool, json: bool) -> Result<()> {
+    let shown = lifeboat::display::bytes(path);
     if json {
-        let v = serde_json::json!({
-            "path": path,
+        let mut v = serde_json::json!({
+            "path": String::from_utf8_lossy(path),
             "type": format!("{:?}", n.kind).to_lowercase(),
             "size": n.size,
             "mode": format!("{:o}", n.mode),
@@ -101,7 +110,22 @@ fn print_node(out: &mut impl Write, path: &str, n: &Node, long: bool, json: bool
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
             "link_target": n.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
         });
-        writeln!(out, "{v}").map_err(super::stdout_error)?;
+        if let Some(o) = v.as_object_mut() {
+            if std::str::from_utf8(path).is_err() {
+                o.insert("path_bytes".into(), path.into());
+            }
+            if let Some(t) = n
+                .link_target
+                .as_ref()
+                .filter(|t| std::str::from_utf8(t).is_err())
+            {
+                o.insert("link_target_bytes".into(), t.as_slice().into());
+            }
+        }
+        // serde_json escapes C0 controls; scrub writes C1 and bidi controls as \uHHHH too,
+        // which is the same JSON.
+        writeln!(out, "{}", lifeboat::display::scrub(&v.to_string()))
+            .map_err(super::stdout_error)?;
     } else if long {
         let mtime = chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
             .map(|t| {
@@ -110,23 +134,32 @@ fn print_node(out: &mut impl Write, path: &str, n: &Node, long: bool, json: bool
                     .to_string()
             })
             .unwrap_or_default();
-        let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
-        let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
+        // User and group names come from the backed-up machine (or a crafted snapshot).
+        let owner = n
+            .user
+            .as_deref()
+            .map(lifeboat::display::escape)
+            .unwrap_or_else(|| n.uid.to_string());
+        let group = n
+            .group
+            .as_deref()
+            .map(lifeboat::display::escape)
+            .unwrap_or_else(|| n.gid.to_string());
         let link = n
             .link_target
             .as_ref()
-            .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
+            .map(|t| format!(" -> {}", lifeboat::display::bytes(t)))
             .unwrap_or_default();
         writeln!(
             out,
-            "{}{:04o} {owner:>8} {group:>8} {:>12} {mtime} {path}{link}",
+            "{}{:04o} {owner:>8} {group:>8} {:>12} {mtime} {shown}{link}",
             n.kind.letter(),
             n.mode,
             n.size
         )
         .map_err(super::stdout_error)?;
     } else {
-        writeln!(out, "{path}").map_err(super::stdout_error)?;
+        writeln!(out, "{shown}").map_err(super::stdout_error)?;
     }
     Ok(())
 }

@@ -70,7 +70,7 @@ pub struct CancelArgs {
 
 fn state_dir(config: &Path) -> Result<PathBuf> {
     let c = Config::load(config)
-        .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))
+        .map_err(|e| anyhow::Error::new(e).context("invalid config"))
         .with_context(|| "the maintenance windows live in the daemon's state_dir")?;
     Ok(c.daemon.state_dir)
 }
@@ -103,7 +103,7 @@ pub fn run(args: MaintenanceArgs) -> Result<ExitCode> {
                 anyhow::bail!("maintenance window {id} vanished after it was added");
             };
             if a.json {
-                outln!("{}", serde_json::to_string_pretty(&w.to_json(now))?)?;
+                jsonln!(&w.to_json(now))?;
             } else {
                 outln!("maintenance window {id}: {}", w.describe())?;
                 outln!(
@@ -111,7 +111,7 @@ pub fn run(args: MaintenanceArgs) -> Result<ExitCode> {
                 )?;
             }
             if !overlaps.is_empty() {
-                eprintln!("lifeboat: note: it overlaps windows {overlaps:?}");
+                errln!("lifeboat: note: it overlaps windows {overlaps:?}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -125,7 +125,7 @@ pub fn run(args: MaintenanceArgs) -> Result<ExitCode> {
                 .collect();
             if a.json {
                 let list: Vec<_> = shown.iter().map(|w| w.to_json(now)).collect();
-                outln!("{}", serde_json::to_string_pretty(&list)?)?;
+                jsonln!(&list)?;
                 return Ok(ExitCode::SUCCESS);
             }
             if shown.is_empty() {

@@ -2,10 +2,40 @@
 
 /// `println!` that returns the write's error instead of panicking: `lifeboat snapshots | head`
 /// closes the pipe early, and the command then stops quietly (see `main`).
+///
+/// Control characters are escaped, line breaks too ([`lifeboat::display::scrub`]): a name from
+/// a backed-up tree or a repository cannot break a line or reach a terminal raw. One line of
+/// JSON passes unchanged in meaning; pretty-printed JSON goes through [`jsonln!`].
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::stdout_error)
+        let text = format!($($arg)*);
+        writeln!(std::io::stdout().lock(), "{}", lifeboat::display::scrub(&text))
+            .map_err($crate::cli::stdout_error)
+    }};
+}
+
+/// Prints a value as pretty JSON on standard output (as [`outln!`] does one line): its line
+/// breaks are the layout's (JSON strings hold none raw), other control characters are written
+/// as `\uHHHH`, the same JSON.
+macro_rules! jsonln {
+    ($value:expr) => {{
+        use std::io::Write as _;
+        let text = serde_json::to_string_pretty($value)?;
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            lifeboat::display::scrub_lines(&text)
+        )
+        .map_err($crate::cli::stdout_error)
+    }};
+}
+
+/// `eprintln!` for messages to people: control characters escaped, as [`outln!`] does.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        let text = format!($($arg)*);
+        eprintln!("{}", lifeboat::display::scrub(&text));
     }};
 }
 
@@ -281,12 +311,31 @@ pub fn init_logging(verbose: u8, daemon: bool, json: bool) {
         .with_writer(std::io::stderr)
         .with_target(false);
     let _ = if json {
+        // One JSON object a line: the JSON formatter escapes every field, names included.
         builder.json().try_init()
     } else {
         builder
+            .fmt_fields(escaping_fields())
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init()
     };
+}
+
+/// The fields of a plain log line (the message, then `name=value`), each with its control
+/// characters escaped ([`lifeboat::display::scrub`]): a name from a backed-up tree in a message
+/// or a field cannot break the line or reach a terminal raw.
+fn escaping_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        let text = lifeboat::display::scrub(&text);
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
 }
 
 /// Runs a parsed command.

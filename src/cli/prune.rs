@@ -54,7 +54,7 @@ pub struct PruneArgs {
 
 pub fn print_report(r: &PruneReport, json: bool) -> Result<()> {
     if json {
-        outln!("{}", serde_json::to_string_pretty(r)?)?;
+        jsonln!(r)?;
         return Ok(());
     }
     let verb = if r.dry_run { "would remove" } else { "removed" };

@@ -102,14 +102,14 @@ fn index(a: IndexArgs) -> Result<ExitCode> {
         repair_index(&repo, &opts, progress)?
     };
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        jsonln!(&report)?;
     } else {
         print_index(&report)?;
     }
     if report.is_complete() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
+        errln!(
             "lifeboat: warning: {} packs could not be read; the index keeps what it said about them. Run `lifeboat repair index` again before `repair snapshots`, which would otherwise drop files whose data is in them",
             report.unreadable_packs.len()
         );
@@ -227,7 +227,7 @@ fn snapshots(a: SnapshotsArgs) -> Result<ExitCode> {
         repair_snapshots(&repo, &opts, progress)?
     };
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        jsonln!(&report)?;
     } else {
         print_snapshots(&report)?;
     }
@@ -250,13 +250,25 @@ fn print_snapshots(r: &RepairSnapshotsReport) -> Result<()> {
             s.paths.join(" ")
         )?;
         for l in &s.removed_files {
-            outln!("  removed file {}: {}", l.path, l.reason)?;
+            outln!(
+                "  removed file {}: {}",
+                lifeboat::display::escape(&l.path),
+                l.reason
+            )?;
         }
         for l in &s.emptied_dirs {
-            outln!("  emptied directory {}: {}", l.path, l.reason)?;
+            outln!(
+                "  emptied directory {}: {}",
+                lifeboat::display::escape(&l.path),
+                l.reason
+            )?;
         }
         for l in &s.removed_entries {
-            outln!("  removed entry {}: {}", l.path, l.reason)?;
+            outln!(
+                "  removed entry {}: {}",
+                lifeboat::display::escape(&l.path),
+                l.reason
+            )?;
         }
     }
     for p in &r.unreadable_snapshots {

@@ -107,7 +107,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         }
     };
     for w in &report.warnings {
-        eprintln!("lifeboat: warning: {w}");
+        errln!("lifeboat: warning: {w}");
     }
     if a.json {
         let mut v = serde_json::to_value(&report)?;
@@ -120,13 +120,17 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
     }
     if !report.damaged.is_empty() {
         for d in &report.damaged {
-            eprintln!("lifeboat: damaged: {}: {}", d.path, d.reason);
+            errln!(
+                "lifeboat: damaged: {}: {}",
+                lifeboat::display::escape(&d.path),
+                d.reason
+            );
         }
         for o in &report.damaged_objects {
-            eprintln!("lifeboat: damaged object: {o}");
+            errln!("lifeboat: damaged object: {o}");
         }
         if a.allow_partial && !a.verify_only {
-            eprintln!(
+            errln!(
                 "lifeboat: restored {} files to {}; {} entries could not be restored (listed above)",
                 report.files,
                 target.display(),
@@ -139,7 +143,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         } else {
             "restore refused"
         };
-        eprintln!(
+        errln!(
             "lifeboat: error: {what}: {} entries of snapshot {} are damaged or missing; {}\
              run `lifeboat check --read-data` for details, or pass --allow-partial to restore the intact files",
             report.damaged.len(),
@@ -149,7 +153,11 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_FAILURE));
     }
     for s in &report.skipped {
-        eprintln!("lifeboat: not restored: {}: {}", s.path, s.reason);
+        errln!(
+            "lifeboat: not restored: {}: {}",
+            lifeboat::display::escape(&s.path),
+            s.reason
+        );
     }
     if !a.json {
         if a.verify_only {
@@ -178,7 +186,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         }
     }
     if !report.skipped.is_empty() {
-        eprintln!(
+        errln!(
             "lifeboat: {} entries were not restored (listed above); everything else was",
             report.skipped.len()
         );

@@ -29,7 +29,7 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
     // Damaged snapshot objects are named on stderr; the intact snapshots are listed anyway,
     // and the exit code (3) tells a script the listing is partial.
     for d in &list.damaged {
-        eprintln!(
+        errln!(
             "lifeboat: warning: {d}; it is not listed. {}",
             lifeboat::repo::snapshot::DAMAGED_SNAPSHOT_HINT
         );
@@ -67,7 +67,7 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
                 })
             })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&list)?)?;
+        jsonln!(&list)?;
         return Ok(status);
     }
     outln!(

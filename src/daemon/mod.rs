@@ -1048,7 +1048,11 @@ impl Daemon {
                 js.last_success = js.last_end;
                 js.last_snapshot = o.snapshot.clone();
                 js.stale_alerted = false;
-                tracing::info!(job, kind = kind.as_str(), snapshot = ?o.snapshot, result = ?o.result, secs = o.duration.as_secs_f64(), "backup finished");
+                if o.result == RunResult::Partial {
+                    tracing::warn!(job, kind = kind.as_str(), snapshot = ?o.snapshot, result = ?o.result, problems = o.error.as_deref().unwrap_or(""), secs = o.duration.as_secs_f64(), "backup finished with problems");
+                } else {
+                    tracing::info!(job, kind = kind.as_str(), snapshot = ?o.snapshot, result = ?o.result, secs = o.duration.as_secs_f64(), "backup finished");
+                }
             }
             RunResult::Failed => {
                 js.failures += 1;
@@ -1090,20 +1094,23 @@ impl Daemon {
                 details,
             ),
             _ => {
-                let summary = match o.result {
-                    RunResult::Partial => format!(
-                        "{} backup of job {job} finished with problems: {}",
-                        kind.as_str(),
-                        o.error.as_deref().unwrap_or("")
+                // A partial backup is its own kind: channels without an `events` list leave
+                // successes out but must hear of this one (files are missing from the snapshot).
+                let (event_kind, summary) = match o.result {
+                    RunResult::Partial => (
+                        notify::EventKind::BackupPartial,
+                        format!(
+                            "{} backup of job {job} finished with problems (its snapshot was written): {}",
+                            kind.as_str(),
+                            o.error.as_deref().unwrap_or("")
+                        ),
                     ),
-                    _ => format!("{} backup of job {job} succeeded", kind.as_str()),
+                    _ => (
+                        notify::EventKind::BackupSucceeded,
+                        format!("{} backup of job {job} succeeded", kind.as_str()),
+                    ),
                 };
-                self.event(
-                    notify::EventKind::BackupSucceeded,
-                    Some(job),
-                    summary,
-                    details.clone(),
-                );
+                self.event(event_kind, Some(job), summary, details.clone());
                 if recovering {
                     self.event(
                         notify::EventKind::Recovered,

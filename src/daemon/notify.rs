@@ -40,6 +40,10 @@ use serde::{Deserialize, Serialize};
 pub enum EventKind {
     BackupFailed,
     BackupSucceeded,
+    /// A backup wrote its snapshot but finished with problems: source entries it could not
+    /// read are missing from the snapshot, or its `after` hook failed. Someone has to look
+    /// (channels without an `events` list receive it, as they receive failures).
+    BackupPartial,
     MissedSchedule,
     Stale,
     Recovered,
@@ -63,9 +67,10 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::BackupFailed,
         EventKind::BackupSucceeded,
+        EventKind::BackupPartial,
         EventKind::MissedSchedule,
         EventKind::Stale,
         EventKind::Recovered,
@@ -86,6 +91,7 @@ impl EventKind {
         match self {
             EventKind::BackupFailed => "backup_failed",
             EventKind::BackupSucceeded => "backup_succeeded",
+            EventKind::BackupPartial => "backup_partial",
             EventKind::MissedSchedule => "missed_schedule",
             EventKind::Stale => "stale",
             EventKind::Recovered => "recovered",
@@ -108,6 +114,7 @@ impl EventKind {
         matches!(
             self,
             EventKind::BackupFailed
+                | EventKind::BackupPartial
                 | EventKind::MissedSchedule
                 | EventKind::Stale
                 | EventKind::RetentionFailed
@@ -123,6 +130,7 @@ impl EventKind {
         match self {
             EventKind::BackupFailed => "backup failed",
             EventKind::BackupSucceeded => "backup succeeded",
+            EventKind::BackupPartial => "backup finished with PROBLEMS",
             EventKind::MissedSchedule => "missed schedule",
             EventKind::Stale => "backups are stale",
             EventKind::Recovered => "recovered",
@@ -153,7 +161,8 @@ pub struct Event {
     pub job: Option<String>,
     pub host: String,
     pub time: DateTime<Utc>,
-    /// One line for humans: "backup of job etc failed: repository unreachable: ..."
+    /// One line for humans: "backup of job etc failed: repository unreachable: ..."; control
+    /// characters (a newline in a file name it quotes) are escaped ([`crate::display::scrub`]).
     pub summary: String,
     /// Details (error text, figures) as JSON; included in webhook bodies and emails.
     pub details: serde_json::Value,
@@ -167,7 +176,7 @@ impl Event {
             job,
             host: local_hostname(),
             time: Utc::now(),
-            summary: summary.into(),
+            summary: crate::display::scrub(&summary.into()).into_owned(),
             details: serde_json::Value::Null,
         }
     }
@@ -224,7 +233,7 @@ pub enum SmtpSecurity {
 /// Where notifications go: one `[[notify]]` table of the daemon's configuration.
 ///
 /// `events` lists the kinds a channel receives; without it a channel receives everything except
-/// `backup_succeeded`. Test events ([`EventKind::Test`]) go to every channel whatever its list.
+/// `backup_succeeded` (a `backup_partial`, a snapshot without some unreadable files, included). Test events ([`EventKind::Test`]) go to every channel whatever its list.
 ///
 /// `Debug` shows URLs as scheme and host only and header names without values, so a
 /// configuration can be logged without its secrets.
@@ -1298,7 +1307,7 @@ impl Worker {
                     .header("Title", title)
                     .header("Priority", priority)
                     .header("Tags", format!("{tag},lifeboat,{}", event.kind))
-                    .body(event.summary.clone());
+                    .body(crate::display::scrub(&event.summary).into_owned());
                 http_send(runtime, request, url, timeout)
             }
             Sink::Email(sink) => sink.send(event, timeout),
@@ -1486,12 +1495,14 @@ impl EmailSink {
             event.host,
             one_line(&event.summary, 150)
         );
+        // Text for people: control characters escaped, the details' JSON stays JSON.
+        let scrub = crate::display::scrub;
         let mut body = format!(
             "{}\n\nEvent: {}\nJob:   {}\nHost:  {}\nTime:  {}\n",
-            event.summary,
+            scrub(&event.summary),
             event.kind,
-            event.job.as_deref().unwrap_or("-"),
-            event.host,
+            scrub(event.job.as_deref().unwrap_or("-")),
+            scrub(&event.host),
             event
                 .time
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -1499,7 +1510,7 @@ impl EmailSink {
         if !event.details.is_null() {
             let details = serde_json::to_string_pretty(&event.details).unwrap_or_default();
             body.push_str("\nDetails:\n");
-            body.push_str(&details);
+            body.push_str(&crate::display::scrub_lines(&details));
             body.push('\n');
         }
         let mut builder = lettre::Message::builder()
@@ -1536,7 +1547,10 @@ fn run_command(
         env: vec![
             ("LIFEBOAT_EVENT", event.kind.as_str().to_string()),
             ("LIFEBOAT_JOB", event.job.clone().unwrap_or_default()),
-            ("LIFEBOAT_SUMMARY", event.summary.clone()),
+            (
+                "LIFEBOAT_SUMMARY",
+                crate::display::scrub(&event.summary).into_owned(),
+            ),
             ("LIFEBOAT_HOST", event.host.clone()),
         ],
         stdin: Some(json),

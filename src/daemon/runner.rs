@@ -195,8 +195,8 @@ pub fn run_job(cfg: &Config, job: &Job, kind: RunKind, progress: Arc<Progress>) 
                     format!(
                         "{} source entries could not be read (first: {}: {})",
                         done.snapshot.summary.errors.len(),
-                        done.snapshot.summary.errors[0].path,
-                        done.snapshot.summary.errors[0].error
+                        crate::display::escape(&done.snapshot.summary.errors[0].path),
+                        crate::display::scrub(&done.snapshot.summary.errors[0].error)
                     )
                 }),
                 snapshot: Some(done.id.to_hex()),

@@ -138,7 +138,7 @@ pub fn restore(
         if !inc.is_absolute() {
             return Err(Error::Invalid(format!(
                 "--include {}: give the absolute path as it is in the snapshot",
-                inc.display()
+                crate::display::path(inc)
             )));
         }
         includes.push(crate::backup::normalize_path(inc)?);
@@ -170,7 +170,7 @@ pub fn restore(
         for (p, bytes) in &stale.removed {
             report.warnings.push(format!(
                 "removed {} ({}): the staging area of an earlier restore that was killed",
-                p.display(),
+                crate::display::path(p),
                 human(*bytes)
             ));
         }
@@ -368,7 +368,7 @@ fn preflight(
         Ok(m) if !m.is_dir() => {
             return Err(Error::Invalid(format!(
                 "restore target {} exists and is not a directory",
-                target.display()
+                crate::display::path(target)
             )))
         }
         Ok(_) => {}
@@ -420,10 +420,10 @@ fn preflight(
             if ft.is_symlink() {
                 refused.push(format!(
                     "{} is a symlink where the snapshot has a directory; restore never writes through symlinks in the target",
-                    path.display()
+                    crate::display::path(&path)
                 ));
             } else if !ft.is_dir() && !overwrite {
-                conflicts.push(path.display().to_string());
+                conflicts.push(crate::display::path(&path).to_string());
             } else if ft.is_dir() {
                 let id = reached
                     .and_then(|p| staging::mount_of(&p))
@@ -438,11 +438,11 @@ fn preflight(
         } else if ft.is_dir() {
             refused.push(format!(
                 "{} is a directory, but the snapshot has a {} there",
-                path.display(),
+                crate::display::path(&path),
                 kind_name(e.node.kind)
             ));
         } else if !overwrite {
-            conflicts.push(path.display().to_string());
+            conflicts.push(crate::display::path(&path).to_string());
         }
     }
     if let Some(first) = refused.first() {
@@ -514,7 +514,7 @@ fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf], stale: &Stale) ->
                         stale
                             .busy
                             .iter()
-                            .map(|p| p.display().to_string())
+                            .map(|p| crate::display::path(p).to_string())
                             .collect::<Vec<_>>()
                             .join(", ")
                     )
@@ -522,7 +522,7 @@ fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf], stale: &Stale) ->
                 return Err(Error::Invalid(format!(
                     "restore needs {} on the file system of {} but it has only {} free{busy}; nothing was written",
                     human(need),
-                    dir.display(),
+                    crate::display::path(&dir),
                     human(free)
                 )));
             }

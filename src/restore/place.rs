@@ -91,9 +91,9 @@ impl<'a> StagingCursors<'a> {
             self.cursors.insert(area.to_path_buf(), cur);
         }
         // Inserted just above if it was missing.
-        self.cursors
-            .get_mut(area)
-            .ok_or_else(|| Error::Invalid(format!("no staging area for {}", rel.display())))
+        self.cursors.get_mut(area).ok_or_else(|| {
+            Error::Invalid(format!("no staging area for {}", crate::display::path(rel)))
+        })
     }
 
     /// A path that reaches the staged copy of `rel` (see [`DirCursor::at`]).
@@ -334,8 +334,8 @@ impl<'a> Placer<'a> {
                 self.apply_metadata(&staged, &shown, first_node);
                 self.warnings.push(format!(
                     "{}: restored as a copy of {}, not a hard link: the target has them on different file systems",
-                    shown.display(),
-                    self.target.join(first).display()
+                    crate::display::path(&shown),
+                    crate::display::path(&self.target.join(first))
                 ));
                 Ok(())
             }
@@ -366,7 +366,7 @@ impl<'a> Placer<'a> {
                 } else {
                     Err(Error::Invalid(format!(
                         "{} appeared during the restore and is not a directory; restore will not write through it",
-                        shown.display()
+                        crate::display::path(&shown)
                     )))
                 }
             }
@@ -386,7 +386,7 @@ impl<'a> Placer<'a> {
                     } else {
                         Err(Error::Invalid(format!(
                                 "{} appeared during the restore and is not a directory; restore will not write through it",
-                                shown.display()
+                                crate::display::path(&shown)
                             )))
                     }
                 }
@@ -407,7 +407,7 @@ impl<'a> Placer<'a> {
                 if m.is_dir() {
                     return Err(Error::Invalid(format!(
                         "{} appeared during the restore and is a directory; restore does not replace directories",
-                        shown.display()
+                        crate::display::path(&shown)
                     )));
                 }
                 return self.replace(rel, &staged, &path, false);
@@ -415,7 +415,7 @@ impl<'a> Placer<'a> {
             Err(Errno::EEXIST) => {
                 return Err(Error::Invalid(format!(
                     "{} appeared during the restore; not replaced (use --overwrite)",
-                    shown.display()
+                    crate::display::path(&shown)
                 )))
             }
             // No create-only rename on this file system: a hard link is create-only too.
@@ -479,30 +479,36 @@ impl<'a> Placer<'a> {
         let symlink = node.kind == NodeKind::Symlink;
         if self.is_root {
             if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
-                self.warnings
-                    .push(format!("{}: cannot set owner: {e}", shown.display()));
+                self.warnings.push(format!(
+                    "{}: cannot set owner: {e}",
+                    crate::display::path(shown)
+                ));
             }
         }
         if !symlink {
             if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(node.mode)) {
-                self.warnings
-                    .push(format!("{}: cannot set mode: {e}", shown.display()));
+                self.warnings.push(format!(
+                    "{}: cannot set mode: {e}",
+                    crate::display::path(shown)
+                ));
             }
         }
         for x in &node.xattrs {
             if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
                 self.warnings.push(format!(
                     "{}: cannot set extended attribute {}: {e}",
-                    shown.display(),
-                    String::from_utf8_lossy(&x.name)
+                    crate::display::path(shown),
+                    crate::display::bytes(&x.name)
                 ));
             }
         }
         let atime = filetime::FileTime::from_unix_time(node.atime.sec, node.atime.nsec);
         let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
         if let Err(e) = filetime::set_symlink_file_times(path, atime, mtime) {
-            self.warnings
-                .push(format!("{}: cannot set times: {e}", shown.display()));
+            self.warnings.push(format!(
+                "{}: cannot set times: {e}",
+                crate::display::path(shown)
+            ));
         }
     }
 
@@ -515,8 +521,10 @@ impl<'a> Placer<'a> {
             Ok(fd) => fd,
             Err(e) => {
                 let err = self.tgt.error(&rel.join("x"), e);
-                self.warnings
-                    .push(format!("{}: cannot set metadata: {err}", shown.display()));
+                self.warnings.push(format!(
+                    "{}: cannot set metadata: {err}",
+                    crate::display::path(&shown)
+                ));
                 return;
             }
         };
@@ -615,7 +623,7 @@ fn dir_metadata(fd: BorrowedFd<'_>, node: &EntryMeta, is_root: bool, shown: &Pat
         if let Err(e) = fchown(fd, owner.0, owner.1) {
             out.push(format!(
                 "{}: cannot set owner: {}",
-                shown.display(),
+                crate::display::path(shown),
                 io::Error::from(e)
             ));
         }
@@ -623,7 +631,7 @@ fn dir_metadata(fd: BorrowedFd<'_>, node: &EntryMeta, is_root: bool, shown: &Pat
     if let Err(e) = fchmod(fd, Mode::from_raw_mode(node.mode & 0o7777)) {
         out.push(format!(
             "{}: cannot set mode: {}",
-            shown.display(),
+            crate::display::path(shown),
             io::Error::from(e)
         ));
     }
@@ -636,8 +644,8 @@ fn dir_metadata(fd: BorrowedFd<'_>, node: &EntryMeta, is_root: bool, shown: &Pat
         ) {
             out.push(format!(
                 "{}: cannot set extended attribute {}: {}",
-                shown.display(),
-                String::from_utf8_lossy(&x.name),
+                crate::display::path(shown),
+                crate::display::bytes(&x.name),
                 io::Error::from(e)
             ));
         }
@@ -653,7 +661,7 @@ fn dir_metadata(fd: BorrowedFd<'_>, node: &EntryMeta, is_root: bool, shown: &Pat
     if let Err(e) = futimens(fd, &times) {
         out.push(format!(
             "{}: cannot set times: {}",
-            shown.display(),
+            crate::display::path(shown),
             io::Error::from(e)
         ));
     }

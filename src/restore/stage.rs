@@ -215,26 +215,35 @@ fn set_file_metadata(
 ) {
     if is_root {
         if let Err(e) = std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid)) {
-            out.push(format!("{}: cannot set owner: {e}", shown.display()));
+            out.push(format!(
+                "{}: cannot set owner: {e}",
+                crate::display::path(shown)
+            ));
         }
     }
     if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(node.mode)) {
-        out.push(format!("{}: cannot set mode: {e}", shown.display()));
+        out.push(format!(
+            "{}: cannot set mode: {e}",
+            crate::display::path(shown)
+        ));
     }
     for x in &node.xattrs {
         if let Err(e) = xattr::FileExt::set_xattr(f, std::ffi::OsStr::from_bytes(&x.name), &x.value)
         {
             out.push(format!(
                 "{}: cannot set extended attribute {}: {e}",
-                shown.display(),
-                String::from_utf8_lossy(&x.name)
+                crate::display::path(shown),
+                crate::display::bytes(&x.name)
             ));
         }
     }
     let atime = filetime::FileTime::from_unix_time(node.atime.sec, node.atime.nsec);
     let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
     if let Err(e) = filetime::set_file_handle_times(f, Some(atime), Some(mtime)) {
-        out.push(format!("{}: cannot set times: {e}", shown.display()));
+        out.push(format!(
+            "{}: cannot set times: {e}",
+            crate::display::path(shown)
+        ));
     }
 }
 
