@@ -206,18 +206,6 @@ fn a_ten_thousand_level_chain_verifies_with_restore_verify_only() {
     assert_eq!(num(&r, "bytes"), 14, "{out}");
 }
 
-/// Reads `rel` beneath `root` one directory at a time (any depth: through `/proc/self/fd`).
-fn read_deep(root: &Path, rel: &Path) -> Vec<u8> {
-    let mut dir = std::fs::File::open(root).expect("open target");
-    let comps: Vec<_> = rel.components().collect();
-    for c in &comps[..comps.len() - 1] {
-        let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
-        dir = std::fs::File::open(Path::new(&p).join(c)).expect("open a level");
-    }
-    let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
-    std::fs::read(Path::new(&p).join(comps[comps.len() - 1])).expect("read the deepest file")
-}
-
 /// RELIABILITY case 24: a chain of 10,000 directory levels (a path of 20 KB, five times
 /// PATH_MAX) restores: every level is made, the file at the bottom has its content, and a
 /// second restore with `--overwrite` over it succeeds. Before the fix it failed with "File

@@ -1187,6 +1187,20 @@ pub fn lifeboat_unprivileged(args: Vec<std::ffi::OsString>, home: &Path) -> Out 
     run_cmd(cmd)
 }
 
+/// Reads the file `rel` beneath `root` one directory at a time (through `/proc/self/fd`), so
+/// paths of any length can be read.
+pub fn read_deep(root: &Path, rel: &Path) -> Vec<u8> {
+    let mut dir = fs::File::open(root).expect("open root");
+    let comps: Vec<_> = rel.components().collect();
+    let (last, dirs) = comps.split_last().expect("a file name");
+    for c in dirs {
+        let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+        dir = fs::File::open(Path::new(&p).join(c)).expect("open a level");
+    }
+    let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+    fs::read(Path::new(&p).join(last)).expect("read the deepest file")
+}
+
 // ---------------------------------------------------------------------------
 // File systems of a test's own
 // ---------------------------------------------------------------------------
