@@ -33,6 +33,8 @@ pub(crate) struct DirCursor {
     /// its descriptor (a tree can be deeper than a process may hold descriptors; one closed
     /// is opened again from the deepest one still open when the cursor comes back up to it).
     stack: Vec<(OsString, Option<OwnedFd>)>,
+    /// The stack's names joined with `/`: the path of the deepest directory reached.
+    path: Vec<u8>,
     /// Whether `/proc` is there (see [`proc_path`]).
     proc: bool,
 }
@@ -60,6 +62,7 @@ impl DirCursor {
             root,
             root_path: path.to_path_buf(),
             stack: Vec::new(),
+            path: Vec::new(),
             proc: have_proc(),
         }
     }
@@ -72,6 +75,33 @@ impl DirCursor {
     /// The descriptor of the directory `rel` (relative to the root; empty: the root),
     /// opening what is not open yet.
     pub(crate) fn dir(&mut self, rel: &Path) -> io::Result<BorrowedFd<'_>> {
+        // In plan order a directory is the last one reached, one beneath it, or one above it:
+        // found by comparing bytes, so a walk of a deep tree stays linear in its size.
+        let want = rel.as_os_str().as_bytes();
+        let have = self.path.as_slice();
+        if want.starts_with(have)
+            && (have.is_empty() || want.get(have.len()).is_none_or(|&b| b == b'/'))
+        {
+            let rest = Path::new(OsStr::from_bytes(&want[have.len()..]));
+            let mut names = Vec::new();
+            for c in rest.components() {
+                match c {
+                    Component::Normal(n) => names.push(n),
+                    Component::RootDir if names.is_empty() => {} // the separator after `have`
+                    _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+                }
+            }
+            return self.descend(&names);
+        }
+        if have.starts_with(want) && (want.is_empty() || have[want.len()] == b'/') {
+            let keep = if want.is_empty() {
+                0
+            } else {
+                want.iter().filter(|&&b| b == b'/').count() + 1
+            };
+            self.truncate(keep);
+            return self.descend(&[]);
+        }
         let mut names = Vec::new();
         for c in rel.components() {
             match c {
@@ -86,12 +116,37 @@ impl DirCursor {
             .zip(&names)
             .take_while(|((have, _), want)| have.as_os_str() == **want)
             .count();
-        self.stack.truncate(common);
+        self.truncate(common);
+        self.descend(&names[common..])
+    }
+
+    /// Keeps the first `depth` directories of the stack.
+    fn truncate(&mut self, depth: usize) {
+        if depth >= self.stack.len() {
+            return;
+        }
+        self.stack.truncate(depth);
+        let len = self
+            .stack
+            .iter()
+            .map(|(n, _)| n.len() + 1)
+            .sum::<usize>()
+            .saturating_sub(1);
+        self.path.truncate(len);
+    }
+
+    /// Opens `names` one beneath the other, from the deepest directory of the stack (opened
+    /// again first if it was closed).
+    fn descend(&mut self, names: &[&OsStr]) -> io::Result<BorrowedFd<'_>> {
         if self.stack.last().is_some_and(|(_, fd)| fd.is_none()) {
             self.reopen()?;
         }
-        for name in &names[common..] {
+        for name in names {
             let fd = open_dir_at(self.top(), name)?;
+            if !self.stack.is_empty() {
+                self.path.push(b'/');
+            }
+            self.path.extend_from_slice(name.as_bytes());
             self.stack.push((name.to_os_string(), Some(fd)));
             if self.stack.len() > WINDOW {
                 let old = self.stack.len() - WINDOW - 1;
@@ -190,7 +245,7 @@ impl DirCursor {
                 .zip(rel.components())
                 .all(|((have, _), c)| have.as_os_str() == c.as_os_str())
         {
-            self.stack.truncate(depth - 1);
+            self.truncate(depth - 1);
         }
     }
 }
