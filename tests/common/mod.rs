@@ -1201,6 +1201,27 @@ pub fn read_deep(root: &Path, rel: &Path) -> Vec<u8> {
     fs::read(Path::new(&p).join(last)).expect("read the deepest file")
 }
 
+/// Panics unless `out` is text for people: UTF-8, and no control character but the line
+/// break (no C0 control, DEL or C1 control), and no line that a name forged.
+#[track_caller]
+pub fn assert_clean(what: &str, out: &[u8]) {
+    let text = std::str::from_utf8(out).unwrap_or_else(|e| {
+        panic!(
+            "{what} is not UTF-8 ({e}): {:?}",
+            String::from_utf8_lossy(out)
+        )
+    });
+    if let Some(c) = text.chars().find(|&c| c != '\n' && c.is_control()) {
+        panic!("{what} holds the raw control character {c:?}: {text:?}");
+    }
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("[lifeboat] forged line")),
+        "{what} holds a forged line: {text:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // File systems of a test's own
 // ---------------------------------------------------------------------------
