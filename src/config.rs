@@ -371,18 +371,23 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// The text of the config file at `path`.
+fn read_text(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read the config: {e}"),
+        }])
+    })
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: 0,
-                column: 0,
-                field: String::new(),
-                message: format!("cannot read the config: {e}"),
-            }])
-        })?;
+        let text = read_text(path)?;
         Self::parse(path, &text)
     }
 
@@ -391,15 +396,7 @@ impl Config {
     /// does not exist or cannot be read is an error; one the group or others can read is a
     /// warning (returned with the config).
     pub fn check(path: &Path) -> Result<(Self, Vec<ConfigError>), ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: 0,
-                column: 0,
-                field: String::new(),
-                message: format!("cannot read the config: {e}"),
-            }])
-        })?;
+        let text = read_text(path)?;
         let mut warnings = Vec::new();
         let config = Self::parse_with(path, &text, Some(&mut warnings))?;
         Ok((config, warnings))
