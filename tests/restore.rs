@@ -571,6 +571,155 @@ fn set_immutable(path: &Path, on: bool) {
     );
 }
 
+/// Runs `chattr ARGS PATH`; panics with what to do when it fails.
+fn chattr(args: &[&str], path: &Path) {
+    let out = std::process::Command::new("chattr")
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run chattr(1) (e2fsprogs): {e}"));
+    assert!(
+        out.status.success(),
+        "chattr {args:?} {}: {}\nThis test needs root and a file system with inode flags \
+         (ext4); run the suite as root, as CI does",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// The inode flags of `path` (a file or directory) that `chattr` sets and a snapshot keeps:
+/// without those the file system manages itself (extents and the like).
+fn inode_flags(path: &Path) -> u32 {
+    let f = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let flags = rustix::fs::ioctl_getflags(&f)
+        .unwrap_or_else(|e| panic!("FS_IOC_GETFLAGS {}: {e}", path.display()));
+    flags.bits() & lifeboat::repo::tree::INODE_FLAGS_KEPT
+}
+
+/// Clears the immutable and append-only flags beneath a directory when dropped, so that a
+/// failing test's scratch directories can still be removed.
+struct ClearsFlags(Vec<PathBuf>);
+
+impl Drop for ClearsFlags {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .args(["-R", "-ia"])
+                .arg(dir)
+                .output();
+        }
+    }
+}
+
+/// Issue 19, item 20: inode flags (`chattr`: immutable, append-only, no-dump, no-atime, on
+/// files and directories) are backed up, and a restore as root sets them again once
+/// everything is in place (an immutable file or append-only directory takes no rename and
+/// no new times after that); a flag added to an otherwise unchanged file reaches the next
+/// incremental snapshot; a restore by an unprivileged user restores the content and warns,
+/// per entry, about the flags it may not set. Before, they were dropped without a word.
+#[test]
+fn inode_flags_are_backed_up_and_restored_as_root() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let target = Scratch::new();
+    let src = scratch.join("src");
+    let _clear = ClearsFlags(vec![src.clone(), target.path().to_path_buf()]);
+    write_file(&src.join("etc/resolv.conf"), b"nameserver 192.0.2.1\n");
+    write_file(&src.join("var/log/app.log"), b"started\n");
+    write_file(&src.join("var/cache/big.bin"), &random_bytes(300_000, 24));
+    write_file(&src.join("var/cache/quiet"), b"no atime\n");
+    write_file(&src.join("plain"), b"no flags\n");
+    stamp_mtimes(&src, 1_600_000_000);
+    chattr(&["+i"], &src.join("etc/resolv.conf"));
+    chattr(&["+a"], &src.join("var/log/app.log"));
+    chattr(&["+a"], &src.join("var/log"));
+    chattr(&["+d"], &src.join("var/cache/big.bin"));
+    chattr(&["+A"], &src.join("var/cache/quiet"));
+    chattr(&["+d"], &src.join("var/cache"));
+    let flagged = [
+        ("etc/resolv.conf", 0x10),
+        ("var/log/app.log", 0x20),
+        ("var/log", 0x20),
+        ("var/cache/big.bin", 0x40),
+        ("var/cache/quiet", 0x80),
+        ("var/cache", 0x40),
+        ("plain", 0),
+        ("etc", 0),
+    ];
+    for (rel, want) in flagged {
+        assert_eq!(inode_flags(&src.join(rel)), want, "source {rel}");
+    }
+    repo.backup(args![&src]);
+
+    let out = repo.restore("latest", target.path(), args![]).success();
+    let root = restored(target.path(), &src);
+    for (rel, want) in flagged {
+        assert_eq!(inode_flags(&root.join(rel)), want, "restored {rel}\n{out}");
+    }
+    // Content, modes and times (of the append-only directory too) as in the source.
+    assert_trees_equal(&src, &root);
+    assert!(!out.stderr().contains("warning"), "{out}");
+
+    // A flag added to a file whose content did not change reaches the next snapshot.
+    chattr(&["-i"], &src.join("etc/resolv.conf"));
+    chattr(&["+S"], &src.join("etc/resolv.conf"));
+    chattr(&["+i"], &src.join("plain"));
+    let summary = repo.backup(args![&src]);
+    assert_eq!(num(&summary, "files_new"), 0, "{summary}");
+    let again = Scratch::new();
+    let _clear_again = ClearsFlags(vec![again.path().to_path_buf()]);
+    let out = repo.restore("latest", again.path(), args![]).success();
+    let root = restored(again.path(), &src);
+    assert_eq!(inode_flags(&root.join("etc/resolv.conf")), 0x08, "{out}");
+    assert_eq!(inode_flags(&root.join("plain")), 0x10, "{out}");
+    assert_eq!(fs::read(root.join("plain")).expect("read"), b"no flags\n");
+
+    // Without the privilege to set them: the content, and a warning naming each entry.
+    let copy = Scratch::new();
+    let repo_copy = copy.join("repo");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&repo.path)
+        .arg(&repo_copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(copy.path())
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    let unpriv_target = copy.join("target");
+    let out = lifeboat_unprivileged(
+        args![
+            "restore",
+            "--repo",
+            &repo_copy,
+            "latest",
+            "--target",
+            &unpriv_target
+        ],
+        copy.path(),
+    )
+    .success();
+    let root = restored(&unpriv_target, &src);
+    assert_eq!(fs::read(root.join("plain")).expect("read"), b"no flags\n");
+    assert_eq!(inode_flags(&root.join("plain")), 0, "{out}");
+    for (rel, letters) in [
+        ("plain", "(i)"),
+        ("var/log", "(a)"),
+        ("var/log/app.log", "(a)"),
+    ] {
+        let line = out
+            .stderr()
+            .lines()
+            .find(|l| l.contains(&format!("{rel}: cannot set inode flags {letters}")))
+            .map(str::to_owned);
+        assert!(line.is_some(), "no warning for {rel}\n{out}");
+    }
+}
+
 /// Names of the server-like files of the in-place tests, in the order restore places them.
 const ETC_FILES: [&str; 5] = ["group", "hosts", "passwd", "resolv.conf", "shadow"];
 

@@ -233,9 +233,11 @@ fn via_fd(dir: BorrowedFd<'_>, name: &[u8], path: &Path) -> PathBuf {
     }
 }
 
-/// The extended attributes of `name` in `dir` (not following a symlink), sorted by name.
-/// `path` is the entry's full path (used only without `/proc`).
-pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8], path: &Path) -> Vec<Xattr> {
+/// The extended attributes of `name` in `dir` (not following a symlink), sorted by name, with
+/// the inode flags (`chattr`) of a regular file or directory among them (see
+/// [`INODE_FLAGS_XATTR`](crate::repo::tree::INODE_FLAGS_XATTR)). `meta` is its metadata,
+/// `path` its full path (used only without `/proc`).
+pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8], path: &Path, meta: &Meta) -> Vec<Xattr> {
     let at = via_fd(dir, name, path);
     let mut out = Vec::new();
     // Filesystems without xattr support report an error: no attributes then.
@@ -249,11 +251,31 @@ pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8], path: &Path) -> Vec<Xattr> {
             }
         }
     }
+    if meta.is_file() || meta.is_dir() {
+        out.extend(flags_at(dir, name, meta).and_then(Xattr::inode_flags));
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
-/// The extended attributes of an open file, sorted by name.
+/// The inode flags of the regular file or directory `name` in `dir` (`meta`), if it can be
+/// opened and its file system has them. Opened as the content reader opens it (not following
+/// a symlink, not blocking), and only believed if it is still the object `meta` describes.
+fn flags_at(dir: BorrowedFd<'_>, name: &[u8], meta: &Meta) -> Option<u32> {
+    let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    if meta.is_dir() {
+        flags |= OFlags::DIRECTORY;
+    }
+    let fd = rustix::fs::openat(dir, name, flags | OFlags::NOCTTY, Mode::empty()).ok()?;
+    let now = fstat(fd.as_fd()).ok()?;
+    if !now.same_object(meta) {
+        return None;
+    }
+    rustix::fs::ioctl_getflags(&fd).ok().map(|f| f.bits())
+}
+
+/// The extended attributes of an open regular file, sorted by name, with its inode flags
+/// among them (as [`xattrs_at`]).
 pub fn xattrs_of(file: &File) -> Vec<Xattr> {
     use xattr::FileExt;
     let mut out = Vec::new();
@@ -266,6 +288,9 @@ pub fn xattrs_of(file: &File) -> Vec<Xattr> {
                 });
             }
         }
+    }
+    if let Ok(flags) = rustix::fs::ioctl_getflags(file) {
+        out.extend(Xattr::inode_flags(flags.bits()));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out

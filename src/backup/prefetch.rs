@@ -463,7 +463,7 @@ impl<'a> Prefetcher<'a> {
             let prev_node = listing.prev.as_ref().and_then(|t| t.find(&entry.name));
             entry.xattrs = Some(match prev_node {
                 Some(p) if self.trust_parent && same_inode_times(p, meta) => p.xattrs.clone(),
-                _ => dirfd::xattrs_at(fd.as_fd(), &entry.name, &child),
+                _ => dirfd::xattrs_at(fd.as_fd(), &entry.name, &child, meta),
             });
             if self.filter.enters(meta, job.dev) {
                 let prev = listing

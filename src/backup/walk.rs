@@ -226,7 +226,7 @@ impl Walker<'_> {
             Ok(m) => m,
             Err(e) => return self.error(root, e),
         };
-        let xattrs = dirfd::xattrs_at(fd.as_fd(), b".", root);
+        let xattrs = dirfd::xattrs_at(fd.as_fd(), b".", root, &meta);
         let node = self.node_from_meta(b"/".to_vec(), &meta, xattrs);
         if targets.is_target {
             // `/` itself: all of it.
@@ -270,7 +270,8 @@ impl Walker<'_> {
             // (its listing is encoded again each run: a few per run).
             let (meta, xattrs) = match resolve(&path) {
                 Ok((parent_fd, at, resolved, meta)) if meta.is_dir() => {
-                    (meta, dirfd::xattrs_at(parent_fd.as_fd(), &at, &resolved))
+                    let xattrs = dirfd::xattrs_at(parent_fd.as_fd(), &at, &resolved, &meta);
+                    (meta, xattrs)
                 }
                 Ok(_) => {
                     self.error(&path, "not a directory (it contains a backup path)")?;
@@ -316,7 +317,7 @@ impl Walker<'_> {
                 ),
             })?;
         }
-        let xattrs = dirfd::xattrs_at(parent_fd.as_fd(), &at, &resolved);
+        let xattrs = dirfd::xattrs_at(parent_fd.as_fd(), &at, &resolved, &meta);
         let entry = Listed {
             name,
             meta: Some(meta),
@@ -436,8 +437,9 @@ impl Walker<'_> {
         if self.filter.skips_object(&meta) {
             return Ok(Visited::Done(Visit::Skipped));
         }
-        let xattrs =
-            xattrs.unwrap_or_else(|| dirfd::xattrs_at(dir.as_fd(), open_as.unwrap_or(&name), path));
+        let xattrs = xattrs.unwrap_or_else(|| {
+            dirfd::xattrs_at(dir.as_fd(), open_as.unwrap_or(&name), path, &meta)
+        });
         Progress::add(&self.shared.progress.entries, 1);
         let mut node = self.node_from_meta(name, &meta, xattrs);
         let done = |v: Visit| Ok(Visited::Done(v));

@@ -51,6 +51,77 @@ pub struct Xattr {
     pub value: Vec<u8>,
 }
 
+/// The name under which a node keeps its inode flags (`chattr`, `FS_IOC_GETFLAGS`) among its
+/// extended attributes: 4 bytes, little-endian, only the bits of [`INODE_FLAGS_KEPT`], present
+/// only when one of them is set. Linux accepts no extended attribute outside the `security.`,
+/// `system.`, `trusted.` and `user.` namespaces, so no file can carry one of this name, and
+/// listings without flags encode exactly as before.
+pub const INODE_FLAGS_XATTR: &[u8] = b"lifeboat.inode_flags";
+
+/// The inode flags kept (`chattr` letters in brackets): secure deletion (s), undeletable (u),
+/// compress (c), synchronous updates (S), immutable (i), append only (a), no dump (d), no atime
+/// (A), data journaling (j), no tail merging (t), synchronous directory updates (D), top of a
+/// directory hierarchy (T), no copy on write (C), project inheritance (P). Flags the file
+/// system manages itself (extents, inline data, encryption, verity, ...) are not.
+pub const INODE_FLAGS_KEPT: u32 = 0x2083_c0ff;
+
+/// The `chattr` letters of the kept flags set in `flags`, in bit order (`ia` for immutable and
+/// append only).
+pub fn inode_flag_letters(flags: u32) -> String {
+    const LETTERS: [(u32, char); 14] = [
+        (0x0000_0001, 's'),
+        (0x0000_0002, 'u'),
+        (0x0000_0004, 'c'),
+        (0x0000_0008, 'S'),
+        (0x0000_0010, 'i'),
+        (0x0000_0020, 'a'),
+        (0x0000_0040, 'd'),
+        (0x0000_0080, 'A'),
+        (0x0000_4000, 'j'),
+        (0x0000_8000, 't'),
+        (0x0001_0000, 'D'),
+        (0x0002_0000, 'T'),
+        (0x0080_0000, 'C'),
+        (0x2000_0000, 'P'),
+    ];
+    LETTERS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|&(_, c)| c)
+        .collect()
+}
+
+impl Xattr {
+    /// The entry that keeps `flags` (see [`INODE_FLAGS_XATTR`]); `None` when none of the kept
+    /// flags is set.
+    pub fn inode_flags(flags: u32) -> Option<Xattr> {
+        let kept = flags & INODE_FLAGS_KEPT;
+        (kept != 0).then(|| Xattr {
+            name: INODE_FLAGS_XATTR.to_vec(),
+            value: kept.to_le_bytes().to_vec(),
+        })
+    }
+}
+
+/// Splits the inode flags kept among `xattrs` off: the real extended attributes and the
+/// flags (0 when none; a malformed entry counts as none).
+pub fn split_inode_flags(xattrs: Vec<Xattr>) -> (Vec<Xattr>, u32) {
+    let mut flags = 0;
+    let rest = xattrs
+        .into_iter()
+        .filter(|x| {
+            if x.name != INODE_FLAGS_XATTR {
+                return true;
+            }
+            if let Ok(b) = <[u8; 4]>::try_from(x.value.as_slice()) {
+                flags = u32::from_le_bytes(b) & INODE_FLAGS_KEPT;
+            }
+            false
+        })
+        .collect();
+    (rest, flags)
+}
+
 /// One entry of a directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -174,5 +245,30 @@ mod tests {
         assert!(back.find(b"b").is_some());
         assert!(back.find(b"d").is_none());
         assert!(Tree::from_bytes(&[0xff, 0xff, 0xff], "t").is_err());
+    }
+
+    #[test]
+    fn inode_flags_travel_among_the_xattrs() {
+        // Extents (0x80000) is the file system's own: not kept.
+        assert!(Xattr::inode_flags(0x80000).is_none());
+        let kept = Xattr::inode_flags(0x80000 | 0x10 | 0x20).expect("immutable, append");
+        let user = Xattr {
+            name: b"user.a".to_vec(),
+            value: b"1".to_vec(),
+        };
+        let (rest, flags) = split_inode_flags(vec![kept, user.clone()]);
+        assert_eq!((rest, flags), (vec![user.clone()], 0x30));
+        // A hostile repository's malformed or out-of-range value sets nothing unexpected.
+        let odd = |value: &[u8]| Xattr {
+            name: INODE_FLAGS_XATTR.to_vec(),
+            value: value.to_vec(),
+        };
+        assert_eq!(split_inode_flags(vec![odd(b"xx")]).1, 0);
+        assert_eq!(
+            split_inode_flags(vec![odd(&u32::MAX.to_le_bytes())]).1,
+            INODE_FLAGS_KEPT
+        );
+        assert_eq!(inode_flag_letters(0x30), "ia");
+        assert_eq!(inode_flag_letters(INODE_FLAGS_KEPT), "sucSiadAjtDTCP");
     }
 }

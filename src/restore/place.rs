@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
+use rustix::fs::{Mode, OFlags};
 
 use crate::error::{Error, Result};
 use crate::repo::NodeKind;
@@ -194,12 +195,19 @@ impl<'a> Placer<'a> {
         let mut moved: Option<&Path> = None;
         // Directories whose metadata is set at the end: those this restore made.
         let mut dirs: Vec<(&Path, &EntryMeta)> = Vec::new();
+        // Entries placed that have inode flags, set after everything else.
+        let mut flagged: Vec<(&Path, &EntryMeta)> = Vec::new();
         for (i, e) in plan.entries.iter().enumerate().skip(1) {
             crate::interrupt::check()?;
             if let Some(m) = moved {
                 if e.rel.starts_with(m) {
-                    if e.node.kind == NodeKind::Dir && !broken.contains_key(&i) {
-                        dirs.push((&e.rel, &e.node));
+                    if !broken.contains_key(&i) {
+                        if e.node.kind == NodeKind::Dir {
+                            dirs.push((&e.rel, &e.node));
+                        }
+                        if e.node.flags != 0 {
+                            flagged.push((&e.rel, &e.node));
+                        }
                     }
                     continue;
                 }
@@ -214,27 +222,41 @@ impl<'a> Placer<'a> {
                 }
                 continue;
             }
-            match e.node.kind {
+            let placed = match e.node.kind {
                 NodeKind::Dir => match self.move_dir(&e.rel)? {
                     DirMove::Moved => {
                         moved = Some(&e.rel);
-                        dirs.push((&e.rel, &e.node));
+                        true
                     }
-                    DirMove::Made => dirs.push((&e.rel, &e.node)),
-                    DirMove::Existing if self.overwrite => dirs.push((&e.rel, &e.node)),
-                    DirMove::Existing => {}
+                    DirMove::Made => true,
+                    DirMove::Existing => self.overwrite,
                 },
                 // A socket belongs to the process that made it; there is nothing to restore.
-                NodeKind::Socket => {}
+                NodeKind::Socket => false,
                 // A device node left out (listed in `skipped`).
-                _ if self.unstaged.contains(&i) => {}
-                _ => self.move_into_place(&e.rel)?,
+                _ if self.unstaged.contains(&i) => false,
+                _ => {
+                    self.move_into_place(&e.rel)?;
+                    true
+                }
+            };
+            if placed && e.node.kind == NodeKind::Dir {
+                dirs.push((&e.rel, &e.node));
+            }
+            if placed && e.node.flags != 0 {
+                flagged.push((&e.rel, &e.node));
             }
         }
         // Directory metadata last, deepest first, so adding entries does not change mtimes.
         let started = Instant::now();
         for (rel, node) in dirs.iter().rev() {
             self.apply_dir_metadata(rel, node);
+        }
+        // Inode flags after that: an immutable or append-only entry accepts neither new
+        // entries, nor a rename, nor new times. Everything is in place by now, so this is not
+        // interrupted (a restore stopped here would have to undo a placement it has finished).
+        for (rel, node) in flagged {
+            self.apply_flags(rel, node);
         }
         self.dirs_time += started.elapsed();
         Ok(())
@@ -530,6 +552,48 @@ impl<'a> Placer<'a> {
         };
         let warnings = dir_metadata(fd, node, is_root, &shown);
         self.warnings.extend(warnings);
+    }
+
+    /// Sets the inode flags of the placed entry `rel` (a regular file or a directory), keeping
+    /// the flags of the target's file system that a snapshot does not hold (extents, ...).
+    fn apply_flags(&mut self, rel: &Path, node: &EntryMeta) {
+        use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags};
+        let kept = crate::repo::tree::INODE_FLAGS_KEPT;
+        let set = |fd: BorrowedFd<'_>| -> io::Result<()> {
+            let now = ioctl_getflags(fd)?.bits();
+            let want = (now & !kept) | node.flags;
+            if want != now {
+                ioctl_setflags(fd, IFlags::from_bits_retain(want))?;
+            }
+            Ok(())
+        };
+        let result = match node.kind {
+            NodeKind::Dir => self.tgt.dir(rel).and_then(set),
+            NodeKind::File => match (rel.parent(), rel.file_name()) {
+                (Some(parent), Some(name)) => self.tgt.dir(parent).and_then(|dir| {
+                    let flags = OFlags::RDONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::NONBLOCK
+                        | OFlags::NOCTTY
+                        | OFlags::CLOEXEC;
+                    let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+                    if rustix::fs::fstat(&fd)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+                        return Err(io::Error::other("not a regular file"));
+                    }
+                    set(fd.as_fd())
+                }),
+                _ => return,
+            },
+            // Symlinks and special files have none (the kernel keeps none for them).
+            _ => return,
+        };
+        if let Err(e) = result {
+            self.warnings.push(format!(
+                "{}: cannot set inode flags ({}): {e}",
+                crate::display::path(&self.target.join(rel)),
+                crate::repo::tree::inode_flag_letters(node.flags)
+            ));
+        }
     }
 
     /// Puts back what was placed, newest first: replaced entries get their old version back,

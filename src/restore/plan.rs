@@ -41,11 +41,16 @@ pub struct EntryMeta {
     pub rdev: u64,
     /// Target of a symlink.
     pub link_target: Option<Box<[u8]>>,
+    /// Extended attributes, without the inode flags (those are in `flags`).
     pub xattrs: Box<[Xattr]>,
+    /// Inode flags (`chattr`), set once everything is in place: an immutable or append-only
+    /// entry could not be placed, nor get its times, after them.
+    pub flags: u32,
 }
 
 impl EntryMeta {
     fn of(node: Node) -> Self {
+        let (xattrs, flags) = crate::repo::tree::split_inode_flags(node.xattrs);
         EntryMeta {
             kind: node.kind,
             mode: node.mode,
@@ -56,7 +61,8 @@ impl EntryMeta {
             atime: node.atime,
             rdev: node.rdev,
             link_target: node.link_target.map(Vec::into_boxed_slice),
-            xattrs: node.xattrs.into_boxed_slice(),
+            xattrs: xattrs.into_boxed_slice(),
+            flags,
         }
     }
 }
