@@ -1,5 +1,5 @@
 //! Writes the seed corpus of the fuzz targets: `fuzz/corpus/TARGET/valid-*`, real objects made
-//! by Lifeboat's own code, each of which its target must accept (`tests/fuzz_corpus.rs` checks
+//! by Lifeboat's own code, each of which its target must accept (`tests/suite/fuzz_corpus.rs` checks
 //! that on every `cargo test`).
 //!
 //!     cargo run --example fuzz_corpus [-- DIR]      (DIR: fuzz/corpus by default)

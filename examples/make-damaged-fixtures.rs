@@ -2,18 +2,18 @@
 //!
 //! ```sh
 //! cargo run --example make-damaged-fixtures            # writes tests/fixtures/damaged/<case>/
-//! LIFEBOAT_BLESS=1 cargo test --test repair            # pins what check says about each
+//! LIFEBOAT_BLESS=1 cargo test --test suite repair::            # pins what check says about each
 //! ```
 //!
 //! One small repository is built from the deterministic source of
-//! `tests/common/damaged_source.rs` (written to `/tmp/lifeboat-fixture-source`): snapshot 1 of
+//! `tests/suite/common/damaged_source.rs` (written to `/tmp/lifeboat-fixture-source`): snapshot 1 of
 //! `alpha/`, snapshot 2 of `beta/`, then stage 2 and snapshot 3 of `alpha/` (incremental). Each
 //! case is a copy of it with one kind of damage, and `damage.json` beside it: what was damaged
 //! and, worked out here from the undamaged repository (not by the code under test), which files
 //! and directories of which snapshot the damage costs. Objects are encrypted with random nonces,
 //! so every run gives new bytes; the tests compare against the committed copies.
 
-#[path = "../tests/common/damaged_source.rs"]
+#[path = "../tests/suite/common/damaged_source.rs"]
 mod damaged_source;
 
 use std::collections::{BTreeMap, HashSet};
@@ -588,6 +588,6 @@ fn main() -> Res<()> {
         },
     )?;
     fs::remove_dir_all(src)?;
-    println!("now pin what check says: LIFEBOAT_BLESS=1 cargo test --test repair");
+    println!("now pin what check says: LIFEBOAT_BLESS=1 cargo test --test suite repair::");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The daemon's logind inhibitor lock (`lifeboat::daemon::inhibit`) against a fake logind on a
-//! private, real D-Bus bus (`dbus-daemon`; see tests/common/logind.rs).
+//! private, real D-Bus bus (`dbus-daemon`; see tests/suite/common/logind.rs).
 
+#[path = "suite/common/mod.rs"]
 mod common;
 
 use std::os::unix::net::UnixListener;

@@ -4,6 +4,7 @@
 //! process-wide; and `lifeboat backup` processes sent SIGTERM, on local disk and on the S3
 //! server.
 
+#[path = "suite/common/mod.rs"]
 mod common;
 
 use std::path::Path;
@@ -176,7 +177,7 @@ fn interrupted_backup_and_restore_stop_cleanly() {
 /// RELIABILITY case 3: SIGTERM (what `systemctl stop` sends) to a `lifeboat backup` process
 /// that has stored data, on local disk and on the S3 server: it stops well within systemd's
 /// default stop timeout (90 s) with exit code 130, writes no snapshot, releases its lock, and
-/// the next backup reuses what it uploaded. (The daemon's side is tests/daemon.rs,
+/// the next backup reuses what it uploaded. (The daemon's side is tests/suite/daemon.rs,
 /// `sigterm_during_a_backup_stops_cleanly_and_the_next_run_reuses_the_upload`.)
 #[test]
 fn sigterm_stops_a_backup_process_cleanly_and_the_next_backup_reuses_its_upload() {

@@ -10,9 +10,9 @@ as_root() { [ "$(id -u)" = 0 ]; }
 
 # setpriv (util-linux) runs the unreadable-file tests as an unprivileged user when run as root.
 # dbus-daemon runs the private bus of the logind inhibitor tests (tests/inhibit.rs).
-# libfaketime (faketime) runs lifeboat with a wrong or jumping clock (tests/clock.rs).
-# mount/umount (mount) make the small file systems of tests/disk_full.rs and tests/restore.rs.
-# chattr (e2fsprogs) makes a restore target's file immutable (tests/restore.rs).
+# libfaketime (faketime) runs lifeboat with a wrong or jumping clock (tests/suite/clock.rs).
+# mount/umount (mount) make the small file systems of tests/suite/disk_full.rs and tests/suite/restore.rs.
+# chattr (e2fsprogs) makes a restore target's file immutable (tests/suite/restore.rs).
 missing=()
 need setpriv || missing+=(util-linux)
 need dbus-daemon || missing+=(dbus-daemon)

@@ -5,7 +5,7 @@
 //! generator can never disagree about what an input means:
 //! - the cargo-fuzz crate (`fuzz/`) builds it as its library; each `fuzz/fuzz_targets/NAME.rs`
 //!   calls the function of the same name;
-//! - `tests/fuzz_corpus.rs` includes it (`#[path]`) and feeds every file of
+//! - `tests/suite/fuzz_corpus.rs` includes it (`#[path]`) and feeds every file of
 //!   `fuzz/corpus/NAME/` to [`TARGETS`] under plain `cargo test`;
 //! - `examples/fuzz_corpus.rs` includes it for the fixed test key and the input layouts when
 //!   it writes the seed corpus.

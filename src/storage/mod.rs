@@ -19,7 +19,6 @@
 //!   faults from permanent ones (disk full and permission denied are permanent).
 
 pub mod cloud;
-pub mod faulty;
 pub mod limit;
 mod local;
 pub mod retry;

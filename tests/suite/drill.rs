@@ -1,15 +1,12 @@
 //! `lifeboat drill`: restore drills on healthy and damaged repositories, samples and seeds,
 //! JSON output, the daemon-config form, and the scratch directory (always removed).
 
-#[macro_use]
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A repository with one snapshot of a plain tree of `files` files (10..60 KiB each).

@@ -1,13 +1,10 @@
 //! `lifeboat restore`: selection, existing targets, conflicts, damaged
 //! repositories, and symlinks planted in the target.
 
-#[macro_use]
-mod common;
-
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// A small tree: two top-level files, a nested subtree, an empty dir.
 fn small_source(root: &Path) {

@@ -1,11 +1,8 @@
 //! `lifeboat check`: structure checks, and data checks with `--read-data`.
 
-#[macro_use]
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn check_passes_on_a_new_repository() {

@@ -5,9 +5,6 @@
 //! within the retry budget and reported as such, never as damage. Against a local directory, the S3 test server (moto, started by
 //! `tests/run.sh`), and a fake S3 endpoint in this file that answers what a test tells it to.
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,12 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::faulty::{Faults, FaultyStorage};
+use crate::common::*;
 use lifeboat::backup::{backup, BackupOptions};
 use lifeboat::prune::{prune, PruneOptions};
 use lifeboat::repo::{InitOptions, KdfSetting, Repository};
 use lifeboat::restore::{restore, RestoreOptions};
-use lifeboat::storage::faulty::{Faults, FaultyStorage};
 use lifeboat::storage::{
     CloudOptions, CloudStorage, CloudUrl, FileKind, LocalStorage, RetryPolicy, RetryingStorage,
     Storage,

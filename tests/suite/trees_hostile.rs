@@ -19,10 +19,7 @@ use lifeboat::repo::{
 };
 use lifeboat::storage::LocalStorage;
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Writes listings and chunks straight into a repository, then one snapshot of them.
 struct Crafter {

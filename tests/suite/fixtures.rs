@@ -2,14 +2,11 @@
 //! round-trip test must accept a faithful copy and catch each kind of
 //! difference. (These run without the lifeboat binary doing anything.)
 
-#[macro_use]
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// A faithful copy of `src` made by `cp -a` (keeps hardlinks, xattrs, modes,
 /// owners, nanosecond mtimes, sparseness).

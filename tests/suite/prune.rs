@@ -2,14 +2,12 @@
 //! refuse to delete every backup, prune against live, dead and frozen writers, and prune
 //! killed at random points.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn dir_size(p: &Path) -> u64 {
@@ -367,7 +365,7 @@ fn two_writers_back_up_concurrently_and_shared_data_is_stored_once() {
 
 /// RELIABILITY case 2: prune killed with SIGKILL at random moments, repeatedly: every remaining snapshot stays
 /// restorable and the next prune completes. (LIFEBOAT_PRUNE_KILLS sets the rounds; the long
-/// run is `LIFEBOAT_PRUNE_KILLS=100 cargo test --test prune kill`.)
+/// run is `LIFEBOAT_PRUNE_KILLS=100 cargo test --test suite prune::kill`.)
 #[test]
 fn prune_killed_at_random_points_leaves_a_valid_repository() {
     let rounds: u32 = std::env::var("LIFEBOAT_PRUNE_KILLS")

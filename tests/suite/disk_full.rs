@@ -3,12 +3,10 @@
 //! Each test mounts its own small tmpfs, which needs root (CAP_SYS_ADMIN): CI runs as root.
 //! Without it the tests fail, saying so; they never skip.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// Every entry below `dir` whose name starts with `.tmp` (temporary files of unfinished
 /// writes).

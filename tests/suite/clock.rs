@@ -3,15 +3,13 @@
 //! day ahead or behind while storage (the kernel's file times, the S3 server's) keeps the real
 //! time. The monotonic clock is left alone (`DONT_FAKE_MONOTONIC=1`).
 
-mod common;
-
 use std::ffi::OsString;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use crate::common::*;
 use chrono::{DateTime, Utc};
-use common::*;
 use serde_json::Value;
 
 /// libfaketime's preload library; the test fails (never skips) without it.

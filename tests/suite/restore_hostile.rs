@@ -12,12 +12,10 @@ use lifeboat::repo::{
 };
 use lifeboat::storage::LocalStorage;
 
-mod common;
-
-use common::PASSWORD;
+use crate::common::PASSWORD;
 
 fn lifeboat() -> Command {
-    common::lifeboat_cmd()
+    crate::common::lifeboat_cmd()
 }
 
 /// Writes a snapshot whose root directory holds `nodes` (file nodes get `content` as data).

@@ -3,12 +3,9 @@
 //! them and exits 3 (a device node gives whoever may open it the device itself, and a hostile
 //! repository could name any device with any mode).
 
-#[macro_use]
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use common::*;
+use crate::common::*;
 
 /// A repository holding a backup of `/dev/null`.
 fn backed_up_dev_null() -> (Repo, Scratch) {

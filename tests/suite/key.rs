@@ -1,16 +1,13 @@
 //! `lifeboat key add | list | remove | passwd | export`: several passwords for one
 //! repository, changing and removing them, and the recovery kit.
 
-#[macro_use]
-mod common;
-
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const NEW_PASSWORD: &str = "a brand new passphrase 4711";

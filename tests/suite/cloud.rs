@@ -7,20 +7,18 @@
 //! acknowledgements) are retried to success, permanent faults fail cleanly, and the repository
 //! stays valid.
 
-mod common;
-
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::faulty::{Faults, FaultyStorage};
+use crate::common::*;
 use lifeboat::backup::{backup, BackupOptions};
 use lifeboat::check::{check, CheckOptions};
 use lifeboat::repo::{Credentials, InitOptions, KdfSetting, Repository};
 use lifeboat::restore::{restore, RestoreOptions};
-use lifeboat::storage::faulty::{Faults, FaultyStorage};
 use lifeboat::storage::{
     CloudOptions, CloudStorage, CloudUrl, FileKind, LocalStorage, RetryPolicy, RetryingStorage,
     Storage,

@@ -4,19 +4,16 @@
 //! intact files restore byte for byte, lost ones are absent and named, check ends clean, prune
 //! works again.
 //!
-//! `LIFEBOAT_BLESS=1 cargo test --test repair` rewrites the pinned check outputs (after
+//! `LIFEBOAT_BLESS=1 cargo test --test suite repair::` rewrites the pinned check outputs (after
 //! regenerating the fixtures); review the diff.
-
-#[macro_use]
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use common::damaged_source;
-use common::*;
+use crate::common::damaged_source;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// A copy of a fixture repository in a scratch directory.

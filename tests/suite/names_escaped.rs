@@ -3,13 +3,11 @@
 //! escape sequences to the administrator's terminal; JSON output stays JSON and keeps the
 //! exact name.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const FORGED: &[u8] = b"evil\n[lifeboat] forged line";

@@ -1,16 +1,13 @@
 //! `lifeboat backup`: round trips, incremental behaviour, excludes, tags and
 //! hosts, unreadable sources.
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// RELIABILITY cases 12 and 13: Every kind of entry survives a backup and restore unchanged: contents,
 /// modes, mtimes with nanoseconds, owners (as root), symlinks, hardlinks,

@@ -3,14 +3,11 @@
 //! refused with exit code 12, and a snapshot comes back on a fresh machine with only the
 //! repository and a password or a recovery kit.
 
-#[macro_use]
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A password that opens none of the test repositories.

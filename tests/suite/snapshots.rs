@@ -1,16 +1,13 @@
 //! `lifeboat snapshots` and how a SNAPSHOT argument is resolved (`latest`,
 //! id prefixes, ambiguous and unknown ids).
 
-#[macro_use]
-mod common;
-
 use std::fs;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use common::*;
+use crate::common::*;
 
 fn small_tree(root: &Path, seed: u64) {
     build_plain_tree(root, 3, 0, seed);

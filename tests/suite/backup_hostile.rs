@@ -2,9 +2,6 @@
 //! stack or PATH_MAX allow, directories swapped for symlinks while the backup runs, files
 //! replaced by `mv` between listing and reading, and a backup path that is itself a symlink.
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Builds a chain of `levels` directories named `d` under `root` (`root/d/d/…/d`) with a file
 /// `leaf` holding `content` at the bottom, without ever using a path longer than PATH_MAX:

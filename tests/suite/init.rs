@@ -1,11 +1,8 @@
 //! `lifeboat init`: creating repositories, and refusing to clobber anything.
 
-#[macro_use]
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 
 #[track_caller]
 fn assert_repository_layout(repo: &std::path::Path) {

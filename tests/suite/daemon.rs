@@ -1,13 +1,11 @@
 //! The daemon end to end: the real binary as a process, seconds-level schedules, the control
 //! socket, signals, catch-up and staleness, and the systemd unit.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A daemon setup in a scratch directory: a repository, a source folder, a config.
@@ -1105,7 +1103,7 @@ fn a_damaged_repository_fails_its_drill_and_check_and_people_are_told() {
 
 #[test]
 fn backups_hold_a_logind_delay_lock_and_a_shutdown_starts_nothing_new() {
-    let fake = common::logind::FakeLogind::start();
+    let fake = crate::common::logind::FakeLogind::start();
     let setup = Setup::new(
         "[[jobs]]\nname = \"slow\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
         "",

@@ -1,4 +1,4 @@
-//! Fault injection for tests: a storage that fails some calls of the one it wraps, the way
+//! Fault injection for the tests (test support, not part of the shipped library): a storage that fails some calls of the one it wraps, the way
 //! networks and object stores fail — 503 Slow Down, connection resets, requests that stall and
 //! time out, bodies cut short, and permanent refusals (403). Deterministic for a given seed.
 
@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{FileKind, Storage};
-use crate::error::{Error, Result};
+use lifeboat::error::{Error, Result};
+use lifeboat::storage::{FileKind, Storage, StorageWrapper};
 
 /// What to inject, as probabilities per call.
 #[derive(Debug, Clone, Default)]
@@ -150,7 +150,7 @@ impl FaultyStorage {
     }
 }
 
-impl super::StorageWrapper for FaultyStorage {
+impl StorageWrapper for FaultyStorage {
     fn inner(&self) -> &dyn Storage {
         &*self.inner
     }

@@ -4,7 +4,7 @@
 //! (`valid-*`) must also be accepted. Inputs a fuzzer found, crashes included once fixed, stay in
 //! the corpus as regression tests.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 #[allow(dead_code)]
 mod harness;
 

@@ -1,12 +1,9 @@
 //! `lifeboat ls`: lists the entries of a snapshot, recursively.
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// A small tree with files, nested and empty dirs and a symlink.
 fn source(root: &Path) -> BTreeSet<PathBuf> {

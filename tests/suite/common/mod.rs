@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod damaged_source;
+pub mod faulty;
 pub mod logind;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -13,11 +13,9 @@
 //! dies still depends on the machine). The long run of docs/RELIABILITY-TESTS.md:
 //!
 //! ```sh
-//! LIFEBOAT_CRASH_LOOPS=100 cargo test --test crash -- --nocapture --test-threads 1 \
-//!     backup_killed_at_random_points_next prune_killed
+//! LIFEBOAT_CRASH_LOOPS=100 cargo test --test suite -- --nocapture --test-threads 1 \
+//!     crash::backup_killed_at_random_points_next crash::prune_killed
 //! ```
-
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -28,7 +26,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use lifeboat::prune::{prune, PruneOptions};
 use lifeboat::repo::{Credentials, Repository};
 use lifeboat::storage::{FileKind, LocalStorage, Storage};
