@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::faulty::{Faults, FaultyStorage};
+use crate::common::wire::WireProxy;
 use crate::common::*;
 use lifeboat::backup::{backup, BackupOptions};
 use lifeboat::check::{check, CheckOptions};
-use lifeboat::repo::{Credentials, InitOptions, KdfSetting, Repository};
+use lifeboat::repo::{Credentials, Repository};
 use lifeboat::restore::{restore, RestoreOptions};
 use lifeboat::storage::{
     CloudOptions, CloudStorage, CloudUrl, FileKind, LocalStorage, RetryPolicy, RetryingStorage,
@@ -43,30 +44,12 @@ fn required(var: &str) -> String {
 }
 
 fn s3() -> Backend {
-    let endpoint = required("LIFEBOAT_TEST_S3_ENDPOINT");
     let bucket = required("LIFEBOAT_TEST_S3_BUCKET");
-    let env = vec![
-        ("AWS_ACCESS_KEY_ID", "test".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
-        ("AWS_REGION", "us-east-1".to_string()),
-        ("AWS_ENDPOINT_URL", endpoint.clone()),
-        ("AWS_ALLOW_HTTP", "true".to_string()),
-    ];
-    let options = [
-        ("access_key_id", "test"),
-        ("secret_access_key", "test"),
-        ("region", "us-east-1"),
-        ("endpoint", endpoint.as_str()),
-        ("allow_http", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
     Backend {
         name: "s3",
         base: format!("s3://{bucket}"),
-        env,
-        options,
+        env: s3_env(),
+        options: s3_options(),
         _scratch: None,
     }
 }
@@ -334,14 +317,6 @@ fn odd_prefixes_and_repository_names_work() {
     }
 }
 
-fn fast_init() -> InitOptions {
-    InitOptions {
-        pack_size: 1 << 20,
-        kdf: KdfSetting::CHEAPEST,
-        ..InitOptions::default()
-    }
-}
-
 fn quick_retries() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 12,
@@ -583,37 +558,18 @@ fn large_objects_go_up_in_parts_and_stay_create_only() {
     }
 }
 
-/// A store that accepts `If-None-Match` and ignores it (as Garage 2.5 does): a second create
-/// of a name replaces the object and reports success.
-#[derive(Debug)]
-struct IgnoresCreateOnly(Arc<dyn Storage>);
-
-impl lifeboat::storage::StorageWrapper for IgnoresCreateOnly {
-    fn inner(&self) -> &dyn Storage {
-        &*self.0
-    }
-    fn create(&self, kind: FileKind, name: &str, data: &[u8]) -> lifeboat::Result<bool> {
-        self.0.remove(kind, name)?;
-        self.0.create(kind, name, data)
-    }
-    fn probe_create_only(&self) -> lifeboat::Result<bool> {
-        let name = "probe-ignores";
-        let first = Storage::create(self, FileKind::Lock, name, b"1")?;
-        let second = Storage::create(self, FileKind::Lock, name, b"2")?;
-        Storage::remove(self, FileKind::Lock, name)?;
-        Ok(first && !second)
-    }
-}
-
-/// RELIABILITY case 17: a store that accepts `If-None-Match` and ignores it is detected at init and recorded;
-/// backups through it still restore (objects are content-addressed).
+/// RELIABILITY case 17: a store that accepts `If-None-Match` and ignores it (as Garage 2.5
+/// does) is detected at init by the real probe — the S3 server behind a proxy that drops the
+/// header — and recorded; backups through it still restore (objects are content-addressed).
 #[test]
 fn a_store_that_ignores_create_only_is_detected_and_recorded() {
     let b = s3();
-    let honest = b.storage(&b.url("honest"));
+    let proxy = WireProxy::start(&s3_endpoint());
+    let honest = s3_storage_at(&proxy.endpoint(), &b.url("honest"));
     let repo = Repository::init(honest, &fast_init(), Some(b"pw")).expect("init");
     assert_eq!(repo.config().storage_create_only, Some(true));
-    let lying: Arc<dyn Storage> = Arc::new(IgnoresCreateOnly(b.storage(&b.url("lying"))));
+    proxy.strip_if_none_match(true);
+    let lying = s3_storage_at(&proxy.endpoint(), &b.url("lying"));
     let repo = Repository::init(lying.clone(), &fast_init(), Some(b"pw")).expect("init");
     assert_eq!(repo.config().storage_create_only, Some(false));
     // Backups still work and restore (content-addressed objects), with a warning.

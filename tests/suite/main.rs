@@ -32,3 +32,4 @@ mod snapshots;
 mod special_files;
 mod storage_faults;
 mod trees_hostile;
+mod wire_faults;

@@ -18,7 +18,7 @@ use crate::common::faulty::{Faults, FaultyStorage};
 use crate::common::*;
 use lifeboat::backup::{backup, BackupOptions};
 use lifeboat::prune::{prune, PruneOptions};
-use lifeboat::repo::{InitOptions, KdfSetting, Repository};
+use lifeboat::repo::Repository;
 use lifeboat::restore::{restore, RestoreOptions};
 use lifeboat::storage::{
     CloudOptions, CloudStorage, CloudUrl, FileKind, LocalStorage, RetryPolicy, RetryingStorage,
@@ -328,26 +328,7 @@ fn the_retry_layer_retries_transient_faults_boundedly_and_permanent_ones_never()
 // ---------------------------------------------------------------------------
 
 fn s3_storage(url: &str) -> Arc<dyn Storage> {
-    let parsed = CloudUrl::parse(url).expect("url").expect("cloud url");
-    let opts = CloudOptions {
-        options: s3_options(),
-        max_retries: 2,
-        retry_timeout: Duration::from_secs(10),
-        request_timeout: Duration::from_secs(20),
-    };
-    Arc::new(CloudStorage::new(&parsed, url, &opts).expect("s3 storage"))
-}
-
-fn fast_init() -> InitOptions {
-    InitOptions {
-        pack_size: 1 << 20,
-        kdf: KdfSetting::Fixed {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..InitOptions::default()
-    }
+    s3_storage_at(&s3_endpoint(), url)
 }
 
 fn options(src: &Path) -> BackupOptions {

@@ -7,6 +7,7 @@
 pub mod damaged_source;
 pub mod faulty;
 pub mod logind;
+pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -1092,32 +1093,69 @@ fn required_env(var: &str) -> String {
     })
 }
 
+/// The S3 test server's endpoint (`http://127.0.0.1:PORT`).
+pub fn s3_endpoint() -> String {
+    required_env("LIFEBOAT_TEST_S3_ENDPOINT")
+}
+
 /// Environment for a `lifeboat` process that reaches the S3 test server.
 pub fn s3_env() -> Vec<(&'static str, String)> {
+    s3_env_at(&s3_endpoint())
+}
+
+/// Environment for a `lifeboat` process that reaches the S3 test server at `endpoint` (the
+/// server itself, or a proxy in front of it).
+pub fn s3_env_at(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
         ("AWS_ACCESS_KEY_ID", "test".to_string()),
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
         ("AWS_REGION", "us-east-1".to_string()),
-        (
-            "AWS_ENDPOINT_URL",
-            required_env("LIFEBOAT_TEST_S3_ENDPOINT"),
-        ),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
         ("AWS_ALLOW_HTTP", "true".to_string()),
     ]
 }
 
 /// Options for in-process [`lifeboat::storage::CloudStorage`] on the S3 test server.
 pub fn s3_options() -> std::collections::HashMap<String, String> {
+    s3_options_at(&s3_endpoint())
+}
+
+/// Options for in-process [`lifeboat::storage::CloudStorage`] on the S3 test server at
+/// `endpoint` (the server itself, or a proxy in front of it).
+pub fn s3_options_at(endpoint: &str) -> std::collections::HashMap<String, String> {
     [
-        ("access_key_id", "test".to_string()),
-        ("secret_access_key", "test".to_string()),
-        ("region", "us-east-1".to_string()),
-        ("endpoint", required_env("LIFEBOAT_TEST_S3_ENDPOINT")),
-        ("allow_http", "true".to_string()),
+        ("access_key_id", "test"),
+        ("secret_access_key", "test"),
+        ("region", "us-east-1"),
+        ("endpoint", endpoint),
+        ("allow_http", "true"),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
+    .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// In-process storage for the S3 repository `url` reached at `endpoint`: object_store's own
+/// retries cut to two and a 20-second request timeout, so a test sees faults quickly.
+pub fn s3_storage_at(endpoint: &str, url: &str) -> std::sync::Arc<dyn lifeboat::storage::Storage> {
+    use lifeboat::storage::{CloudOptions, CloudStorage, CloudUrl};
+    let parsed = CloudUrl::parse(url).expect("url").expect("a cloud url");
+    let opts = CloudOptions {
+        options: s3_options_at(endpoint),
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(10),
+        request_timeout: std::time::Duration::from_secs(20),
+    };
+    std::sync::Arc::new(CloudStorage::new(&parsed, url, &opts).expect("s3 storage"))
+}
+
+/// Init options that make tests fast: 1 MiB packs, the cheapest key derivation.
+pub fn fast_init() -> lifeboat::repo::InitOptions {
+    lifeboat::repo::InitOptions {
+        pack_size: 1 << 20,
+        kdf: lifeboat::repo::KdfSetting::CHEAPEST,
+        ..lifeboat::repo::InitOptions::default()
+    }
 }
 
 /// A fresh repository URL on the S3 test server (nothing is created).
