@@ -424,16 +424,23 @@ fn prune_killed_at_random_points_and_at_the_index_rewrite_keeps_every_snapshot()
     let mut last_run = Duration::from_millis(800);
     let (mut landed, mut mid_rewrite) = (0, 0);
     let mut round = 0;
-    while landed < kills {
+    // Until the kills have landed and at least one of them between writing the new index and
+    // removing the last old one (about one kill at the rewrite in four lands there).
+    while landed < kills || mid_rewrite == 0 {
         assert!(
             round < 10 * kills + 10,
             "{test}: only {landed} of {round} kills landed while prune ran: the delays are too long"
+        );
+        assert!(
+            round < 10 * kills + 40 || mid_rewrite > 0,
+            "{test}: in {round} rounds no kill landed between writing the new index and \
+             removing the old ones"
         );
         round += 1;
         // Work for prune: a new generation, the oldest forgotten.
         g.next(&mut rng, files);
         g.forget_all_but(3);
-        let at_rewrite = round % 2 == 1;
+        let at_rewrite = round % 2 == 1 || landed >= kills;
         let (killed, mid) = if at_rewrite {
             kill_at_index_rewrite(target.command("prune", prune_args()), &g.repo)
         } else {

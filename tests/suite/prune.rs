@@ -363,54 +363,6 @@ fn two_writers_back_up_concurrently_and_shared_data_is_stored_once() {
     }
 }
 
-/// RELIABILITY case 2: prune killed with SIGKILL at random moments, repeatedly: every remaining snapshot stays
-/// restorable and the next prune completes. (LIFEBOAT_PRUNE_KILLS sets the rounds; the long
-/// run is `LIFEBOAT_PRUNE_KILLS=100 cargo test --test suite prune::kill`.)
-#[test]
-fn prune_killed_at_random_points_leaves_a_valid_repository() {
-    let rounds: u32 = std::env::var("LIFEBOAT_PRUNE_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
-    let scratch = Scratch::new();
-    let src = scratch.join("src");
-    let repo = repo_with_generations(&src);
-    repo.run("forget", args!["--keep-last", "2"]).success();
-    let keep = ids(&repo.snapshots(args![]));
-    let mut rng_state = 0x9e3779b97f4a7c15u64;
-    for round in 0..rounds {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        let delay = Duration::from_millis(rng_state % 400);
-        let mut cmd = lifeboat_cmd();
-        // Paced reads keep prune busy long enough to be caught mid-way.
-        cmd.args(args![
-            "prune",
-            "--repo",
-            &repo.path,
-            "--max-unused",
-            "0%",
-            "--limit-download",
-            "8192"
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn prune");
-        std::thread::sleep(delay);
-        let _ = child.kill();
-        child.wait().expect("wait");
-        assert_eq!(ids(&repo.snapshots(args![])), keep, "round {round}");
-        every_snapshot_verifies(&repo);
-    }
-    repo.run("prune", args![]).success();
-    repo.check(args!["--read-data"]).success();
-    every_snapshot_verifies(&repo);
-    let target = Scratch::new();
-    repo.restore("latest", target.path(), args![]).success();
-    assert_trees_equal(&src, &restored(target.path(), &src));
-}
-
 /// RELIABILITY case 16 (a partial view stops prune): a snapshot's data missing from storage: prune stops before changing anything.
 #[test]
 fn prune_on_a_damaged_repository_changes_nothing() {

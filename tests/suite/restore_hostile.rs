@@ -123,6 +123,16 @@ fn crafted_names_with_dotdot_slash_and_nul_never_escape_the_target() {
         ],
     );
     let before_sandbox = listing(&tmp.path().join("sandbox"));
+    // The real file an entry named "/etc/passwd" would land on if a restore joined names
+    // to the target as paths (the suite runs as root: a bug would overwrite it).
+    let passwd = |_: ()| {
+        let meta = std::fs::metadata("/etc/passwd").expect("stat /etc/passwd");
+        (
+            std::fs::read("/etc/passwd").expect("read /etc/passwd"),
+            meta.modified().ok(),
+        )
+    };
+    let passwd_before = passwd(());
     let out = lifeboat()
         .args(["restore", "--repo"])
         .arg(&repo)
@@ -173,7 +183,10 @@ fn crafted_names_with_dotdot_slash_and_nul_never_escape_the_target() {
     names.sort();
     assert_eq!(names, vec!["back\\slash", "good"]);
     assert!(!tmp.path().join("sandbox/escape").exists());
-    assert!(!Path::new("/etc/passwd-lifeboat-test").exists());
+    // The entry named "/etc/passwd" went nowhere: not over the real file, not to an
+    // `etc/passwd` beneath the target or above it.
+    assert!(passwd(()) == passwd_before, "/etc/passwd was written");
+    assert!(!target.join("etc").exists() && !tmp.path().join("sandbox/etc").exists());
     assert_eq!(listing(&outside).len(), 1);
 }
 
