@@ -731,11 +731,13 @@ fn a_pack_missing_from_storage_is_reported_and_stored_again_by_the_next_backup()
     }
 }
 
-/// Counts the pack reads in flight at once; each read waits a little, as a distant store's
-/// answer does, so that reads that can overlap do.
+/// Counts the pack reads in flight at once; each read is held until as many as expected are in
+/// flight (or two seconds passed), so that reads that can overlap do, on any machine.
 #[derive(Debug)]
 struct CountsReads {
     inner: Arc<dyn Storage>,
+    /// Reads are held until this many are in flight (or two seconds passed, for the last few).
+    hold_until: usize,
     now: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
 }
@@ -759,9 +761,10 @@ impl lifeboat::storage::StorageWrapper for CountsReads {
 }
 
 impl CountsReads {
-    fn new(inner: Arc<dyn Storage>) -> Self {
+    fn new(inner: Arc<dyn Storage>, hold_until: usize) -> Self {
         CountsReads {
             inner,
+            hold_until,
             now: Default::default(),
             most: Default::default(),
         }
@@ -773,7 +776,12 @@ impl CountsReads {
         }
         let n = self.now.fetch_add(1, SeqCst) + 1;
         self.most.fetch_max(n, SeqCst);
-        std::thread::sleep(Duration::from_millis(50));
+        // Held until the reader has as many reads going as it should: then the most in flight
+        // is what it starts, however fast or slow this machine is, never a matter of timing.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while self.now.load(SeqCst) < self.hold_until && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let out = f();
         self.now.fetch_sub(1, SeqCst);
         out
@@ -816,12 +824,12 @@ fn restores_from_cloud_storage_keep_many_reads_in_flight() {
         let packs = storage.list(FileKind::Pack).expect("list").len();
         assert!(packs >= 16, "{}: {packs} packs", b.name);
 
-        let counting = Arc::new(CountsReads::new(storage.clone()));
         let expected = if b.name == "local" {
             cores
         } else {
             cores.max(lifeboat::storage::REMOTE_READERS)
         };
+        let counting = Arc::new(CountsReads::new(storage.clone(), expected));
         assert_eq!(
             lifeboat::storage::default_readers(counting.as_ref()),
             expected,
@@ -844,7 +852,7 @@ fn restores_from_cloud_storage_keep_many_reads_in_flight() {
         assert_trees_equal(&src, &restored(&target, &src));
         assert_eq!(counting.most(), expected, "{}: reads in flight", b.name);
 
-        let checking = Arc::new(CountsReads::new(storage.clone()));
+        let checking = Arc::new(CountsReads::new(storage.clone(), expected));
         let repo = Repository::open(checking.clone(), || {
             Ok(Credentials::Password(PASSWORD.as_bytes().to_vec().into()))
         })
