@@ -7,12 +7,12 @@
 //! acknowledgements) are retried to success, permanent faults fail cleanly, and the repository
 //! stays valid.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::backends::{backends, local, s3};
 use crate::common::faulty::{Faults, FaultyStorage};
 use crate::common::wire::WireProxy;
 use crate::common::*;
@@ -20,105 +20,7 @@ use lifeboat::backup::{backup, BackupOptions};
 use lifeboat::check::{check, CheckOptions};
 use lifeboat::repo::{Credentials, Repository};
 use lifeboat::restore::{restore, RestoreOptions};
-use lifeboat::storage::{
-    CloudOptions, CloudStorage, CloudUrl, FileKind, LocalStorage, RetryPolicy, RetryingStorage,
-    Storage,
-};
-
-/// A place to put repositories, and how to reach it.
-struct Backend {
-    name: &'static str,
-    /// Base URL; each test appends a unique prefix.
-    base: String,
-    /// Environment for the `lifeboat` process.
-    env: Vec<(&'static str, String)>,
-    /// Options for in-process storage.
-    options: HashMap<String, String>,
-    _scratch: Option<Scratch>,
-}
-
-fn required(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the suite with `bash tests/run.sh`, which starts the S3 and Azure servers")
-    })
-}
-
-fn s3() -> Backend {
-    let bucket = required("LIFEBOAT_TEST_S3_BUCKET");
-    Backend {
-        name: "s3",
-        base: format!("s3://{bucket}"),
-        env: s3_env(),
-        options: s3_options(),
-        _scratch: None,
-    }
-}
-
-fn azure() -> Backend {
-    let url = required("LIFEBOAT_TEST_AZURITE_URL");
-    let container = required("LIFEBOAT_TEST_AZURE_CONTAINER");
-    // object_store reads the emulator's address from the environment only; every test sets
-    // the same value.
-    std::env::set_var("AZURITE_BLOB_STORAGE_URL", &url);
-    Backend {
-        name: "azure",
-        base: format!("az://{container}"),
-        env: vec![
-            ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
-            ("AZURITE_BLOB_STORAGE_URL", url),
-        ],
-        options: [("use_emulator".to_string(), "true".to_string())]
-            .into_iter()
-            .collect(),
-        _scratch: None,
-    }
-}
-
-fn local() -> Backend {
-    let scratch = Scratch::new();
-    Backend {
-        name: "local",
-        base: scratch.path().display().to_string(),
-        env: Vec::new(),
-        options: HashMap::new(),
-        _scratch: Some(scratch),
-    }
-}
-
-fn backends() -> Vec<Backend> {
-    vec![local(), s3(), azure()]
-}
-
-impl Backend {
-    fn url(&self, prefix: &str) -> String {
-        format!("{}/{prefix}-{:08x}", self.base, rand::random::<u32>())
-    }
-
-    fn run(&self, args: Vec<OsString>) -> Out {
-        let mut cmd = lifeboat_cmd();
-        cmd.args(args);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        run_cmd(cmd)
-    }
-
-    /// The storage at `url`, without retries (as the servers see it).
-    fn storage(&self, url: &str) -> Arc<dyn Storage> {
-        match CloudUrl::parse(url).expect("url") {
-            Some(u) => {
-                let opts = CloudOptions {
-                    options: self.options.clone(),
-                    max_retries: 2,
-                    retry_timeout: Duration::from_secs(10),
-                    request_timeout: Duration::from_secs(20),
-                };
-                Arc::new(CloudStorage::new(&u, url, &opts).expect("storage"))
-            }
-            None => Arc::new(LocalStorage::new(url)),
-        }
-    }
-}
+use lifeboat::storage::{FileKind, RetryPolicy, RetryingStorage, Storage};
 
 /// Replaces an object by a copy with one byte flipped (create-only storage: remove, then
 /// create).
@@ -199,75 +101,6 @@ fn end_to_end_conformance_on_every_backend() {
         assert_fingerprint_unchanged(&before, &fingerprint(&target2), "the target");
     }
 }
-
-/// RELIABILITY cases 16 and 17: the storage contract on local disk, S3 and Azure: create-only writes keep the first content, short ranges are errors, listings past 1,000 objects (one page) are complete.
-#[test]
-fn storage_contract_on_every_backend() {
-    for b in backends() {
-        let url = b.url("contract");
-        let s = b.storage(&url);
-        s.create_layout().expect("layout of an empty location");
-        assert!(!s.has_config().expect("has_config"));
-        assert!(s.create(FileKind::Config, "config", b"{}").expect("create"));
-        assert!(s.has_config().expect("has_config"));
-        assert!(
-            s.create_layout().is_err(),
-            "{}: a used location is refused",
-            b.name
-        );
-
-        // Create-only: a second create keeps the first content.
-        assert!(s.create(FileKind::Index, "aa11", b"first").expect("create"));
-        assert!(!s
-            .create(FileKind::Index, "aa11", b"second")
-            .expect("create again"));
-        assert_eq!(s.read(FileKind::Index, "aa11").expect("read"), b"first");
-        assert!(s.probe_create_only().expect("probe"), "{}", b.name);
-
-        // Ranges, and short ranges are errors, not short data.
-        assert!(s
-            .create(FileKind::Pack, "ab0123", b"0123456789")
-            .expect("create"));
-        assert_eq!(
-            s.read_range(FileKind::Pack, "ab0123", 2, 3).expect("range"),
-            b"234"
-        );
-        assert!(
-            s.read_range(FileKind::Pack, "ab0123", 8, 5).is_err(),
-            "{}",
-            b.name
-        );
-        assert!(matches!(
-            s.read(FileKind::Snapshot, "missing"),
-            Err(lifeboat::Error::NotFound { .. })
-        ));
-
-        // Listing past 1,000 objects (one page of S3 and Azure listings).
-        let names: Vec<String> = (0..1100).map(|i| format!("{i:064x}")).collect();
-        std::thread::scope(|sc| {
-            for chunk in names.chunks(275) {
-                let s = &s;
-                sc.spawn(move || {
-                    for n in chunk {
-                        s.create(FileKind::Snapshot, n, n.as_bytes())
-                            .expect("create");
-                    }
-                });
-            }
-        });
-        let listed = s.list(FileKind::Snapshot).expect("list");
-        assert_eq!(listed.len(), 1100, "{}", b.name);
-        assert!(listed.iter().all(|(_, size)| *size == 64));
-        let packs = s.list(FileKind::Pack).expect("list packs");
-        assert_eq!(packs, vec![("ab0123".to_string(), 10)], "{}", b.name);
-
-        s.remove(FileKind::Index, "aa11").expect("remove");
-        s.remove(FileKind::Index, "aa11")
-            .expect("removing a missing object is not an error");
-        assert!(s.list(FileKind::Index).expect("list").is_empty());
-    }
-}
-
 /// RELIABILITY case 17: eight concurrent create-only writes of one name: exactly one wins (local, S3, Azure).
 #[test]
 fn eight_way_create_race_has_exactly_one_winner() {

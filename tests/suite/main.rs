@@ -30,6 +30,7 @@ mod restore;
 mod restore_hostile;
 mod snapshots;
 mod special_files;
+mod storage_contract;
 mod storage_faults;
 mod trees_hostile;
 mod wire_faults;

@@ -4,6 +4,7 @@
 //! inspects the file system directly; nothing reaches into the library.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod damaged_source;
 pub mod faulty;
 pub mod logind;
@@ -1087,7 +1088,7 @@ pub fn corrupt_largest_pack(repo: &Repo) -> String {
 // The S3 test server (moto, started by tests/run.sh)
 // ---------------------------------------------------------------------------
 
-fn required_env(var: &str) -> String {
+pub fn required_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the suite with `bash tests/run.sh`, which starts the S3 and Azure servers")
     })
