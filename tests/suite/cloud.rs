@@ -565,12 +565,14 @@ fn a_pack_missing_from_storage_is_reported_and_stored_again_by_the_next_backup()
 }
 
 /// Counts the pack reads in flight at once; each read is held until as many as expected are in
-/// flight (or two seconds passed), so that reads that can overlap do, on any machine.
+/// flight (or no read has started for half a second), so that reads that can overlap do, on
+/// any machine.
 #[derive(Debug)]
 struct CountsReads {
     inner: Arc<dyn Storage>,
-    /// Reads are held until this many are in flight (or two seconds passed, for the last few).
+    /// Reads are held until this many are in flight (or none started for a while).
     hold_until: usize,
+    last_start: parking_lot::Mutex<std::time::Instant>,
     now: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
 }
@@ -598,6 +600,7 @@ impl CountsReads {
         CountsReads {
             inner,
             hold_until,
+            last_start: parking_lot::Mutex::new(std::time::Instant::now()),
             now: Default::default(),
             most: Default::default(),
         }
@@ -609,10 +612,13 @@ impl CountsReads {
         }
         let n = self.now.fetch_add(1, SeqCst) + 1;
         self.most.fetch_max(n, SeqCst);
-        // Held until the reader has as many reads going as it should: then the most in flight
-        // is what it starts, however fast or slow this machine is, never a matter of timing.
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while self.now.load(SeqCst) < self.hold_until && std::time::Instant::now() < deadline {
+        *self.last_start.lock() = std::time::Instant::now();
+        // Held until the reader has as many reads going as it should (then the most in flight
+        // is what it starts, however fast or slow this machine is), or until no read has
+        // started for a while (the last few reads of a restore: nothing more will come).
+        while self.now.load(SeqCst) < self.hold_until
+            && self.last_start.lock().elapsed() < Duration::from_millis(500)
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         let out = f();
