@@ -3,81 +3,39 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
-use chrono::Utc;
-use lifeboat::repo::pack::{encode_blob, PackBuilder};
-use lifeboat::repo::{
-    BackupKind, BlobKind, Credentials, Node, NodeKind, Repository, Snapshot, Summary, Tree,
-};
-use lifeboat::storage::LocalStorage;
+use lifeboat::repo::{BlobKind, Node, NodeKind};
 
-use crate::common::PASSWORD;
+use crate::common::craft::Crafter;
 
 fn lifeboat() -> Command {
     crate::common::lifeboat_cmd()
 }
 
-/// Writes a snapshot whose root directory holds `nodes` (file nodes get `content` as data).
+/// Writes a snapshot whose root directory holds `nodes` (file nodes get `content` as data,
+/// directories an empty listing, symlinks `content` as their target).
 fn craft_snapshot(repo_dir: &Path, nodes: Vec<(Vec<u8>, NodeKind, &[u8])>) {
-    let repo = Repository::open(Arc::new(LocalStorage::new(repo_dir)), || {
-        Ok(Credentials::Password(PASSWORD.as_bytes().to_vec().into()))
-    })
-    .expect("open");
-    let sealer = repo.sealer().clone();
-    let mut pack = PackBuilder::default();
-    let mut root = Tree::default();
-    let mut seen = std::collections::HashSet::new();
+    let mut craft = Crafter::new(repo_dir);
+    let mut root = Vec::new();
     for (name, kind, content) in nodes {
         let mut node = Node::new(name, kind);
         node.mode = 0o644;
         match kind {
             NodeKind::File => {
-                let id = sealer.blob_id(content);
-                if seen.insert(id) {
-                    pack.add(
-                        &encode_blob(&sealer, BlobKind::Data, id, content, 3).expect("encode"),
-                    );
-                }
-                node.content = vec![id];
+                node.content = vec![craft.blob(BlobKind::Data, content)];
                 node.size = content.len() as u64;
             }
             NodeKind::Dir => {
                 node.mode = 0o755;
-                let empty = Tree::default().to_bytes();
-                let id = sealer.blob_id(&empty);
-                if seen.insert(id) {
-                    pack.add(&encode_blob(&sealer, BlobKind::Tree, id, &empty, 3).expect("encode"));
-                }
-                node.subtree = Some(id);
+                node.subtree = Some(craft.tree(Vec::new()));
             }
             NodeKind::Symlink => node.link_target = Some(content.to_vec()),
             _ => {}
         }
-        root.nodes.push(node);
+        root.push(node);
     }
-    root.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let bytes = root.to_bytes();
-    let root_id = sealer.blob_id(&bytes);
-    pack.add(&encode_blob(&sealer, BlobKind::Tree, root_id, &bytes, 3).expect("encode"));
-    let (pack_bytes, entries) = pack.finish(&sealer);
-    let pack_id = repo.save_pack(&pack_bytes).expect("save pack");
-    repo.save_index(&[(pack_id, entries)]).expect("save index");
-    repo.save_snapshot(&Snapshot {
-        time: Utc::now(),
-        host: "crafted".into(),
-        username: "x".into(),
-        paths: vec!["/".into()],
-        tags: vec![],
-        job: None,
-        kind: BackupKind::Full,
-        parent: None,
-        tree: root_id,
-        summary: Summary::default(),
-        program: "test".into(),
-        original: None,
-    })
-    .expect("save snapshot");
+    let root = craft.tree(root);
+    craft.snapshot(root);
 }
 
 fn init(dir: &Path) {

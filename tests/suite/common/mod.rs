@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod craft;
 pub mod damaged_source;
 pub mod faulty;
 pub mod logind;
