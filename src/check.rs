@@ -581,14 +581,6 @@ impl Paths<'_> {
     }
 }
 
-/// The reason of an integrity error, without the object name the report already gives.
-fn reason(err: crate::Error) -> String {
-    match err {
-        crate::Error::Corrupt { reason, .. } => reason,
-        other => other.to_string(),
-    }
-}
-
 fn note(
     affects: &mut HashMap<String, (String, Vec<String>)>,
     blob: &BlobId,
@@ -715,7 +707,7 @@ fn verify_pack(
             for e in entries {
                 let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
                 if let Err(err) = decode_blob(sealer, e, stored, &what) {
-                    bad.push((e.id, format!("damaged: {}", reason(err))));
+                    bad.push((e.id, format!("damaged: {}", err.reason())));
                 }
             }
             // The index must agree with the pack about every blob it places here.
@@ -743,19 +735,16 @@ fn verify_pack(
                     None => Some("the pack ends before this chunk (truncated)".to_string()),
                     Some(stored) => decode_blob(sealer, &ie.to_pack_entry(*id), stored, &what)
                         .err()
-                        .map(reason),
+                        .map(|e| e.reason()),
                 };
                 if let Some(why) = problem {
                     bad.push((*id, format!("damaged: {why}")));
                 }
             }
             if bad.is_empty() {
-                let why = match e {
-                    Error::Corrupt { reason, .. } => reason.clone(),
-                    other => other.to_string(),
-                };
                 return Ok(Some(PackProblem::Whole(format!(
-                    "damaged pack header: {why}"
+                    "damaged pack header: {}",
+                    e.reason()
                 ))));
             }
         }

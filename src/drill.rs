@@ -303,7 +303,7 @@ pub fn drill(
     let _lock = repo.lock_for_reading("drill")?;
     let index = match repo.load_index() {
         Ok(i) => i,
-        Err(e) if is_damage(&e) => {
+        Err(e) if e.is_damage() => {
             report
                 .problems
                 .push(format!("the index cannot be read: {e}"));
@@ -396,7 +396,7 @@ pub fn drill(
             }
             report.warnings.extend(r.warnings);
         }
-        Err(e) if is_damage(&e) => {
+        Err(e) if e.is_damage() => {
             report
                 .problems
                 .push(format!("the sample could not be restored: {e}"));
@@ -470,14 +470,6 @@ fn estimate(r: &DrillReport) -> f64 {
             r.entries_restored.saturating_sub(r.dirs_restored),
         )
         + scale(r.total_dirs, t.dirs_secs, r.dirs_restored)
-}
-
-/// Whether an error means the repository is damaged (rather than unreachable).
-fn is_damage(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Corrupt { .. } | Error::NotFound { .. } | Error::MissingBlob { .. }
-    )
 }
 
 /// A file of the snapshot that a drill can sample.

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::{is_damage, reason, ObjectProblem};
+use super::ObjectProblem;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
@@ -154,8 +154,8 @@ enum PackRead {
 fn from_error(e: Error) -> PackRead {
     match e {
         Error::NotFound { .. } => PackRead::Missing,
-        e if is_damage(&e) => PackRead::Damaged {
-            error: reason(&e),
+        e if e.is_damage() => PackRead::Damaged {
+            error: e.reason(),
             header: None,
         },
         e => PackRead::Unreadable(e.to_string()),
@@ -210,7 +210,7 @@ fn repair_locked(
             }
             Err(e @ Error::Corrupt { .. }) => report.damaged_index_objects.push(ObjectProblem {
                 object: FileKind::Index.path(name),
-                error: reason(&e),
+                error: e.reason(),
             }),
             Err(e) => {
                 return Err(Error::Invalid(format!(
@@ -607,7 +607,7 @@ impl<'a> Salvage<'a> {
         let what = FileKind::Pack.path(&name);
         let bytes = match self.repo.storage().read(FileKind::Pack, &name) {
             Ok(b) => b,
-            Err(e) if is_damage(&e) => Vec::new(),
+            Err(e) if e.is_damage() => Vec::new(),
             Err(e) => return Ok(Salvaged::Unreadable(e.to_string())),
         };
         Progress::add(&self.progress.bytes_read, bytes.len() as u64);

@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::{reason, ObjectProblem};
+use super::ObjectProblem;
 use crate::error::{Error, Result};
 use crate::forget::Filter;
 use crate::id::{BlobId, PackId, SnapshotId};
@@ -787,7 +787,7 @@ fn verify_pack(
         let result = match bytes.get(e.offset as usize..end) {
             Some(stored) => decode_blob(repo.sealer(), &e.to_pack_entry(*c), stored, &what)
                 .map(|_| ())
-                .map_err(|e| reason(&e)),
+                .map_err(|e| e.reason()),
             None => Err("the pack ends before this chunk (truncated)".into()),
         };
         if let Err(why) = result {

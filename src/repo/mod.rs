@@ -536,8 +536,13 @@ impl Repository {
         }
         let mut body = Vec::with_capacity(plain.len() / 2 + 16);
         body.push(1u8); // zstd
-        let compressed = zstd::bulk::compress(plain, self.config.compression_level)
-            .map_err(|e| Error::Invalid(format!("compression failed: {e}")))?;
+        let compressed =
+            zstd::bulk::compress(plain, self.config.compression_level).map_err(|cause| {
+                Error::Compression {
+                    what: format!("a new {} object", ty.name()),
+                    cause,
+                }
+            })?;
         body.extend_from_slice(&compressed);
         let stored = self.sealer.seal(ty, &body);
         let id = *blake3::hash(&stored).as_bytes();

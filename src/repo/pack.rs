@@ -191,8 +191,10 @@ pub fn encode_blob(
         .filter(|&l| l <= MAX_BLOB_LEN)
         .ok_or_else(|| Error::Invalid(format!("chunk of {} bytes is too large", raw.len())))?;
     let compressed = if worth_compressing(raw) {
-        compress(raw, level)
-            .map_err(|e| Error::corrupt(what(), format!("zstd compression failed: {e}")))?
+        compress(raw, level).map_err(|cause| Error::Compression {
+            what: what(),
+            cause,
+        })?
     } else {
         Vec::new()
     };

@@ -506,7 +506,7 @@ fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf], stale: &Stale) ->
         if let Ok(st) = nix::sys::statvfs::statvfs(&dir) {
             let free = st.blocks_available().saturating_mul(st.fragment_size());
             if need > free {
-                let busy = if stale.busy.is_empty() {
+                let note = if stale.busy.is_empty() {
                     String::new()
                 } else {
                     format!(
@@ -519,12 +519,13 @@ fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf], stale: &Stale) ->
                             .join(", ")
                     )
                 };
-                return Err(Error::Invalid(format!(
-                    "restore needs {} on the file system of {} but it has only {} free{busy}; nothing was written",
-                    human(need),
-                    crate::display::path(&dir),
-                    human(free)
-                )));
+                return Err(Error::NotEnoughSpace {
+                    op: "restore",
+                    path: dir,
+                    need,
+                    free,
+                    note,
+                });
             }
         }
     }
