@@ -29,17 +29,6 @@ pub struct ObjectProblem {
     pub error: String,
 }
 
-/// Worker threads: `n`, or one per core (at least `min`).
-pub(crate) fn threads(n: usize, min: usize) -> usize {
-    if n > 0 {
-        n
-    } else {
-        std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(min)
-    }
-}
-
 /// A storage for tests that fails reads of one object and leaves one out of pack listings, and
 /// a small repository backed up through it.
 #[cfg(test)]
