@@ -14,13 +14,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
-use crate::repo::pack::{decode_blob, pack_len, read_pack_header};
+use crate::repo::pack::{pack_len, read_pack_header};
 use crate::repo::{BlobKind, Index, NodeKind, Repository, Step, TreeWalk};
 use crate::storage::FileKind;
 
@@ -581,14 +580,6 @@ impl Paths<'_> {
     }
 }
 
-/// The reason of an integrity error, without the object name the report already gives.
-fn reason(err: crate::Error) -> String {
-    match err {
-        crate::Error::Corrupt { reason, .. } => reason,
-        other => other.to_string(),
-    }
-}
-
 fn note(
     affects: &mut HashMap<String, (String, Vec<String>)>,
     blob: &BlobId,
@@ -661,35 +652,24 @@ fn read_all_packs(
         })
         .collect();
     names.sort();
-    let queue = Mutex::new(names.into_iter());
-    let results = Mutex::new(Vec::new());
-    // Storage that cannot be reached stops the check: every further pack would wait out the
-    // retry budget too, and none of it is damage.
-    let unreachable: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..readers {
-            s.spawn(|| loop {
-                if crate::interrupt::requested() || unreachable.lock().is_some() {
-                    break;
-                }
-                let Some(name) = queue.lock().next() else {
-                    break;
-                };
-                let Ok(pack) = PackId::from_hex(name) else {
-                    continue;
-                };
-                match verify_pack(repo, &pack, expected.get(&pack), progress) {
-                    Ok(Some(p)) => results.lock().push((pack, p)),
-                    Ok(None) => {}
-                    Err(e) => *unreachable.lock() = Some(e),
-                }
-            });
-        }
-    });
-    match unreachable.into_inner() {
-        Some(e) => Err(e),
-        None => Ok(results.into_inner()),
-    }
+    // Storage that cannot be reached stops the check (the first error stops the pool): every
+    // further pack would wait out the retry budget too, and none of it is damage.
+    let packs = names.into_iter().filter_map(|n| PackId::from_hex(n).ok());
+    let mut found = Vec::new();
+    crate::pool::run(
+        readers,
+        packs,
+        || Ok(()),
+        |(), pack| {
+            let problem = verify_pack(repo, &pack, expected.get(&pack), progress)?;
+            Ok(problem.map(|p| (pack, p)))
+        },
+        |problem| {
+            found.extend(problem);
+            Ok(())
+        },
+    )?;
+    Ok(found)
 }
 
 fn verify_pack(
@@ -698,24 +678,20 @@ fn verify_pack(
     expected: Option<&Vec<(BlobId, crate::repo::IndexEntry)>>,
     progress: &Progress,
 ) -> Result<Option<PackProblem>> {
-    let name = pack.to_hex();
-    let what = FileKind::Pack.path(&name);
-    let bytes = match repo.storage().read(FileKind::Pack, &name) {
+    let bytes = match repo.read_pack(pack) {
         Ok(b) => b,
         Err(e @ Error::Unreachable { .. }) => return Err(e),
         Err(e) => return Ok(Some(PackProblem::Whole(format!("cannot be read: {e}")))),
     };
-    Progress::add(&progress.bytes_read, bytes.len() as u64);
-    let hash_ok = PackId::hash(&bytes) == *pack;
-    let sealer = repo.sealer();
-    let header = read_pack_header(sealer, &bytes, &what);
+    Progress::add(&progress.bytes_read, bytes.bytes().len() as u64);
+    let hash_ok = bytes.matches_name();
+    let header = read_pack_header(repo.sealer(), bytes.bytes(), bytes.what());
     let mut bad = Vec::new();
     match &header {
         Ok(entries) => {
             for e in entries {
-                let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
-                if let Err(err) = decode_blob(sealer, e, stored, &what) {
-                    bad.push((e.id, format!("damaged: {}", reason(err))));
+                if let Err(err) = bytes.blob(e) {
+                    bad.push((e.id, format!("damaged: {}", err.reason())));
                 }
             }
             // The index must agree with the pack about every blob it places here.
@@ -738,24 +714,14 @@ fn verify_pack(
         Err(e) => {
             // Without a header, verify each blob the index places here on its own.
             for (id, ie) in expected.into_iter().flatten() {
-                let end = (ie.offset as usize).saturating_add(ie.stored_len as usize);
-                let problem = match bytes.get(ie.offset as usize..end) {
-                    None => Some("the pack ends before this chunk (truncated)".to_string()),
-                    Some(stored) => decode_blob(sealer, &ie.to_pack_entry(*id), stored, &what)
-                        .err()
-                        .map(reason),
-                };
-                if let Some(why) = problem {
-                    bad.push((*id, format!("damaged: {why}")));
+                if let Err(err) = bytes.blob(&ie.to_pack_entry(*id)) {
+                    bad.push((*id, format!("damaged: {}", err.reason())));
                 }
             }
             if bad.is_empty() {
-                let why = match e {
-                    Error::Corrupt { reason, .. } => reason.clone(),
-                    other => other.to_string(),
-                };
                 return Ok(Some(PackProblem::Whole(format!(
-                    "damaged pack header: {why}"
+                    "damaged pack header: {}",
+                    e.reason()
                 ))));
             }
         }

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -303,7 +302,7 @@ pub fn drill(
     let _lock = repo.lock_for_reading("drill")?;
     let index = match repo.load_index() {
         Ok(i) => i,
-        Err(e) if is_damage(&e) => {
+        Err(e) if e.is_damage() => {
             report
                 .problems
                 .push(format!("the index cannot be read: {e}"));
@@ -396,7 +395,7 @@ pub fn drill(
             }
             report.warnings.extend(r.warnings);
         }
-        Err(e) if is_damage(&e) => {
+        Err(e) if e.is_damage() => {
             report
                 .problems
                 .push(format!("the sample could not be restored: {e}"));
@@ -470,14 +469,6 @@ fn estimate(r: &DrillReport) -> f64 {
             r.entries_restored.saturating_sub(r.dirs_restored),
         )
         + scale(r.total_dirs, t.dirs_secs, r.dirs_restored)
-}
-
-/// Whether an error means the repository is damaged (rather than unreachable).
-fn is_damage(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Corrupt { .. } | Error::NotFound { .. } | Error::MissingBlob { .. }
-    )
 }
 
 /// A file of the snapshot that a drill can sample.
@@ -666,60 +657,35 @@ fn verify_files(
     threads: usize,
     progress: &Progress,
 ) -> Result<Verified> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        threads
-    }
-    .min(files.len())
-    .max(1);
-    let queue = Mutex::new(files.iter().enumerate());
-    let results: Mutex<Vec<(usize, Option<String>)>> = Mutex::new(Vec::new());
-    let stopped = Mutex::new(None);
     let is_root = nix::unistd::geteuid().is_root();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                // Each restored file is reached through the directories above it (any depth).
-                let mut cur = match crate::restore::at::DirCursor::open(scratch) {
-                    Ok(cur) => cur,
-                    Err(e) => {
-                        *stopped.lock() = Some(e);
-                        return;
-                    }
-                };
-                loop {
-                    if let Err(e) = crate::interrupt::check() {
-                        *stopped.lock() = Some(e);
-                        break;
-                    }
-                    let Some((pos, f)) = queue.lock().next() else {
-                        break;
-                    };
-                    let rel = f.path.strip_prefix("/").unwrap_or(&f.path);
-                    let problem = match cur.at(rel) {
-                        Ok(path) => verify_file(&path, &f.node, index, sealer, is_root),
-                        Err(e) => Err(format!("cannot reach the restored file: {e}")),
-                    }
-                    .err()
-                    .map(|why| format!("{}: {why}", f.path.display()));
-                    Progress::add(&progress.files, 1);
-                    results.lock().push((pos, problem));
-                }
-            });
-        }
-    });
-    if let Some(e) = stopped.into_inner() {
-        return Err(e);
-    }
-    let mut results = results.into_inner();
-    results.sort_by_key(|(pos, _)| *pos);
+    let mut results = Vec::with_capacity(files.len());
+    crate::pool::run(
+        crate::pool::workers(threads, 1),
+        files,
+        // Each restored file is reached through the directories above it (any depth).
+        || crate::restore::at::DirCursor::open(scratch),
+        |cur, f| {
+            let rel = f.path.strip_prefix("/").unwrap_or(&f.path);
+            let problem = match cur.at(rel) {
+                Ok(path) => verify_file(&path, &f.node, index, sealer, is_root),
+                Err(e) => Err(format!("cannot reach the restored file: {e}")),
+            }
+            .err()
+            .map(|why| format!("{}: {why}", f.path.display()));
+            Progress::add(&progress.files, 1);
+            Ok(problem)
+        },
+        |problem| {
+            results.push(problem);
+            Ok(())
+        },
+    )?;
     let mut out = Verified {
         files: 0,
         bytes: 0,
         problems: Vec::new(),
     };
-    for (pos, problem) in results {
+    for (pos, problem) in results.into_iter().enumerate() {
         match problem {
             Some(p) => out.problems.push(p),
             None => {

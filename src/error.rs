@@ -40,6 +40,35 @@ pub enum Error {
         cause: io::Error,
     },
 
+    /// A file system has less free space than an operation needs before it starts (a restore
+    /// checks this before writing anything). Nothing was written.
+    #[error(
+        "{op} needs {} on the file system of {} but it has only {} free{note}; nothing was written",
+        crate::restore::human(*need),
+        crate::display::path(path),
+        crate::restore::human(*free)
+    )]
+    NotEnoughSpace {
+        op: &'static str,
+        path: PathBuf,
+        need: u64,
+        free: u64,
+        /// Said after the sizes (what else holds space there), or empty.
+        note: String,
+    },
+
+    /// Compressing data failed (a fault of the codec or of memory, not of the data or the
+    /// repository).
+    #[error("compressing {what} failed: {cause}")]
+    Compression { what: String, cause: io::Error },
+
+    /// A backup stalled past its lock's staleness bound (the machine suspended, the process
+    /// stopped) again and again, and each time data it relied on was removed meanwhile.
+    #[error(
+        "the backup was stalled past its lock's staleness bound {attempts} times and data it relied on was removed each time; nothing was committed. Check that the machine is not being suspended, or raise LIFEBOAT_LOCK_STALE_AFTER"
+    )]
+    BackupStalled { attempts: usize },
+
     /// A storage operation on a repository object failed.
     #[error("repository storage: {op} {name}: {cause}")]
     Storage {
@@ -240,12 +269,37 @@ impl Error {
     /// Whether this says that a repository object is damaged or gone: it failed verification
     /// ([`Error::Corrupt`]), does not exist, is not in the index, or is shorter than what was
     /// asked of it (truncated). Storage that could not be reached, or refused the request, is
-    /// not damage: a restore must stop and say so rather than leave the data out.
+    /// not damage: a restore must stop and say so rather than leave the data out, and a repair
+    /// must not drop data that is intact. Every reader classifies with this one test.
     pub fn is_damage(&self) -> bool {
+        self.damage().is_some()
+    }
+
+    /// The damaged object this error names and what is wrong with it, in the words every
+    /// report uses; `None` when the error is no damage (see [`Error::is_damage`]).
+    pub fn damage(&self) -> Option<Damage> {
+        let (object, reason) = match self {
+            Error::Corrupt { name, reason } => (name.clone(), format!("damaged: {reason}")),
+            Error::NotFound { name } => (name.clone(), "is missing from storage".to_string()),
+            Error::MissingBlob { id } => (
+                format!("chunk {id}"),
+                "is not in the index (missing)".to_string(),
+            ),
+            Error::Storage { name, cause, .. } if cause.kind() == io::ErrorKind::UnexpectedEof => (
+                name.clone(),
+                "damaged: it ends before the part read (truncated)".to_string(),
+            ),
+            _ => return None,
+        };
+        Some(Damage { object, reason })
+    }
+
+    /// What went wrong, without the object name a report already gives beside it: the reason
+    /// of a failed verification, else the whole message.
+    pub fn reason(&self) -> String {
         match self {
-            Error::Corrupt { .. } | Error::NotFound { .. } | Error::MissingBlob { .. } => true,
-            Error::Storage { cause, .. } => cause.kind() == io::ErrorKind::UnexpectedEof,
-            _ => false,
+            Error::Corrupt { reason, .. } => reason.clone(),
+            other => other.to_string(),
         }
     }
 
@@ -263,6 +317,23 @@ impl Error {
             ),
             _ => false,
         }
+    }
+}
+
+/// A damaged or missing repository object, and what is wrong with it ([`Error::damage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The object: its path in the repository (`data/…` for the pack holding a listing or
+    /// chunk), or `directory listing <id>` / `chunk <id>` when no index entry places it.
+    pub object: String,
+    /// What is wrong with it ("is not in the index (missing)", "is missing from storage",
+    /// "damaged: …").
+    pub reason: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.object, self.reason)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod forget;
 pub mod id;
 pub mod interrupt;
 pub mod memory;
+pub mod pool;
 pub mod progress;
 pub mod prune;
 pub mod repair;

@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
-use crate::repo::pack::{decode_blob, EncodedBlob, PackBuilder};
+use crate::repo::pack::PackBuilder;
 use crate::repo::{BlobKind, Index, LockSettings, PackEntry, Repository, Step, TreeWalk};
 use crate::storage::FileKind;
 
@@ -278,12 +278,10 @@ fn prune_locked(
             };
         for (pack, entries) in &repack {
             check_interrupt()?;
-            let name = pack.to_hex();
-            let what = FileKind::Pack.path(&name);
-            let bytes = storage.read(FileKind::Pack, &name)?;
-            if PackId::hash(&bytes) != *pack {
+            let bytes = repo.read_pack(pack)?;
+            if !bytes.matches_name() {
                 return Err(Error::corrupt(
-                    &what,
+                    bytes.what(),
                     "content does not match its name (damaged); prune stopped before deleting anything",
                 ));
             }
@@ -291,20 +289,8 @@ fn prune_locked(
                 if !copied.insert(e.id) {
                     continue;
                 }
-                let stored = bytes
-                    .get(e.offset as usize..e.offset as usize + e.stored_len as usize)
-                    .ok_or_else(|| {
-                        Error::corrupt(&what, "the index places a chunk beyond the end of the pack")
-                    })?;
-                // Verify the chunk before copying it: a damaged one must not be spread.
-                decode_blob(repo.sealer(), e, stored, &what)?;
-                let blob = EncodedBlob {
-                    kind: e.kind,
-                    id: e.id,
-                    compressed: e.compressed,
-                    raw_len: e.raw_len,
-                    stored: stored.to_vec(),
-                };
+                // Verified before it is copied: a damaged chunk must not be spread.
+                let blob = bytes.verified_copy(e)?;
                 let b = builders
                     .entry(e.kind)
                     .or_insert_with(|| PackBuilder::with_capacity(pack_size));

@@ -112,9 +112,7 @@ pub fn backup(
             "data this backup relied on was removed while it was stalled (a prune ran when its lock looked stale); starting over with the repository as it is now"
         );
     }
-    Err(Error::Invalid(format!(
-        "the backup was stalled past its lock's staleness bound {ATTEMPTS} times and data it relied on was removed each time; nothing was committed. Check that the machine is not being suspended, or raise LIFEBOAT_LOCK_STALE_AFTER"
-    )))
+    Err(Error::BackupStalled { attempts: ATTEMPTS })
 }
 
 /// One run; `Ok(None)` when it must start over (see [`backup`]).

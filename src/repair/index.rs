@@ -30,16 +30,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::{is_damage, reason, ObjectProblem};
+use super::ObjectProblem;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::progress::Progress;
 use crate::repo::pack::{
-    decode_blob, header_len_from_trailer, pack_len, parse_header, read_pack_header, EncodedBlob,
-    PackBuilder, TRAILER_LEN,
+    header_len_from_trailer, pack_len, parse_header, read_pack_header, EncodedBlob, PackBuilder,
+    TRAILER_LEN,
 };
 use crate::repo::{BlobKind, LockSettings, PackEntry, Repository};
 use crate::storage::FileKind;
@@ -154,8 +153,8 @@ enum PackRead {
 fn from_error(e: Error) -> PackRead {
     match e {
         Error::NotFound { .. } => PackRead::Missing,
-        e if is_damage(&e) => PackRead::Damaged {
-            error: reason(&e),
+        e if e.is_damage() => PackRead::Damaged {
+            error: e.reason(),
             header: None,
         },
         e => PackRead::Unreadable(e.to_string()),
@@ -210,7 +209,7 @@ fn repair_locked(
             }
             Err(e @ Error::Corrupt { .. }) => report.damaged_index_objects.push(ObjectProblem {
                 object: FileKind::Index.path(name),
-                error: reason(&e),
+                error: e.reason(),
             }),
             Err(e) => {
                 return Err(Error::Invalid(format!(
@@ -266,8 +265,7 @@ fn repair_locked(
         }
     }
     report.packs_read = to_read.len();
-    let reads = read_packs(repo, &to_read, opts, progress);
-    crate::interrupt::check()?;
+    let reads = read_packs(repo, &to_read, opts, progress)?;
 
     let mut damaged: Vec<(PackId, String, Option<Vec<PackEntry>>)> = Vec::new();
     for (pack, read) in reads {
@@ -431,45 +429,27 @@ fn same_entries(a: &[PackEntry], b: &[PackEntry]) -> bool {
     key(a) == key(b)
 }
 
-/// Reads the packs on several threads.
+/// Reads the packs on several threads; `Err` only when interrupted.
 fn read_packs(
     repo: &Repository,
     packs: &[(PackId, u64)],
     opts: &RepairIndexOptions,
     progress: &Progress,
-) -> Vec<(PackId, PackRead)> {
+) -> Result<Vec<(PackId, PackRead)>> {
     // Headers are small reads, bound by latency: more readers than cores. Whole packs are
     // bound by bandwidth and memory (one pack per reader).
-    let threads = if opts.read_data {
-        super::threads(opts.threads, 2)
-    } else {
-        super::threads(opts.threads, 2) * 4
-    }
-    .min(packs.len().max(1));
-    let queue = Mutex::new(packs.iter());
-    let results = Mutex::new(Vec::with_capacity(packs.len()));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                if crate::interrupt::requested() {
-                    break;
-                }
-                let Some((pack, size)) = queue.lock().next().copied() else {
-                    break;
-                };
-                let read = if opts.read_data {
-                    read_whole(repo, &pack, progress)
-                } else {
-                    read_header(repo, &pack, size, progress)
-                };
-                Progress::add(&progress.entries, 1);
-                results.lock().push((pack, read));
-            });
-        }
-    });
-    let mut out = results.into_inner();
+    let threads = crate::pool::workers(opts.threads, 2) * if opts.read_data { 1 } else { 4 };
+    let mut out = crate::pool::map(threads, packs, |&(pack, size)| {
+        let read = if opts.read_data {
+            read_whole(repo, &pack, progress)
+        } else {
+            read_header(repo, &pack, size, progress)
+        };
+        Progress::add(&progress.entries, 1);
+        Ok((pack, read))
+    })?;
     out.sort_by_key(|r| r.0);
-    out
+    Ok(out)
 }
 
 /// Reads a pack's trailer and header only.
@@ -510,33 +490,23 @@ fn read_header(repo: &Repository, pack: &PackId, size: u64, progress: &Progress)
 
 /// Reads a pack whole and verifies its name, header and every blob.
 fn read_whole(repo: &Repository, pack: &PackId, progress: &Progress) -> PackRead {
-    let name = pack.to_hex();
-    let what = FileKind::Pack.path(&name);
-    let bytes = match repo.storage().read(FileKind::Pack, &name) {
+    let bytes = match repo.read_pack(pack) {
         Ok(b) => b,
         Err(e) => return from_error(e),
     };
-    Progress::add(&progress.bytes_read, bytes.len() as u64);
-    let entries = match read_pack_header(repo.sealer(), &bytes, &what) {
+    Progress::add(&progress.bytes_read, bytes.bytes().len() as u64);
+    let entries = match read_pack_header(repo.sealer(), bytes.bytes(), bytes.what()) {
         Ok(e) => e,
         Err(e) => return from_error(e),
     };
-    let bad = entries
-        .iter()
-        .filter(|e| {
-            let end = e.offset as usize + e.stored_len as usize;
-            bytes
-                .get(e.offset as usize..end)
-                .is_none_or(|stored| decode_blob(repo.sealer(), e, stored, &what).is_err())
-        })
-        .count();
+    let bad = entries.iter().filter(|e| bytes.blob(e).is_err()).count();
     if bad > 0 {
         return PackRead::Damaged {
             error: format!("{bad} of its {} chunks are damaged", entries.len()),
             header: Some(entries),
         };
     }
-    if PackId::hash(&bytes) != *pack {
+    if !bytes.matches_name() {
         return PackRead::Damaged {
             error: "content does not match its name (damaged)".into(),
             header: Some(entries),
@@ -603,37 +573,27 @@ impl<'a> Salvage<'a> {
                 lost,
             });
         }
-        let name = pack.to_hex();
-        let what = FileKind::Pack.path(&name);
-        let bytes = match self.repo.storage().read(FileKind::Pack, &name) {
-            Ok(b) => b,
-            Err(e) if is_damage(&e) => Vec::new(),
+        let bytes = match self.repo.read_pack(pack) {
+            Ok(b) => Some(b),
+            Err(e) if e.is_damage() => None,
             Err(e) => return Ok(Salvaged::Unreadable(e.to_string())),
         };
-        Progress::add(&self.progress.bytes_read, bytes.len() as u64);
+        if let Some(b) = &bytes {
+            Progress::add(&self.progress.bytes_read, b.bytes().len() as u64);
+        }
         for e in wanted {
             if self.copied.contains(&e.id) {
                 continue;
             }
-            let end = e.offset as usize + e.stored_len as usize;
-            let intact = bytes
-                .get(e.offset as usize..end)
-                .filter(|stored| decode_blob(self.repo.sealer(), e, stored, &what).is_ok());
-            match intact {
-                Some(stored) => {
+            match bytes.as_ref().map(|b| b.verified_copy(e)) {
+                Some(Ok(blob)) => {
                     self.copied.insert(e.id);
                     salvaged += 1;
                     if !self.dry_run {
-                        self.add(EncodedBlob {
-                            kind: e.kind,
-                            id: e.id,
-                            compressed: e.compressed,
-                            raw_len: e.raw_len,
-                            stored: stored.to_vec(),
-                        })?;
+                        self.add(blob)?;
                     }
                 }
-                None => lost.push(e.id),
+                _ => lost.push(e.id),
             }
         }
         Ok(Salvaged::Done {

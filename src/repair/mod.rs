@@ -29,37 +29,6 @@ pub struct ObjectProblem {
     pub error: String,
 }
 
-/// Whether an error says that an object is damaged or gone, as opposed to storage that could
-/// not be reached (which must never be mistaken for damage: a repair would then drop data that
-/// is intact).
-pub(crate) fn is_damage(e: &crate::Error) -> bool {
-    matches!(
-        e,
-        crate::Error::Corrupt { .. }
-            | crate::Error::NotFound { .. }
-            | crate::Error::MissingBlob { .. }
-    )
-}
-
-/// The reason of an integrity error without the object name (the report names it).
-pub(crate) fn reason(e: &crate::Error) -> String {
-    match e {
-        crate::Error::Corrupt { reason, .. } => reason.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Worker threads: `n`, or one per core (at least `min`).
-pub(crate) fn threads(n: usize, min: usize) -> usize {
-    if n > 0 {
-        n
-    } else {
-        std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(min)
-    }
-}
-
 /// A storage for tests that fails reads of one object and leaves one out of pack listings, and
 /// a small repository backed up through it.
 #[cfg(test)]

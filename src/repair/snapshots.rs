@@ -35,15 +35,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::{reason, ObjectProblem};
+use super::ObjectProblem;
 use crate::error::{Error, Result};
 use crate::forget::Filter;
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::progress::Progress;
-use crate::repo::pack::{decode_blob, encode_blob, PackBuilder};
+use crate::repo::pack::{encode_blob, PackBuilder};
 use crate::repo::{
     BlobKind, Index, LockSettings, Node, NodeKind, PackEntry, RepoLock, Repository, Snapshot, Step,
     Tree, TreeWalk,
@@ -726,33 +725,18 @@ fn verify_data(
     }
     let mut packs: Vec<(u32, Vec<BlobId>)> = wanted.into_iter().collect();
     packs.sort_by_key(|(p, _)| index.pack_id(*p));
-    let queue = Mutex::new(packs.into_iter());
-    let bad = Mutex::new(HashMap::new());
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..super::threads(threads, 1) {
-            s.spawn(|| loop {
-                if crate::interrupt::requested() || failed.lock().is_some() {
-                    break;
-                }
-                let Some((pos, chunks)) = queue.lock().next() else {
-                    break;
-                };
-                match verify_pack(repo, index, pos, &chunks, progress) {
-                    Ok(found) => bad.lock().extend(found),
-                    Err(e) => {
-                        *failed.lock() = Some(e);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed.into_inner() {
-        return Err(e);
-    }
-    crate::interrupt::check()?;
-    Ok(bad.into_inner())
+    let mut bad = HashMap::new();
+    crate::pool::run(
+        crate::pool::workers(threads, 1),
+        packs,
+        || Ok(()),
+        |(), (pos, chunks)| verify_pack(repo, index, pos, &chunks, progress),
+        |found| {
+            bad.extend(found);
+            Ok(())
+        },
+    )?;
+    Ok(bad)
 }
 
 /// Verifies `chunks` in the pack at index position `pos`.
@@ -763,9 +747,7 @@ fn verify_pack(
     chunks: &[BlobId],
     progress: &Progress,
 ) -> Result<Vec<(BlobId, String)>> {
-    let name = index.pack_id(pos).to_hex();
-    let what = FileKind::Pack.path(&name);
-    let bytes = match repo.storage().read(FileKind::Pack, &name) {
+    let bytes = match repo.read_pack(&index.pack_id(pos)) {
         Ok(b) => b,
         Err(Error::NotFound { .. }) => {
             return Ok(chunks
@@ -775,23 +757,17 @@ fn verify_pack(
         }
         Err(e) => {
             return Err(Error::Invalid(format!(
-                "repair snapshots stopped before writing anything: {what} could not be read ({e}); try again when the storage answers"
+                "repair snapshots stopped before writing anything: {} could not be read ({e}); try again when the storage answers",
+                FileKind::Pack.path(&index.pack_id(pos).to_hex())
             )))
         }
     };
-    Progress::add(&progress.bytes_read, bytes.len() as u64);
+    Progress::add(&progress.bytes_read, bytes.bytes().len() as u64);
     let mut bad = Vec::new();
     for c in chunks {
         let Some(e) = index.get(c) else { continue };
-        let end = e.offset as usize + e.stored_len as usize;
-        let result = match bytes.get(e.offset as usize..end) {
-            Some(stored) => decode_blob(repo.sealer(), &e.to_pack_entry(*c), stored, &what)
-                .map(|_| ())
-                .map_err(|e| reason(&e)),
-            None => Err("the pack ends before this chunk (truncated)".into()),
-        };
-        if let Err(why) = result {
-            bad.push((*c, format!("damaged: {why}")));
+        if let Err(err) = bytes.blob(&e.to_pack_entry(*c)) {
+            bad.push((*c, format!("damaged: {}", err.reason())));
         }
     }
     Ok(bad)

@@ -10,6 +10,7 @@ pub mod key;
 pub mod kit;
 pub mod lock;
 pub mod pack;
+pub mod read;
 pub mod seal;
 pub mod snapshot;
 pub mod tree;
@@ -27,6 +28,7 @@ pub use index::{Index, IndexBuilder, IndexEntry};
 pub use key::{KdfParams, KeyFile};
 pub use lock::{LockInfo, LockSettings, RepoLock};
 pub use pack::{BlobKind, PackEntry};
+pub use read::PackBytes;
 pub use seal::{Cipher, MasterKey, ObjectType, Sealer};
 pub use snapshot::{BackupKind, DamagedSnapshot, Snapshot, SnapshotList, SourceError, Summary};
 pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
@@ -536,8 +538,13 @@ impl Repository {
         }
         let mut body = Vec::with_capacity(plain.len() / 2 + 16);
         body.push(1u8); // zstd
-        let compressed = zstd::bulk::compress(plain, self.config.compression_level)
-            .map_err(|e| Error::Invalid(format!("compression failed: {e}")))?;
+        let compressed =
+            zstd::bulk::compress(plain, self.config.compression_level).map_err(|cause| {
+                Error::Compression {
+                    what: format!("a new {} object", ty.name()),
+                    cause,
+                }
+            })?;
         body.extend_from_slice(&compressed);
         let stored = self.sealer.seal(ty, &body);
         let id = *blake3::hash(&stored).as_bytes();
@@ -669,50 +676,24 @@ impl Repository {
             );
         }
         // Index objects are read, checked, decrypted and decoded on several threads (the
-        // larger part of opening a big repository); one thread merges them, in listing order.
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(names.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<_>)>(threads);
-        std::thread::scope(|scope| -> Result<()> {
-            for _ in 0..threads {
-                let tx = tx.clone();
-                let (next, names) = (&next, &names);
-                scope.spawn(move || loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((name, _)) = names.get(i) else { break };
-                    let failed = {
-                        let loaded = self.load_index_file(name);
-                        let failed = loaded.is_err();
-                        // The receiver stops at the first error and drops its end: stop too.
-                        tx.send((i, loaded)).is_err() || failed
-                    };
-                    if failed {
-                        break;
+        // larger part of opening a big repository); this thread merges them in listing order,
+        // so the first location of a blob listed twice does not depend on thread timing.
+        crate::pool::run(
+            crate::pool::workers(0, 1),
+            &names,
+            || Ok(()),
+            |(), (name, _)| self.load_index_file(name),
+            |packs| {
+                for (pack, entries) in packs {
+                    if present.contains(&pack) {
+                        idx.add_pack(pack, &entries);
+                    } else {
+                        unlisted.push((pack, entries));
                     }
-                });
-            }
-            drop(tx);
-            // Merge in listing order, so the first location of a blob listed twice does not
-            // depend on thread timing.
-            let mut waiting = std::collections::BTreeMap::new();
-            let mut want = 0;
-            for (i, loaded) in rx {
-                waiting.insert(i, loaded?);
-                while let Some(packs) = waiting.remove(&want) {
-                    for (pack, entries) in packs {
-                        if present.contains(&pack) {
-                            idx.add_pack(pack, &entries);
-                        } else {
-                            unlisted.push((pack, entries));
-                        }
-                    }
-                    want += 1;
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         if !unlisted.is_empty() {
             let present = self.present_packs()?;
             let mut missing = Vec::new();
@@ -827,44 +808,6 @@ impl Repository {
         let list = self.list_snapshots()?;
         list.check_selector(selector)?;
         select_snapshot(list.snapshots, selector, host, path)
-    }
-
-    /// Reads one blob and verifies it against its id.
-    pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
-        let e = index
-            .get(id)
-            .ok_or_else(|| Error::MissingBlob { id: id.to_hex() })?;
-        let pack = index.pack_id(e.pack);
-        let name = pack.to_hex();
-        let what = FileKind::Pack.path(&name);
-        if let (Some(cache), BlobKind::Tree) = (&self.cache, e.kind) {
-            // Packs of directory listings are cached whole: an incremental backup or a
-            // restore reads many listings from few packs.
-            let whole = match cache.get(FileKind::Pack, &name) {
-                Some(w) => w,
-                None => {
-                    let w = self.storage.read(FileKind::Pack, &name)?;
-                    if PackId::hash(&w) != pack {
-                        return Err(Error::corrupt(
-                            &what,
-                            "content does not match its name (damaged)",
-                        ));
-                    }
-                    cache.put(FileKind::Pack, &name, &w);
-                    w
-                }
-            };
-            let stored = whole
-                .get(e.offset as usize..e.offset as usize + e.stored_len as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(&what, "the index places a chunk beyond the end of the pack")
-                })?;
-            return pack::decode_blob(&self.sealer, &e.to_pack_entry(*id), stored, &what);
-        }
-        let stored =
-            self.storage
-                .read_range(FileKind::Pack, &name, u64::from(e.offset), e.stored_len)?;
-        pack::decode_blob(&self.sealer, &e.to_pack_entry(*id), &stored, &what)
     }
 
     /// Keeps a copy of a pack of directory listings just written (write-through cache).

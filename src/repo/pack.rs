@@ -12,9 +12,9 @@
 //! `type u8 | compression u8 | stored length u32 | raw length u32 | blob id [32]`. Offsets are
 //! implied by the order. A pack's id is the BLAKE3 hash of all its bytes.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 
+pub use super::read::{decode_blob, decode_blob_in_place};
 use super::seal::{ObjectType, Sealer, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
@@ -100,7 +100,6 @@ impl EncodedBlob {
 thread_local! {
     // zstd contexts are reused per thread: creating one per chunk costs time and memory.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
     // The fastest level, for samples (see `worth_compressing`), with its output buffer.
     static SAMPLER: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
 }
@@ -160,22 +159,6 @@ fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     })
 }
 
-/// Decompresses into at most `capacity` bytes (a bound against decompression bombs).
-fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        match &mut *slot {
-            Some(d) => d.decompress(payload, capacity),
-            None => {
-                let mut d = zstd::bulk::Decompressor::new()?;
-                let out = d.decompress(payload, capacity);
-                *slot = Some(d);
-                out
-            }
-        }
-    })
-}
-
 /// Compresses (when a sample says it pays and it shrinks the data) and seals a blob, then proves
 /// it decodes back to `id`.
 pub fn encode_blob(
@@ -191,8 +174,10 @@ pub fn encode_blob(
         .filter(|&l| l <= MAX_BLOB_LEN)
         .ok_or_else(|| Error::Invalid(format!("chunk of {} bytes is too large", raw.len())))?;
     let compressed = if worth_compressing(raw) {
-        compress(raw, level)
-            .map_err(|e| Error::corrupt(what(), format!("zstd compression failed: {e}")))?
+        compress(raw, level).map_err(|cause| Error::Compression {
+            what: what(),
+            cause,
+        })?
     } else {
         Vec::new()
     };
@@ -204,7 +189,7 @@ pub fn encode_blob(
     // Verify before it is stored: the payload must decompress to content with this id. (The
     // sealing that follows is not decrypted again: the AEAD itself authenticates it on read.)
     if is_compressed {
-        let back = decompress(payload, raw_len as usize).map_err(|e| {
+        let back = super::read::decompress(payload, raw_len as usize).map_err(|e| {
             Error::corrupt(
                 what(),
                 format!("does not decompress after compression: {e}"),
@@ -229,63 +214,6 @@ pub fn encode_blob(
         raw_len,
         stored: sealer.seal(kind.object_type(), payload),
     })
-}
-
-/// Opens, decompresses and verifies a stored blob against its id.
-pub fn decode_blob(
-    sealer: &Sealer,
-    entry: &PackEntry,
-    stored: &[u8],
-    what: &str,
-) -> Result<Vec<u8>> {
-    let payload = sealer.open(entry.kind.object_type(), stored, what)?;
-    Ok(check_payload(sealer, entry, payload, what)?.into_owned())
-}
-
-/// [`decode_blob`], decrypting where the stored blob lies: an uncompressed blob's content is
-/// returned as a part of `stored`, without a copy. On error, `stored` holds unspecified bytes.
-pub fn decode_blob_in_place<'a>(
-    sealer: &Sealer,
-    entry: &PackEntry,
-    stored: &'a mut [u8],
-    what: &str,
-) -> Result<Cow<'a, [u8]>> {
-    let payload = sealer.open_in_place(entry.kind.object_type(), stored, what)?;
-    check_payload(sealer, entry, Cow::Borrowed(payload), what)
-}
-
-/// Decompresses an opened blob (if it is compressed) and checks its length and hash.
-fn check_payload<'a>(
-    sealer: &Sealer,
-    entry: &PackEntry,
-    payload: Cow<'a, [u8]>,
-    what: &str,
-) -> Result<Cow<'a, [u8]>> {
-    let raw = if entry.compressed {
-        Cow::Owned(decompress(&payload, entry.raw_len as usize).map_err(|e| {
-            Error::corrupt(what, format!("chunk {} does not decompress: {e}", entry.id))
-        })?)
-    } else {
-        payload
-    };
-    if raw.len() != entry.raw_len as usize {
-        return Err(Error::corrupt(
-            what,
-            format!(
-                "chunk {} has {} bytes, expected {}",
-                entry.id,
-                raw.len(),
-                entry.raw_len
-            ),
-        ));
-    }
-    if sealer.blob_id(&raw) != entry.id {
-        return Err(Error::corrupt(
-            what,
-            format!("chunk {} does not match its hash", entry.id),
-        ));
-    }
-    Ok(raw)
 }
 
 /// Accumulates blobs into a pack.
@@ -745,6 +673,8 @@ pub fn read_pack_header(sealer: &Sealer, pack: &[u8], what: &str) -> Result<Vec<
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
 
     fn blob(s: &Sealer, data: &[u8], kind: BlobKind) -> EncodedBlob {

@@ -26,7 +26,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -36,25 +35,15 @@ use crate::storage::FileKind;
 
 use super::{Index, Node, Repository};
 
-/// A damaged or missing repository object, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Damage {
-    /// The object: its path in the repository (`data/…` for the pack holding a listing or
-    /// chunk), or `directory listing <id>` / `chunk <id>` when no index entry places it.
-    pub object: String,
-    /// What is wrong with it ("is not in the index (missing)", "damaged: …").
-    pub reason: String,
-}
+pub use crate::error::Damage;
 
 impl Damage {
     /// Why listing `id` cannot be read, from the error its loading gave (which must be damage:
-    /// see [`is_damage`]).
+    /// see [`Error::is_damage`]), named by the pack the index places it in.
     pub fn listing(index: &Index, id: &BlobId, err: &Error) -> Self {
-        let reason = match err {
-            Error::MissingBlob { .. } => "is not in the index (missing)".to_string(),
-            Error::NotFound { .. } => "is missing from storage".to_string(),
-            Error::Corrupt { reason, .. } => format!("damaged: {reason}"),
-            other => format!("damaged: {other}"),
+        let reason = match err.damage() {
+            Some(d) => d.reason,
+            None => format!("damaged: {err}"),
         };
         let object = index
             .get(id)
@@ -62,21 +51,6 @@ impl Damage {
             .unwrap_or_else(|| format!("directory listing {id}"));
         Damage { object, reason }
     }
-}
-
-impl fmt::Display for Damage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.object, self.reason)
-    }
-}
-
-/// Whether an error says that an object is damaged or gone, as opposed to storage that could
-/// not be reached (which must never be taken for damage).
-pub fn is_damage(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Corrupt { .. } | Error::NotFound { .. } | Error::MissingBlob { .. }
-    )
 }
 
 /// One step of a [`TreeWalk`].
@@ -224,7 +198,7 @@ impl<'a> TreeWalk<'a> {
                     tree,
                     nodes: t.nodes.into_iter(),
                 }),
-                Err(e) if is_damage(&e) => {
+                Err(e) if e.is_damage() => {
                     // The root has no name to take off.
                     self.unwind = !self.frames.is_empty();
                     return Ok(Some(Step::Damaged {
@@ -388,6 +362,35 @@ mod tests {
         // An unreadable root is damage too.
         let mut walk = TreeWalk::of(&l.repo, &index, missing);
         assert_eq!(steps(&mut walk, true), ["!"]);
+    }
+
+    /// RELIABILITY case 5: a pack of listings cut short is damage the walk reports (naming
+    /// the pack) and goes on past, not a storage fault that ends the walk: a range read past
+    /// the end of the pack fails as a truncated object.
+    #[test]
+    fn a_listing_in_a_truncated_pack_is_damage_not_a_storage_fault() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut l = Listings::new(tmp.path());
+        let root = l.tree(&[], &["x"]);
+        let index = l.store();
+        let e = *index.get(&root).expect("indexed");
+        let pack = index.pack_id(e.pack).to_hex();
+        let file = tmp.path().join("repo").join(FileKind::Pack.path(&pack));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("open pack")
+            .set_len(u64::from(e.offset) + 1)
+            .expect("truncate");
+        let mut walk = TreeWalk::of(&l.repo, &index, root);
+        match walk.next().expect("damage is a step, not an error") {
+            Some(Step::Damaged { damage, .. }) => {
+                assert!(damage.object.contains(&pack), "{damage}");
+                assert!(damage.reason.contains("truncated"), "{damage}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(walk.next().expect("step").is_none());
     }
 
     #[test]

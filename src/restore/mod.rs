@@ -42,13 +42,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::progress::Progress;
-use crate::repo::pack::decode_blob_in_place;
 use crate::repo::{Index, IndexEntry, NodeKind, Repository};
 use crate::storage::FileKind;
 use place::Placer;
@@ -506,7 +504,7 @@ fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf], stale: &Stale) ->
         if let Ok(st) = nix::sys::statvfs::statvfs(&dir) {
             let free = st.blocks_available().saturating_mul(st.fragment_size());
             if need > free {
-                let busy = if stale.busy.is_empty() {
+                let note = if stale.busy.is_empty() {
                     String::new()
                 } else {
                     format!(
@@ -519,12 +517,13 @@ fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf], stale: &Stale) ->
                             .join(", ")
                     )
                 };
-                return Err(Error::Invalid(format!(
-                    "restore needs {} on the file system of {} but it has only {} free{busy}; nothing was written",
-                    human(need),
-                    crate::display::path(&dir),
-                    human(free)
-                )));
+                return Err(Error::NotEnoughSpace {
+                    op: "restore",
+                    path: dir,
+                    need,
+                    free,
+                    note,
+                });
             }
         }
     }
@@ -621,87 +620,57 @@ fn fetch_and_verify(
     for (_, blobs) in &mut work {
         blobs.sort_by_key(|(_, e)| e.offset);
     }
-    let queue = Mutex::new(work.into_iter());
-    let bad = Mutex::new(HashMap::new());
-    let fatal: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..readers {
-            s.spawn(|| loop {
-                if fatal.lock().is_some() {
-                    break;
-                }
-                if crate::interrupt::requested() {
-                    *fatal.lock() = Some(Error::Interrupted);
-                    break;
-                }
-                let Some((pack, blobs)) = queue.lock().next() else {
-                    break;
-                };
-                let pack_id = index.pack_id(pack);
-                let name = pack_id.to_hex();
-                let what = FileKind::Pack.path(&name);
-                for run in runs(&blobs) {
-                    let start = run[0].1.offset;
-                    let last = run[run.len() - 1].1;
-                    let len = last.offset + last.stored_len - start;
-                    let mut bytes = match repo.storage().read_range(
-                        FileKind::Pack,
-                        &name,
-                        u64::from(start),
-                        len,
-                    ) {
-                        Ok(b) => b,
-                        // Storage that cannot be reached (or refuses) says nothing about the
-                        // data: the restore stops and says so, never reports damage.
-                        Err(e) if !e.is_damage() => {
-                            *fatal.lock() = Some(e);
-                            return;
-                        }
-                        Err(e) => {
-                            let reason = match e {
-                                Error::NotFound { .. } => "missing from storage".to_string(),
-                                other => other.to_string(),
-                            };
-                            let mut bad = bad.lock();
-                            for (id, _) in run {
-                                bad.insert(*id, (what.clone(), reason.clone()));
-                            }
+    let mut bad = HashMap::new();
+    crate::pool::run(
+        readers,
+        work,
+        || Ok(()),
+        |(), (pack, blobs)| {
+            let pack_id = index.pack_id(pack);
+            let what = FileKind::Pack.path(&pack_id.to_hex());
+            let mut found = Vec::new();
+            for run in runs(&blobs) {
+                let start = run[0].1.offset;
+                let last = run[run.len() - 1].1;
+                let len = last.offset + last.stored_len - start;
+                let mut bytes = match repo.read_pack_range(&pack_id, start, len) {
+                    Ok(b) => b,
+                    Err(e) => match e.damage() {
+                        Some(d) => {
+                            found.extend(
+                                run.iter()
+                                    .map(|(id, _)| (*id, (what.clone(), d.reason.clone()))),
+                            );
                             continue;
                         }
-                    };
-                    for (id, e) in run {
-                        let from = (e.offset - start) as usize;
-                        let stored = &mut bytes[from..from + e.stored_len as usize];
-                        let entry = e.to_pack_entry(*id);
-                        match decode_blob_in_place(repo.sealer(), &entry, stored, &what) {
-                            Ok(raw) => {
-                                Progress::add(&progress.bytes_read, raw.len() as u64);
-                                if let Some(stager) = stager {
-                                    let uses = plan.chunks.get(id);
-                                    if let Err(err) = stager.write_chunk(uses, &raw, progress) {
-                                        *fatal.lock() = Some(err);
-                                        return;
-                                    }
-                                }
+                        // Storage that cannot be reached (or refuses) says nothing about the
+                        // data: the restore stops and says so, never reports damage.
+                        None => return Err(e),
+                    },
+                };
+                for (id, e) in run {
+                    match bytes.blob_in_place(&e.to_pack_entry(*id)) {
+                        Ok(raw) => {
+                            Progress::add(&progress.bytes_read, raw.len() as u64);
+                            if let Some(stager) = stager {
+                                stager.write_chunk(plan.chunks.get(id), &raw, progress)?;
                             }
-                            Err(err) => {
-                                let reason = match err {
-                                    Error::Corrupt { reason, .. } => reason,
-                                    other => other.to_string(),
-                                };
-                                bad.lock()
-                                    .insert(*id, (what.clone(), format!("damaged: {reason}")));
-                            }
+                        }
+                        // The reader's every failure is damage ([`Error::Corrupt`]).
+                        Err(err) => {
+                            found.push((*id, (what.clone(), format!("damaged: {}", err.reason()))))
                         }
                     }
                 }
-            });
-        }
-    });
-    if let Some(e) = fatal.into_inner() {
-        return Err(e);
-    }
-    Ok(bad.into_inner())
+            }
+            Ok(found)
+        },
+        |found| {
+            bad.extend(found);
+            Ok(())
+        },
+    )?;
+    Ok(bad)
 }
 
 /// Splits a pack's needed blobs (sorted by offset) into runs read with one request each:
