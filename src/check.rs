@@ -680,8 +680,13 @@ fn verify_pack(
 ) -> Result<Option<PackProblem>> {
     let bytes = match repo.read_pack(pack) {
         Ok(b) => b,
-        Err(e @ Error::Unreachable { .. }) => return Err(e),
-        Err(e) => return Ok(Some(PackProblem::Whole(format!("cannot be read: {e}")))),
+        // Damage (missing, truncated, corrupt) is a finding; anything else (unreachable
+        // storage, a refusal, a permission, a signal) is a fault of the storage or the run,
+        // which stops the check instead of being reported as a damaged pack.
+        Err(e) if e.is_damage() => {
+            return Ok(Some(PackProblem::Whole(format!("cannot be read: {e}"))))
+        }
+        Err(e) => return Err(e),
     };
     Progress::add(&progress.bytes_read, bytes.bytes().len() as u64);
     let hash_ok = bytes.matches_name();

@@ -211,6 +211,8 @@ fn repair_locked(
                 object: FileKind::Index.path(name),
                 error: e.reason(),
             }),
+            // Unreachable storage and a signal keep their own kind (and exit code).
+            Err(e @ (Error::Unreachable { .. } | Error::Interrupted)) => return Err(e),
             Err(e) => {
                 return Err(Error::Invalid(format!(
                     "repair index stopped before changing anything: {} could not be read ({e}); try again when the storage answers",

@@ -755,6 +755,8 @@ fn verify_pack(
                 .map(|c| (*c, "is missing from storage".to_string()))
                 .collect())
         }
+        // Unreachable storage and a signal keep their own kind (and exit code).
+        Err(e @ (Error::Unreachable { .. } | Error::Interrupted)) => return Err(e),
         Err(e) => {
             return Err(Error::Invalid(format!(
                 "repair snapshots stopped before writing anything: {} could not be read ({e}); try again when the storage answers",

@@ -297,3 +297,40 @@ fn repository_files_are_private_and_check_warns_about_readable_keys() {
         "{out}"
     );
 }
+
+/// RELIABILITY case 28: a pack `check` may not read (its file's permissions: a fault of the
+/// storage, not damage) stops `check --read-data` with an error naming it; it is never
+/// reported as a damaged pack, which `repair` would act on. Before the fix every read error
+/// but an unreachable storage was reported as "cannot be read" damage (exit 3).
+#[test]
+fn a_pack_check_may_not_read_is_an_error_not_damage() {
+    let scratch = Scratch::new();
+    // The unprivileged user makes the repository here.
+    set_mode(scratch.path(), 0o777);
+    let repo_path = scratch.join("repo");
+    let src = scratch.join("src");
+    build_plain_tree(&src, 4, 1 << 20, 28);
+    for (rel, entry) in scan_tree(&src) {
+        let dir = entry.kind == Kind::Dir;
+        set_mode(&src.join(rel), if dir { 0o755 } else { 0o644 });
+    }
+    set_mode(&src, 0o755);
+    let home = scratch.path();
+    lifeboat_unprivileged(args!["init", "--repo", &repo_path], home).success();
+    lifeboat_unprivileged(args!["backup", "--repo", &repo_path, &src], home).success();
+    let repo = Repo::at(&repo_path);
+    let (pack_path, pack) = repo.largest_pack();
+    set_mode(&pack_path, 0o000);
+    let out = lifeboat_unprivileged(args!["check", "--repo", &repo_path, "--read-data"], home);
+    set_mode(&pack_path, 0o600);
+    let out = out.expect_code(1);
+    assert!(
+        out.stderr().contains(&pack),
+        "the error names the pack\n{out}"
+    );
+    assert!(out.stderr().contains("ermission denied"), "{out}");
+    assert!(
+        !out.all_output().contains("damaged"),
+        "called damage\n{out}"
+    );
+}

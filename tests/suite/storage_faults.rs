@@ -932,7 +932,9 @@ fn an_outage_longer_than_retry_timeout_fails_the_backup_as_unreachable() {
 /// away past the retry budget: the restore exits with the storage-unreachable code (4), never
 /// says "damaged" nor suggests --allow-partial (with --allow-partial too: nothing is left out
 /// as if it were damaged), and writes nothing into the target. `check --read-data` the same:
-/// it stops with code 4 instead of reporting packs it could not read.
+/// it stops with code 4 instead of reporting packs it could not read, and so do `repair index`
+/// and `repair snapshots` (before the fix they exited 1, the outage hidden in an "invalid"
+/// error).
 #[test]
 fn a_restore_or_check_during_an_outage_exits_unreachable_and_never_says_damaged() {
     let bucket = std::env::var("LIFEBOAT_TEST_S3_BUCKET").unwrap_or_default();
@@ -982,6 +984,25 @@ fn a_restore_or_check_during_an_outage_exits_unreachable_and_never_says_damaged(
     ]);
     assert!(proxy.began(), "no pack was read\n{out}");
     assert_unreachable_not_damage(&out);
+    // The repairs read the repository too: an outage stops them with the same code (repair
+    // index when it reads the index objects, repair snapshots when it reads packs).
+    for (repair, object) in [
+        (args!["repair", "index", "--no-cache"], "index"),
+        (args!["repair", "snapshots", "--read-data"], "data"),
+    ] {
+        let proxy = OutageProxy::start(
+            Trigger::Request(format!("GET /{bucket}{prefix}/{object}/")),
+            None,
+        );
+        let mut all = repair.clone();
+        all.extend(args!["--repo", &url, "--option", "retry_timeout=3s"]);
+        let out = proxy.run(all);
+        assert!(
+            proxy.began(),
+            "{repair:?}: nothing under {object}/ was read\n{out}"
+        );
+        assert_unreachable_not_damage(&out);
+    }
 }
 
 /// RELIABILITY case 28 (the other side): a range read of an object shorter than asked — cut
