@@ -5,7 +5,9 @@
 //! behave alike:
 //!
 //! - **Bounded.** At most `workers` threads (never more than there are jobs), each taking the
-//!   next job when it is done with one; a result waits in a channel of `workers` places.
+//!   next job when it is done with one; a result waits in a channel of `workers` places, and
+//!   results finished ahead of an earlier job wait beside it until that one is in (so results
+//!   should be small: reports and findings, not the data read).
 //! - **Results in job order**, handed to the caller's `sink` on the calling thread while the
 //!   workers go on: what a result is merged into needs no lock, and the outcome does not depend
 //!   on thread timing.
