@@ -291,7 +291,11 @@ impl Error {
             ),
             _ => return None,
         };
-        Some(Damage { object, reason })
+        Some(Damage {
+            object,
+            reason,
+            pack: None,
+        })
     }
 
     /// What went wrong, without the object name a report already gives beside it: the reason
@@ -329,6 +333,9 @@ pub struct Damage {
     /// What is wrong with it ("is not in the index (missing)", "is missing from storage",
     /// "damaged: …").
     pub reason: String,
+    /// The pack in storage that holds the damaged listing, when the index places it (what an
+    /// operator looks for, repairs or restores from another copy).
+    pub pack: Option<String>,
 }
 
 impl std::fmt::Display for Damage {

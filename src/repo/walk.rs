@@ -45,11 +45,17 @@ impl Damage {
             Some(d) => d.reason,
             None => format!("damaged: {err}"),
         };
-        let object = index
+        let pack = index
             .get(id)
-            .map(|e| FileKind::Pack.path(&index.pack_id(e.pack).to_hex()))
+            .map(|e| FileKind::Pack.path(&index.pack_id(e.pack).to_hex()));
+        let object = pack
+            .clone()
             .unwrap_or_else(|| format!("directory listing {id}"));
-        Damage { object, reason }
+        Damage {
+            object,
+            reason,
+            pack,
+        }
     }
 }
 

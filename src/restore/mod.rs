@@ -243,8 +243,12 @@ fn stage_and_place(
     let staged_warnings = stager.map(Stager::into_warnings).unwrap_or_default();
 
     // Every entry that cannot be restored, with the reason.
-    let mut broken: HashMap<usize, String> = plan.broken.iter().cloned().collect();
-    let mut objects: HashSet<String> = HashSet::new();
+    let mut broken: HashMap<usize, String> = plan
+        .broken
+        .iter()
+        .map(|b| (b.pos, b.reason.clone()))
+        .collect();
+    let mut objects: HashSet<String> = plan.broken.iter().filter_map(|b| b.pack.clone()).collect();
     if !bad_chunks.is_empty() {
         for (chunk, uses) in plan.chunks.iter() {
             if let Some((object, reason)) = bad_chunks.get(chunk) {
@@ -255,11 +259,6 @@ fn stage_and_place(
                         .or_insert_with(|| format!("{object}: {reason}"));
                 }
             }
-        }
-    }
-    for reason in broken.values() {
-        if let Some(obj) = reason.split_whitespace().find(|w| w.starts_with("data/")) {
-            objects.insert(obj.trim_end_matches(':').to_string());
         }
     }
     // Hard links to a broken file are broken too.

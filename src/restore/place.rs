@@ -51,7 +51,7 @@ use super::staging::Staging;
 /// those that cannot be restored. A name that exists already (a listing naming it twice)
 /// stops the restore.
 pub(super) fn make_staged_dirs(plan: &Plan, staging: &Staging) -> Result<()> {
-    let broken: HashSet<usize> = plan.broken.iter().map(|(i, _)| *i).collect();
+    let broken: HashSet<usize> = plan.broken.iter().map(|b| b.pos).collect();
     let mut cursors = StagingCursors::new(staging);
     for (i, e) in plan.entries.iter().enumerate().skip(1) {
         if e.node.kind == NodeKind::Dir && !broken.contains(&i) {

@@ -133,13 +133,24 @@ impl ChunkUses {
 }
 
 /// Everything restore will do.
+/// An entry of the plan that cannot be restored.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    /// Its plan position.
+    pub pos: usize,
+    /// Why, as the report says it.
+    pub reason: String,
+    /// The damaged pack in storage it depends on, when one is known.
+    pub pack: Option<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct Plan {
     pub entries: Vec<PlannedEntry>,
     /// Chunk → its uses.
     pub chunks: ChunkUses,
     /// Entries that cannot be restored, with the reason (missing chunks, unsafe names...).
-    pub broken: Vec<(usize, String)>,
+    pub broken: Vec<Broken>,
     /// Unsafe names found (never restored).
     pub unsafe_names: Vec<String>,
     /// Total bytes of file content.
@@ -352,10 +363,11 @@ impl Planner<'_> {
                     // Its content is unknown: the directory (just planned) is damaged, the
                     // rest can still restore.
                     let pos = self.plan.entries.len() - 1;
-                    self.plan.broken.push((
+                    self.plan.broken.push(Broken {
                         pos,
-                        format!("its directory listing cannot be read: {damage}"),
-                    ));
+                        reason: format!("its directory listing cannot be read: {damage}"),
+                        pack: damage.pack,
+                    });
                     continue;
                 }
             };
@@ -431,10 +443,11 @@ impl Planner<'_> {
                     Some(sub) => {
                         walk.enter(&name, sub);
                     }
-                    None => self
-                        .plan
-                        .broken
-                        .push((pos as usize, "directory without a listing (corrupt)".into())),
+                    None => self.plan.broken.push(Broken {
+                        pos: pos as usize,
+                        reason: "directory without a listing (corrupt)".into(),
+                        pack: None,
+                    }),
                 }
             }
         }
@@ -469,7 +482,11 @@ impl Planner<'_> {
         self.plan.bytes += offset;
         match missing {
             Some(reason) => {
-                self.plan.broken.push((pos as usize, reason));
+                self.plan.broken.push(Broken {
+                    pos: pos as usize,
+                    reason,
+                    pack: None,
+                });
                 offset
             }
             None => node.size,
