@@ -811,6 +811,37 @@ impl Config {
 }
 
 impl RepositoryConfig {
+    /// What opens this repository: its settings, `cache_dir` for its metadata cache, and the
+    /// daemon's environment (`env`, `lock`, read at the daemon's start-up). The password comes
+    /// from `recovery_kit`, `password_file` or `password_credential`, then the environment, in
+    /// the order of [`crate::repo::open`].
+    pub fn spec(
+        &self,
+        cache_dir: &Path,
+        env: &crate::repo::PasswordEnv,
+        lock: crate::repo::LockSettings,
+    ) -> crate::repo::RepoSpec {
+        let mut spec = crate::repo::RepoSpec::new(&self.url).with_storage(
+            self.options.clone(),
+            self.limit_upload_kib,
+            self.limit_download_kib,
+        );
+        spec.cache_dir = Some(cache_dir.to_path_buf());
+        spec.lock = lock;
+        spec.credentials = crate::repo::CredentialSource {
+            recovery_kit: self.recovery_kit.clone(),
+            password_file: self.password_file.clone(),
+            credential: self.password_credential.clone(),
+            env: env.clone(),
+            prompt: None,
+            hint: "set password_file, password_credential or recovery_kit in its \
+                   [repositories] section, or give the daemon LIFEBOAT_PASSWORD_FILE, \
+                   LIFEBOAT_PASSWORD or the systemd credential lifeboat-password"
+                .into(),
+        };
+        spec
+    }
+
     /// `download_concurrency`, if set (validated: 1 to 256).
     pub fn downloads(&self) -> Option<usize> {
         self.download_concurrency.as_ref().map(|n| *n.get_ref())

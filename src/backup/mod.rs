@@ -97,7 +97,7 @@ pub fn backup(
     opts: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupOutcome> {
-    let settings = crate::repo::LockSettings::from_env()?;
+    let settings = repo.lock_settings();
     let lock = repo.lock("backup", false, &settings.waiting(settings.stale_after))?;
     let open_files = dirfd::raise_open_files_limit();
     tracing::debug!(?open_files, "open files limit");

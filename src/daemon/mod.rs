@@ -100,6 +100,8 @@ impl Daemon {
     /// Runs the daemon with the config at `path` until SIGTERM or SIGINT.
     pub fn run(path: &Path) -> Result<()> {
         no_core_dumps();
+        // The environment repositories are opened with is read here, at start-up, once.
+        runner::read_environment()?;
         let config =
             Config::load(path).map_err(|e| Error::Invalid(format!("invalid config:\n{e}")))?;
         // A damaged state file must not keep the daemon (and every backup) from starting.

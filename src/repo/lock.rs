@@ -102,7 +102,9 @@ impl LockSettings {
         }
     }
 
-    /// The defaults, or `LIFEBOAT_LOCK_STALE_AFTER` ("30m") when set.
+    /// The defaults, or `LIFEBOAT_LOCK_STALE_AFTER` ("30m") when set. Read by the edges only
+    /// (the command line, the daemon's start-up) into [`super::RepoSpec::lock`]; operations use
+    /// [`Repository::lock_settings`].
     pub fn from_env() -> Result<Self> {
         match std::env::var("LIFEBOAT_LOCK_STALE_AFTER") {
             Ok(v) => crate::config::parse_duration(&v)
@@ -248,7 +250,7 @@ impl Repository {
     /// it is about to read; waits for a running prune. Storage that cannot be written
     /// (read-only credentials, a read-only mount during recovery) is read without a lock.
     pub fn lock_for_reading(&self, operation: &str) -> Result<Option<RepoLock>> {
-        let settings = LockSettings::from_env()?;
+        let settings = self.lock_settings();
         match self.lock(operation, false, &settings.waiting(settings.stale_after)) {
             Ok(l) => Ok(Some(l)),
             Err(e @ Error::Locked { .. }) => Err(e),
