@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::daemon::schedule::Schedule;
+use crate::units::{parse_duration, parse_percent};
 
 /// Default locations on a server.
 pub const DEFAULT_CONFIG: &str = "/etc/lifeboat/lifeboat.toml";
@@ -306,12 +307,6 @@ impl Collector<'_> {
     }
 }
 
-/// Parses a duration such as "26h", "90s", "1h 30m".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration (like \"90s\", \"26h\", \"1h 30m\"): {e}"))
-}
-
 /// The I/O priority of an ionice class name and level.
 fn ionice(class: &str, level: Option<u8>) -> Result<ioprio::Priority, String> {
     use ioprio::{BePriorityLevel, Class, RtPriorityLevel};
@@ -354,14 +349,6 @@ fn secret_file(path: &Path) -> Result<Option<u32>, String> {
     std::fs::File::open(path).map_err(|e| format!("{} cannot be read: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o7777;
     Ok((mode & 0o077 != 0).then_some(mode))
-}
-
-/// Parses "10%" (or "10") into a percentage in `min..=100`.
-pub fn parse_percent(s: &str, min: f64) -> Result<f64, String> {
-    match s.trim().trim_end_matches('%').trim().parse::<f64>() {
-        Ok(v) if v >= min && v <= 100.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a percentage from {min}% to 100%")),
-    }
 }
 
 fn valid_name(s: &str) -> bool {

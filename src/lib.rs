@@ -22,6 +22,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod storage;
+pub mod units;
 
 pub use error::{Error, Result};
 pub use repo::Repository;

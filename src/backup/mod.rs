@@ -23,7 +23,7 @@ pub mod pipeline;
 pub mod prefetch;
 pub mod walk;
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,22 +67,6 @@ pub struct BackupOptions {
 pub struct BackupOutcome {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
-}
-
-/// Makes a path absolute and removes `.` and `..` components lexically.
-pub fn normalize_path(p: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(p).map_err(|e| Error::io("resolve path", p, e))?;
-    let mut out = PathBuf::from("/");
-    for c in abs.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
 }
 
 /// Runs a backup and writes its snapshot, under a shared repository lock.
@@ -140,7 +124,7 @@ fn backup_attempt(
     }
     let mut paths = Vec::new();
     for p in &opts.paths {
-        let n = normalize_path(p)?;
+        let n = crate::units::normalize_path(p)?;
         if n.to_str().is_none() {
             return Err(Error::Invalid(format!(
                 "backup path {} is not valid UTF-8; back up its parent directory instead",
@@ -175,7 +159,7 @@ fn backup_attempt(
     let exclude_paths: Vec<PathBuf> = repo
         .storage()
         .local_path()
-        .and_then(|p| normalize_path(&p).ok())
+        .and_then(|p| crate::units::normalize_path(&p).ok())
         .into_iter()
         .collect();
     // And by identity: a backup path that is a symlink reaches it under another path.

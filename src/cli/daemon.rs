@@ -359,7 +359,7 @@ pub fn pause(a: PauseArgs) -> Result<ExitCode> {
     let for_secs = a
         .duration
         .as_deref()
-        .map(lifeboat::config::parse_duration)
+        .map(lifeboat::units::parse_duration)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?
         .map(|d| d.as_secs());

@@ -179,9 +179,9 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
             } else {
                 format!(" (seed {})", report.seed)
             },
-            lifeboat::drill::human_duration(report.listing_secs),
-            lifeboat::drill::human_duration(report.restore_secs),
-            lifeboat::drill::human_duration(report.verify_secs),
+            lifeboat::units::human_duration(report.listing_secs),
+            lifeboat::units::human_duration(report.restore_secs),
+            lifeboat::units::human_duration(report.verify_secs),
         )?;
     }
     if report.passed {

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use lifeboat::prune::{prune, PruneOptions, PruneReport};
 use lifeboat::repo::LockSettings;
-use lifeboat::restore::human;
+use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;
 use super::RepoArgs;

@@ -9,7 +9,7 @@ use lifeboat::repair::{
     repair_index, repair_snapshots, RepairIndexOptions, RepairIndexReport, RepairSnapshotsOptions,
     RepairSnapshotsReport,
 };
-use lifeboat::restore::human;
+use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;
 use super::{RepoArgs, EXIT_INCOMPLETE};

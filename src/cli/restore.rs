@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lifeboat::restore::{choose, human, RestoreOptions};
+use lifeboat::restore::{choose, RestoreOptions};
+use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;
 use super::{RepoArgs, EXIT_FAILURE, EXIT_INCOMPLETE};

@@ -7,10 +7,11 @@ use super::child;
 use super::state::RunResult;
 use crate::backup::exclude::Excludes;
 use crate::backup::{backup, BackupOptions};
-use crate::config::{parse_duration, Config, HookConfig, Job, RepositoryConfig};
+use crate::config::{Config, HookConfig, Job, RepositoryConfig};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::{KeyCache, LockSettings, PasswordEnv, RepoSpec, Repository};
+use crate::units::parse_duration;
 
 /// Full or incremental.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

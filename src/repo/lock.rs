@@ -107,7 +107,7 @@ impl LockSettings {
     /// [`Repository::lock_settings`].
     pub fn from_env() -> Result<Self> {
         match std::env::var("LIFEBOAT_LOCK_STALE_AFTER") {
-            Ok(v) => crate::config::parse_duration(&v)
+            Ok(v) => crate::units::parse_duration(&v)
                 .map(Self::with_stale_after)
                 .map_err(|e| Error::Invalid(format!("LIFEBOAT_LOCK_STALE_AFTER: {e}"))),
             Err(_) => Ok(Self::default()),

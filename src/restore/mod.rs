@@ -182,7 +182,7 @@ pub fn restore(
                 crate::display::path(inc)
             )));
         }
-        includes.push(crate::backup::normalize_path(inc)?);
+        includes.push(crate::units::normalize_path(inc)?);
     }
     at::raise_fd_limit();
     let started = Instant::now();
@@ -200,7 +200,7 @@ pub fn restore(
     let target = &if opts.verify_only {
         opts.target.clone()
     } else {
-        crate::backup::normalize_path(&opts.target)?
+        crate::units::normalize_path(&opts.target)?
     };
     let mut created_target: Vec<PathBuf> = Vec::new();
     let staging = if opts.verify_only {
@@ -212,7 +212,7 @@ pub fn restore(
             report.warnings.push(format!(
                 "removed {} ({}): the staging area of an earlier restore that was killed",
                 crate::display::path(p),
-                human(*bytes)
+                crate::units::human_bytes(*bytes)
             ));
         }
         let mounts = mounts?;
@@ -562,9 +562,9 @@ fn check_space(plan: &Plan, target: &Path, mounts: &[PathBuf], stale: &Stale) ->
                 };
                 return Err(Error::Invalid(format!(
                     "restore needs {} on the file system of {} but it has only {} free{busy}; nothing was written",
-                    human(need),
+                    crate::units::human_bytes(need),
                     crate::display::path(&dir),
-                    human(free)
+                    crate::units::human_bytes(free)
                 )));
             }
         }
@@ -577,22 +577,6 @@ fn more(n: usize) -> String {
         format!(" (and {} more)", n - 1)
     } else {
         String::new()
-    }
-}
-
-/// Bytes in a human unit.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
