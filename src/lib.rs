@@ -6,7 +6,6 @@
 
 pub mod backup;
 pub mod check;
-pub mod config;
 pub mod daemon;
 pub mod display;
 pub mod drill;

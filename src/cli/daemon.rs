@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use lifeboat::config::{Config, DEFAULT_CONFIG};
+use lifeboat::daemon::config::{Config, DEFAULT_CONFIG};
 use lifeboat::daemon::control::{self, Request};
 use lifeboat::daemon::runner::{run_job, RunKind};
 use lifeboat::daemon::state::RunResult;

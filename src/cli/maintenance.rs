@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use lifeboat::config::Config;
+use lifeboat::daemon::config::Config;
 use lifeboat::daemon::maintenance::{self, Phase};
 
-use lifeboat::config::DEFAULT_CONFIG;
+use lifeboat::daemon::config::DEFAULT_CONFIG;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]

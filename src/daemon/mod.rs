@@ -15,6 +15,7 @@
 //! so the next run reuses it; then the state is saved and the daemon exits.
 
 pub mod child;
+pub mod config;
 pub mod control;
 pub mod inhibit;
 pub mod listen;
@@ -37,7 +38,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::json;
 
-use crate::config::Config;
+use crate::daemon::config::Config;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use control::Request;
@@ -1333,7 +1334,7 @@ pub fn runtime_dir_of(config: &Path) -> Result<PathBuf> {
                 .and_then(|d| d.get("runtime_dir"))
                 .and_then(|v| v.as_str())
                 .map(PathBuf::from)
-                .unwrap_or_else(|| crate::config::DaemonSection::default().runtime_dir);
+                .unwrap_or_else(|| crate::daemon::config::DaemonSection::default().runtime_dir);
             Ok(dir)
         }
     }

@@ -7,7 +7,7 @@ use super::child;
 use super::state::RunResult;
 use crate::backup::exclude::Excludes;
 use crate::backup::{backup, BackupOptions};
-use crate::config::{Config, HookConfig, Job, RepositoryConfig};
+use crate::daemon::config::{Config, HookConfig, Job, RepositoryConfig};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::{KeyCache, LockSettings, PasswordEnv, RepoSpec, Repository};

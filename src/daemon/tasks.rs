@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::runner::open_repository;
-use crate::config::Config;
+use crate::daemon::config::Config;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
