@@ -55,8 +55,9 @@ static DAEMON_ENV: std::sync::LazyLock<DaemonEnv> = std::sync::LazyLock::new(|| 
     lock: LockSettings::from_env().map_err(|e| e.to_string()),
 });
 
-/// Reads the environment the daemon opens its repositories with (see [`DaemonEnv`]); the
-/// daemon's start-up calls it, later calls find it read.
+/// Reads the environment the daemon opens its repositories with (`LIFEBOAT_PASSWORD_FILE`,
+/// `LIFEBOAT_PASSWORD`, `$CREDENTIALS_DIRECTORY`, `LIFEBOAT_LOCK_STALE_AFTER`); the daemon's
+/// start-up calls it, later calls find it read.
 pub fn read_environment() -> Result<()> {
     DAEMON_ENV.lock.clone().map(drop).map_err(Error::Invalid)
 }
