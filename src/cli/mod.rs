@@ -395,4 +395,66 @@ mod tests {
     fn command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
+
+    /// `--repo` and its flags describe a repository as the daemon's `[repositories.NAME]`
+    /// does: the same location, storage options, limits (KiB/s to bytes/s), password file and
+    /// order of password sources.
+    #[test]
+    fn the_command_line_and_the_daemon_config_build_the_same_description() {
+        #[derive(Debug, clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            repo: super::RepoArgs,
+        }
+        use clap::Parser as _;
+        let flags = Flags::try_parse_from([
+            "lifeboat",
+            "--repo",
+            "s3://bucket/prefix",
+            "--option",
+            "region=eu-west-1",
+            "--option",
+            "retry_timeout=15m",
+            "--limit-upload",
+            "20",
+            "--limit-download",
+            "30",
+            "--password-file",
+            "/etc/lifeboat/pass",
+            "--cache-dir",
+            "/var/cache/lifeboat",
+        ])
+        .expect("flags");
+        let cli = flags.repo.spec().expect("spec");
+        let config = lifeboat::daemon::config::Config::parse(
+            std::path::Path::new("lifeboat.toml"),
+            "[repositories.r]\nurl = \"s3://bucket/prefix\"\n\
+             options = { region = \"eu-west-1\", retry_timeout = \"15m\" }\n\
+             limit_upload_kib = 20\nlimit_download_kib = 30\n\
+             password_file = \"/etc/lifeboat/pass\"\n\n\
+             [[jobs]]\nname = \"j\"\nrepository = \"r\"\nsources = [\"/etc\"]\n\
+             incremental = \"0 3 * * *\"\n",
+        )
+        .expect("config");
+        let daemon = config.repositories["r"].spec(
+            std::path::Path::new("/var/cache/lifeboat"),
+            &cli.credentials.env,
+            cli.lock,
+        );
+        assert_eq!(cli.url, daemon.url);
+        assert_eq!(cli.storage.cloud.options, daemon.storage.cloud.options);
+        assert_eq!(cli.storage.limit_upload, Some(20 * 1024));
+        assert_eq!(cli.storage.limit_upload, daemon.storage.limit_upload);
+        assert_eq!(cli.storage.limit_download, daemon.storage.limit_download);
+        assert_eq!(cli.cache_dir, daemon.cache_dir);
+        assert_eq!(cli.lock, daemon.lock);
+        assert_eq!(
+            cli.credentials.password_file,
+            daemon.credentials.password_file
+        );
+        assert_eq!(
+            cli.credentials.recovery_kit,
+            daemon.credentials.recovery_kit
+        );
+    }
 }
