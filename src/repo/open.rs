@@ -113,11 +113,11 @@ impl fmt::Debug for CredentialSource {
     }
 }
 
-/// Refuses an empty password, naming where it came from.
-fn not_empty(password: Password, from: &str) -> Result<Password> {
+/// Refuses an empty password; `what` says where it came from ("X is empty").
+fn not_empty(password: Password, what: &str) -> Result<Password> {
     if password.is_empty() {
         return Err(Error::Invalid(format!(
-            "{from} gives an empty password; an empty password is never used: give the password"
+            "{what}: an empty password is refused"
         )));
     }
     Ok(password)
@@ -164,13 +164,14 @@ impl CredentialSource {
         }
         if let Some((var, p)) = &self.env.password {
             use std::os::unix::ffi::OsStrExt;
-            return not_empty(Zeroizing::new(p.as_bytes().to_vec()), var);
+            let what = format!("{var} is set but empty");
+            return not_empty(Zeroizing::new(p.as_bytes().to_vec()), &what);
         }
         if let Some(p) = credential(dir, CREDENTIAL_NAME)? {
             return Ok(p);
         }
         if let Some(ask) = &self.prompt {
-            return not_empty(ask()?, "the prompt");
+            return not_empty(ask()?, "the password typed at the prompt is empty");
         }
         Err(Error::Invalid(format!(
             "repository {location} is encrypted and no password was given: {}",
