@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 pub use config::RepoConfig;
 pub use index::{Index, IndexBuilder, IndexEntry};
 pub use key::{KdfParams, KeyFile};
-pub use lock::{LockInfo, LockSettings, RepoLock};
+pub use lock::{LockInfo, LockSettings, RepoLock, SnapshotRead};
 pub use open::{CredentialSource, PasswordEnv, RepoSpec};
 pub use pack::{BlobKind, PackEntry};
 pub use seal::{Cipher, MasterKey, ObjectType, Sealer};

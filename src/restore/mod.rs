@@ -46,10 +46,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, SnapshotId};
+use crate::id::BlobId;
 use crate::progress::Progress;
 use crate::repo::pack::decode_blob_in_place;
-use crate::repo::{Index, IndexEntry, NodeKind, RepoLock, Repository, Snapshot};
+use crate::repo::{Index, IndexEntry, NodeKind, Repository};
 use crate::storage::FileKind;
 use place::Placer;
 use plan::Plan;
@@ -125,48 +125,8 @@ pub struct RestoreTimings {
     pub dirs_secs: f64,
 }
 
-/// A snapshot chosen to restore, with the index to read it by, under a shared lock taken
-/// before either was read: a prune cannot delete what the restore reads while this is held.
-pub struct Chosen {
-    pub id: SnapshotId,
-    pub snapshot: Snapshot,
-    pub index: Index,
-    _lock: Option<RepoLock>,
-}
-
-/// Takes a shared lock ([`Repository::lock_for_reading`]), then finds the snapshot `selector`
-/// (see [`Repository::find_snapshot`]) and reads the index.
-pub fn choose(
-    repo: &Repository,
-    selector: &str,
-    host: Option<&str>,
-    path: Option<&str>,
-) -> Result<Chosen> {
-    let lock = repo.lock_for_reading("restore")?;
-    let (id, snapshot) = repo.find_snapshot(selector, host, path)?;
-    let index = repo.load_index()?;
-    Ok(Chosen {
-        id,
-        snapshot,
-        index,
-        _lock: lock,
-    })
-}
-
-impl Chosen {
-    /// Restores the snapshot ([`restore`]), still under the lock.
-    pub fn restore(
-        &self,
-        repo: &Repository,
-        opts: &RestoreOptions,
-        progress: Arc<Progress>,
-    ) -> Result<RestoreReport> {
-        restore(repo, &self.index, &self.snapshot.tree, opts, progress)
-    }
-}
-
-/// Runs a restore of the snapshot whose root listing is `root`. The caller holds a lock
-/// ([`choose`] does, and the drill).
+/// Runs a restore of the snapshot whose root listing is `root`. The caller holds a shared lock
+/// ([`Repository::read_snapshot`] takes one; the drill its own).
 pub fn restore(
     repo: &Repository,
     index: &Index,

@@ -1193,10 +1193,10 @@ fn a_directory_swapped_for_a_symlink_during_a_restore_is_never_written_through()
     }
 }
 
-/// RELIABILITY case 19: a restore's shared lock is taken inside the library, before the
-/// snapshot and the index are read: while the chosen snapshot is held the repository lists a
-/// shared "restore" lock and an exclusive one (prune's) is refused; the restore runs under it,
-/// and the lock is gone afterwards.
+/// RELIABILITY case 19: a restore reads under a shared lock the library takes before the
+/// snapshot and the index are read (`Repository::read_snapshot`): while it is held the
+/// repository lists a shared "restore" lock and an exclusive one (prune's) is refused; the
+/// restore runs under it, and the lock is gone afterwards.
 #[test]
 fn restore_reads_under_a_shared_lock_the_library_takes() {
     use lifeboat::repo::LockSettings;
@@ -1211,7 +1211,9 @@ fn restore_reads_under_a_shared_lock_the_library_takes() {
     let repo = spec.open().expect("open");
     let settings = LockSettings::default();
 
-    let chosen = lifeboat::restore::choose(&repo, "latest", None, None).expect("choose");
+    let read = repo
+        .read_snapshot("restore", "latest", None, None)
+        .expect("read");
     let locks = repo.locks(None, None, &settings).expect("locks");
     assert!(
         locks.iter().any(|l| l
@@ -1229,11 +1231,16 @@ fn restore_reads_under_a_shared_lock_the_library_takes() {
         target: scratch.join("target"),
         ..Default::default()
     };
-    let report = chosen
-        .restore(&repo, &opts, std::sync::Arc::default())
-        .expect("restore");
+    let report = lifeboat::restore::restore(
+        &repo,
+        &read.index,
+        &read.snapshot.tree,
+        &opts,
+        std::sync::Arc::default(),
+    )
+    .expect("restore");
     assert_eq!(report.files, 5);
-    drop(chosen);
+    drop(read);
     let left = repo.locks(None, None, &settings).expect("locks");
     assert!(left.is_empty(), "{left:?}");
 }
