@@ -158,10 +158,7 @@ fn ls_waits_for_a_running_prune_and_names_it() {
     let src = scratch.join("src");
     source(&src);
     r.backup(args![&src]);
-    let mut spec = lifeboat::repo::RepoSpec::new(r.path.display().to_string());
-    spec.credentials.password_file = Some(scratch.join("password"));
-    std::fs::write(scratch.join("password"), PASSWORD).expect("write password");
-    let repo = spec.open().expect("open");
+    let repo = r.open();
     // Refreshed every third of a second: live for a reader whose bound is 2 s.
     let held = repo
         .lock(

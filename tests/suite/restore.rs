@@ -1205,10 +1205,7 @@ fn restore_reads_under_a_shared_lock_the_library_takes() {
     let src = scratch.join("src");
     build_plain_tree(&src, 5, 0, 1);
     r.backup(args![&src]);
-    let mut spec = lifeboat::repo::RepoSpec::new(r.path.display().to_string());
-    spec.credentials.password_file = Some(scratch.join("password"));
-    std::fs::write(scratch.join("password"), PASSWORD).expect("write password");
-    let repo = spec.open().expect("open");
+    let repo = r.open();
     let settings = LockSettings::default();
 
     let read = repo
