@@ -623,7 +623,7 @@ pub fn parse_subset(s: &str) -> Result<(u64, u64)> {
         }
         return Ok((n, t));
     }
-    let p = crate::config::parse_percent(s, 0.001).map_err(|_| bad())?;
+    let p = crate::units::parse_percent(s, 0.001).map_err(|_| bad())?;
     let t = (100.0 / p).round().max(1.0) as u64;
     Ok((rand::random::<u64>() % t + 1, t))
 }

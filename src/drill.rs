@@ -39,7 +39,8 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::{Index, Node, NodeKind, Repository, Sealer, Snapshot, Step, TreeWalk};
-use crate::restore::{human, restore, RestoreOptions, RestoreTimings};
+use crate::restore::{restore, RestoreOptions, RestoreTimings};
+use crate::units::{human_bytes as human, human_duration, percent};
 
 /// What part of a snapshot a drill restores.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,15 +78,6 @@ impl Sample {
             Sample::Bytes(s) => format!("{} of bytes", percent(s)),
             Sample::All => "the whole snapshot".into(),
         }
-    }
-}
-
-fn percent(share: f64) -> String {
-    let p = share * 100.0;
-    if (p - p.round()).abs() < 1e-9 {
-        format!("{p:.0}%")
-    } else {
-        format!("{p}%")
     }
 }
 
@@ -222,22 +214,6 @@ impl DrillReport {
             human(self.throughput_bytes_per_sec as u64),
             human_duration(self.estimated_full_restore_secs),
         )
-    }
-}
-
-/// Seconds in a human unit: "0.4 s", "12 s", "3 min 20 s", "5 h 12 min".
-pub fn human_duration(secs: f64) -> String {
-    if !secs.is_finite() || secs < 0.0 {
-        return "?".into();
-    }
-    if secs < 10.0 {
-        return format!("{secs:.1} s");
-    }
-    let s = secs.round() as u64;
-    match s {
-        0..=119 => format!("{s} s"),
-        120..=7199 => format!("{} min {} s", s / 60, s % 60),
-        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -810,7 +786,7 @@ struct ScratchDir {
 
 impl ScratchDir {
     fn create(parent: &Path) -> Result<Self> {
-        let parent = crate::backup::normalize_path(parent)?;
+        let parent = crate::units::normalize_path(parent)?;
         fs::create_dir_all(&parent)
             .map_err(|e| Error::io("create drill scratch directory", &parent, e))?;
         let path = parent.join(format!("lifeboat-drill-{:016x}", rand::random::<u64>()));
@@ -1031,14 +1007,6 @@ mod tests {
         let err = verify_file(&path, &node, &index, &sealer, root)
             .expect_err("the damage goes unnoticed");
         assert!(err.contains("missing after the restore"), "{err}");
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human_duration(1.23), "1.2 s");
-        assert_eq!(human_duration(12.4), "12 s");
-        assert_eq!(human_duration(200.0), "3 min 20 s");
-        assert_eq!(human_duration(5.0 * 3600.0 + 12.0 * 60.0), "5 h 12 min");
     }
 
     #[test]

@@ -44,9 +44,9 @@ pub enum Error {
     /// checks this before writing anything). Nothing was written.
     #[error(
         "{op} needs {} on the file system of {} but it has only {} free{note}; nothing was written",
-        crate::restore::human(*need),
+        crate::units::human_bytes(*need),
         crate::display::path(path),
-        crate::restore::human(*free)
+        crate::units::human_bytes(*free)
     )]
     NotEnoughSpace {
         op: &'static str,

@@ -6,7 +6,6 @@
 
 pub mod backup;
 pub mod check;
-pub mod config;
 pub mod daemon;
 pub mod display;
 pub mod drill;
@@ -23,6 +22,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod storage;
+pub mod units;
 
 pub use error::{Error, Result};
 pub use repo::Repository;

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
 /// control characters are escaped (a newline in a name would forge a line). A config's list of
 /// errors keeps one error a line.
 fn print_error(err: &anyhow::Error) {
-    if let Some(errors) = err.downcast_ref::<lifeboat::config::ConfigErrors>() {
+    if let Some(errors) = err.downcast_ref::<lifeboat::daemon::config::ConfigErrors>() {
         let head = if err.chain().count() > 1 {
             err.to_string()
         } else {

@@ -360,9 +360,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "{s:?}: the unit \"m\" is ambiguous in a retention duration; write \"months\" or \"min\""
         ));
     }
-    humantime::parse_duration(s).map_err(|e| {
-        format!("{s:?} is not a duration (like \"30d\", \"2weeks\", \"6months\", \"1y\"): {e}")
-    })
+    crate::units::parse_duration(s)
 }
 
 /// Serde for `Option<Duration>` as a humantime string, through [`parse_duration`].

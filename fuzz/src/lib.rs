@@ -29,7 +29,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lifeboat::config::Config;
+use lifeboat::daemon::config::Config;
 use lifeboat::daemon::control::{self, Request};
 use lifeboat::daemon::maintenance::{self, Windows};
 use lifeboat::daemon::schedule::Schedule;

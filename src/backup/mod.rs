@@ -23,7 +23,7 @@ pub mod pipeline;
 pub mod prefetch;
 pub mod walk;
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -69,22 +69,6 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
 }
 
-/// Makes a path absolute and removes `.` and `..` components lexically.
-pub fn normalize_path(p: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(p).map_err(|e| Error::io("resolve path", p, e))?;
-    let mut out = PathBuf::from("/");
-    for c in abs.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
 /// Runs a backup and writes its snapshot, under a shared repository lock.
 ///
 /// If the lock lapsed during the run (the process was frozen past the lock's staleness bound,
@@ -97,7 +81,7 @@ pub fn backup(
     opts: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupOutcome> {
-    let settings = crate::repo::LockSettings::from_env()?;
+    let settings = repo.lock_settings();
     let lock = repo.lock("backup", false, &settings.waiting(settings.stale_after))?;
     let open_files = dirfd::raise_open_files_limit();
     tracing::debug!(?open_files, "open files limit");
@@ -138,7 +122,7 @@ fn backup_attempt(
     }
     let mut paths = Vec::new();
     for p in &opts.paths {
-        let n = normalize_path(p)?;
+        let n = crate::units::normalize_path(p)?;
         if n.to_str().is_none() {
             return Err(Error::Invalid(format!(
                 "backup path {} is not valid UTF-8; back up its parent directory instead",
@@ -173,7 +157,7 @@ fn backup_attempt(
     let exclude_paths: Vec<PathBuf> = repo
         .storage()
         .local_path()
-        .and_then(|p| normalize_path(&p).ok())
+        .and_then(|p| crate::units::normalize_path(&p).ok())
         .into_iter()
         .collect();
     // And by identity: a backup path that is a symlink reaches it under another path.

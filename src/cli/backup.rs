@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use lifeboat::backup::exclude::Excludes;
 use lifeboat::backup::{backup, BackupOptions};
-use lifeboat::restore::human;
+use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;
 use super::{RepoArgs, EXIT_INCOMPLETE};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 use lifeboat::check::{check, CheckOptions};
-use lifeboat::restore::human;
+use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;
 use super::{RepoArgs, EXIT_FAILURE};

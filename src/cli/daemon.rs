@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use lifeboat::config::{Config, DEFAULT_CONFIG};
+use lifeboat::daemon::config::{Config, DEFAULT_CONFIG};
 use lifeboat::daemon::control::{self, Request};
 use lifeboat::daemon::runner::{run_job, RunKind};
 use lifeboat::daemon::state::RunResult;
@@ -359,7 +359,7 @@ pub fn pause(a: PauseArgs) -> Result<ExitCode> {
     let for_secs = a
         .duration
         .as_deref()
-        .map(lifeboat::config::parse_duration)
+        .map(lifeboat::units::parse_duration)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?
         .map(|d| d.as_secs());

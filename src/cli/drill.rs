@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lifeboat::config::Config;
+use lifeboat::daemon::config::Config;
 use lifeboat::drill::{default_scratch, drill, latest_of_job, DrillOptions, Sample};
 
 use super::output::Reporter;
@@ -89,7 +89,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
     let config = a.config.clone().or_else(|| {
         let default = std::env::var_os("LIFEBOAT_CONFIG")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(lifeboat::config::DEFAULT_CONFIG));
+            .unwrap_or_else(|| PathBuf::from(lifeboat::daemon::config::DEFAULT_CONFIG));
         (repo_args.is_none() && default.exists()).then_some(default)
     });
     if config.is_some() && repo_args.is_some() {
@@ -179,9 +179,9 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
             } else {
                 format!(" (seed {})", report.seed)
             },
-            lifeboat::drill::human_duration(report.listing_secs),
-            lifeboat::drill::human_duration(report.restore_secs),
-            lifeboat::drill::human_duration(report.verify_secs),
+            lifeboat::units::human_duration(report.listing_secs),
+            lifeboat::units::human_duration(report.restore_secs),
+            lifeboat::units::human_duration(report.verify_secs),
         )?;
     }
     if report.passed {

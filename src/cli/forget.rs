@@ -7,7 +7,6 @@ use super::SnapshotFilterArgs;
 use anyhow::{bail, Result};
 use clap::Args;
 use lifeboat::forget::{forget, forget_ids, ForgetOptions};
-use lifeboat::repo::LockSettings;
 use lifeboat::retention::{parse_duration, Count, GroupBy, Policy};
 
 use super::prune::{print_report, PruneFlags};
@@ -85,7 +84,7 @@ pub struct ForgetArgs {
 
 pub fn run(a: ForgetArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
-    let settings = LockSettings::from_env()?;
+    let settings = repo.lock_settings();
     let policy = Policy {
         keep_last: a.keep_last,
         keep_hourly: a.keep_hourly,

@@ -97,11 +97,9 @@ pub fn run(a: InitArgs) -> Result<ExitCode> {
         kdf: a.kdf.setting(),
     };
     let pw = if opts.encryption {
-        Some(password::new(
-            a.repo.password_file.as_deref(),
-            "LIFEBOAT_PASSWORD",
-            true,
-            "new repository password",
+        Some(password::new_repository(
+            a.repo.password_file.clone(),
+            &a.repo.repo,
         )?)
     } else {
         None

@@ -67,12 +67,7 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
     match cmd {
         KeyCommand::Add(a) => {
             let repo = a.repo.open()?;
-            let pw = password::new(
-                a.new_password_file.as_deref(),
-                "LIFEBOAT_NEW_PASSWORD",
-                false,
-                "new password",
-            )?;
+            let pw = password::new_key(a.new_password_file.clone(), &a.repo.repo)?;
             let id = repo.add_key(&pw, &a.kdf.setting())?;
             outln!("added key {}", &id[..8])?;
         }
@@ -81,12 +76,7 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
             let Some(old) = repo.key_id().map(str::to_string) else {
                 bail!("key passwd changes the password in use: open the repository with a password, not a recovery kit");
             };
-            let pw = password::new(
-                a.new_password_file.as_deref(),
-                "LIFEBOAT_NEW_PASSWORD",
-                false,
-                "new password",
-            )?;
+            let pw = password::new_key(a.new_password_file.clone(), &a.repo.repo)?;
             let id = repo.add_key(&pw, &a.kdf.setting())?;
             // The new key is durable before the old one goes.
             repo.storage()

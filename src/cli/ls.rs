@@ -30,8 +30,8 @@ pub struct LsArgs {
 
 pub fn run(a: LsArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot, a.host.as_deref(), None)?;
-    let index = repo.load_index()?;
+    let read = repo.read_snapshot("ls", &a.snapshot, a.host.as_deref(), None)?;
+    let (index, snap) = (&read.index, &read.snapshot);
     let prefix = a
         .path
         .as_deref()
@@ -44,7 +44,7 @@ pub fn run(a: LsArgs) -> Result<ExitCode> {
     let mut found = prefix.is_empty();
     // Streamed as the walk goes (depth first, in name order): nothing but the open
     // directories' listings is held, however many entries the snapshot has.
-    let mut walk = TreeWalk::of(&repo, &index, snap.tree);
+    let mut walk = TreeWalk::of(&repo, index, snap.tree);
     // The path as the snapshot has it: bytes, which need not be UTF-8.
     let prefix = prefix.as_bytes();
     let mut path: Vec<u8> = Vec::new();

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use lifeboat::config::Config;
+use lifeboat::daemon::config::Config;
 use lifeboat::daemon::maintenance::{self, Phase};
 
-use lifeboat::config::DEFAULT_CONFIG;
+use lifeboat::daemon::config::DEFAULT_CONFIG;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -81,7 +81,7 @@ pub fn run(args: MaintenanceArgs) -> Result<ExitCode> {
     match args.command {
         MaintenanceCommand::Add(a) => {
             let start = maintenance::parse_time(&a.start, now)?;
-            let duration = lifeboat::config::parse_duration(&a.duration)
+            let duration = lifeboat::units::parse_duration(&a.duration)
                 .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
             let dir = state_dir(&config)?;
             let (id, window, overlaps) = maintenance::update(&dir, now, |ws| {

@@ -62,8 +62,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use lifeboat::repo::Credentials;
-use lifeboat::storage::StorageOptions;
+use lifeboat::repo::{LockSettings, RepoSpec};
 use lifeboat::Repository;
 
 /// Exit code of a failed command.
@@ -168,9 +167,9 @@ pub struct RepoArgs {
     #[arg(long, short = 'r', env = "LIFEBOAT_REPOSITORY", value_name = "REPO")]
     pub repo: String,
     /// Read the repository password from this file (its first line). Otherwise the password
-    /// comes from LIFEBOAT_PASSWORD, a systemd credential named "lifeboat-password", or a
-    /// prompt on the terminal.
-    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", value_name = "FILE")]
+    /// comes from the file named by LIFEBOAT_PASSWORD_FILE, LIFEBOAT_PASSWORD, a systemd
+    /// credential named "lifeboat-password", or a prompt on the terminal, in this order.
+    #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// Open the repository with a recovery kit (from `lifeboat key export`) instead of a
     /// password.
@@ -211,35 +210,45 @@ fn parse_option(s: &str) -> std::result::Result<(String, String), String> {
 }
 
 impl RepoArgs {
+    /// What opens the repository these flags name, with the environment read here (the
+    /// password's sources, `LIFEBOAT_LOCK_STALE_AFTER`).
+    fn spec(&self) -> Result<RepoSpec> {
+        let mut spec = RepoSpec::new(&self.repo).with_storage(
+            self.options.iter().cloned(),
+            self.limit_upload,
+            self.limit_download,
+        );
+        spec.cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        };
+        spec.lock = LockSettings::from_env()?;
+        spec.credentials = password::existing(
+            self.recovery_kit.clone(),
+            self.password_file.clone(),
+            &self.repo,
+        );
+        Ok(spec)
+    }
+
     /// The storage, with retries and limits.
     fn storage(&self) -> Result<std::sync::Arc<dyn lifeboat::storage::Storage>> {
-        let mut opts = StorageOptions::default();
-        opts.cloud.options = self.options.iter().cloned().collect();
-        opts.limit_upload = self.limit_upload.map(|k| k.saturating_mul(1024));
-        opts.limit_download = self.limit_download.map(|k| k.saturating_mul(1024));
-        Ok(lifeboat::storage::open(&self.repo, &opts)?)
+        Ok(self.spec()?.storage()?)
     }
 
     fn open(&self) -> Result<Repository> {
-        let repo = Repository::open(self.storage()?, || self.credentials())?;
-        let cache = if self.no_cache {
-            None
-        } else {
-            self.cache_dir
-                .clone()
-                .or_else(lifeboat::repo::cache::default_dir)
-        };
-        Ok(repo.with_cache(cache.as_deref()))
+        Ok(self.spec()?.open()?)
     }
+}
 
-    fn credentials(&self) -> lifeboat::Result<Credentials> {
-        if let Some(kit) = &self.recovery_kit {
-            let text = std::fs::read_to_string(kit)
-                .map_err(|e| lifeboat::Error::io("read recovery kit", kit, e))?;
-            return Ok(Credentials::MasterKey(lifeboat::repo::kit::parse(&text)?));
-        }
-        password::existing(self.password_file.as_deref(), &self.repo).map(Credentials::Password)
+/// The default cache directory: `$XDG_CACHE_HOME/lifeboat`, else `~/.cache/lifeboat`
+/// (`LIFEBOAT_CACHE_DIR` is read as `--cache-dir`).
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("lifeboat"));
     }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lifeboat"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,5 +394,67 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// `--repo` and its flags describe a repository as the daemon's `[repositories.NAME]`
+    /// does: the same location, storage options, limits (KiB/s to bytes/s), password file and
+    /// order of password sources.
+    #[test]
+    fn the_command_line_and_the_daemon_config_build_the_same_description() {
+        #[derive(Debug, clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            repo: super::RepoArgs,
+        }
+        use clap::Parser as _;
+        let flags = Flags::try_parse_from([
+            "lifeboat",
+            "--repo",
+            "s3://bucket/prefix",
+            "--option",
+            "region=eu-west-1",
+            "--option",
+            "retry_timeout=15m",
+            "--limit-upload",
+            "20",
+            "--limit-download",
+            "30",
+            "--password-file",
+            "/etc/lifeboat/pass",
+            "--cache-dir",
+            "/var/cache/lifeboat",
+        ])
+        .expect("flags");
+        let cli = flags.repo.spec().expect("spec");
+        let config = lifeboat::daemon::config::Config::parse(
+            std::path::Path::new("lifeboat.toml"),
+            "[repositories.r]\nurl = \"s3://bucket/prefix\"\n\
+             options = { region = \"eu-west-1\", retry_timeout = \"15m\" }\n\
+             limit_upload_kib = 20\nlimit_download_kib = 30\n\
+             password_file = \"/etc/lifeboat/pass\"\n\n\
+             [[jobs]]\nname = \"j\"\nrepository = \"r\"\nsources = [\"/etc\"]\n\
+             incremental = \"0 3 * * *\"\n",
+        )
+        .expect("config");
+        let daemon = config.repositories["r"].spec(
+            std::path::Path::new("/var/cache/lifeboat"),
+            &cli.credentials.env,
+            cli.lock,
+        );
+        assert_eq!(cli.url, daemon.url);
+        assert_eq!(cli.storage.cloud.options, daemon.storage.cloud.options);
+        assert_eq!(cli.storage.limit_upload, Some(20 * 1024));
+        assert_eq!(cli.storage.limit_upload, daemon.storage.limit_upload);
+        assert_eq!(cli.storage.limit_download, daemon.storage.limit_download);
+        assert_eq!(cli.cache_dir, daemon.cache_dir);
+        assert_eq!(cli.lock, daemon.lock);
+        assert_eq!(
+            cli.credentials.password_file,
+            daemon.credentials.password_file
+        );
+        assert_eq!(
+            cli.credentials.recovery_kit,
+            daemon.credentials.recovery_kit
+        );
     }
 }

@@ -42,8 +42,8 @@ impl Reporter {
                     if let Some(bar) = &bar {
                         bar.set_message(format!(
                             "{verb}: {entries} entries, {files} files, {} read, {} written",
-                            lifeboat::restore::human(read),
-                            lifeboat::restore::human(written)
+                            lifeboat::units::human_bytes(read),
+                            lifeboat::units::human_bytes(written)
                         ));
                         bar.tick();
                     } else if json && last_json.elapsed() >= Duration::from_secs(1) {

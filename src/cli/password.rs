@@ -1,95 +1,82 @@
-//! Where passwords come from. Never from a command-line argument (it would show in `ps`), never
-//! logged.
-//!
-//! Order: `--password-file` / `LIFEBOAT_PASSWORD_FILE`, then `LIFEBOAT_PASSWORD`, then a systemd
-//! credential `$CREDENTIALS_DIRECTORY/lifeboat-password` (`LoadCredential=`), then a prompt when
-//! there is a terminal.
+//! Where passwords come from, at the command line's edge: the flags and the environment are
+//! read here into a [`CredentialSource`], whose order is the library's
+//! ([`lifeboat::repo::open`]): the file (or recovery kit) given, `LIFEBOAT_PASSWORD_FILE`,
+//! `LIFEBOAT_PASSWORD`, the systemd credential `lifeboat-password`, then a prompt when there is
+//! a terminal. Never from a command-line argument (it would show in `ps`), never logged.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use lifeboat::repo::open::{Password, Prompt};
+use lifeboat::repo::{CredentialSource, PasswordEnv};
 use lifeboat::{Error, Result};
-use zeroize::Zeroizing;
 
-/// Name of the systemd credential holding the password.
-pub const CREDENTIAL_NAME: &str = "lifeboat-password";
+/// What to set when no source gave a password.
+const HINT: &str = "use --password-file, LIFEBOAT_PASSWORD_FILE, LIFEBOAT_PASSWORD, a systemd \
+                    credential named lifeboat-password, or run on a terminal to be asked";
 
-fn from_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    lifeboat::repo::key::read_password_file(path)
-}
-
-fn from_environment(
-    file: Option<&Path>,
-    var: &str,
-    credential: bool,
-) -> Result<Option<Zeroizing<Vec<u8>>>> {
-    if let Some(f) = file {
-        return from_file(f).map(Some);
-    }
-    if let Some(p) = std::env::var_os(var) {
-        use std::os::unix::ffi::OsStrExt;
-        if p.is_empty() {
-            return Err(Error::Invalid(format!("{var} is set but empty")));
-        }
-        return Ok(Some(Zeroizing::new(p.as_bytes().to_vec())));
-    }
-    if credential {
-        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            let f = Path::new(&dir).join(CREDENTIAL_NAME);
-            if f.exists() {
-                return from_file(&f).map(Some);
-            }
-        }
-    }
-    Ok(None)
-}
-
-fn prompt(text: &str) -> Result<Zeroizing<Vec<u8>>> {
+fn ask(text: &str) -> Result<Password> {
     let p = rpassword::prompt_password(text)
         .map_err(|e| Error::io("read password from", "/dev/tty", e))?;
-    Ok(Zeroizing::new(p.into_bytes()))
+    Ok(Password::new(p.into_bytes()))
 }
 
-fn no_password() -> Error {
-    Error::Invalid(
-        "the repository is encrypted and no password was given: use --password-file, LIFEBOAT_PASSWORD_FILE, \
-         LIFEBOAT_PASSWORD, a systemd credential named lifeboat-password, or run on a terminal to be asked"
+/// A prompt for `what`, on a terminal only; `twice` asks again to confirm (a new password).
+fn prompt(what: String, twice: bool) -> Option<Prompt> {
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    Some(Arc::new(move || {
+        let a = ask(&format!("{what}: "))?;
+        if twice && !a.is_empty() {
+            let b = ask(&format!("{what} again: "))?;
+            if a != b {
+                return Err(Error::Invalid("the passwords do not match".into()));
+            }
+        }
+        Ok(a)
+    }))
+}
+
+/// The password (or recovery kit) of the repository at `location`, as the flags and the
+/// environment give it.
+pub fn existing(
+    recovery_kit: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    location: &str,
+) -> CredentialSource {
+    CredentialSource {
+        recovery_kit,
+        password_file,
+        credential: None,
+        env: PasswordEnv::from_process(),
+        prompt: prompt(format!("password for {location}"), false),
+        hint: HINT.into(),
+    }
+}
+
+/// The password of a new repository (`init`): the sources of [`existing`], asked twice on a
+/// terminal.
+pub fn new_repository(password_file: Option<PathBuf>, location: &str) -> Result<Password> {
+    CredentialSource {
+        prompt: prompt("new repository password".into(), true),
+        ..existing(None, password_file, location)
+    }
+    .password(location)
+}
+
+/// A new key's password (`key add`, `key passwd`): from `file`, `LIFEBOAT_NEW_PASSWORD`, or
+/// asked twice on a terminal.
+pub fn new_key(file: Option<PathBuf>, location: &str) -> Result<Password> {
+    CredentialSource {
+        recovery_kit: None,
+        password_file: file,
+        credential: None,
+        env: PasswordEnv::variable("LIFEBOAT_NEW_PASSWORD"),
+        prompt: prompt("new password".into(), true),
+        hint: "use --new-password-file, LIFEBOAT_NEW_PASSWORD, or run on a terminal to be asked"
             .into(),
-    )
-}
-
-/// The password of an existing repository.
-pub fn existing(file: Option<&Path>, location: &str) -> Result<Zeroizing<Vec<u8>>> {
-    if let Some(p) = from_environment(file, "LIFEBOAT_PASSWORD", true)? {
-        return Ok(p);
     }
-    if std::io::stdin().is_terminal() {
-        return prompt(&format!("password for {location}: "));
-    }
-    Err(no_password())
-}
-
-/// A new password: from `file`, the variable `var` (and the systemd credential when
-/// `credential`), or asked twice on a terminal.
-pub fn new(
-    file: Option<&Path>,
-    var: &str,
-    credential: bool,
-    what: &str,
-) -> Result<Zeroizing<Vec<u8>>> {
-    if let Some(p) = from_environment(file, var, credential)? {
-        return Ok(p);
-    }
-    if std::io::stdin().is_terminal() {
-        let a = prompt(&format!("{what}: "))?;
-        if a.is_empty() {
-            return Err(Error::Invalid("empty password".into()));
-        }
-        let b = prompt(&format!("{what} again: "))?;
-        if a != b {
-            return Err(Error::Invalid("the passwords do not match".into()));
-        }
-        return Ok(a);
-    }
-    Err(no_password())
+    .password(location)
 }

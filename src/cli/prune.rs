@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use lifeboat::prune::{prune, PruneOptions, PruneReport};
 use lifeboat::repo::LockSettings;
-use lifeboat::restore::human;
+use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;
 use super::RepoArgs;
@@ -103,7 +103,7 @@ pub fn print_report(r: &PruneReport, json: bool) -> Result<()> {
 
 pub fn run(a: PruneArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
-    let mut opts = a.flags.options(LockSettings::from_env()?)?;
+    let mut opts = a.flags.options(repo.lock_settings())?;
     opts.dry_run = a.dry_run;
     let progress = super::progress();
     let report = {
@@ -128,7 +128,7 @@ pub struct UnlockArgs {
 
 pub fn unlock(a: UnlockArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
-    let settings = LockSettings::from_env()?;
+    let settings = repo.lock_settings();
     let removed = repo.unlock(a.remove_all, &settings)?;
     let left = repo.locks_now(&settings)?;
     if a.json {

@@ -9,8 +9,7 @@ use lifeboat::repair::{
     repair_index, repair_snapshots, RepairIndexOptions, RepairIndexReport, RepairSnapshotsOptions,
     RepairSnapshotsReport,
 };
-use lifeboat::repo::LockSettings;
-use lifeboat::restore::human;
+use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;
 use super::{RepoArgs, EXIT_INCOMPLETE};
@@ -94,7 +93,7 @@ fn index(a: IndexArgs) -> Result<ExitCode> {
         read_data: a.read_data,
         dry_run: a.dry_run,
         threads: 0,
-        lock: LockSettings::from_env()?,
+        lock: repo.lock_settings(),
     };
     let progress = super::progress();
     let report = {
@@ -219,7 +218,7 @@ fn snapshots(a: SnapshotsArgs) -> Result<ExitCode> {
         forget: a.forget,
         dry_run: a.dry_run,
         threads: 0,
-        lock: LockSettings::from_env()?,
+        lock: repo.lock_settings(),
     };
     let progress = super::progress();
     let report = {

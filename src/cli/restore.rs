@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lifeboat::restore::{human, restore, RestoreOptions};
+use lifeboat::restore::{restore, RestoreOptions};
+use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;
 use super::{RepoArgs, EXIT_FAILURE, EXIT_INCOMPLETE};
@@ -55,9 +56,8 @@ pub struct RestoreArgs {
 
 pub fn run(a: RestoreArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
-    let _lock = repo.lock_for_reading("restore")?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot, a.host.as_deref(), a.path.as_deref())?;
-    let index = repo.load_index()?;
+    let read = repo.read_snapshot("restore", &a.snapshot, a.host.as_deref(), a.path.as_deref())?;
+    let id = read.id;
     let target = match (&a.target, a.verify_only) {
         (Some(t), _) => t.clone(),
         (None, true) => PathBuf::new(),
@@ -75,7 +75,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
     let progress = super::progress();
     let report = {
         let _reporter = Reporter::start(progress.clone(), a.json, "restore");
-        restore(&repo, &index, &snap.tree, &opts, progress)
+        restore(&repo, &read.index, &read.snapshot.tree, &opts, progress)
     };
     let report = match report {
         Ok(r) => r,

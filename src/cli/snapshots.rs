@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use lifeboat::restore::human;
+use lifeboat::units::human_bytes as human;
 
 use super::{RepoArgs, EXIT_INCOMPLETE};
 

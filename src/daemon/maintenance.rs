@@ -486,7 +486,7 @@ pub fn parse_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         return Ok(now);
     }
     if let Some(rest) = s.strip_prefix('+').or_else(|| s.strip_prefix("in ")) {
-        let d = crate::config::parse_duration(rest.trim()).map_err(Error::Invalid)?;
+        let d = crate::units::parse_duration(rest.trim()).map_err(Error::Invalid)?;
         return chrono::TimeDelta::from_std(d)
             .ok()
             .and_then(|d| now.checked_add_signed(d))

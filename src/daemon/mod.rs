@@ -15,6 +15,7 @@
 //! so the next run reuses it; then the state is saved and the daemon exits.
 
 pub mod child;
+pub mod config;
 pub mod control;
 pub mod inhibit;
 pub mod listen;
@@ -37,7 +38,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::json;
 
-use crate::config::Config;
+use crate::daemon::config::Config;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use control::Request;
@@ -100,6 +101,8 @@ impl Daemon {
     /// Runs the daemon with the config at `path` until SIGTERM or SIGINT.
     pub fn run(path: &Path) -> Result<()> {
         no_core_dumps();
+        // The environment repositories are opened with is read here, at start-up, once.
+        runner::read_environment()?;
         let config =
             Config::load(path).map_err(|e| Error::Invalid(format!("invalid config:\n{e}")))?;
         // A damaged state file must not keep the daemon (and every backup) from starting.
@@ -1331,7 +1334,7 @@ pub fn runtime_dir_of(config: &Path) -> Result<PathBuf> {
                 .and_then(|d| d.get("runtime_dir"))
                 .and_then(|v| v.as_str())
                 .map(PathBuf::from)
-                .unwrap_or_else(|| crate::config::DaemonSection::default().runtime_dir);
+                .unwrap_or_else(|| crate::daemon::config::DaemonSection::default().runtime_dir);
             Ok(dir)
         }
     }

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::storage::{GiveUp, RetryPolicy};
 use chrono::{DateTime, Utc};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
@@ -615,43 +616,6 @@ pub enum NotifyError {
     Start { channel: String, reason: String },
 }
 
-/// How deliveries are retried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Tries in all, the first one included (at least 1).
-    pub attempts: u32,
-    /// Wait before the first retry; doubled for each further one.
-    pub initial_backoff: Duration,
-    /// Longest wait between two tries (also caps a server's Retry-After).
-    pub max_backoff: Duration,
-    /// No retry starts after this much time since the first try.
-    pub max_total: Duration,
-    /// Time limit of one HTTP request or SMTP conversation.
-    pub attempt_timeout: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-            max_total: Duration::from_secs(120),
-            attempt_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Wait before retry number `retry` (1 for the first retry).
-    fn backoff(&self, retry: u32) -> Duration {
-        let factor = 1u32 << retry.saturating_sub(1).min(20);
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
-    }
-}
-
 /// Per-channel rate limit: at most `max_events` deliveries in any window of `per`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
@@ -672,7 +636,11 @@ impl Default for RateLimit {
 /// Tunables of a [`Notifier`]; the defaults suit the daemon, tests shorten them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifierOptions {
+    /// How deliveries are retried (`total`: no retry starts after this much time since the
+    /// first try; `max_backoff` also caps a server's Retry-After).
     pub retry: RetryPolicy,
+    /// Time limit of one HTTP request or SMTP conversation.
+    pub attempt_timeout: Duration,
     pub rate_limit: RateLimit,
     /// Events waiting per channel; when full, the oldest is dropped.
     pub queue_capacity: usize,
@@ -683,7 +651,13 @@ pub struct NotifierOptions {
 impl Default for NotifierOptions {
     fn default() -> Self {
         NotifierOptions {
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy {
+                max_attempts: 5,
+                initial_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(30),
+                total: Duration::from_secs(120),
+            },
+            attempt_timeout: Duration::from_secs(30),
             rate_limit: RateLimit::default(),
             queue_capacity: 1000,
             command_timeout: Duration::from_secs(30),
@@ -854,7 +828,7 @@ impl Notifier {
         }
         let options = NotifierOptions {
             retry: RetryPolicy {
-                attempts: options.retry.attempts.max(1),
+                max_attempts: options.retry.max_attempts.max(1),
                 ..options.retry
             },
             queue_capacity: options.queue_capacity.max(1),
@@ -1197,9 +1171,10 @@ impl Worker {
         let start = Instant::now();
         let mut attempt = 1;
         loop {
-            let mut timeout = policy
+            let mut timeout = self
+                .options
                 .attempt_timeout
-                .min(policy.max_total.saturating_sub(start.elapsed()));
+                .min(policy.total.saturating_sub(start.elapsed()));
             if let Some(deadline) = self.channel.state.lock().flush_deadline {
                 timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
             }
@@ -1211,19 +1186,22 @@ impl Worker {
             if !error.retryable {
                 return Err(error.reason);
             }
-            if attempt >= policy.attempts {
-                return Err(format!("{} (gave up after {attempt} tries)", error.reason));
-            }
             let mut wait = policy.backoff(attempt);
             if let Some(after) = error.retry_after {
                 wait = wait.max(after.min(policy.max_backoff));
             }
-            if start.elapsed() + wait > policy.max_total {
-                return Err(format!(
-                    "{} (gave up after {attempt} tries in {} s)",
-                    error.reason,
-                    start.elapsed().as_secs()
-                ));
+            match policy.give_up(attempt, start.elapsed(), wait) {
+                None => {}
+                Some(GiveUp::Attempts) => {
+                    return Err(format!("{} (gave up after {attempt} tries)", error.reason))
+                }
+                Some(GiveUp::Time) => {
+                    return Err(format!(
+                        "{} (gave up after {attempt} tries in {} s)",
+                        error.reason,
+                        start.elapsed().as_secs()
+                    ))
+                }
             }
             tracing::debug!(
                 channel = %self.channel.name,
@@ -1700,12 +1678,12 @@ mod tests {
     fn fast() -> NotifierOptions {
         NotifierOptions {
             retry: RetryPolicy {
-                attempts: 3,
+                max_attempts: 3,
                 initial_backoff: Duration::from_millis(10),
                 max_backoff: Duration::from_millis(50),
-                max_total: Duration::from_secs(10),
-                attempt_timeout: Duration::from_secs(10),
+                total: Duration::from_secs(10),
             },
+            attempt_timeout: Duration::from_secs(10),
             ..NotifierOptions::default()
         }
     }

@@ -1,20 +1,17 @@
 //! Running one job: the `before` hook, the backup, the `after` hook.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use zeroize::Zeroizing;
 
 use super::child;
 use super::state::RunResult;
 use crate::backup::exclude::Excludes;
 use crate::backup::{backup, BackupOptions};
-use crate::config::{parse_duration, Config, HookConfig, Job, RepositoryConfig};
+use crate::daemon::config::{Config, HookConfig, Job, RepositoryConfig};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::{Credentials, KeyCache, Repository};
-use crate::storage::StorageOptions;
+use crate::repo::{KeyCache, LockSettings, PasswordEnv, RepoSpec, Repository};
+use crate::units::parse_duration;
 
 /// Full or incremental.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,49 +42,39 @@ pub struct RunOutcome {
     pub retention: Option<std::result::Result<usize, String>>,
 }
 
-/// What opens a configured repository.
-pub fn credentials(r: &RepositoryConfig) -> Result<Credentials> {
-    if let Some(kit) = &r.recovery_kit {
-        let text =
-            std::fs::read_to_string(kit).map_err(|e| Error::io("read recovery kit", kit, e))?;
-        return Ok(Credentials::MasterKey(crate::repo::kit::parse(&text)?));
-    }
-    if let Some(f) = &r.password_file {
-        return crate::repo::key::read_password_file(f).map(Credentials::Password);
-    }
-    let name = r
-        .password_credential
-        .as_deref()
-        .unwrap_or("lifeboat-password");
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let f = Path::new(&dir).join(name);
-        if f.exists() {
-            return crate::repo::key::read_password_file(&f).map(Credentials::Password);
-        }
-    }
-    if let Some(p) = std::env::var_os("LIFEBOAT_PASSWORD") {
-        use std::os::unix::ffi::OsStrExt;
-        return Ok(Credentials::Password(Zeroizing::new(p.as_bytes().to_vec())));
-    }
-    Err(Error::Invalid(format!(
-        "repository {} is encrypted and its configuration gives no password: set password_file, password_credential or recovery_kit",
-        r.url
-    )))
+/// What the daemon's process environment says about opening repositories
+/// (`LIFEBOAT_PASSWORD_FILE`, `LIFEBOAT_PASSWORD`, `$CREDENTIALS_DIRECTORY`,
+/// `LIFEBOAT_LOCK_STALE_AFTER`), read once: at start-up ([`read_environment`]).
+struct DaemonEnv {
+    passwords: PasswordEnv,
+    lock: std::result::Result<LockSettings, String>,
+}
+
+static DAEMON_ENV: std::sync::LazyLock<DaemonEnv> = std::sync::LazyLock::new(|| DaemonEnv {
+    passwords: PasswordEnv::from_process(),
+    lock: LockSettings::from_env().map_err(|e| e.to_string()),
+});
+
+/// Reads the environment the daemon opens its repositories with (`LIFEBOAT_PASSWORD_FILE`,
+/// `LIFEBOAT_PASSWORD`, `$CREDENTIALS_DIRECTORY`, `LIFEBOAT_LOCK_STALE_AFTER`); the daemon's
+/// start-up calls it, later calls find it read.
+pub fn read_environment() -> Result<()> {
+    DAEMON_ENV.lock.clone().map(drop).map_err(Error::Invalid)
 }
 
 /// The master keys of the daemon's repositories, derived once per repository and password
 /// (see [`KeyCache`]): a scheduled run does not pay the key derivation again.
 static DAEMON_KEYS: std::sync::LazyLock<KeyCache> = std::sync::LazyLock::new(KeyCache::default);
 
+/// What opens configured repository `r`, with the daemon's environment.
+pub fn spec(cfg: &Config, r: &RepositoryConfig) -> Result<RepoSpec> {
+    let lock = DAEMON_ENV.lock.clone().map_err(Error::Invalid)?;
+    Ok(r.spec(&cfg.daemon.cache_dir, &DAEMON_ENV.passwords, lock))
+}
+
 /// Opens a configured repository, with the daemon's metadata and key caches.
 pub fn open_repository(cfg: &Config, r: &RepositoryConfig) -> Result<Repository> {
-    let mut opts = StorageOptions::default();
-    opts.cloud.options = r.options.clone().into_iter().collect();
-    opts.limit_upload = r.limit_upload_kib.map(|k| k.saturating_mul(1024));
-    opts.limit_download = r.limit_download_kib.map(|k| k.saturating_mul(1024));
-    let storage = crate::storage::open(&r.url, &opts)?;
-    let repo = Repository::open_with_keys(storage, || credentials(r), &DAEMON_KEYS)?;
-    Ok(repo.with_cache(Some(&cfg.daemon.cache_dir)))
+    spec(cfg, r)?.open_with_keys(&DAEMON_KEYS)
 }
 
 /// After the daemon was told to stop, an `after` hook (cleanup: restarting what a `before` hook
@@ -272,7 +259,7 @@ fn apply_retention(
             jobs: vec![job.name.clone()],
             ..Default::default()
         },
-        lock: crate::repo::LockSettings::from_env()?,
+        lock: repo.lock_settings(),
         ..Default::default()
     };
     let report = crate::forget::forget(repo, &opts, chrono::Utc::now())?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::runner::open_repository;
-use crate::config::Config;
+use crate::daemon::config::Config;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -96,7 +96,7 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
             let opts = crate::prune::PruneOptions {
                 max_unused_percent: tasks.prune_max_unused,
                 dry_run: false,
-                lock: crate::repo::LockSettings::from_env()?,
+                lock: repo.lock_settings(),
             };
             let report = crate::prune::prune(&repo, &opts, progress)?;
             Ok((

@@ -20,18 +20,6 @@ pub struct MetadataCache {
     dir: PathBuf,
 }
 
-/// The default cache directory: `$LIFEBOAT_CACHE_DIR`, else `$XDG_CACHE_HOME/lifeboat`, else
-/// `~/.cache/lifeboat`.
-pub fn default_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("LIFEBOAT_CACHE_DIR") {
-        return Some(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Some(Path::new(&d).join("lifeboat"));
-    }
-    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/lifeboat"))
-}
-
 /// Only immutable objects that are read again are cached (never locks, keys or the config).
 fn cached(kind: FileKind) -> bool {
     matches!(kind, FileKind::Pack | FileKind::Index | FileKind::Snapshot)

@@ -1,7 +1,8 @@
 //! Locks: how backups, forget, check and prune share a repository.
 //!
 //! A lock is a small sealed object under `locks/` naming the operation, host, process and
-//! times. Backups, `forget` and `check` take *shared* locks; `prune` takes an *exclusive* one.
+//! times. Backups, `forget`, `check` and the readers of a snapshot (restore, ls, drill) take
+//! *shared* locks; `prune` takes an *exclusive* one.
 //! Taking a lock is "write mine, then look at the others": two processes that take locks at
 //! the same time each see the other's (storage is read-after-write consistent), so a shared
 //! and an exclusive lock are never both granted; when they collide both back off and the
@@ -28,8 +29,9 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
-use super::{this_host, ObjectType, Repository};
+use super::{this_host, Index, ObjectType, Repository, Snapshot};
 use crate::error::{Error, Result};
+use crate::id::SnapshotId;
 use crate::storage::FileKind;
 
 /// What a lock object says.
@@ -102,10 +104,12 @@ impl LockSettings {
         }
     }
 
-    /// The defaults, or `LIFEBOAT_LOCK_STALE_AFTER` ("30m") when set.
+    /// The defaults, or `LIFEBOAT_LOCK_STALE_AFTER` ("30m") when set. Read by the edges only
+    /// (the command line, the daemon's start-up) into [`super::RepoSpec::lock`]; operations use
+    /// [`Repository::lock_settings`].
     pub fn from_env() -> Result<Self> {
         match std::env::var("LIFEBOAT_LOCK_STALE_AFTER") {
-            Ok(v) => crate::config::parse_duration(&v)
+            Ok(v) => crate::units::parse_duration(&v)
                 .map(Self::with_stale_after)
                 .map_err(|e| Error::Invalid(format!("LIFEBOAT_LOCK_STALE_AFTER: {e}"))),
             Err(_) => Ok(Self::default()),
@@ -117,6 +121,15 @@ impl LockSettings {
         self.wait = wait;
         self
     }
+}
+
+/// A snapshot and the index to read it by, under a shared lock taken before either was read
+/// ([`Repository::read_snapshot`]); the lock goes when this is dropped.
+pub struct SnapshotRead {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub index: Index,
+    _lock: Option<RepoLock>,
 }
 
 /// A lock found in the repository.
@@ -248,7 +261,7 @@ impl Repository {
     /// it is about to read; waits for a running prune. Storage that cannot be written
     /// (read-only credentials, a read-only mount during recovery) is read without a lock.
     pub fn lock_for_reading(&self, operation: &str) -> Result<Option<RepoLock>> {
-        let settings = LockSettings::from_env()?;
+        let settings = self.lock_settings();
         match self.lock(operation, false, &settings.waiting(settings.stale_after)) {
             Ok(l) => Ok(Some(l)),
             Err(e @ Error::Locked { .. }) => Err(e),
@@ -257,6 +270,27 @@ impl Repository {
                 Ok(None)
             }
         }
+    }
+
+    /// Takes a shared lock for `operation` ([`Repository::lock_for_reading`]), then finds the
+    /// snapshot `selector` ([`Repository::find_snapshot`]) and reads the index: what a reader
+    /// of one snapshot (restore, ls) works with, and a prune cannot delete while it is held.
+    pub fn read_snapshot(
+        &self,
+        operation: &str,
+        selector: &str,
+        host: Option<&str>,
+        path: Option<&str>,
+    ) -> Result<SnapshotRead> {
+        let lock = self.lock_for_reading(operation)?;
+        let (id, snapshot) = self.find_snapshot(selector, host, path)?;
+        let index = self.load_index()?;
+        Ok(SnapshotRead {
+            id,
+            snapshot,
+            index,
+            _lock: lock,
+        })
     }
 
     /// Every lock, its age measured by the storage's clock: against the time of a lock of

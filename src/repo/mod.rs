@@ -9,6 +9,7 @@ pub mod index;
 pub mod key;
 pub mod kit;
 pub mod lock;
+pub mod open;
 pub mod pack;
 pub mod read;
 pub mod seal;
@@ -26,7 +27,8 @@ use zeroize::Zeroizing;
 pub use config::RepoConfig;
 pub use index::{Index, IndexBuilder, IndexEntry};
 pub use key::{KdfParams, KeyFile};
-pub use lock::{LockInfo, LockSettings, RepoLock};
+pub use lock::{LockInfo, LockSettings, RepoLock, SnapshotRead};
+pub use open::{CredentialSource, PasswordEnv, RepoSpec};
 pub use pack::{BlobKind, PackEntry};
 pub use read::PackBytes;
 pub use seal::{Cipher, MasterKey, ObjectType, Sealer};
@@ -210,6 +212,8 @@ pub struct Repository {
     key_id: Option<String>,
     /// Local copies of metadata objects (cloud repositories).
     cache: Option<Arc<cache::MetadataCache>>,
+    /// Lock timings of the operations on it ([`RepoSpec::lock`]).
+    lock: LockSettings,
 }
 
 fn this_host() -> (String, String) {
@@ -294,6 +298,7 @@ impl Repository {
             master,
             key_id,
             cache: None,
+            lock: LockSettings::default(),
         })
     }
 
@@ -348,6 +353,7 @@ impl Repository {
                 master: None,
                 key_id: None,
                 cache: None,
+                lock: LockSettings::default(),
             });
         }
         let (master, key_id, via_kit) = match credentials()? {
@@ -421,6 +427,7 @@ impl Repository {
             master: Some(Arc::new(master)),
             key_id,
             cache: None,
+            lock: LockSettings::default(),
         })
     }
 
@@ -434,6 +441,17 @@ impl Repository {
             _ => None,
         };
         self
+    }
+
+    /// Uses `settings` for the locks its operations take.
+    pub fn with_lock_settings(mut self, settings: LockSettings) -> Self {
+        self.lock = settings;
+        self
+    }
+
+    /// The lock timings of its operations (the defaults unless [`RepoSpec::lock`] says).
+    pub fn lock_settings(&self) -> LockSettings {
+        self.lock
     }
 
     /// The master key (encrypted repositories).

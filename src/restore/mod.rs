@@ -123,7 +123,8 @@ pub struct RestoreTimings {
     pub dirs_secs: f64,
 }
 
-/// Runs a restore of the snapshot whose root listing is `root`.
+/// Runs a restore of the snapshot whose root listing is `root`. The caller holds a shared lock
+/// ([`Repository::read_snapshot`] takes one; the drill its own).
 pub fn restore(
     repo: &Repository,
     index: &Index,
@@ -139,7 +140,7 @@ pub fn restore(
                 crate::display::path(inc)
             )));
         }
-        includes.push(crate::backup::normalize_path(inc)?);
+        includes.push(crate::units::normalize_path(inc)?);
     }
     at::raise_fd_limit();
     let started = Instant::now();
@@ -157,7 +158,7 @@ pub fn restore(
     let target = &if opts.verify_only {
         opts.target.clone()
     } else {
-        crate::backup::normalize_path(&opts.target)?
+        crate::units::normalize_path(&opts.target)?
     };
     let mut created_target: Vec<PathBuf> = Vec::new();
     let staging = if opts.verify_only {
@@ -169,7 +170,7 @@ pub fn restore(
             report.warnings.push(format!(
                 "removed {} ({}): the staging area of an earlier restore that was killed",
                 crate::display::path(p),
-                human(*bytes)
+                crate::units::human_bytes(*bytes)
             ));
         }
         let mounts = mounts?;
@@ -534,22 +535,6 @@ fn more(n: usize) -> String {
         format!(" (and {} more)", n - 1)
     } else {
         String::new()
-    }
-}
-
-/// Bytes in a human unit.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

@@ -407,7 +407,7 @@ impl Planner<'_> {
                      ({} entries so far; directory listings shared by many directories count \
                      once for each); restore it in parts with --include PATH (see `lifeboat \
                      ls`), or where more memory is free",
-                    super::human(self.budget),
+                    crate::units::human_bytes(self.budget),
                     self.plan.entries.len()
                 )));
             }

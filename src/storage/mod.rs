@@ -26,7 +26,7 @@ pub mod retry;
 pub use cloud::{CloudOptions, CloudStorage, CloudUrl};
 pub use limit::LimitedStorage;
 pub use local::LocalStorage;
-pub use retry::{RetryPolicy, RetryingStorage};
+pub use retry::{GiveUp, RetryPolicy, RetryingStorage};
 
 use crate::error::Result;
 
@@ -303,12 +303,8 @@ pub const RETRY_TIMEOUT_OPTION: &str = "retry_timeout";
 
 /// Parses a `retry_timeout` value ("90s", "10m", "1h").
 pub fn parse_retry_timeout(value: &str) -> std::result::Result<std::time::Duration, String> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
-        format!(
-            "storage option {RETRY_TIMEOUT_OPTION}: {value:?} is not a duration (like \"90s\", \
-             \"10m\", \"1h\"): {e}"
-        )
-    })
+    crate::units::parse_duration(value)
+        .map_err(|e| format!("storage option {RETRY_TIMEOUT_OPTION}: {e}"))
 }
 
 /// How to reach a repository's storage.

@@ -16,8 +16,9 @@ use rand::Rng;
 use super::{FileKind, Storage};
 use crate::error::Result;
 
-/// How hard to retry.
-#[derive(Debug, Clone)]
+/// How hard to retry: the one policy of storage requests ([`RetryingStorage`]) and of the
+/// daemon's notification deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
@@ -40,6 +41,38 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Why [`RetryPolicy::give_up`] says to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// `max_attempts` were made.
+    Attempts,
+    /// The next attempt would start after `total`.
+    Time,
+}
+
+impl RetryPolicy {
+    /// The backoff before retry number `retry` (1: the first retry): `initial_backoff`
+    /// doubled for each further retry, at most `max_backoff`.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let factor = 1u32 << retry.saturating_sub(1).min(20);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+
+    /// Whether to stop after `attempt` failed attempts, `elapsed` after the first started,
+    /// when the next would start after waiting `wait`; `None`: retry.
+    pub fn give_up(&self, attempt: u32, elapsed: Duration, wait: Duration) -> Option<GiveUp> {
+        if attempt >= self.max_attempts {
+            Some(GiveUp::Attempts)
+        } else if elapsed + wait > self.total {
+            Some(GiveUp::Time)
+        } else {
+            None
+        }
+    }
+}
+
 /// A storage that retries transient faults of the one it wraps.
 #[derive(Debug)]
 pub struct RetryingStorage {
@@ -55,20 +88,23 @@ impl RetryingStorage {
 
     fn run<T>(&self, what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
         let started = Instant::now();
-        let mut backoff = self.policy.initial_backoff;
         let mut attempt = 1;
         loop {
             match op() {
-                Err(e) if e.is_retryable() && attempt < self.policy.max_attempts => {
+                Err(e) if e.is_retryable() => {
                     // Full jitter: a random wait up to the current backoff.
+                    let backoff = self.policy.backoff(attempt);
                     let wait = rand::thread_rng().gen_range(Duration::ZERO..=backoff);
-                    if started.elapsed() + wait > self.policy.total {
+                    if self
+                        .policy
+                        .give_up(attempt, started.elapsed(), wait)
+                        .is_some()
+                    {
                         return Err(e);
                     }
                     tracing::debug!(%what, attempt, error = %e, ?wait, "transient storage fault, retrying");
                     std::thread::sleep(wait);
                     crate::interrupt::check()?;
-                    backoff = (backoff * 2).min(self.policy.max_backoff);
                     attempt += 1;
                 }
                 other => return other,
@@ -122,5 +158,30 @@ impl super::StorageWrapper for RetryingStorage {
     // transiently).
     fn publish(&self, kind: FileKind, name: &str, tmp: &std::path::Path) -> Result<bool> {
         self.inner.publish(kind, name, tmp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backoff doubles from `initial_backoff` up to `max_backoff`; retrying stops after
+    /// `max_attempts`, or when the next attempt would start after `total`.
+    #[test]
+    fn backoff_doubles_to_its_cap_and_retries_stop_at_either_bound() {
+        let p = RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(350),
+            total: Duration::from_secs(1),
+        };
+        let waits: Vec<u128> = (1..=5).map(|r| p.backoff(r).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 350, 350, 350]);
+        assert_eq!(p.backoff(u32::MAX), p.max_backoff);
+        let ms = Duration::from_millis;
+        assert_eq!(p.give_up(1, ms(0), ms(100)), None);
+        assert_eq!(p.give_up(3, ms(500), ms(350)), None);
+        assert_eq!(p.give_up(4, ms(0), ms(0)), Some(GiveUp::Attempts));
+        assert_eq!(p.give_up(2, ms(900), ms(200)), Some(GiveUp::Time));
     }
 }

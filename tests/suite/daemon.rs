@@ -1760,3 +1760,53 @@ fn hostile_file_names_reach_logs_status_and_notifications_escaped() {
         );
     }
 }
+
+/// A configured repository without a password of its own opens with the password sources of
+/// the daemon's environment, in the command line's order (LIFEBOAT_PASSWORD_FILE, then
+/// LIFEBOAT_PASSWORD, then the systemd credential), and an empty LIFEBOAT_PASSWORD is refused
+/// naming the variable. (The daemon accepted an empty LIFEBOAT_PASSWORD and tried it as the
+/// password, ignored LIFEBOAT_PASSWORD_FILE, and took the credential before LIFEBOAT_PASSWORD.)
+#[test]
+fn a_repository_without_its_own_password_uses_the_environment_in_the_command_lines_order() {
+    let setup = Setup::new(
+        "[repositories.bare]\nurl = \"REPO\"\n\n\
+         [[jobs]]\nname = \"j\"\nrepository = \"bare\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+        "",
+    );
+    let text = std::fs::read_to_string(&setup.config).expect("read config");
+    std::fs::write(
+        &setup.config,
+        text.replace("REPO", &setup.repo.display().to_string()),
+    )
+    .expect("write config");
+    let good = setup.scratch.join("good");
+    std::fs::write(&good, format!("{PASSWORD}\n")).expect("write");
+    let creds = setup.scratch.join("credentials");
+    std::fs::create_dir(&creds).expect("mkdir");
+    std::fs::write(creds.join("lifeboat-password"), format!("{PASSWORD}\n")).expect("write");
+    let run = |env: &[(&str, &std::ffi::OsStr)]| {
+        let mut cmd = lifeboat_cmd();
+        cmd.env_remove("LIFEBOAT_PASSWORD")
+            .args(args!["run", "--config", &setup.config, "j"]);
+        cmd.envs(env.iter().copied());
+        run_cmd(cmd)
+    };
+
+    let out = run(&[("LIFEBOAT_PASSWORD", "".as_ref())]).expect_code(1);
+    out.stderr_contains("LIFEBOAT_PASSWORD");
+    out.stderr_contains("empty");
+    run(&[("LIFEBOAT_PASSWORD_FILE", good.as_os_str())]).success();
+    run(&[("LIFEBOAT_PASSWORD", "wrong password".as_ref())]).expect_code(1);
+    run(&[
+        ("LIFEBOAT_PASSWORD_FILE", good.as_os_str()),
+        ("LIFEBOAT_PASSWORD", "wrong password".as_ref()),
+    ])
+    .success();
+    // LIFEBOAT_PASSWORD comes before the credential: a wrong one is not passed over.
+    run(&[
+        ("LIFEBOAT_PASSWORD", "wrong password".as_ref()),
+        ("CREDENTIALS_DIRECTORY", creds.as_os_str()),
+    ])
+    .expect_code(1);
+    run(&[("CREDENTIALS_DIRECTORY", creds.as_os_str())]).success();
+}

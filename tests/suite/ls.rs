@@ -145,3 +145,36 @@ fn ls_of_unknown_snapshot_fails() {
     let out = repo.ls("latest", args![]).expect_code(1);
     assert!(!out.stderr().trim().is_empty(), "no error message\n{out}");
 }
+
+/// RELIABILITY case 19: `ls` reads its snapshot under a shared lock, as restore does: while
+/// another process's prune holds the exclusive lock, `ls` waits for it and, when it is not
+/// released in time, fails naming it (it read packs the prune may be deleting); once the
+/// prune's lock is gone, it lists.
+#[test]
+fn ls_waits_for_a_running_prune_and_names_it() {
+    use lifeboat::repo::LockSettings;
+    let r = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    source(&src);
+    r.backup(args![&src]);
+    let repo = r.open();
+    // Refreshed every third of a second: live for a reader whose bound is 2 s.
+    let held = repo
+        .lock(
+            "prune",
+            true,
+            &LockSettings::with_stale_after(std::time::Duration::from_secs(2)),
+        )
+        .expect("lock");
+    let out = lifeboat_env(
+        args!["ls", "--repo", &r.path, "latest"],
+        &[("LIFEBOAT_LOCK_STALE_AFTER", "2s".as_ref())],
+    )
+    .expect_code(1);
+    out.stderr_contains("in use");
+    out.stderr_contains("prune");
+    held.release();
+    let listed = r.run("ls", args!["latest"]).success();
+    assert!(listed.stdout().contains("top.txt"), "{}", listed.stdout());
+}

@@ -1192,3 +1192,52 @@ fn a_directory_swapped_for_a_symlink_during_a_restore_is_never_written_through()
         );
     }
 }
+
+/// RELIABILITY case 19: a restore reads under a shared lock the library takes before the
+/// snapshot and the index are read (`Repository::read_snapshot`): while it is held the
+/// repository lists a shared "restore" lock and an exclusive one (prune's) is refused; the
+/// restore runs under it, and the lock is gone afterwards.
+#[test]
+fn restore_reads_under_a_shared_lock_the_library_takes() {
+    use lifeboat::repo::LockSettings;
+    let r = Repo::new();
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 5, 0, 1);
+    r.backup(args![&src]);
+    let repo = r.open();
+    let settings = LockSettings::default();
+
+    let read = repo
+        .read_snapshot("restore", "latest", None, None)
+        .expect("read");
+    let locks = repo.locks(None, None, &settings).expect("locks");
+    assert!(
+        locks.iter().any(|l| l
+            .info
+            .as_ref()
+            .is_some_and(|i| i.operation == "restore" && !i.exclusive)),
+        "{locks:?}"
+    );
+    let prune = repo.lock("prune", true, &settings);
+    assert!(
+        matches!(prune, Err(lifeboat::Error::Locked { .. })),
+        "{prune:?}"
+    );
+    let opts = lifeboat::restore::RestoreOptions {
+        target: scratch.join("target"),
+        ..Default::default()
+    };
+    let report = lifeboat::restore::restore(
+        &repo,
+        &read.index,
+        &read.snapshot.tree,
+        &opts,
+        std::sync::Arc::default(),
+    )
+    .expect("restore");
+    assert_eq!(report.files, 5);
+    drop(read);
+    let left = repo.locks(None, None, &settings).expect("locks");
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -333,6 +333,14 @@ impl Repo {
         }
     }
 
+    /// The repository opened in this process, through the library's `RepoSpec` (the
+    /// password as LIFEBOAT_PASSWORD would give it).
+    pub fn open(&self) -> lifeboat::Repository {
+        let mut spec = lifeboat::repo::RepoSpec::new(self.path.display().to_string());
+        spec.credentials.env.password = Some(("LIFEBOAT_PASSWORD", PASSWORD.into()));
+        spec.open().expect("open the repository")
+    }
+
     /// `lifeboat SUBCOMMAND --repo R REST...`
     pub fn run(&self, subcommand: &str, rest: Vec<OsString>) -> Out {
         let mut all = args![subcommand, "--repo", &self.path];

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::daemon::schedule::Schedule;
+use crate::units::{parse_duration, parse_percent};
 
 /// Default locations on a server.
 pub const DEFAULT_CONFIG: &str = "/etc/lifeboat/lifeboat.toml";
@@ -306,12 +307,6 @@ impl Collector<'_> {
     }
 }
 
-/// Parses a duration such as "26h", "90s", "1h 30m".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration (like \"90s\", \"26h\", \"1h 30m\"): {e}"))
-}
-
 /// The I/O priority of an ionice class name and level.
 fn ionice(class: &str, level: Option<u8>) -> Result<ioprio::Priority, String> {
     use ioprio::{BePriorityLevel, Class, RtPriorityLevel};
@@ -354,14 +349,6 @@ fn secret_file(path: &Path) -> Result<Option<u32>, String> {
     std::fs::File::open(path).map_err(|e| format!("{} cannot be read: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o7777;
     Ok((mode & 0o077 != 0).then_some(mode))
-}
-
-/// Parses "10%" (or "10") into a percentage in `min..=100`.
-pub fn parse_percent(s: &str, min: f64) -> Result<f64, String> {
-    match s.trim().trim_end_matches('%').trim().parse::<f64>() {
-        Ok(v) if v >= min && v <= 100.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a percentage from {min}% to 100%")),
-    }
 }
 
 fn valid_name(s: &str) -> bool {
@@ -811,6 +798,37 @@ impl Config {
 }
 
 impl RepositoryConfig {
+    /// What opens this repository: its settings, `cache_dir` for its metadata cache, and the
+    /// daemon's environment (`env`, `lock`, read at the daemon's start-up). The password comes
+    /// from `recovery_kit`, `password_file` or `password_credential`, then the environment, in
+    /// the order of [`crate::repo::open`].
+    pub fn spec(
+        &self,
+        cache_dir: &Path,
+        env: &crate::repo::PasswordEnv,
+        lock: crate::repo::LockSettings,
+    ) -> crate::repo::RepoSpec {
+        let mut spec = crate::repo::RepoSpec::new(&self.url).with_storage(
+            self.options.clone(),
+            self.limit_upload_kib,
+            self.limit_download_kib,
+        );
+        spec.cache_dir = Some(cache_dir.to_path_buf());
+        spec.lock = lock;
+        spec.credentials = crate::repo::CredentialSource {
+            recovery_kit: self.recovery_kit.clone(),
+            password_file: self.password_file.clone(),
+            credential: self.password_credential.clone(),
+            env: env.clone(),
+            prompt: None,
+            hint: "set password_file, password_credential or recovery_kit in its \
+                   [repositories] section, or give the daemon LIFEBOAT_PASSWORD_FILE, \
+                   LIFEBOAT_PASSWORD or the systemd credential lifeboat-password"
+                .into(),
+        };
+        spec
+    }
+
     /// `download_concurrency`, if set (validated: 1 to 256).
     pub fn downloads(&self) -> Option<usize> {
         self.download_concurrency.as_ref().map(|n| *n.get_ref())
