@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lifeboat::backup::{backup, BackupOptions};
 use lifeboat::daemon::control::Request;
 use lifeboat::daemon::maintenance::{self, Windows};
 use lifeboat::daemon::state::{JobState, RunResult, State, TaskState};
+use lifeboat::ops::backup::{backup, BackupOptions};
 use lifeboat::progress::Progress;
 use lifeboat::repo::pack::{self, BlobKind, PackBuilder, PackEntry};
 use lifeboat::repo::{

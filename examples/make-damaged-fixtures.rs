@@ -22,8 +22,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lifeboat::backup::{backup, BackupOptions};
 use lifeboat::id::{BlobId, PackId, SnapshotId};
+use lifeboat::ops::backup::{backup, BackupOptions};
 use lifeboat::repo::pack::{EncodedBlob, PackBuilder};
 use lifeboat::repo::{
     BlobKind, Credentials, Index, InitOptions, KdfSetting, NodeKind, PackEntry, Repository,

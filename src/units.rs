@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 /// Parses a duration such as "90s", "10m", "26h", "1h 30m", "7d" (humantime's syntax: "m" is
 /// minutes, "M" or "months" months). Retention durations refuse a bare "m"
-/// ([`crate::retention::parse_duration`]).
+/// ([`crate::ops::retention::parse_duration`]).
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| {
         format!("{s:?} is not a duration (like \"90s\", \"10m\", \"26h\", \"1h 30m\"): {e}")

@@ -12,10 +12,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::assert_reads_clean;
-use lifeboat::backup::{backup, BackupOptions};
+use lifeboat::ops::backup::{backup, BackupOptions};
+use lifeboat::ops::restore::{restore, RestoreOptions};
 use lifeboat::progress::Progress;
 use lifeboat::repo::{InitOptions, KdfSetting};
-use lifeboat::restore::{restore, RestoreOptions};
 use lifeboat::storage::{FileKind, LocalStorage, Storage};
 use lifeboat::{interrupt, Error, Repository};
 use rand::{RngCore, SeedableRng};

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use lifeboat::backup::exclude::Excludes;
-use lifeboat::backup::{backup, BackupOptions};
+use lifeboat::ops::backup::exclude::Excludes;
+use lifeboat::ops::backup::{backup, BackupOptions};
 use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;

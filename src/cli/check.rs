@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use lifeboat::check::{check, CheckOptions};
+use lifeboat::ops::check::{check, CheckOptions};
 use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;
@@ -33,7 +33,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     let subset = a
         .read_data_subset
         .as_deref()
-        .map(lifeboat::check::parse_subset)
+        .map(lifeboat::ops::check::parse_subset)
         .transpose()?;
     let opts = CheckOptions {
         read_data: a.read_data || subset.is_some(),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lifeboat::daemon::config::Config;
-use lifeboat::drill::{default_scratch, drill, latest_of_job, DrillOptions, Sample};
+use lifeboat::ops::drill::{default_scratch, drill, latest_of_job, DrillOptions, Sample};
 
 use super::output::Reporter;
 use super::{RepoArgs, EXIT_FAILURE};

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use super::SnapshotFilterArgs;
 use anyhow::{bail, Result};
 use clap::Args;
-use lifeboat::forget::{forget, forget_ids, ForgetOptions};
-use lifeboat::retention::{parse_duration, Count, GroupBy, Policy};
+use lifeboat::ops::forget::{forget, forget_ids, ForgetOptions};
+use lifeboat::ops::retention::{parse_duration, Count, GroupBy, Policy};
 
 use super::prune::{print_report, PruneFlags};
 use super::RepoArgs;
@@ -177,8 +177,11 @@ pub fn run(a: ForgetArgs) -> Result<ExitCode> {
         }
     }
     if a.prune && !a.dry_run {
-        let report =
-            lifeboat::prune::prune(&repo, &a.prune_flags.options(settings)?, super::progress())?;
+        let report = lifeboat::ops::prune::prune(
+            &repo,
+            &a.prune_flags.options(settings)?,
+            super::progress(),
+        )?;
         print_report(&report, a.json)?;
     }
     Ok(ExitCode::SUCCESS)

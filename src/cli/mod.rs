@@ -129,8 +129,8 @@ pub struct SnapshotFilterArgs {
 
 impl SnapshotFilterArgs {
     /// The filter these flags give.
-    pub fn to_filter(&self) -> lifeboat::forget::Filter {
-        lifeboat::forget::Filter {
+    pub fn to_filter(&self) -> lifeboat::ops::forget::Filter {
+        lifeboat::ops::forget::Filter {
             hosts: self.hosts.clone(),
             jobs: self.jobs.clone(),
             paths: self.paths.clone(),

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lifeboat::prune::{prune, PruneOptions, PruneReport};
+use lifeboat::ops::prune::{prune, PruneOptions, PruneReport};
 use lifeboat::repo::LockSettings;
 use lifeboat::units::human_bytes as human;
 

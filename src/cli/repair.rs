@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use super::SnapshotFilterArgs;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use lifeboat::repair::{
+use lifeboat::ops::repair::{
     repair_index, repair_snapshots, RepairIndexOptions, RepairIndexReport, RepairSnapshotsOptions,
     RepairSnapshotsReport,
 };

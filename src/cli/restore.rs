@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lifeboat::restore::{restore, RestoreOptions};
+use lifeboat::ops::restore::{restore, RestoreOptions};
 use lifeboat::units::human_bytes as human;
 
 use super::output::Reporter;

@@ -212,7 +212,7 @@ pub struct JobConfig {
     pub on_shutdown: bool,
     /// Which of this job's snapshots to keep; applied after each successful backup.
     #[serde(default)]
-    pub retention: Option<Spanned<crate::retention::Policy>>,
+    pub retention: Option<Spanned<crate::ops::retention::Policy>>,
     /// When to run a restore drill of the job's latest snapshot (crontab line).
     #[serde(default)]
     pub drill: Option<Spanned<String>>,

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use super::child;
 use super::state::RunResult;
-use crate::backup::exclude::Excludes;
-use crate::backup::{backup, BackupOptions};
 use crate::daemon::config::{Config, HookConfig, Job, RepositoryConfig};
 use crate::error::{Error, Result};
+use crate::ops::backup::exclude::Excludes;
+use crate::ops::backup::{backup, BackupOptions};
 use crate::progress::Progress;
 use crate::repo::{KeyCache, LockSettings, PasswordEnv, RepoSpec, Repository};
 use crate::units::parse_duration;
@@ -212,7 +212,7 @@ fn backup_once(
     job: &Job,
     kind: RunKind,
     progress: Arc<Progress>,
-) -> Result<(crate::backup::BackupOutcome, Repository)> {
+) -> Result<(crate::ops::backup::BackupOutcome, Repository)> {
     let r = cfg
         .repositories
         .get(&job.repository)
@@ -251,18 +251,18 @@ fn backup_once(
 fn apply_retention(
     repo: &Repository,
     job: &Job,
-    policy: &crate::retention::Policy,
+    policy: &crate::ops::retention::Policy,
 ) -> Result<usize> {
-    let opts = crate::forget::ForgetOptions {
+    let opts = crate::ops::forget::ForgetOptions {
         policy: policy.clone(),
-        filter: crate::forget::Filter {
+        filter: crate::ops::forget::Filter {
             jobs: vec![job.name.clone()],
             ..Default::default()
         },
         lock: repo.lock_settings(),
         ..Default::default()
     };
-    let report = crate::forget::forget(repo, &opts, chrono::Utc::now())?;
+    let report = crate::ops::forget::forget(repo, &opts, chrono::Utc::now())?;
     tracing::info!(job = %job.name, removed = report.removed.len(), "retention applied");
     Ok(report.removed.len())
 }

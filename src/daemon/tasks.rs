@@ -93,12 +93,12 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
     let progress = Arc::new(Progress::default());
     match task {
         Task::Prune { .. } => {
-            let opts = crate::prune::PruneOptions {
+            let opts = crate::ops::prune::PruneOptions {
                 max_unused_percent: tasks.prune_max_unused,
                 dry_run: false,
                 lock: repo.lock_settings(),
             };
-            let report = crate::prune::prune(&repo, &opts, progress)?;
+            let report = crate::ops::prune::prune(&repo, &opts, progress)?;
             Ok((
                 true,
                 None,
@@ -110,12 +110,12 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
                 let t = (100.0 / p).round().max(1.0) as u64;
                 (run_number % t + 1, t)
             });
-            let opts = crate::check::CheckOptions {
+            let opts = crate::ops::check::CheckOptions {
                 read_data: subset.is_some(),
                 read_data_subset: subset,
                 threads: r.downloads().unwrap_or(0),
             };
-            let report = crate::check::check(&repo, &opts, progress)?;
+            let report = crate::ops::check::check(&repo, &opts, progress)?;
             let ok = report.is_ok();
             let error = (!ok).then(|| {
                 let first = &report.errors[0];
@@ -136,17 +136,17 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
             let j = cfg
                 .job(job)
                 .ok_or_else(|| Error::Invalid(format!("no job named {job:?}")))?;
-            let (id, snapshot) = crate::drill::latest_of_job(&repo, job)?;
-            let opts = crate::drill::DrillOptions {
+            let (id, snapshot) = crate::ops::drill::latest_of_job(&repo, job)?;
+            let opts = crate::ops::drill::DrillOptions {
                 sample: match j.drill_share {
-                    Some(p) => crate::drill::Sample::Files(p / 100.0),
-                    None => crate::drill::Sample::All,
+                    Some(p) => crate::ops::drill::Sample::Files(p / 100.0),
+                    None => crate::ops::drill::Sample::All,
                 },
-                scratch: crate::drill::default_scratch(),
+                scratch: crate::ops::drill::default_scratch(),
                 downloads: r.downloads().unwrap_or(0),
                 ..Default::default()
             };
-            let report = crate::drill::drill(&repo, &id, &snapshot, &opts, progress)?;
+            let report = crate::ops::drill::drill(&repo, &id, &snapshot, &opts, progress)?;
             let error = (!report.passed).then(|| {
                 format!(
                     "{} problems; first: {}",

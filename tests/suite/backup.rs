@@ -877,7 +877,7 @@ fn incremental_listings_equal_those_of_a_full_backup() {
 /// chunk in the index.
 #[test]
 fn packs_are_indexed_during_the_run() {
-    use lifeboat::backup::{backup, BackupOptions};
+    use lifeboat::ops::backup::{backup, BackupOptions};
     use lifeboat::storage::FileKind;
     let scratch = Scratch::new();
     let src = scratch.join("src");

@@ -16,10 +16,10 @@ use crate::common::backends::{backends, local, s3};
 use crate::common::faulty::{Faults, FaultyStorage};
 use crate::common::wire::WireProxy;
 use crate::common::*;
-use lifeboat::backup::{backup, BackupOptions};
-use lifeboat::check::{check, CheckOptions};
+use lifeboat::ops::backup::{backup, BackupOptions};
+use lifeboat::ops::check::{check, CheckOptions};
+use lifeboat::ops::restore::{restore, RestoreOptions};
 use lifeboat::repo::{Credentials, Repository};
-use lifeboat::restore::{restore, RestoreOptions};
 use lifeboat::storage::{FileKind, RetryPolicy, RetryingStorage, Storage};
 
 /// Replaces an object by a copy with one byte flipped (create-only storage: remove, then

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use lifeboat::prune::{prune, PruneOptions};
+use lifeboat::ops::prune::{prune, PruneOptions};
 use lifeboat::repo::{Credentials, Repository};
 use lifeboat::storage::{FileKind, LocalStorage, Storage};
 use rand::rngs::StdRng;

@@ -571,7 +571,7 @@ fn two_prunes_at_once_never_both_hold_the_exclusive_lock() {
 /// bound; then prune removes it and runs. On local disk and on the S3 server.
 #[test]
 fn another_hosts_lock_is_respected_until_it_is_stale() {
-    use lifeboat::prune::{prune, PruneOptions};
+    use lifeboat::ops::prune::{prune, PruneOptions};
     use lifeboat::repo::lock::{LockInfo, LockSettings};
     use lifeboat::repo::seal::ObjectType;
     use lifeboat::storage::FileKind;

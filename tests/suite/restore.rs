@@ -1224,11 +1224,11 @@ fn restore_reads_under_a_shared_lock_the_library_takes() {
         matches!(prune, Err(lifeboat::Error::Locked { .. })),
         "{prune:?}"
     );
-    let opts = lifeboat::restore::RestoreOptions {
+    let opts = lifeboat::ops::restore::RestoreOptions {
         target: scratch.join("target"),
         ..Default::default()
     };
-    let report = lifeboat::restore::restore(
+    let report = lifeboat::ops::restore::restore(
         &repo,
         &read.index,
         &read.snapshot.tree,

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use crate::common::faulty::{Faults, FaultyStorage};
 use crate::common::*;
-use lifeboat::backup::{backup, BackupOptions};
-use lifeboat::prune::{prune, PruneOptions};
+use lifeboat::ops::backup::{backup, BackupOptions};
+use lifeboat::ops::prune::{prune, PruneOptions};
+use lifeboat::ops::restore::{restore, RestoreOptions};
 use lifeboat::repo::Repository;
-use lifeboat::restore::{restore, RestoreOptions};
 use lifeboat::storage::{
     CloudOptions, CloudStorage, CloudUrl, FileKind, LocalStorage, RetryPolicy, RetryingStorage,
     Storage,

@@ -87,9 +87,9 @@ fn a_listing_whose_second_page_fails_is_never_taken_for_the_whole() {
     let scratch = Scratch::new();
     let src = scratch.join("src");
     build_plain_tree(&src, 3, 0, 16);
-    let done = lifeboat::backup::backup(
+    let done = lifeboat::ops::backup::backup(
         &repo,
-        &lifeboat::backup::BackupOptions {
+        &lifeboat::ops::backup::BackupOptions {
             paths: vec![src.clone()],
             host: "wire".into(),
             ..Default::default()

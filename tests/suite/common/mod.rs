@@ -1206,9 +1206,9 @@ pub fn content_map(root: &Path) -> BTreeMap<PathBuf, String> {
 /// and every chunk verified); `what` names the case in the failure.
 #[track_caller]
 pub fn assert_reads_clean(repo: &lifeboat::repo::Repository, what: &str) {
-    let report = lifeboat::check::check(
+    let report = lifeboat::ops::check::check(
         repo,
-        &lifeboat::check::CheckOptions {
+        &lifeboat::ops::check::CheckOptions {
             read_data: true,
             read_data_subset: None,
             threads: 0,

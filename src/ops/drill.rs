@@ -5,7 +5,7 @@
 //! 1. reads every directory listing of the snapshot (timed: a full restore plans the same way),
 //!    counting its entries and files and noting every listing it cannot read;
 //! 2. picks a random sample of its files ([`Sample`]; seeded, so a drill can be repeated);
-//! 3. restores the sample with the ordinary [`restore`](crate::restore::restore) into a fresh
+//! 3. restores the sample with the ordinary [`restore`](crate::ops::restore::restore) into a fresh
 //!    scratch directory (every chunk is verified there before it is written; damaged files are
 //!    left out and named, with the damaged repository objects);
 //! 4. verifies each restored file again, independently of restore: its size, its content
@@ -37,9 +37,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
+use crate::ops::restore::{restore, RestoreOptions, RestoreTimings};
 use crate::progress::Progress;
 use crate::repo::{Index, Node, NodeKind, Repository, Sealer, Snapshot, Step, TreeWalk};
-use crate::restore::{restore, RestoreOptions, RestoreTimings};
 use crate::units::{human_bytes as human, human_duration, percent};
 
 /// What part of a snapshot a drill restores.
@@ -639,7 +639,7 @@ fn verify_files(
         crate::pool::workers(threads, 1),
         files,
         // Each restored file is reached through the directories above it (any depth).
-        || crate::restore::at::DirCursor::open(scratch),
+        || crate::ops::restore::at::DirCursor::open(scratch),
         |cur, f| {
             let rel = f.path.strip_prefix("/").unwrap_or(&f.path);
             let problem = match cur.at(rel) {
@@ -822,7 +822,7 @@ impl Drop for ScratchDir {
 fn remove_tree(path: &Path) -> Result<()> {
     // Iterative and through directory descriptors: a sample may be thousands of levels deep
     // and hold directories without write permission.
-    crate::restore::at::remove_tree(path)
+    crate::ops::restore::at::remove_tree(path)
         .map_err(|e| Error::io("remove drill scratch directory", path, e))
 }
 

@@ -39,8 +39,8 @@ use serde::Serialize;
 
 use super::ObjectProblem;
 use crate::error::{Error, Result};
-use crate::forget::Filter;
 use crate::id::{BlobId, PackId, SnapshotId};
+use crate::ops::forget::Filter;
 use crate::progress::Progress;
 use crate::repo::pack::{encode_blob, PackBuilder};
 use crate::repo::{
@@ -300,7 +300,7 @@ fn repair_locked(
         crate::interrupt::check()?;
         if let Some(lock) = lock {
             if lock.confirm()? {
-                let missing = crate::backup::missing_references(repo, &snap.tree, &new_packs)?;
+                let missing = crate::ops::backup::missing_references(repo, &snap.tree, &new_packs)?;
                 if missing.lost_any() {
                     return Err(Error::Invalid(format!(
                         "repair snapshots stopped: its lock lapsed (was the process frozen?) and data the repaired snapshot of {} needs was removed meanwhile; snapshots repaired so far are listed above. Run `lifeboat repair snapshots` again",

@@ -3,7 +3,7 @@
 //! Safety rests on the exclusive repository lock (see [`crate::repo::lock`]): prune runs only
 //! when no live backup, forget or check holds a lock, and every backup started later waits for
 //! it. A backup that was frozen so long that its lock went stale, and lost data to a prune,
-//! notices before it commits and starts over (see [`crate::backup`]).
+//! notices before it commits and starts over (see [`crate::ops::backup`]).
 //!
 //! Algorithm:
 //! 1. Take the exclusive lock. List packs and index objects; load every index and snapshot.

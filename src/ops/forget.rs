@@ -1,4 +1,4 @@
-//! `forget`: removes snapshots by a retention policy (see [`crate::retention`]) or by id.
+//! `forget`: removes snapshots by a retention policy (see [`crate::ops::retention`]) or by id.
 //!
 //! Only snapshot objects are removed; the data they alone referenced stays until `prune`.
 //! Guards against the mistakes that delete every backup (RELIABILITY: "retention that matches
@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
+use crate::ops::retention::{GroupBy, Plan, Policy};
 use crate::repo::{LockSettings, Repository, Snapshot};
-use crate::retention::{GroupBy, Plan, Policy};
 use crate::storage::FileKind;
 
 /// Which snapshots a policy applies to (empty lists: all).

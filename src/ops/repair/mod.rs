@@ -101,12 +101,12 @@ pub(crate) mod testing {
             let content: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
             std::fs::write(&p, content).expect("write");
         }
-        let opts = crate::backup::BackupOptions {
+        let opts = crate::ops::backup::BackupOptions {
             paths: vec![src],
             host: "test".into(),
             ..Default::default()
         };
-        let done = crate::backup::backup(&repo, &opts, Arc::default()).expect("backup");
+        let done = crate::ops::backup::backup(&repo, &opts, Arc::default()).expect("backup");
         (repo, done.id)
     }
 
