@@ -82,7 +82,7 @@ pub enum ChannelConfig {
     /// Run a command (argv, no shell) with the Event as JSON on stdin and LIFEBOAT_EVENT,
     /// LIFEBOAT_JOB, LIFEBOAT_SUMMARY (and LIFEBOAT_HOST) in the environment; bounded by a
     /// timeout (default 30 s), after which its whole process group is stopped. A command that
-    /// fails is not run again. It starts from a clean environment (see [`super::child`]) plus
+    /// fails is not run again. It starts from a clean environment (see [`crate::daemon::child`]) plus
     /// `env`.
     Command {
         name: String,

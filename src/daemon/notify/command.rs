@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// Runs a command channel through the daemon's child runner ([`super::child`]): the event as
+/// Runs a command channel through the daemon's child runner ([`crate::daemon::child`]): the event as
 /// JSON on its input, in its own process group, its output read while it runs. The daemon's
 /// stop does not cut it short (the stop itself is announced through it); its timeout does.
 pub(super) fn run_command(
