@@ -189,7 +189,11 @@ pub fn run(spec: &Spec<'_>) -> std::io::Result<Outcome> {
     let (program, args) = spec.argv.split_first().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "the command is empty")
     })?;
-    let (read_end, write_end) = nix::unistd::pipe().map_err(std::io::Error::from)?;
+    // Close-on-exec: a child another thread starts meanwhile must not inherit this pipe (its
+    // background processes would hold this run open). The child gets its copies through
+    // `Stdio`, which places them as its output and error.
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -434,6 +438,39 @@ mod tests {
         assert!(o.elapsed < Duration::from_secs(10), "{:?}", o.elapsed);
         assert_eq!(o.output, "started\n");
         assert!(!marked_running(&marker), "the leftover survived");
+    }
+
+    /// RELIABILITY case 26: children started at the same time (hooks of jobs running in
+    /// parallel, notification commands) never hold each other's output pipe. The pipe was
+    /// made without close-on-exec, so a child forked while another run's pipe was open kept
+    /// its write end: a background process of one hook held another run open, which then
+    /// reported leftovers it did not have (found as a flaky unit test).
+    #[test]
+    fn runs_at_the_same_time_do_not_hold_each_others_output() {
+        let marker = format!("lifeboat-child-crossed-{}", std::process::id());
+        let leftover = sh(&format!("sh -c 'sleep 1000; :' {marker} & exit 0"));
+        let quick = sh("echo quick");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    let o = run(&spec(&leftover, Duration::from_secs(60))).unwrap();
+                    assert!(o.success(), "{:?}", o.end);
+                }
+            });
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..40 {
+                        let o = run(&spec(&quick, Duration::from_secs(60))).unwrap();
+                        assert!(o.success(), "{:?}", o.end);
+                        assert!(
+                            !o.leftovers_stopped,
+                            "a quick run was held by another run's background process"
+                        );
+                    }
+                });
+            }
+        });
+        assert!(!marked_running(&marker), "a leftover survived");
     }
 
     #[test]
