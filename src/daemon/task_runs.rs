@@ -130,7 +130,8 @@ impl Daemon {
         ts.last_ok = Some(o.ok);
         ts.last_error = o.error.clone();
         ts.last_duration_secs = Some(o.duration.as_secs_f64());
-        ts.last_report = (!o.report.is_null()).then(|| o.report.clone());
+        let report = o.report.to_json();
+        ts.last_report = (!report.is_null()).then(|| report.clone());
         ts.runs += 1;
         if o.ok {
             ts.last_success = Some(now);
@@ -138,12 +139,16 @@ impl Daemon {
             ts.failures += 1;
         }
         self.save_state();
-        let details = json!({"task": key, "ok": o.ok, "error": o.error, "report": o.report, "duration_secs": o.duration.as_secs_f64()});
+        let details = json!({"task": key, "ok": o.ok, "error": o.error, "report": report, "duration_secs": o.duration.as_secs_f64()});
         let error = o.error.as_deref().unwrap_or("unknown error");
         let host = notify::local_hostname();
         match (&task, o.ok) {
             (tasks::Task::Prune { .. }, true) => {
-                tracing::info!(task = %key, freed = o.report["bytes_freed"].as_u64(), "prune finished")
+                let freed = match &o.report {
+                    tasks::TaskReport::Prune(r) => Some(r.bytes_freed),
+                    _ => None,
+                };
+                tracing::info!(task = %key, freed, "prune finished")
             }
             (tasks::Task::Prune { repository }, false) => {
                 tracing::error!(task = %key, error, "prune FAILED");
@@ -165,15 +170,17 @@ impl Daemon {
                 );
             }
             (tasks::Task::Drill { job }, true) => {
-                let r = &o.report;
-                tracing::info!(task = %key, estimated_full_restore_secs = r["estimated_full_restore_secs"].as_f64(), "restore drill passed");
+                let summary = match &o.report {
+                    tasks::TaskReport::Drill(r) => {
+                        tracing::info!(task = %key, estimated_full_restore_secs = r.estimated_full_restore_secs, "restore drill passed");
+                        drill_summary(r)
+                    }
+                    _ => "no figures".to_string(),
+                };
                 self.event(
                     notify::EventKind::DrillPassed,
                     Some(job),
-                    format!(
-                        "restore drill of job {job} on {host} passed: {}",
-                        drill_summary(r)
-                    ),
+                    format!("restore drill of job {job} on {host} passed: {summary}"),
                     details,
                 );
             }
@@ -191,15 +198,15 @@ impl Daemon {
 }
 
 /// One line of drill figures for people.
-pub(super) fn drill_summary(r: &serde_json::Value) -> String {
-    let mib = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
+pub(super) fn drill_summary(r: &crate::ops::drill::DrillReport) -> String {
+    let mib = |v: u64| v as f64 / (1024.0 * 1024.0);
     format!(
         "restored {} of {} files ({:.1} of {:.1} MiB) in {:.1} s; estimated full restore {:.0} s",
-        r["files_restored"],
-        r["total_files"],
-        mib(&r["bytes_restored"]),
-        mib(&r["total_bytes"]),
-        r["duration_secs"].as_f64().unwrap_or(0.0),
-        r["estimated_full_restore_secs"].as_f64().unwrap_or(0.0)
+        r.files_restored,
+        r.total_files,
+        mib(r.bytes_restored),
+        mib(r.total_bytes),
+        r.duration_secs,
+        r.estimated_full_restore_secs
     )
 }

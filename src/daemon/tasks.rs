@@ -42,13 +42,49 @@ impl Task {
     }
 }
 
+/// What a task found, typed until it leaves the daemon (the state file, events, `status`).
+#[derive(Debug)]
+pub enum TaskReport {
+    /// The task failed before it had a report.
+    None,
+    Prune(crate::ops::prune::PruneReport),
+    Check {
+        report: crate::ops::check::CheckReport,
+        /// The part of the data read (`n/t`), when only a part was.
+        read_data_subset: Option<(u64, u64)>,
+    },
+    Drill(Box<crate::ops::drill::DrillReport>),
+}
+
+impl TaskReport {
+    /// The report as the state file, events and `status` show it (`null` for none).
+    pub fn to_json(&self) -> serde_json::Value {
+        let value = match self {
+            TaskReport::None => return serde_json::Value::Null,
+            TaskReport::Prune(r) => serde_json::to_value(r),
+            TaskReport::Check { report, .. } => serde_json::to_value(report),
+            TaskReport::Drill(r) => serde_json::to_value(r),
+        };
+        // Plain structs of numbers and strings always serialize.
+        let mut value = value.unwrap_or_default();
+        if let TaskReport::Check {
+            read_data_subset: Some((n, t)),
+            ..
+        } = self
+        {
+            value["read_data_subset"] = json!(format!("{n}/{t}"));
+        }
+        value
+    }
+}
+
 /// How a task went.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TaskOutcome {
     pub ok: bool,
     pub error: Option<String>,
     /// The task's report (prune, check or drill figures).
-    pub report: serde_json::Value,
+    pub report: TaskReport,
     pub duration: Duration,
 }
 
@@ -68,13 +104,13 @@ pub fn run_task(cfg: &Config, task: &Task, run_number: u64) -> TaskOutcome {
         Err(e) => TaskOutcome {
             ok: false,
             error: Some(e.to_string()),
-            report: serde_json::Value::Null,
+            report: TaskReport::None,
             duration,
         },
     }
 }
 
-type Ran = (bool, Option<String>, serde_json::Value);
+type Ran = (bool, Option<String>, TaskReport);
 
 fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
     let repo_name = task
@@ -99,11 +135,7 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
                 lock: repo.lock_settings(),
             };
             let report = crate::ops::prune::prune(&repo, &opts, progress)?;
-            Ok((
-                true,
-                None,
-                serde_json::to_value(&report).unwrap_or_default(),
-            ))
+            Ok((true, None, TaskReport::Prune(report)))
         }
         Task::Check { .. } => {
             let subset = tasks.check_read_data_subset.map(|p| {
@@ -126,11 +158,14 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
                     first.message
                 )
             });
-            let mut value = serde_json::to_value(&report).unwrap_or_default();
-            if let Some((n, t)) = subset {
-                value["read_data_subset"] = json!(format!("{n}/{t}"));
-            }
-            Ok((ok, error, value))
+            Ok((
+                ok,
+                error,
+                TaskReport::Check {
+                    report,
+                    read_data_subset: subset,
+                },
+            ))
         }
         Task::Drill { job } => {
             let j = cfg
@@ -154,11 +189,7 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
                     report.problems.first().map(String::as_str).unwrap_or("?")
                 )
             });
-            Ok((
-                report.passed,
-                error,
-                serde_json::to_value(&report).unwrap_or_default(),
-            ))
+            Ok((report.passed, error, TaskReport::Drill(Box::new(report))))
         }
     }
 }
