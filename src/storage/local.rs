@@ -76,10 +76,11 @@ impl LocalStorage {
         let mut out = Vec::new();
         for (name, _) in self.list(kind)? {
             let path = self.path_of(kind, &name);
-            let mode = fs::symlink_metadata(&path)
-                .map_err(|e| Error::io("inspect", &path, e))?
-                .permissions()
-                .mode();
+            let mode = match fs::symlink_metadata(&path) {
+                Ok(m) => m.permissions().mode(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
+                Err(e) => return Err(Error::io("inspect", &path, e)),
+            };
             if mode & 0o077 & !allowed != 0 {
                 out.push((kind.path(&name), mode & 0o7777));
             }
@@ -329,9 +330,13 @@ impl Storage for LocalStorage {
                 if is_temp(&name) {
                     continue;
                 }
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| Error::io("inspect", entry.path(), e))?;
+                // An object removed between the directory read and its stat (a lock
+                // released, a pack pruned by another process) is simply not there any more.
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("inspect", entry.path(), e)),
+                };
                 if meta.is_file() {
                     out.push((name, meta.len()));
                 }
@@ -365,6 +370,36 @@ impl Storage for LocalStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found as a flaky lock test: a lock released while another process listed the locks
+    /// failed that listing with "inspect locks/…: No such file or directory".
+    #[test]
+    fn objects_removed_while_listed_are_left_out_not_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalStorage::new(dir.path().join("repo"));
+        s.create_layout().expect("layout");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = format!("{:064x}", i % 64);
+                    let _ = s.create(FileKind::Lock, &name, b"lock");
+                    let _ = s.remove(FileKind::Lock, &format!("{:064x}", (i + 32) % 64));
+                    i += 1;
+                }
+            });
+            let mut result = Ok(());
+            for _ in 0..3000 {
+                if let Err(e) = s.list(FileKind::Lock) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            result.expect("a listing beside removals");
+        });
+    }
 
     #[test]
     fn create_is_create_only_and_durable_names_are_listed() {
