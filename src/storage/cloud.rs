@@ -334,6 +334,28 @@ fn unreachable(e: &object_store::Error) -> bool {
     false
 }
 
+/// Whether `object_store` failed a request on the wire after it began sending it (the
+/// connection reset or broken, or the request timing out), which it retries only for requests
+/// it takes for idempotent: the retryable kind of I/O error it amounts to.
+fn cut_off(e: &object_store::Error) -> Option<io::ErrorKind> {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let object_store::Error::Generic { source, .. } = e else {
+        return None;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(c) = cause {
+        if let Some(http) = c.downcast_ref::<HttpError>() {
+            return match http.kind() {
+                HttpErrorKind::Interrupted => Some(io::ErrorKind::ConnectionReset),
+                HttpErrorKind::Timeout => Some(io::ErrorKind::TimedOut),
+                _ => None,
+            };
+        }
+        cause = c.source();
+    }
+    None
+}
+
 /// The HTTP status of an `object_store` request error's message, if it names one.
 fn status_in(message: &str) -> Option<u16> {
     let (_, rest) = message.split_once("status code: ")?;
@@ -452,7 +474,18 @@ impl Storage for CloudStorage {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.err("write", kind, name, e)),
+            // The client does not retry a create-only upload cut off on the wire (a connection
+            // reset or a timeout while the body was going out): it is not idempotent in its
+            // eyes. It is here: `RetryingStorage` tries again, and a first attempt that did
+            // land makes the next one find the object (`Ok(false)`, same name, same bytes).
+            Err(e) => match cut_off(&e) {
+                Some(io_kind) => Err(Error::Storage {
+                    op: "write",
+                    name: format!("{}/{}", self.url.trim_end_matches('/'), kind.path(name)),
+                    cause: io::Error::new(io_kind, io_other(e)),
+                }),
+                None => Err(self.err("write", kind, name, e)),
+            },
         }
     }
 

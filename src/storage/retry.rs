@@ -100,7 +100,7 @@ impl RetryingStorage {
                         .give_up(attempt, started.elapsed(), wait)
                         .is_some()
                     {
-                        return Err(e);
+                        return Err(unreachable(e, started.elapsed()));
                     }
                     tracing::debug!(%what, attempt, error = %e, ?wait, "transient storage fault, retrying");
                     std::thread::sleep(wait);
@@ -110,6 +110,20 @@ impl RetryingStorage {
                 other => return other,
             }
         }
+    }
+}
+
+/// A transient fault that lasted through every retry: the storage could not be reached (the
+/// error and exit code that say so, never damage), after `retried` of trying.
+fn unreachable(e: crate::Error, retried: Duration) -> crate::Error {
+    match e {
+        crate::Error::Storage { op, name, cause } => crate::Error::Unreachable {
+            op,
+            name,
+            cause,
+            budget: Duration::from_secs(retried.as_secs_f64().ceil() as u64),
+        },
+        other => other,
     }
 }
 

@@ -283,7 +283,8 @@ fn a_stuck_s3_request_is_cancelled_and_the_call_returns() {
 }
 
 /// RELIABILITY case 15, lifeboat's own retry layer (around every backend): transient faults
-/// are retried up to the policy's attempts; a 403 or a missing object is tried once.
+/// are retried up to the policy's attempts, then reported as the storage being unreachable; a
+/// 403 or a missing object is tried once.
 #[test]
 fn the_retry_layer_retries_transient_faults_boundedly_and_permanent_ones_never() {
     let dir = Scratch::new();
@@ -300,7 +301,13 @@ fn the_retry_layer_retries_transient_faults_boundedly_and_permanent_ones_never()
             ..Faults::default()
         });
         let s = RetryingStorage::new(throttled.clone(), quick_retries());
-        assert!(s.read(FileKind::Snapshot, "ab").is_err());
+        let err = s
+            .read(FileKind::Snapshot, "ab")
+            .expect_err("throttled every time");
+        assert!(
+            matches!(err, Error::Unreachable { .. }) && !err.is_damage(),
+            "{name}: a fault that outlasts every retry is an outage: {err:?}"
+        );
         assert_eq!(
             throttled.counts().calls,
             5,

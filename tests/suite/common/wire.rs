@@ -32,6 +32,10 @@ pub enum Fault {
     /// Passes the exchange through, but sends only the first half of the answer's body (its
     /// `Content-Length` unchanged), then closes.
     ShortBody,
+    /// Reads the request's head and a little of its body, then closes the connection while
+    /// the client is still sending (the unread rest makes it a reset): an upload cut off on
+    /// the wire. It never reaches the server.
+    CutUpload,
 }
 
 /// Which exchanges a rule breaks, and how many more times.
@@ -257,7 +261,6 @@ fn exchange(client: TcpStream, upstream: &str, state: &Mutex<State>) -> io::Resu
     let Some(head) = Head::read(&mut reader)? else {
         return Ok(());
     };
-    let body = read_body(&head, &mut reader)?;
     let mut parts = head.first.split(' ');
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("").to_string();
@@ -279,6 +282,13 @@ fn exchange(client: TcpStream, upstream: &str, state: &Mutex<State>) -> io::Resu
         (fault, st.strip_if_none_match)
     };
     let mut client = client;
+    if fault == Some(Fault::CutUpload) {
+        let mut some = [0u8; 16 << 10];
+        let _ = reader.read(&mut some)?;
+        drop(reader);
+        return client.shutdown(Shutdown::Both);
+    }
+    let body = read_body(&head, &mut reader)?;
     match fault {
         Some(Fault::Status(code)) => {
             let (reason, error) = match code {
