@@ -75,4 +75,8 @@ export LIFEBOAT_TEST_S3_BUCKET=lifeboat-test
 export LIFEBOAT_TEST_AZURITE_URL="http://127.0.0.1:$az_port"
 export LIFEBOAT_TEST_AZURE_CONTAINER=lifeboat-test
 
+# Four tests at a time on any machine: most of the suite waits (outages waited out, daemons on
+# their schedules, child processes, servers), not computes: on 2 cores, 2 threads kept the CPU
+# busy a third of the time; 4 took the suite from 205 s to 142 s. RUST_TEST_THREADS overrides.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 cargo test --all-targets "$@"
