@@ -208,15 +208,30 @@ impl Repository {
         reference: Option<SystemTime>,
         settings: &LockSettings,
     ) -> Result<Vec<FoundLock>> {
+        Ok(self.scan_locks(except, reference, settings)?.0)
+    }
+
+    /// [`Repository::locks`], and whether a listed lock was gone by the time it was read:
+    /// released, or refreshed under a new name the listing may not have caught.
+    fn scan_locks(
+        &self,
+        except: Option<&str>,
+        reference: Option<SystemTime>,
+        settings: &LockSettings,
+    ) -> Result<(Vec<FoundLock>, Vec<String>)> {
         let (host, _) = this_host();
         let mut out = Vec::new();
+        let mut vanished = Vec::new();
         for (name, _) in self.storage.list(FileKind::Lock)? {
             if !is_lock_name(&name) || Some(name.as_str()) == except {
                 continue;
             }
             let info = match self.read_lock(&name) {
                 Ok(i) => Some(i),
-                Err(Error::NotFound { .. }) => continue, // released meanwhile
+                Err(Error::NotFound { .. }) => {
+                    vanished.push(name);
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(lock = %name, error = %e, "unreadable lock object");
                     None
@@ -224,7 +239,10 @@ impl Repository {
             };
             let modified = match self.storage.modified(FileKind::Lock, &name) {
                 Ok(m) => m,
-                Err(Error::NotFound { .. }) => continue,
+                Err(Error::NotFound { .. }) => {
+                    vanished.push(name);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let age = match (modified, &info) {
@@ -254,7 +272,7 @@ impl Repository {
                 stale,
             });
         }
-        Ok(out)
+        Ok((out, vanished))
     }
 
     /// A shared lock for a reader (restore, check, drill), so that prune does not remove packs
@@ -279,11 +297,10 @@ impl Repository {
         &self,
         operation: &str,
         selector: &str,
-        host: Option<&str>,
-        path: Option<&str>,
+        filter: &super::SnapshotFilter,
     ) -> Result<SnapshotRead> {
         let lock = self.lock_for_reading(operation)?;
-        let (id, snapshot) = self.find_snapshot(selector, host, path)?;
+        let (id, snapshot) = self.find_snapshot(selector, filter)?;
         let index = self.load_index()?;
         Ok(SnapshotRead {
             id,
@@ -334,8 +351,27 @@ impl Repository {
         settings: &LockSettings,
     ) -> Result<Vec<FoundLock>> {
         let reference = self.storage.modified(FileKind::Lock, own).ok().flatten();
+        // A holder refreshes its lock by writing a new object, then removing the old one: a
+        // listing made before the new one was written, read after the old one went, misses
+        // the holder. Whatever vanished while we looked is looked for again (the new object
+        // exists by then); a few times, as a holder refreshes at most every 200 ms.
+        // One that vanishes every time (a holder refreshing faster than we read) counts as a
+        // conflict: waiting is safe, running beside an exclusive lock is not.
+        let (mut found, mut vanished) = self.scan_locks(Some(own), reference, settings)?;
+        for _ in 0..4 {
+            if vanished.is_empty() {
+                break;
+            }
+            (found, vanished) = self.scan_locks(Some(own), reference, settings)?;
+        }
+        found.extend(vanished.into_iter().map(|name| FoundLock {
+            name,
+            info: None,
+            age: None,
+            stale: None,
+        }));
         let mut live = Vec::new();
-        for l in self.locks(Some(own), reference, settings)? {
+        for l in found {
             if let Some(why) = &l.stale {
                 tracing::warn!(lock = %l, reason = %why, "removing a stale lock");
                 self.storage.remove(FileKind::Lock, &l.name)?;
@@ -596,6 +632,50 @@ mod tests {
         let err = repo.lock("backup", false, &settings).expect_err("shared");
         assert!(err.to_string().contains("prune (exclusive)"), "{err}");
         drop(prune);
+    }
+
+    /// Found as the flaky `ls_waits_for_a_running_prune_and_names_it`: a reader whose listing
+    /// of the locks came just before a holder's refresh, and whose read came just after it,
+    /// saw no lock at all, and went ahead beside an exclusive one.
+    #[test]
+    fn a_lock_refreshed_while_others_look_is_never_missed() {
+        /// Reads of lock objects take 150 ms: most span a refresh of a lock refreshed every
+        /// 200 ms.
+        #[derive(Debug)]
+        struct SlowLockReads(Arc<dyn crate::storage::Storage>);
+        impl crate::storage::StorageWrapper for SlowLockReads {
+            fn inner(&self) -> &dyn crate::storage::Storage {
+                &*self.0
+            }
+            fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+                if kind == FileKind::Lock {
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+                self.0.read(kind, name)
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = repo(&dir.path().join("repo"));
+        let holder = LockSettings::with_stale_after(Duration::from_millis(1200));
+        let prune = repo.lock("prune", true, &holder).expect("lock");
+        let slow = SlowLockReads(repo.storage.clone());
+        let repo = Repository::open(Arc::new(slow), || {
+            Ok(crate::repo::Credentials::Password(zeroize::Zeroizing::new(
+                b"pw".to_vec(),
+            )))
+        })
+        .expect("open");
+        let started = Instant::now();
+        let mut tries = 0;
+        while started.elapsed() < Duration::from_secs(3) {
+            tries += 1;
+            if let Ok(l) = repo.lock("restore", false, &LockSettings::default()) {
+                l.release();
+                panic!("try {tries}: a shared lock was granted beside the exclusive one");
+            }
+        }
+        assert_ne!(prune.name(), "", "held throughout");
+        prune.release();
     }
 
     #[test]
