@@ -139,6 +139,22 @@ pub enum Error {
     #[error("{0}")]
     SnapshotSelect(String),
 
+    /// `latest` matched snapshots of more than one lineage (job, host or set of paths): it
+    /// does not guess which one is meant. The newest snapshot of each, newest first, with the
+    /// flags that select it.
+    #[error(
+        "{selector:?} matches the snapshots of {} different jobs, hosts or sets of paths and does not guess which one you mean; name one with --job, --host or --path, or give a snapshot id: {}",
+        candidates.len(),
+        candidates.iter().map(|c| match &c.flags {
+            Some(f) => format!("{c} ({})", f.join(" ")),
+            None => c.to_string(),
+        }).collect::<Vec<_>>().join("; ")
+    )]
+    AmbiguousSnapshot {
+        selector: String,
+        candidates: Vec<crate::repo::select::Candidate>,
+    },
+
     /// A caller-supplied argument is invalid.
     #[error("{0}")]
     Invalid(String),

@@ -39,6 +39,9 @@ fn main() -> ExitCode {
                 Some(lifeboat::Error::Unreachable { .. }) => {
                     return ExitCode::from(cli::EXIT_UNREACHABLE)
                 }
+                Some(lifeboat::Error::AmbiguousSnapshot { .. }) => {
+                    return ExitCode::from(cli::EXIT_AMBIGUOUS)
+                }
                 _ => {}
             }
             ExitCode::from(cli::EXIT_FAILURE)
@@ -60,6 +63,18 @@ fn print_error(err: &anyhow::Error) {
             "lifeboat: error: {}:\n{}",
             lifeboat::display::scrub(&head),
             lifeboat::display::scrub_lines(&errors.to_string())
+        );
+        return;
+    }
+    // An ambiguous `latest`: one candidate and its command a line.
+    if let Some(lifeboat::Error::AmbiguousSnapshot {
+        selector,
+        candidates,
+    }) = err.downcast_ref::<lifeboat::Error>()
+    {
+        eprintln!(
+            "lifeboat: error: {}",
+            lifeboat::display::scrub_lines(&cli::ambiguous_message(selector, candidates))
         );
         return;
     }

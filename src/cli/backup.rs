@@ -34,6 +34,11 @@ pub struct BackupArgs {
     /// Host name to record (default: this machine's).
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
+    /// Record the snapshot as one of this daemon job's (a run by hand, such as before
+    /// maintenance): `--job` of restore, ls and snapshots finds it, and the job's retention
+    /// counts it.
+    #[arg(long, value_name = "JOB")]
+    job: Option<String>,
     /// Packs stored concurrently (default 2; 4-8 help with distant cloud storage). Each
     /// upload in flight holds one pack (16 MiB by default) in memory.
     #[arg(long, value_name = "N", default_value_t = 2)]
@@ -58,10 +63,13 @@ pub fn run(a: BackupArgs) -> Result<ExitCode> {
         excludes,
         one_file_system: a.one_file_system,
         tags: a.tag.clone(),
-        host: a.host.clone().unwrap_or_else(super::hostname),
+        host: a
+            .host
+            .clone()
+            .unwrap_or_else(lifeboat::repo::snapshot::local_host),
         threads: 0,
         uploads: a.upload_concurrency,
-        job: None,
+        job: a.job.clone(),
         ..BackupOptions::default()
     };
     let progress = super::progress();

@@ -29,7 +29,7 @@ pub struct DrillArgs {
     /// argument is then the job's name. Without --repo and --config, the daemon's config
     /// (LIFEBOAT_CONFIG, else /etc/lifeboat/lifeboat.toml) is used when it exists, so
     /// `lifeboat drill JOB` drills a job of this server.
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["host", "path"])]
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["job", "host", "path", "tag"])]
     config: Option<PathBuf>,
     /// Snapshot id, unique id prefix, or "latest" (the default); with --config, the job.
     #[arg(value_name = "SNAPSHOT|JOB")]
@@ -54,12 +54,8 @@ pub struct DrillArgs {
     /// estimate comes out too short.
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
-    /// With "latest": only snapshots of this host.
-    #[arg(long)]
-    host: Option<String>,
-    /// With "latest": only snapshots that include this path.
-    #[arg(long)]
-    path: Option<String>,
+    #[command(flatten)]
+    snapshots: super::SnapshotArgs,
     /// List the sampled files (absolute paths in the snapshot).
     #[arg(long)]
     list: bool,
@@ -115,14 +111,15 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
             };
             let repo = lifeboat::daemon::runner::open_repository(&cfg, r)
                 .with_context(|| format!("repository {:?} of job {job:?}", j.repository))?;
-            let found = latest_of_job(&repo, job)?;
+            let host = lifeboat::daemon::runner::job_host(&j.config);
+            let found = latest_of_job(&repo, job, &host)?;
             downloads = downloads.or(r.downloads());
             (repo, found)
         }
         (None, Some(r)) => {
             let repo = r.open()?;
             let selector = a.which.as_deref().unwrap_or("latest");
-            let found = repo.find_snapshot(selector, a.host.as_deref(), a.path.as_deref())?;
+            let found = repo.find_snapshot(selector, &a.snapshots.filter(&[]))?;
             (repo, found)
         }
         (None, None) => bail!(
@@ -138,6 +135,7 @@ pub fn run(a: DrillArgs) -> Result<ExitCode> {
         downloads: downloads.unwrap_or(0),
         list_files: a.list,
     };
+    super::announce(&id, &snap);
     let progress = super::progress();
     let report = {
         let _reporter = Reporter::start(progress.clone(), a.json, "drill");

@@ -13,16 +13,18 @@ use super::RepoArgs;
 pub struct LsArgs {
     #[command(flatten)]
     repo: RepoArgs,
-    /// Snapshot id, unique id prefix, or "latest".
+    /// Snapshot id, unique id prefix, or "latest" (the newest of the snapshots the filters
+    /// and PATH leave, when they are all of one job, host and set of paths).
     snapshot: String,
-    /// List only this absolute path and what is beneath it.
-    path: Option<String>,
+    /// List only this absolute path and what is beneath it; with "latest", the newest
+    /// snapshot that holds it (unless --path says otherwise).
+    #[arg(value_name = "PATH")]
+    at: Option<String>,
     /// Show type, mode, owner, size and modification time.
     #[arg(long, short)]
     long: bool,
-    /// With "latest": only snapshots of this host.
-    #[arg(long)]
-    host: Option<String>,
+    #[command(flatten)]
+    which: super::SnapshotArgs,
     /// Print one JSON object per entry.
     #[arg(long)]
     json: bool,
@@ -30,16 +32,17 @@ pub struct LsArgs {
 
 pub fn run(a: LsArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
-    let read = repo.read_snapshot("ls", &a.snapshot, a.host.as_deref(), None)?;
-    let (index, snap) = (&read.index, &read.snapshot);
-    let prefix = a
-        .path
-        .as_deref()
-        .map(|p| p.trim_end_matches('/'))
-        .unwrap_or("");
+    let prefix =
+        a.at.as_deref()
+            .map(|p| p.trim_end_matches('/'))
+            .unwrap_or("");
     if !prefix.is_empty() && !prefix.starts_with('/') {
         bail!("{prefix:?}: give an absolute path as it is in the snapshot");
     }
+    let paths: Vec<String> = a.at.iter().cloned().collect();
+    let read = repo.read_snapshot("ls", &a.snapshot, &a.which.filter(&paths))?;
+    super::announce(&read.id, &read.snapshot);
+    let (index, snap) = (&read.index, &read.snapshot);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut found = prefix.is_empty();
     // Streamed as the walk goes (depth first, in name order): nothing but the open

@@ -159,6 +159,123 @@ impl DownloadArgs {
     }
 }
 
+/// Which snapshots a command means, beside its selector: the filters of every command that
+/// takes a snapshot (restore, ls, drill, snapshots). Every filter given must hold.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SnapshotArgs {
+    /// Only snapshots made by this daemon job.
+    #[arg(long, value_name = "JOB")]
+    job: Option<String>,
+    /// Only snapshots of this host.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Only snapshots in which this absolute path is: backed up itself, beneath a backed-up
+    /// path (/etc/ssh in a backup of /etc), or holding one. Repeatable: all of them.
+    #[arg(long, value_name = "PATH")]
+    path: Vec<String>,
+    /// Only snapshots with this tag. Repeatable: all of them.
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+}
+
+impl SnapshotArgs {
+    /// The filter, with `paths` (what the command reads, such as `ls`'s path or `restore
+    /// --include`) as its paths when no --path is given: `latest` then means the newest
+    /// snapshot that has them.
+    pub fn filter(&self, paths: &[String]) -> lifeboat::repo::SnapshotFilter {
+        lifeboat::repo::SnapshotFilter {
+            job: self.job.clone(),
+            host: self.host.clone(),
+            paths: if self.path.is_empty() {
+                paths.to_vec()
+            } else {
+                self.path.clone()
+            },
+            tags: self.tag.clone(),
+        }
+    }
+}
+
+/// Says which snapshot a command chose (on stderr, beside its output): id, time, host, job
+/// and paths, so that an operator sees what `latest` meant.
+pub fn announce(id: &lifeboat::id::SnapshotId, s: &lifeboat::repo::Snapshot) {
+    errln!(
+        "lifeboat: snapshot {} of {}, host {}, {}, paths {}",
+        id.short(),
+        s.time.format("%Y-%m-%d %H:%M:%S UTC"),
+        s.host,
+        match &s.job {
+            Some(j) => format!("job {j}"),
+            None => "no job".to_string(),
+        },
+        s.paths.join(" ")
+    );
+}
+
+/// Exit code when `latest` matches the snapshots of more than one job, host or set of paths:
+/// nothing was done; the candidates are listed, each with the command that selects it.
+pub const EXIT_AMBIGUOUS: u8 = 5;
+
+/// The message of an ambiguous `latest`: each candidate, and the command line that was given
+/// with the flags (or the snapshot id) that select it.
+pub fn ambiguous_message(selector: &str, candidates: &[lifeboat::repo::Candidate]) -> String {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut out = format!(
+        "{selector:?} matches the snapshots of {} different jobs, hosts or sets of paths, and \
+         lifeboat does not guess which one you mean. The newest of each, and the command for \
+         it:",
+        candidates.len()
+    );
+    for c in candidates {
+        let at = args.iter().position(|a| a == selector);
+        let mut cmd: Vec<String> = vec!["lifeboat".into()];
+        match (&c.flags, at) {
+            (Some(flags), Some(i)) => {
+                cmd.extend(args[..i].iter().cloned());
+                cmd.extend(flags.iter().cloned());
+                cmd.extend(args[i..].iter().cloned());
+            }
+            (Some(flags), None) => {
+                cmd.extend(args.iter().cloned());
+                cmd.extend(flags.iter().cloned());
+            }
+            (None, Some(i)) => {
+                cmd.extend(args[..i].iter().cloned());
+                cmd.push(c.id.to_hex());
+                cmd.extend(args[i + 1..].iter().cloned());
+            }
+            (None, None) => {
+                cmd.extend(args.iter().cloned());
+                cmd.push(c.id.to_hex());
+            }
+        }
+        let line = cmd
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        out.push_str(&format!("\n  {c}\n    {line}"));
+    }
+    out
+}
+
+/// `arg` as a POSIX shell reads it back: unchanged when it holds only safe characters, else in
+/// single quotes.
+fn shell_quote(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b));
+    if safe {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
 /// Where the repository is, and what opens it.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArgs {
@@ -370,14 +487,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(c) => daemon::config(c),
         Command::Maintenance(c) => maintenance::run(c),
     }
-}
-
-/// The local host name.
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Shared progress counters.

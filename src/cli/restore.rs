@@ -15,7 +15,8 @@ use super::{RepoArgs, EXIT_FAILURE, EXIT_INCOMPLETE};
 pub struct RestoreArgs {
     #[command(flatten)]
     repo: RepoArgs,
-    /// Snapshot id, unique id prefix, or "latest".
+    /// Snapshot id, unique id prefix, or "latest" (the newest of the snapshots the filters
+    /// leave, when they are all of one job, host and set of paths).
     snapshot: String,
     /// Directory to restore into; the snapshot's absolute paths are recreated beneath it.
     #[arg(
@@ -43,12 +44,8 @@ pub struct RestoreArgs {
     devices: bool,
     #[command(flatten)]
     downloads: super::DownloadArgs,
-    /// With "latest": only snapshots of this host.
-    #[arg(long)]
-    host: Option<String>,
-    /// With "latest": only snapshots that include this path.
-    #[arg(long)]
-    path: Option<String>,
+    #[command(flatten)]
+    which: super::SnapshotArgs,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -56,8 +53,14 @@ pub struct RestoreArgs {
 
 pub fn run(a: RestoreArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
-    let read = repo.read_snapshot("restore", &a.snapshot, a.host.as_deref(), a.path.as_deref())?;
+    let includes: Vec<String> = a
+        .include
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let read = repo.read_snapshot("restore", &a.snapshot, &a.which.filter(&includes))?;
     let id = read.id;
+    super::announce(&id, &read.snapshot);
     let target = match (&a.target, a.verify_only) {
         (Some(t), _) => t.clone(),
         (None, true) => PathBuf::new(),

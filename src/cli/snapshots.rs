@@ -12,12 +12,12 @@ use super::{RepoArgs, EXIT_INCOMPLETE};
 pub struct SnapshotsArgs {
     #[command(flatten)]
     repo: RepoArgs,
-    /// Only snapshots of this host.
+    #[command(flatten)]
+    which: super::SnapshotArgs,
+    /// Only the newest snapshot of each job of each host (and, for snapshots made outside the
+    /// daemon, of each set of paths): what `latest` chooses between.
     #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots that include this path.
-    #[arg(long)]
-    path: Option<String>,
+    latest: bool,
     /// Print a JSON array.
     #[arg(long)]
     json: bool,
@@ -39,12 +39,17 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
     };
-    let snaps: Vec<_> = list
+    let filter = a.which.filter(&[]);
+    filter.validate()?;
+    let mut snaps: Vec<_> = list
         .snapshots
         .into_iter()
-        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.host == h))
-        .filter(|(_, s)| a.path.as_ref().is_none_or(|p| s.paths.contains(p)))
+        .filter(|(_, s)| filter.matches(s))
         .collect();
+    if a.latest {
+        snaps = lifeboat::repo::newest_per_lineage(&snaps);
+        snaps.reverse();
+    }
     if a.json {
         let list: Vec<_> = snaps
             .iter()
@@ -71,22 +76,24 @@ pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
         return Ok(status);
     }
     outln!(
-        "{:<8}  {:<19}  {:<16}  {:<11}  {:>10}  {:<12}  PATHS",
+        "{:<8}  {:<19}  {:<16}  {:<16}  {:<11}  {:>10}  {:<12}  PATHS",
         "ID",
         "TIME",
         "HOST",
+        "JOB",
         "KIND",
         "SIZE",
         "TAGS"
     )?;
     for (id, s) in &snaps {
         outln!(
-            "{:<8}  {:<19}  {:<16}  {:<11}  {:>10}  {:<12}  {}",
+            "{:<8}  {:<19}  {:<16}  {:<16}  {:<11}  {:>10}  {:<12}  {}",
             id.short(),
             s.time
                 .with_timezone(&chrono::Local)
                 .format("%Y-%m-%d %H:%M:%S"),
             s.host,
+            s.job.as_deref().unwrap_or("-"),
             s.kind.to_string(),
             human(s.summary.total_bytes),
             s.tags.join(","),

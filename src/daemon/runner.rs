@@ -207,6 +207,13 @@ pub fn run_job(cfg: &Config, job: &Job, kind: RunKind, progress: Arc<Progress>) 
     outcome
 }
 
+/// The host name a job's snapshots carry: its `host`, else the machine's name.
+pub fn job_host(j: &crate::daemon::config::JobConfig) -> String {
+    j.host
+        .clone()
+        .unwrap_or_else(crate::repo::snapshot::local_host)
+}
+
 fn backup_once(
     cfg: &Config,
     job: &Job,
@@ -223,12 +230,7 @@ fn backup_once(
     for f in &j.exclude_files {
         excludes.extend(Excludes::read_file(f)?);
     }
-    let host = j.host.clone().unwrap_or_else(|| {
-        nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into())
-    });
+    let host = job_host(j);
     let opts = BackupOptions {
         paths: j.sources.get_ref().clone(),
         full: kind == RunKind::Full,

@@ -171,7 +171,8 @@ fn run(cfg: &Config, task: &Task, run_number: u64) -> Result<Ran> {
             let j = cfg
                 .job(job)
                 .ok_or_else(|| Error::Invalid(format!("no job named {job:?}")))?;
-            let (id, snapshot) = crate::ops::drill::latest_of_job(&repo, job)?;
+            let host = crate::daemon::runner::job_host(&j.config);
+            let (id, snapshot) = crate::ops::drill::latest_of_job(&repo, job, &host)?;
             let opts = crate::ops::drill::DrillOptions {
                 sample: match j.drill_share {
                     Some(p) => crate::ops::drill::Sample::Files(p / 100.0),

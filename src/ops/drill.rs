@@ -217,18 +217,20 @@ impl DrillReport {
     }
 }
 
-/// The newest snapshot made by daemon job `job`.
-pub fn latest_of_job(repo: &Repository, job: &str) -> Result<(SnapshotId, Snapshot)> {
-    repo.load_snapshots()?
-        .into_iter()
-        .filter(|(_, s)| s.job.as_deref() == Some(job))
-        .max_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)))
-        .ok_or_else(|| {
-            Error::SnapshotSelect(format!(
-                "the repository at {} has no snapshot of job {job:?} yet",
-                repo.storage().location()
-            ))
-        })
+/// The newest snapshot made by daemon job `job` on `host`.
+pub fn latest_of_job(repo: &Repository, job: &str, host: &str) -> Result<(SnapshotId, Snapshot)> {
+    let filter = crate::repo::SnapshotFilter {
+        job: Some(job.to_string()),
+        host: Some(host.to_string()),
+        ..Default::default()
+    };
+    repo.find_snapshot("latest", &filter).map_err(|e| match e {
+        Error::SnapshotSelect(_) => Error::SnapshotSelect(format!(
+            "the repository at {} has no snapshot of job {job:?} of host {host:?} yet",
+            repo.storage().location()
+        )),
+        other => other,
+    })
 }
 
 /// Runs a restore drill of snapshot `id` (`snapshot` is its loaded object). Callable from any

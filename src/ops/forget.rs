@@ -153,7 +153,7 @@ pub fn forget_ids(
                 "forget takes snapshot ids, not \"latest\"".into(),
             ));
         }
-        let (id, _) = crate::repo::select_snapshot(all.clone(), sel, None, None)?;
+        let (id, _) = crate::repo::select_snapshot(all.clone(), sel, &Default::default())?;
         if seen.insert(id) {
             ids.push(id);
         }

@@ -13,6 +13,7 @@ pub mod open;
 pub mod pack;
 pub mod read;
 pub mod seal;
+pub mod select;
 pub mod snapshot;
 pub mod tree;
 pub mod walk;
@@ -32,6 +33,7 @@ pub use open::{CredentialSource, PasswordEnv, RepoSpec};
 pub use pack::{BlobKind, PackEntry};
 pub use read::PackBytes;
 pub use seal::{Cipher, MasterKey, ObjectType, Sealer};
+pub use select::{newest_per_lineage, select_snapshot, Candidate, Lineage, SnapshotFilter};
 pub use snapshot::{BackupKind, DamagedSnapshot, Snapshot, SnapshotList, SourceError, Summary};
 pub use tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 pub use walk::{Damage, Step, TreeWalk};
@@ -217,10 +219,7 @@ pub struct Repository {
 }
 
 fn this_host() -> (String, String) {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
+    let host = snapshot::local_host();
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()
@@ -814,18 +813,18 @@ impl Repository {
         Ok(list.snapshots)
     }
 
-    /// Selects a snapshot: a full id, a unique id prefix, or `latest` (narrowed by host and
-    /// path), among the readable snapshots; a selector naming a damaged object is refused
-    /// saying so ([`SnapshotList::check_selector`]).
+    /// Selects a snapshot: a full id, a unique id prefix, or `latest` (the newest of the one
+    /// lineage `filter` leaves, see [`select_snapshot`]), among the readable snapshots; a
+    /// selector naming a damaged object is refused saying so
+    /// ([`SnapshotList::check_selector`]).
     pub fn find_snapshot(
         &self,
         selector: &str,
-        host: Option<&str>,
-        path: Option<&str>,
+        filter: &SnapshotFilter,
     ) -> Result<(SnapshotId, Snapshot)> {
         let list = self.list_snapshots()?;
         list.check_selector(selector)?;
-        select_snapshot(list.snapshots, selector, host, path)
+        select_snapshot(list.snapshots, selector, filter)
     }
 
     /// Keeps a copy of a pack of directory listings just written (write-through cache).
@@ -935,46 +934,6 @@ fn decompress_bounded(payload: &[u8], limit: u64, what: &str) -> Result<Option<V
             out.reserve_exact(want - out.len());
         }
         out.extend_from_slice(&buf[..n]);
-    }
-}
-
-/// Picks a snapshot from a list (see [`Repository::find_snapshot`]).
-pub fn select_snapshot(
-    all: Vec<(SnapshotId, Snapshot)>,
-    selector: &str,
-    host: Option<&str>,
-    path: Option<&str>,
-) -> Result<(SnapshotId, Snapshot)> {
-    let filtered = all.into_iter().filter(|(_, s)| {
-        host.is_none_or(|h| s.host == h) && path.is_none_or(|p| s.paths.iter().any(|q| q == p))
-    });
-    if selector == "latest" {
-        return filtered
-            .max_by(|a, b| a.1.time.cmp(&b.1.time))
-            .ok_or_else(|| {
-                Error::SnapshotSelect(
-                    "no snapshot matches (latest): the repository has none for this host and path"
-                        .into(),
-                )
-            });
-    }
-    let sel = selector.to_ascii_lowercase();
-    if sel.is_empty() || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::SnapshotSelect(format!(
-            "{selector:?} is not a snapshot id, id prefix, or \"latest\""
-        )));
-    }
-    let mut matches: Vec<_> = filtered
-        .filter(|(id, _)| id.to_hex().starts_with(&sel))
-        .collect();
-    match matches.len() {
-        0 => Err(Error::SnapshotSelect(format!(
-            "no snapshot matches {selector:?}"
-        ))),
-        1 => Ok(matches.remove(0)),
-        n => Err(Error::SnapshotSelect(format!(
-            "{selector:?} is ambiguous: {n} snapshots start with it; give more characters"
-        ))),
     }
 }
 

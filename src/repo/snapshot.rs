@@ -55,6 +55,16 @@ pub struct Summary {
     pub warnings: Vec<SourceError>,
 }
 
+/// The name of this machine, as snapshots and locks record it ("localhost" when it has none
+/// that can be read).
+pub fn local_host() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
 /// A snapshot object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -1209,7 +1209,7 @@ fn restore_reads_under_a_shared_lock_the_library_takes() {
     let settings = LockSettings::default();
 
     let read = repo
-        .read_snapshot("restore", "latest", None, None)
+        .read_snapshot("restore", "latest", &Default::default())
         .expect("read");
     let locks = repo.locks(None, None, &settings).expect("locks");
     assert!(

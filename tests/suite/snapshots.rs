@@ -159,7 +159,9 @@ fn snapshots_can_be_filtered_by_host_and_path() {
     );
 }
 
-/// `latest` is the newest snapshot, narrowed by `--host` / `--path`.
+/// `latest` is the newest snapshot of one host's job or set of paths, narrowed by `--host` /
+/// `--path`; when the snapshots left belong to more than one, it refuses (exit 5) and restores
+/// nothing, instead of the newest of any (issue 21: the wrong job's data, exit 0).
 #[test]
 fn latest_selects_the_newest_matching_snapshot() {
     let repo = Repo::new();
@@ -182,19 +184,132 @@ fn latest_selects_the_newest_matching_snapshot() {
         fs::read_to_string(restored(target.path(), &file)).expect("restored version.txt")
     };
     assert_eq!(
-        restored_version(args!["--path", &a]),
+        restored_version(args!["--host", "alpha", "--path", &a]),
+        "version 3 on alpha, the newest\n"
+    );
+    assert_eq!(
+        restored_version(args!["--host", "alpha"]),
         "version 3 on alpha, the newest\n"
     );
     assert_eq!(
         restored_version(args!["--host", "beta", "--path", &a]),
         "version 2 on beta\n"
     );
+    // A path inside the snapshot selects it as well as the backed-up path does.
+    assert_eq!(
+        restored_version(args!["--host", "beta", "--path", &file]),
+        "version 2 on beta\n"
+    );
 
-    // Plain `latest` is b's snapshot: it holds other.txt and not version.txt.
+    // Plain `latest` (three lineages), and `--path a` (two hosts) refuse and write nothing.
+    for extra in [args![], args!["--path", &a]] {
+        let target = Scratch::new();
+        let out = repo
+            .restore("latest", target.path(), extra.clone())
+            .expect_code(5);
+        assert!(out.stderr().contains("does not guess"), "{extra:?}\n{out}");
+        assert_eq!(
+            relative_paths(target.path()).len(),
+            0,
+            "{extra:?}: restored\n{out}"
+        );
+    }
+}
+
+/// Recovery day (issue 21): a repository that three jobs of one host back up into. `latest`
+/// alone refuses and prints, for each job, the exact command that restores its newest snapshot;
+/// that command works as printed. `--job` selects, `ls latest PATH` finds the snapshot that
+/// holds PATH, `snapshots` shows the job and filters by it, `snapshots --latest` gives the
+/// newest per job, and every command says which snapshot it chose.
+#[test]
+fn latest_never_guesses_between_jobs_and_prints_the_command_for_each() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let (etc, db, home) = (
+        scratch.join("etc"),
+        scratch.join("db"),
+        scratch.join("home"),
+    );
+    write_file(&etc.join("ssh/sshd_config"), b"PermitRootLogin no\n");
+    write_file(&db.join("dump.sql"), b"-- database\n");
+    write_file(&home.join("alice/notes"), b"notes\n");
+    let mut newest = std::collections::BTreeMap::new();
+    for round in 0..2 {
+        for (job, dir) in [("etc", &etc), ("db", &db), ("home", &home)] {
+            write_file(&dir.join("round"), format!("{job} {round}\n").as_bytes());
+            let id = string(
+                &repo.backup(args!["--host", "web1", "--job", job, dir]),
+                "snapshot_id",
+            );
+            newest.insert(job, id);
+        }
+    }
+
     let target = Scratch::new();
-    repo.restore("latest", target.path(), args![]).success();
-    assert!(restored(target.path(), &b).join("other.txt").is_file());
-    assert!(!restored(target.path(), &file).exists());
+    let out = repo
+        .restore("latest", target.path(), args![])
+        .expect_code(5);
+    assert_eq!(relative_paths(target.path()).len(), 0, "restored\n{out}");
+    let stderr = out.stderr();
+    let commands: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("lifeboat restore"))
+        .collect();
+    assert_eq!(commands.len(), 3, "one command per job\n{out}");
+    for (job, id) in &newest {
+        assert!(
+            out.stderr().contains(&format!("job {job}")) && out.stderr().contains(&id[..8]),
+            "candidate {job} ({id}) not named\n{out}"
+        );
+    }
+    // The printed command for the db job restores the db job's newest snapshot.
+    let db_cmd = commands
+        .iter()
+        .find(|c| c.contains("--job db"))
+        .unwrap_or_else(|| panic!("no command with --job db\n{out}"));
+    let words: Vec<&str> = db_cmd.split_whitespace().skip(1).collect();
+    let again = lifeboat(words.iter().map(std::ffi::OsString::from).collect()).success();
+    assert!(
+        again.stderr().contains(&newest["db"][..8]) && again.stderr().contains("job db"),
+        "the restore says which snapshot it chose\n{again}"
+    );
+    assert_eq!(
+        fs::read_to_string(restored(target.path(), &db).join("round")).expect("restored"),
+        "db 1\n"
+    );
+    assert!(!restored(target.path(), &etc).exists());
+
+    // `ls latest PATH`: the snapshot that holds PATH, without --job.
+    let sshd = etc.join("ssh/sshd_config");
+    let out = repo.ls("latest", args![&etc.join("ssh")]).success();
+    assert!(out.stdout().contains(&*sshd.to_string_lossy()), "{out}");
+    assert!(out.stderr().contains("job etc"), "{out}");
+    // `restore latest --include PATH` too.
+    let target = Scratch::new();
+    repo.restore("latest", target.path(), args!["--include", &sshd])
+        .success();
+    assert!(restored(target.path(), &sshd).is_file());
+
+    // The listing: a JOB column, --job, --latest (one per job), --tag.
+    let text = repo.run("snapshots", args![]).success();
+    assert!(
+        text.stdout().lines().next().unwrap_or("").contains("JOB"),
+        "{text}"
+    );
+    let only_db = repo.snapshots(args!["--job", "db"]);
+    assert_eq!(only_db.len(), 2);
+    assert!(only_db.iter().all(|s| s["job"] == "db"));
+    let latest = repo.snapshots(args!["--latest"]);
+    let mut got: Vec<String> = latest.iter().map(|s| string(s, "id")).collect();
+    let mut want: Vec<String> = newest.values().cloned().collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "snapshots --latest: the newest of each job");
+    assert!(repo.snapshots(args!["--tag", "no-such-tag"]).is_empty());
+    // A relative --path can be in no snapshot: refused, saying why.
+    let out = repo.run("snapshots", args!["--path", "etc"]).expect_code(1);
+    assert!(out.stderr().contains("absolute"), "{out}");
 }
 
 /// A full id and any unique prefix of it select that snapshot.
@@ -347,8 +462,9 @@ fn output_into_a_closed_pipe_stops_quietly() {
             "{command:?} into a closed pipe: {:?}, stderr: {stderr}",
             out.status
         );
+        // Only the line saying which snapshot `ls` chose, printed before the listing.
         assert!(
-            stderr.is_empty(),
+            stderr.lines().all(|l| l.starts_with("lifeboat: snapshot ")),
             "{command:?} into a closed pipe printed: {stderr}"
         );
     }

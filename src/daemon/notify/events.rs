@@ -159,12 +159,5 @@ impl Event {
 /// The name of this machine (cached; "localhost" if it cannot be read).
 pub fn local_hostname() -> String {
     static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        nix::unistd::gethostname()
-            .ok()
-            .map(|name| name.to_string_lossy().into_owned())
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "localhost".to_string())
-    })
-    .clone()
+    NAME.get_or_init(crate::repo::snapshot::local_host).clone()
 }

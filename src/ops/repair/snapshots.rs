@@ -168,7 +168,7 @@ fn select(
     } else {
         let mut seen = HashSet::new();
         for sel in &opts.snapshots {
-            let (id, s) = crate::repo::select_snapshot(all.to_vec(), sel, None, None)?;
+            let (id, s) = crate::repo::select_snapshot(all.to_vec(), sel, &Default::default())?;
             if seen.insert(id) {
                 chosen.push((id, s));
             }
