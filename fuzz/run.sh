@@ -3,7 +3,7 @@
 # committed corpus. Any crash, panic, timeout, or allocation past the limits fails the run; the
 # input that caused it is saved under fuzz/artifacts/TARGET/ and its path printed.
 #
-#   fuzz/run.sh [--seconds N] [--ci] [--asan] [--keep DIR] [TARGET...]
+#   fuzz/run.sh [--seconds N] [--ci] [--asan] [--keep DIR] [--build-only] [TARGET...]
 #
 #   --seconds N   time per target (default 10); CI runs a few seconds, a real session 600+
 #   --ci          build unoptimized (zstd aside) into fuzz/target/ci: the build is most of a
@@ -12,6 +12,7 @@
 #                 code beneath, such as zstd)
 #   --keep DIR    keep the inputs that found new coverage in DIR/TARGET (default: a temporary
 #                 directory; the committed corpus is only read)
+#   --build-only  build the targets and stop (.ci/run builds them beside the tests)
 #
 # Toolchain: cargo-fuzz needs nightly-only flags; the stable toolchain accepts them with
 # RUSTC_BOOTSTRAP=1, set here. cargo-fuzz is installed from crates.io when missing.
@@ -20,16 +21,20 @@ cd "$(dirname "$0")/.."
 
 seconds=10
 keep=""
+build_only=""
+target_dir=fuzz/target
 build=(--sanitizer none --debug-assertions)
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
+    --build-only) build_only=1; shift ;;
     --asan) build[1]=address; shift ;;
     --ci)
       export CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_DEBUG=false
-      build+=(--target-dir fuzz/target/ci); shift ;;
+      target_dir=fuzz/target/ci
+      build+=(--target-dir "$target_dir"); shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "fuzz/run.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
@@ -54,6 +59,9 @@ limits=(-rss_limit_mb=1536 -malloc_limit_mb=512 -timeout=60)
 started=$(date +%s)
 cargo fuzz build "${build[@]}"
 echo "fuzz/run.sh: built ${#targets[@]} targets in $(($(date +%s) - started)) s"
+[ -z "$build_only" ] || exit 0
+# The targets run as built (`cargo fuzz run` would check the whole build again for each).
+bin_dir="$target_dir/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 work=${keep:-$(mktemp -d)}
 [ -n "$keep" ] || trap 'rm -rf "$work"' EXIT
@@ -63,7 +71,7 @@ for t in "${targets[@]}"; do
   log="$work/$t.log"
   echo "fuzz/run.sh: $t for ${seconds}s"
   # New inputs go to the first directory; the committed corpus is only read.
-  if cargo fuzz run "${build[@]}" "$t" "$work/$t" "fuzz/corpus/$t" -- \
+  if "$bin_dir/$t" "$work/$t" "fuzz/corpus/$t" -artifact_prefix="fuzz/artifacts/$t/" \
       "${limits[@]}" -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1 || true)
