@@ -284,7 +284,13 @@ impl Repository {
             }
             None => None,
         };
-        if !storage.create(FileKind::Config, "config", &config.to_bytes())? {
+        let bytes = config.to_bytes();
+        // `false` is someone else's config, or ours: an upload retried after its first
+        // attempt landed unacknowledged finds the very bytes it sent (the config carries a
+        // random id, so no other init writes them).
+        if !storage.create(FileKind::Config, "config", &bytes)?
+            && storage.read(FileKind::Config, "config").ok().as_deref() != Some(&bytes[..])
+        {
             return Err(Error::RepositoryExists {
                 location: storage.location(),
                 reason: "a repository already exists there".into(),

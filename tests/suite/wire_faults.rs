@@ -23,7 +23,8 @@ fn through(proxy: &WireProxy, url: &str, args: Vec<std::ffi::OsString>) -> Out {
     run_cmd(cmd)
 }
 
-/// RELIABILITY case 15: transient faults on the wire while backing up (503 Slow Down on pack
+/// RELIABILITY case 15: transient faults on the wire while creating the repository (the
+/// config's answer lost) and backing up (503 Slow Down on pack
 /// uploads, a connection closed before a pack upload reached the server, a pack upload cut off
 /// while its body was going out, an index upload whose answer is lost after the server stored
 /// it) and while restoring (pack reads cut short of
@@ -34,6 +35,9 @@ fn through(proxy: &WireProxy, url: &str, args: Vec<std::ffi::OsString>) -> Out {
 fn transient_faults_on_the_wire_are_retried_and_the_restore_verifies() {
     let proxy = WireProxy::start(&s3_endpoint());
     let url = s3_url("wire");
+    // The config's answer lost: the retried create finds the config it wrote, which is no
+    // other repository (init said "a repository already exists there").
+    proxy.inject(Rule::new("PUT", "/config", Fault::LostAnswer));
     through(&proxy, &url, args!["init", "--pack-size-mib", "1"]).success();
     let scratch = Scratch::new();
     let src = scratch.join("src");
@@ -49,7 +53,7 @@ fn transient_faults_on_the_wire_are_retried_and_the_restore_verifies() {
     let applied = proxy.applied();
     assert_eq!(
         applied.len(),
-        5,
+        6,
         "every upload fault applied: {applied:?}\n{out}"
     );
 
@@ -66,7 +70,7 @@ fn transient_faults_on_the_wire_are_retried_and_the_restore_verifies() {
     let applied = proxy.applied();
     assert_eq!(
         applied.len(),
-        9,
+        10,
         "every read fault applied: {applied:?}\n{out}"
     );
     assert!(
