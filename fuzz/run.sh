@@ -3,7 +3,7 @@
 # committed corpus. Any crash, panic, timeout, or allocation past the limits fails the run; the
 # input that caused it is saved under fuzz/artifacts/TARGET/ and its path printed.
 #
-#   fuzz/run.sh [--seconds N] [--ci] [--asan] [--keep DIR] [--build-only] [TARGET...]
+#   fuzz/run.sh [--seconds N] [--ci] [--asan] [--keep DIR] [TARGET...]
 #
 #   --seconds N   time per target (default 10); CI runs a few seconds, a real session 600+
 #   --ci          build unoptimized (zstd aside) into fuzz/target/ci: the build is most of a
@@ -12,7 +12,6 @@
 #                 code beneath, such as zstd)
 #   --keep DIR    keep the inputs that found new coverage in DIR/TARGET (default: a temporary
 #                 directory; the committed corpus is only read)
-#   --build-only  build the targets and stop (.ci/run builds them beside the tests)
 #
 # Toolchain: cargo-fuzz needs nightly-only flags; the stable toolchain accepts them with
 # RUSTC_BOOTSTRAP=1, set here. cargo-fuzz is installed from crates.io when missing.
@@ -21,7 +20,6 @@ cd "$(dirname "$0")/.."
 
 seconds=10
 keep=""
-build_only=""
 target_dir=fuzz/target
 build=(--sanitizer none --debug-assertions)
 targets=()
@@ -29,7 +27,6 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
-    --build-only) build_only=1; shift ;;
     --asan) build[1]=address; shift ;;
     --ci)
       export CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_DEBUG=false
@@ -59,7 +56,6 @@ limits=(-rss_limit_mb=1536 -malloc_limit_mb=512 -timeout=60)
 started=$(date +%s)
 cargo fuzz build "${build[@]}"
 echo "fuzz/run.sh: built ${#targets[@]} targets in $(($(date +%s) - started)) s"
-[ -z "$build_only" ] || exit 0
 # The targets run as built (`cargo fuzz run` would check the whole build again for each).
 bin_dir="$target_dir/$(rustc -vV | sed -n 's/^host: //p')/release"
 
