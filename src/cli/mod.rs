@@ -43,6 +43,7 @@ mod backup;
 mod check;
 mod daemon;
 mod drill;
+mod dump;
 mod forget;
 mod init;
 mod key;
@@ -380,6 +381,9 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Restore a snapshot, verifying every chunk before anything is written.
     Restore(restore::RestoreArgs),
+    /// Write one file of a snapshot to standard output, each chunk verified before it is
+    /// written (`lifeboat dump --job db latest /var/backups/db.sql | psql`).
+    Dump(dump::DumpArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(check::CheckArgs),
     /// Remove snapshots by a retention policy (--keep-daily 7 ...) or by id.
@@ -472,6 +476,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshots(a) => snapshots::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Dump(a) => dump::run(a),
         Command::Check(a) => check::run(a),
         Command::Forget(a) => forget::run(a),
         Command::Prune(a) => prune::run(a),

@@ -17,6 +17,7 @@ mod crash;
 mod daemon;
 mod disk_full;
 mod drill;
+mod dump;
 mod encryption;
 mod fixtures;
 mod fuzz_corpus;
