@@ -113,7 +113,8 @@ pub struct RepositoryConfig {
     #[serde(default)]
     pub recovery_kit: Option<PathBuf>,
     /// Storage settings (`endpoint`, `region`, ...), as `--option` on the command line.
-    #[serde(default)]
+    /// Booleans and numbers are taken as TOML writes them (`allow_http = true`).
+    #[serde(default, deserialize_with = "option_values")]
     pub options: BTreeMap<String, String>,
     #[serde(default)]
     pub limit_upload_kib: Option<u64>,
@@ -797,6 +798,32 @@ impl Config {
     }
 }
 
+/// Storage options as strings: TOML strings as they are, booleans and numbers in their
+/// usual text form (`true`, `3`); a list, table or date is refused naming the option.
+fn option_values<'de, D>(d: D) -> std::result::Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw = BTreeMap::<String, toml::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => {
+                    return Err(serde::de::Error::custom(format!(
+                        "storage option {k}: give a string, a boolean or a number, not a {}",
+                        other.type_str()
+                    )))
+                }
+            };
+            Ok((k, text))
+        })
+        .collect()
+}
+
 impl RepositoryConfig {
     /// What opens this repository: its settings, `cache_dir` for its metadata cache, and the
     /// daemon's environment (`env`, `lock`, read at the daemon's start-up). The password comes
@@ -895,6 +922,35 @@ timezone = "Mars/Olympus"
 
     /// RELIABILITY case 28: the retry budget is a repository option; a value that is no
     /// duration is a config error naming it.
+    /// Issue 21: `allow_http = true` (a TOML boolean) and numbers are storage options as
+    /// their quoted forms are; a list or table is refused, naming the option.
+    #[test]
+    fn storage_options_take_booleans_and_numbers() {
+        let with = |v: &str| {
+            format!(
+                "[repositories.cloud]\nurl = \"s3://b/p\"\npassword_file = \"/p\"\n\
+                 options = {{ {v} }}\n"
+            )
+        };
+        let cfg = Config::parse(
+            Path::new("l.toml"),
+            &with("allow_http = true, region = \"x\", max_retries = 3, virtual_hosted_style_request = false"),
+        )
+        .expect("booleans and numbers");
+        let o = &cfg.repositories["cloud"].options;
+        assert_eq!(o["allow_http"], "true");
+        assert_eq!(o["virtual_hosted_style_request"], "false");
+        assert_eq!(o["max_retries"], "3");
+        assert_eq!(o["region"], "x");
+        let errs = Config::parse(Path::new("l.toml"), &with("region = [\"a\"]"))
+            .expect_err("a list")
+            .0;
+        assert!(
+            errs.iter().any(|e| e.message.contains("region")),
+            "{errs:?}"
+        );
+    }
+
     #[test]
     fn retry_timeout_option_must_be_a_duration() {
         let with = |v: &str| {
