@@ -305,11 +305,7 @@ impl CloudStorage {
 /// error document in a 200 answer), after its retries. Not: 4xx answers, undecodable answers.
 fn unreachable(e: &object_store::Error) -> bool {
     use object_store::client::{HttpError, HttpErrorKind};
-    let object_store::Error::Generic { source, .. } = e else {
-        return false;
-    };
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-    while let Some(c) = cause {
+    for c in causes(e) {
         if let Some(http) = c.downcast_ref::<HttpError>() {
             return matches!(
                 http.kind(),
@@ -329,9 +325,18 @@ fn unreachable(e: &object_store::Error) -> bool {
         if let Some(status) = status_in(&text) {
             return status >= 500 || status == 429 || status == 408;
         }
-        cause = c.source();
     }
     false
+}
+
+/// The causes of an `object_store` request error, outermost first (none but for `Generic`,
+/// the variant of failed requests).
+fn causes(e: &object_store::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    let first: Option<&(dyn std::error::Error + 'static)> = match e {
+        object_store::Error::Generic { source, .. } => Some(source.as_ref()),
+        _ => None,
+    };
+    std::iter::successors(first, |c| c.source())
 }
 
 /// Whether `object_store` failed a request on the wire after it began sending it (the
@@ -339,21 +344,12 @@ fn unreachable(e: &object_store::Error) -> bool {
 /// it takes for idempotent: the retryable kind of I/O error it amounts to.
 fn cut_off(e: &object_store::Error) -> Option<io::ErrorKind> {
     use object_store::client::{HttpError, HttpErrorKind};
-    let object_store::Error::Generic { source, .. } = e else {
-        return None;
-    };
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-    while let Some(c) = cause {
-        if let Some(http) = c.downcast_ref::<HttpError>() {
-            return match http.kind() {
-                HttpErrorKind::Interrupted => Some(io::ErrorKind::ConnectionReset),
-                HttpErrorKind::Timeout => Some(io::ErrorKind::TimedOut),
-                _ => None,
-            };
-        }
-        cause = c.source();
+    let http = causes(e).find_map(|c| c.downcast_ref::<HttpError>())?;
+    match http.kind() {
+        HttpErrorKind::Interrupted => Some(io::ErrorKind::ConnectionReset),
+        HttpErrorKind::Timeout => Some(io::ErrorKind::TimedOut),
+        _ => None,
     }
-    None
 }
 
 /// The HTTP status of an `object_store` request error's message, if it names one.
