@@ -309,7 +309,19 @@ fn key_and_config_seeds(seeds: &mut Seeds) -> Res<()> {
     seeds.add(
         "kit",
         "kit.txt",
-        kit::render(&master, "s3://bucket/lifeboat", FUZZ_REPO_ID),
+        kit::render(
+            &master,
+            &kit::KitInfo {
+                location: "s3://bucket/lifeboat",
+                repo_id: FUZZ_REPO_ID,
+                storage: &lifeboat::storage::cloud::kit_settings(
+                    "s3://bucket/lifeboat",
+                    &[("endpoint".into(), "https://s3.example.net".into())],
+                )?,
+                newest: &[],
+                local_host: "fuzzhost",
+            },
+        ),
     );
     seeds.add("kit", "key-line.txt", kit::encode_key(&master));
     Ok(())

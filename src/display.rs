@@ -130,6 +130,21 @@ pub fn push_scrubbed(out: &mut String, s: &str) {
     let _ = out.write_str(&scrub(s));
 }
 
+/// `arg` as a POSIX shell reads it back: unchanged when it holds only safe characters, else in
+/// single quotes (a command printed for an operator to paste: the ambiguous-`latest` message,
+/// the recovery kit).
+pub fn shell_quote(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b));
+    if safe {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

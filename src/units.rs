@@ -66,6 +66,15 @@ pub fn human_duration(secs: f64) -> String {
     }
 }
 
+/// Bytes per second of `bytes` in `secs` (0 for no time).
+pub fn per_sec(bytes: u64, secs: f64) -> u64 {
+    if secs > 0.0 {
+        (bytes as f64 / secs) as u64
+    } else {
+        0
+    }
+}
+
 /// Makes a path absolute and removes `.` and `..` components lexically.
 pub fn normalize_path(p: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(p).map_err(|e| Error::io("resolve path", p, e))?;

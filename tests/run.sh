@@ -80,3 +80,9 @@ export LIFEBOAT_TEST_AZURE_CONTAINER=lifeboat-test
 # busy a third of the time; 4 took the suite from 205 s to 142 s. RUST_TEST_THREADS overrides.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 cargo test --all-targets "$@"
+
+# The recovery day end to end through the built binary, as an operator on a fresh machine
+# lives it (tests/recovery-day.sh). A run narrowed to some tests leaves it out.
+if [ $# -eq 0 ]; then
+  bash tests/recovery-day.sh "${CARGO_TARGET_DIR:-target}/debug/lifeboat"
+fi

@@ -41,10 +41,12 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         threads: a.downloads.get().unwrap_or(0),
     };
     let progress = super::progress();
+    let started = std::time::Instant::now();
     let report = {
         let _reporter = Reporter::start(progress.clone(), a.json, "check");
         check(&repo, &opts, progress)?
     };
+    let secs = started.elapsed().as_secs_f64();
     if a.json {
         jsonln!(&report)?;
     } else {
@@ -59,17 +61,19 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         }
         let data = if opts.read_data {
             format!(
-                ", {} of pack data read and verified",
-                human(report.bytes_read)
+                ", {} of pack data read and verified ({}/s)",
+                human(report.bytes_read),
+                human(lifeboat::units::per_sec(report.bytes_read, secs))
             )
         } else {
             String::new()
         };
         outln!(
-            "checked {} snapshots, {} packs, {} chunks{data}",
+            "checked {} snapshots, {} packs, {} chunks{data} in {}",
             report.snapshots,
             report.packs,
-            report.blobs
+            report.blobs,
+            lifeboat::units::human_duration(secs)
         )?;
     }
     if report.is_ok() {

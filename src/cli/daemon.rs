@@ -180,12 +180,20 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
         any_bad |= result == "failed" || j["stale"].as_bool() == Some(true);
         outln!("job {}:", j["name"].as_str().unwrap_or("?"))?;
         if let Some(r) = j["running"].as_object() {
+            let how_far = match (r["percent"].as_f64(), r["eta_secs"].as_f64()) {
+                (Some(p), Some(eta)) => format!(
+                    ", {p:.0}% done, about {} left",
+                    lifeboat::units::human_duration(eta)
+                ),
+                (Some(p), None) => format!(", {p:.0}% done"),
+                _ => String::new(),
+            };
             outln!(
-                "  running: {} backup since {}, {} files, {} bytes read",
+                "  running: {} backup since {}, {} files, {} read{how_far}",
                 r["kind"].as_str().unwrap_or("?"),
                 r["started"].as_str().unwrap_or("?"),
                 r["files"],
-                r["bytes_read"]
+                lifeboat::units::human_bytes(r["bytes_read"].as_u64().unwrap_or(0))
             )?;
         }
         outln!(

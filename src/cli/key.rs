@@ -54,6 +54,8 @@ pub struct RemoveArgs {
 }
 
 #[derive(Debug, Args)]
+// --repo is not required with --config (an empty value stands for "not given", as for drill).
+#[command(mut_arg("repo", |a| a.required(false).default_value("").hide_default_value(true)))]
 pub struct ExportArgs {
     #[command(flatten)]
     repo: RepoArgs,
@@ -61,6 +63,17 @@ pub struct ExportArgs {
     /// standard output.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// The kit of a repository of the daemon's config, opened with its settings (url,
+    /// options, password) instead of --repo and its flags; name it with --repository or
+    /// --job.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// With --config: the repository (its name in the config).
+    #[arg(long, value_name = "NAME", requires = "config", conflicts_with = "job")]
+    repository: Option<String>,
+    /// With --config: the repository of this job.
+    #[arg(long, value_name = "JOB", requires = "config")]
+    job: Option<String>,
 }
 
 pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
@@ -138,11 +151,33 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
             outln!("removed key {}", &id[..8])?;
         }
         KeyCommand::Export(a) => {
-            let repo = a.repo.open()?;
+            let (repo, location, options) = export_repository(&a)?;
+            // A local repository given as a relative path is written down absolute: the kit is
+            // read on another day, from another directory.
+            let location = if location.contains("://") || location.starts_with('/') {
+                location
+            } else {
+                std::path::absolute(&location)?
+                    .to_string_lossy()
+                    .into_owned()
+            };
             let Some(master) = repo.master_key() else {
                 bail!("the repository is not encrypted: there is no key to export");
             };
-            let kit = lifeboat::repo::kit::render(master, &a.repo.repo, &repo.config().id);
+            let storage = lifeboat::storage::cloud::kit_settings(&location, &options)?;
+            let all = repo.load_snapshots()?;
+            let newest = lifeboat::repo::select::newest_per_lineage(&all);
+            let host = lifeboat::repo::snapshot::local_host();
+            let kit = lifeboat::repo::kit::render(
+                master,
+                &lifeboat::repo::kit::KitInfo {
+                    location: &location,
+                    repo_id: &repo.config().id,
+                    storage: &storage,
+                    newest: &newest,
+                    local_host: &host,
+                },
+            );
             match &a.output {
                 Some(path) => {
                     let mut f = std::fs::OpenOptions::new()
@@ -166,6 +201,63 @@ pub fn run(cmd: KeyCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Storage options as `--option` gives them, KEY=VALUE.
+type StorageOptions = Vec<(String, String)>;
+
+/// The repository `key export` writes the kit of, its location and its storage options: from
+/// --repo and its flags, or from a repository of the daemon's config (--config with
+/// --repository or --job).
+fn export_repository(a: &ExportArgs) -> Result<(lifeboat::Repository, String, StorageOptions)> {
+    let Some(file) = &a.config else {
+        if a.repo.repo.is_empty() {
+            bail!(
+                "give the repository (--repo or LIFEBOAT_REPOSITORY), or a daemon config and one \
+                 of its repositories (--config FILE --repository NAME, or --job JOB)"
+            );
+        }
+        return Ok((a.repo.open()?, a.repo.repo.clone(), a.repo.options.clone()));
+    };
+    let cfg = lifeboat::daemon::config::Config::load(file)
+        .map_err(|e| anyhow::Error::new(e).context("invalid config"))?;
+    let name = match (&a.repository, &a.job) {
+        (Some(r), _) => r.clone(),
+        (None, Some(job)) => match cfg.job(job) {
+            Some(j) => j.repository.clone(),
+            None => bail!("no job named {job:?} in {}", file.display()),
+        },
+        (None, None) => {
+            let names: Vec<&String> = cfg.repositories.keys().collect();
+            match names.as_slice() {
+                [only] => (*only).clone(),
+                _ => bail!(
+                    "{} defines {} repositories: name one with --repository NAME (or --job JOB): {}",
+                    file.display(),
+                    names.len(),
+                    names
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    };
+    let Some(r) = cfg.repositories.get(&name) else {
+        bail!("{} defines no repository named {name:?}", file.display());
+    };
+    if !a.repo.repo.is_empty() {
+        errln!("lifeboat: note: the kit of repository {name:?} of the config; --repo is not used");
+    }
+    let repo = lifeboat::daemon::runner::open_repository(&cfg, r)
+        .with_context(|| format!("repository {name:?} of {}", file.display()))?;
+    let options = r
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok((repo, r.url.clone(), options))
 }
 
 /// Warns when standard output is a regular file that users other than the owner can read: the

@@ -94,75 +94,94 @@ pub fn run(a: LsArgs) -> Result<ExitCode> {
 }
 
 /// Prints one entry. For people, names are escaped ([`lifeboat::display`]: `\n`, `\x1b`,
-/// `\xff` for a byte that is not UTF-8, `\\`). In JSON, `path` and `link_target` are text
-/// (a byte that is not UTF-8 becomes U+FFFD); where that loses something, `path_bytes` and
-/// `link_target_bytes` give the exact bytes.
+/// `\xff` for a byte that is not UTF-8, `\\`). In JSON, see [`node_json`].
 fn print_node(out: &mut impl Write, path: &[u8], n: &Node, long: bool, json: bool) -> Result<()> {
-    let shown = lifeboat::display::bytes(path);
     if json {
-        let mut v = serde_json::json!({
-            "path": String::from_utf8_lossy(path),
-            "type": format!("{:?}", n.kind).to_lowercase(),
-            "size": n.size,
-            "mode": format!("{:o}", n.mode),
-            "uid": n.uid,
-            "gid": n.gid,
-            "user": n.user,
-            "group": n.group,
-            "mtime": chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
-            "link_target": n.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
-        });
-        if let Some(o) = v.as_object_mut() {
-            if std::str::from_utf8(path).is_err() {
-                o.insert("path_bytes".into(), path.into());
-            }
-            if let Some(t) = n
-                .link_target
-                .as_ref()
-                .filter(|t| std::str::from_utf8(t).is_err())
-            {
-                o.insert("link_target_bytes".into(), t.as_slice().into());
-            }
-        }
         // serde_json escapes C0 controls; scrub writes C1 and bidi controls as \uHHHH too,
         // which is the same JSON.
-        writeln!(out, "{}", lifeboat::display::scrub(&v.to_string()))
-            .map_err(super::stdout_error)?;
-    } else if long {
-        let mtime = chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
-            .map(|t| {
-                t.with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S")
-                    .to_string()
-            })
-            .unwrap_or_default();
-        // User and group names come from the backed-up machine (or a crafted snapshot).
-        let owner = n
-            .user
-            .as_deref()
-            .map(lifeboat::display::escape)
-            .unwrap_or_else(|| n.uid.to_string());
-        let group = n
-            .group
-            .as_deref()
-            .map(lifeboat::display::escape)
-            .unwrap_or_else(|| n.gid.to_string());
-        let link = n
-            .link_target
-            .as_ref()
-            .map(|t| format!(" -> {}", lifeboat::display::bytes(t)))
-            .unwrap_or_default();
         writeln!(
             out,
-            "{}{:04o} {owner:>8} {group:>8} {:>12} {mtime} {shown}{link}",
-            n.kind.letter(),
-            n.mode,
-            n.size
+            "{}",
+            lifeboat::display::scrub(&node_json(path, n).to_string())
         )
         .map_err(super::stdout_error)?;
+    } else if long {
+        writeln!(out, "{}", long_line(path, n)).map_err(super::stdout_error)?;
     } else {
-        writeln!(out, "{shown}").map_err(super::stdout_error)?;
+        writeln!(out, "{}", lifeboat::display::bytes(path)).map_err(super::stdout_error)?;
     }
     Ok(())
+}
+
+/// An entry at `path` as a JSON object (`ls --json`, and the entries `find --json` and `diff
+/// --json` give): `path` and `link_target` are text (a byte that is not UTF-8 becomes
+/// U+FFFD); where that loses something, `path_bytes` and `link_target_bytes` give the exact
+/// bytes.
+pub(super) fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "path": String::from_utf8_lossy(path),
+        "type": format!("{:?}", n.kind).to_lowercase(),
+        "size": n.size,
+        "mode": format!("{:o}", n.mode),
+        "uid": n.uid,
+        "gid": n.gid,
+        "user": n.user,
+        "group": n.group,
+        "mtime": chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+        "link_target": n.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+    });
+    if let Some(o) = v.as_object_mut() {
+        if std::str::from_utf8(path).is_err() {
+            o.insert("path_bytes".into(), path.into());
+        }
+        if let Some(t) = n
+            .link_target
+            .as_ref()
+            .filter(|t| std::str::from_utf8(t).is_err())
+        {
+            o.insert("link_target_bytes".into(), t.as_slice().into());
+        }
+    }
+    v
+}
+
+/// An entry's modification time as `ls --long` shows it (local time, to the second).
+pub(super) fn local_time(t: lifeboat::repo::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.sec, t.nsec)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// An entry at `path` as `ls --long` shows it: type, mode, owner, group, size, modification
+/// time, path (and a symlink's target), names escaped.
+pub(super) fn long_line(path: &[u8], n: &Node) -> String {
+    // User and group names come from the backed-up machine (or a crafted snapshot).
+    let owner = n
+        .user
+        .as_deref()
+        .map(lifeboat::display::escape)
+        .unwrap_or_else(|| n.uid.to_string());
+    let group = n
+        .group
+        .as_deref()
+        .map(lifeboat::display::escape)
+        .unwrap_or_else(|| n.gid.to_string());
+    let link = n
+        .link_target
+        .as_ref()
+        .map(|t| format!(" -> {}", lifeboat::display::bytes(t)))
+        .unwrap_or_default();
+    format!(
+        "{}{:04o} {owner:>8} {group:>8} {:>12} {} {}{link}",
+        n.kind.letter(),
+        n.mode,
+        n.size,
+        local_time(n.mtime),
+        lifeboat::display::bytes(path)
+    )
 }

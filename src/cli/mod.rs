@@ -42,16 +42,20 @@ macro_rules! errln {
 mod backup;
 mod check;
 mod daemon;
+mod diff;
 mod drill;
 mod dump;
+mod find;
 mod forget;
 mod init;
 mod key;
 mod ls;
 mod maintenance;
+mod mount;
 mod output;
 mod password;
 mod prune;
+mod recover;
 mod repair;
 mod restore;
 mod snapshots;
@@ -201,15 +205,8 @@ impl SnapshotArgs {
 /// and paths, so that an operator sees what `latest` meant.
 pub fn announce(id: &lifeboat::id::SnapshotId, s: &lifeboat::repo::Snapshot) {
     errln!(
-        "lifeboat: snapshot {} of {}, host {}, {}, paths {}",
-        id.short(),
-        s.time.format("%Y-%m-%d %H:%M:%S UTC"),
-        s.host,
-        match &s.job {
-            Some(j) => format!("job {j}"),
-            None => "no job".to_string(),
-        },
-        s.paths.join(" ")
+        "lifeboat: snapshot {}",
+        lifeboat::repo::select::describe(id, s)
     );
 }
 
@@ -255,26 +252,12 @@ pub fn ambiguous_message(selector: &str, candidates: &[lifeboat::repo::Candidate
         }
         let line = cmd
             .iter()
-            .map(|a| shell_quote(a))
+            .map(|a| lifeboat::display::shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ");
         out.push_str(&format!("\n  {c}\n    {line}"));
     }
     out
-}
-
-/// `arg` as a POSIX shell reads it back: unchanged when it holds only safe characters, else in
-/// single quotes.
-fn shell_quote(arg: &str) -> String {
-    let safe = !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b));
-    if safe {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', "'\\''"))
-    }
 }
 
 /// Where the repository is, and what opens it.
@@ -381,9 +364,22 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Restore a snapshot, verifying every chunk before anything is written.
     Restore(restore::RestoreArgs),
+    /// Bring a whole server back: the newest snapshot of every job of one host, all verified
+    /// before any is placed, one report at the end (`--dry-run`: what and how long).
+    Recover(recover::RecoverArgs),
     /// Write one file of a snapshot to standard output, each chunk verified before it is
-    /// written (`lifeboat dump --job db latest /var/backups/db.sql | psql`).
+    /// written (`lifeboat dump --job db latest /var/backups/db.sql | psql`); with --archive
+    /// tar, a directory and everything beneath it as a tar stream.
     Dump(dump::DumpArgs),
+    /// Mount the repository read-only (FUSE) on an empty directory: snapshots by id, host,
+    /// job and time, every chunk verified as it is read. Serves until unmounted or Ctrl-C.
+    Mount(mount::MountArgs),
+    /// Search snapshots for entries whose name or path matches a glob (`lifeboat find
+    /// /etc/nginx/nginx.conf`, `lifeboat find --job db '*.sql'`), newest snapshot first.
+    Find(find::FindArgs),
+    /// What changed between two snapshots: entries added, removed and changed (and what
+    /// changed: content, size, type, mode, owner, mtime, link target, xattrs, device).
+    Diff(diff::DiffArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(check::CheckArgs),
     /// Remove snapshots by a retention policy (--keep-daily 7 ...) or by id.
@@ -477,6 +473,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ls(a) => ls::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Dump(a) => dump::run(a),
+        Command::Recover(a) => recover::run(a),
+        Command::Mount(a) => mount::run(a),
+        Command::Find(a) => find::run(a),
+        Command::Diff(a) => diff::run(a),
         Command::Check(a) => check::run(a),
         Command::Forget(a) => forget::run(a),
         Command::Prune(a) => prune::run(a),

@@ -35,27 +35,13 @@ impl Reporter {
                 let mut last_json = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
-                    let entries = Progress::get(&progress.entries);
-                    let files = Progress::get(&progress.files);
-                    let read = Progress::get(&progress.bytes_read);
-                    let written = Progress::get(&progress.bytes_written);
+                    let elapsed = started.elapsed().as_secs_f64();
                     if let Some(bar) = &bar {
-                        bar.set_message(format!(
-                            "{verb}: {entries} entries, {files} files, {} read, {} written",
-                            lifeboat::units::human_bytes(read),
-                            lifeboat::units::human_bytes(written)
-                        ));
+                        bar.set_message(line(verb, &progress, elapsed));
                         bar.tick();
                     } else if json && last_json.elapsed() >= Duration::from_secs(1) {
                         last_json = Instant::now();
-                        let event = serde_json::json!({
-                            "type": "progress",
-                            "entries": entries,
-                            "files": files,
-                            "bytes_read": read,
-                            "bytes_written": written,
-                            "elapsed_secs": started.elapsed().as_secs_f64(),
-                        });
+                        let event = event(verb, &progress, elapsed);
                         let mut out = std::io::stdout().lock();
                         let _ = writeln!(out, "{event}");
                     }
@@ -77,5 +63,101 @@ impl Drop for Reporter {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// The terminal's progress line: percent, bytes done of the total, rate and time left when the
+/// total is known, else the counters that move.
+fn line(verb: &str, p: &Progress, elapsed: f64) -> String {
+    use lifeboat::units::{human_bytes as human, human_duration};
+    let read = Progress::get(&p.bytes_read);
+    let files = Progress::get(&p.files);
+    match p.estimate(elapsed) {
+        Some(e) => {
+            let total = Progress::get(&p.bytes_total);
+            let amount = if total > 0 {
+                format!("{} of {}", human(read), human(total))
+            } else {
+                format!(
+                    "{} of {} entries",
+                    Progress::get(&p.entries),
+                    Progress::get(&p.entries_total)
+                )
+            };
+            format!(
+                "{verb}: {:.1}% {amount}, {}/s, {}",
+                e.fraction * 100.0,
+                human(e.bytes_per_sec as u64),
+                match e.eta_secs {
+                    Some(s) => format!("about {} left", human_duration(s)),
+                    None => "time left not known yet".to_string(),
+                }
+            )
+        }
+        None => {
+            let mut parts = Vec::new();
+            let entries = Progress::get(&p.entries);
+            if entries > 0 {
+                parts.push(format!("{entries} entries"));
+            }
+            if files > 0 {
+                parts.push(format!("{files} files"));
+            }
+            if read > 0 {
+                parts.push(format!("{} read", human(read)));
+            }
+            let written = Progress::get(&p.bytes_written);
+            if written > 0 {
+                parts.push(format!("{} written", human(written)));
+            }
+            if parts.is_empty() {
+                format!("{verb}: starting")
+            } else {
+                format!("{verb}: {}", parts.join(", "))
+            }
+        }
+    }
+}
+
+/// A JSON progress event: the counters, and percent, rate and time left when a total is known.
+fn event(verb: &str, p: &Progress, elapsed: f64) -> serde_json::Value {
+    let mut event = serde_json::json!({
+        "type": "progress",
+        "operation": verb,
+        "entries": Progress::get(&p.entries),
+        "files": Progress::get(&p.files),
+        "bytes_read": Progress::get(&p.bytes_read),
+        "bytes_written": Progress::get(&p.bytes_written),
+        "elapsed_secs": elapsed,
+    });
+    if let (Some(e), Some(o)) = (p.estimate(elapsed), event.as_object_mut()) {
+        o.insert("bytes_total".into(), Progress::get(&p.bytes_total).into());
+        o.insert(
+            "entries_total".into(),
+            Progress::get(&p.entries_total).into(),
+        );
+        o.insert("percent".into(), (e.fraction * 100.0).into());
+        o.insert("bytes_per_sec".into(), e.bytes_per_sec.into());
+        o.insert("eta_secs".into(), e.eta_secs.into());
+    }
+    event
+}
+
+/// A writer that counts what passes through it as `progress`'s bytes (`dump`: its output is
+/// what it has verified).
+pub struct Counting<'a, W: Write> {
+    pub inner: W,
+    pub progress: &'a Progress,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        Progress::add(&self.progress.bytes_read, n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

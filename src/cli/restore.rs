@@ -76,6 +76,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         threads: a.downloads.get().unwrap_or(0),
     };
     let progress = super::progress();
+    let started = std::time::Instant::now();
     let report = {
         let _reporter = Reporter::start(progress.clone(), a.json, "restore");
         restore(&repo, &read.index, &read.snapshot.tree, &opts, progress)
@@ -109,6 +110,13 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
             );
         }
     };
+    let secs = started.elapsed().as_secs_f64();
+    let rate = lifeboat::units::per_sec(report.bytes, secs);
+    let took = format!(
+        " in {} ({}/s)",
+        lifeboat::units::human_duration(secs),
+        human(rate)
+    );
     for w in &report.warnings {
         errln!("lifeboat: warning: {w}");
     }
@@ -118,6 +126,8 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
             o.insert("snapshot_id".into(), id.to_hex().into());
             o.insert("target".into(), target.display().to_string().into());
             o.insert("verify_only".into(), a.verify_only.into());
+            o.insert("duration_secs".into(), secs.into());
+            o.insert("bytes_per_sec".into(), rate.into());
         }
         outln!("{v}")?;
     }
@@ -165,7 +175,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
     if !a.json {
         if a.verify_only {
             outln!(
-                "verified snapshot {}: {} files, {} directories, {} of content; every chunk matches its hash",
+                "verified snapshot {}: {} files, {} directories, {} of content{took}; every chunk matches its hash",
                 id.short(),
                 report.files,
                 report.dirs,
@@ -173,7 +183,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
             )?;
         } else {
             outln!(
-                "restored snapshot {} to {}: {} files, {} directories, {} other entries, {} verified{}",
+                "restored snapshot {} to {}: {} files, {} directories, {} other entries, {} verified{took}{}",
                 id.short(),
                 target.display(),
                 report.files,

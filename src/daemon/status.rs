@@ -96,12 +96,17 @@ impl Daemon {
             .map(|job| {
                 let js = self.state.jobs.get(&job.name).cloned().unwrap_or_default();
                 let running = self.running.get(&job.name).map(|r| {
+                    let elapsed = (now - r.started).to_std().unwrap_or_default().as_secs_f64();
+                    let estimate = r.progress.estimate(elapsed);
                     json!({
                         "kind": r.kind.as_str(),
                         "started": r.started,
                         "files": Progress::get(&r.progress.files),
+                        "entries": Progress::get(&r.progress.entries),
                         "bytes_read": Progress::get(&r.progress.bytes_read),
                         "bytes_added": Progress::get(&r.progress.bytes_written),
+                        "percent": estimate.map(|e| e.fraction * 100.0),
+                        "eta_secs": estimate.and_then(|e| e.eta_secs),
                     })
                 });
                 let next = |s: &Option<schedule::Schedule>| s.as_ref().and_then(|s| s.next_after(now));

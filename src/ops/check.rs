@@ -652,6 +652,10 @@ fn read_all_packs(
         })
         .collect();
     names.sort();
+    Progress::add(
+        &progress.bytes_total,
+        names.iter().filter_map(|n| stored.get(*n)).sum(),
+    );
     // Storage that cannot be reached stops the check (the first error stops the pool): every
     // further pack would wait out the retry budget too, and none of it is damage.
     let packs = names.into_iter().filter_map(|n| PackId::from_hex(n).ok());

@@ -177,7 +177,9 @@ pub struct DrillReport {
     ///   + total_dirs × dirs_secs / dirs_restored
     /// ```
     ///
-    /// where `data_secs` (reading, verifying and writing file content, creating the staged
+    /// (the data term is `per_file_secs × total_files + per_byte_secs × total_bytes` when
+    /// [`DrillReport::data_model`] could be measured), where `data_secs` (reading, verifying
+    /// and writing file content, creating the staged
     /// files and setting their metadata), `files_secs` (placing files, making links and special
     /// files) and `dirs_secs` (creating directories and setting their metadata)
     /// are the restore's measured phases ([`RestoreTimings`]): a per-byte rate from the sampled
@@ -188,6 +190,12 @@ pub struct DrillReport {
     /// sample reads scattered chunks, so the estimate errs on the long side; page-cached
     /// repository data makes it shorter.
     pub estimated_full_restore_secs: f64,
+    /// What the sample's data phase cost per file and per byte, when its two parts (its smaller
+    /// and its larger files, restored one after the other) tell them apart; the estimate's
+    /// data term is then `per_file_secs × total_files + per_byte_secs × total_bytes` instead
+    /// of the bytes' share alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_model: Option<DataModel>,
     /// Where the sample was restored (removed again).
     pub scratch: PathBuf,
     /// The sampled files (absolute paths in the snapshot), with [`DrillOptions::list_files`].
@@ -271,6 +279,7 @@ pub fn drill(
         verify_secs: 0.0,
         throughput_bytes_per_sec: 0.0,
         estimated_full_restore_secs: 0.0,
+        data_model: None,
         scratch: PathBuf::new(),
         files: Vec::new(),
         problems: Vec::new(),
@@ -325,64 +334,86 @@ pub fn drill(
         ));
     }
 
-    // 3. Restore the sample.
-    let includes = if opts.sample == Sample::All {
-        Vec::new() // everything, empty directories and special files included
+    // 3. Restore the sample: in two parts, its smaller files and its larger ones, so that the
+    // estimate can tell what a restore costs per file from what it costs per byte (a sample of
+    // a tenth of the files can hold a twentieth of the bytes, or half of them).
+    let parts: Vec<Vec<usize>> = if opts.sample == Sample::All {
+        vec![Vec::new()] // everything, empty directories and special files included
     } else {
-        chosen.iter().map(|&i| inv.files[i].path.clone()).collect()
+        let mut by_size = chosen.clone();
+        by_size.sort_by_key(|&i| (inv.files[i].node.size, i));
+        let large = by_size.split_off(by_size.len() / 2);
+        [by_size, large]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect()
     };
-    let restore_opts = RestoreOptions {
-        target: scratch.path.clone(),
-        includes,
-        verify_only: false,
-        allow_partial: true,
-        overwrite: false,
-        // Device nodes are not files the drill verifies; it never makes them.
-        devices: false,
-        threads: opts.downloads,
-    };
-    let restoring = Instant::now();
-    let restored = restore(
-        repo,
-        &index,
-        &snapshot.tree,
-        &restore_opts,
-        progress.clone(),
-    );
-    report.restore_secs = restoring.elapsed().as_secs_f64();
     let mut not_restored: HashSet<String> = HashSet::new();
-    match restored {
-        Ok(r) => {
-            report.restore_timings = r.timings;
-            report.readers = r.readers;
-            report.entries_restored = r.files + r.dirs + r.others;
-            report.dirs_restored = r.dirs;
-            for d in &r.damaged {
-                // Unsafe names were reported by the listing already.
-                if !d.reason.starts_with("unsafe entry name") {
+    let mut measured: Vec<Part> = Vec::new();
+    for part in parts {
+        let includes: Vec<PathBuf> = part.iter().map(|&i| inv.files[i].path.clone()).collect();
+        let restore_opts = RestoreOptions {
+            target: scratch.path.clone(),
+            includes: includes.clone(),
+            verify_only: false,
+            allow_partial: true,
+            overwrite: false,
+            // Device nodes are not files the drill verifies; it never makes them.
+            devices: false,
+            threads: opts.downloads,
+        };
+        let restoring = Instant::now();
+        let restored = restore(
+            repo,
+            &index,
+            &snapshot.tree,
+            &restore_opts,
+            progress.clone(),
+        );
+        report.restore_secs += restoring.elapsed().as_secs_f64();
+        match restored {
+            Ok(r) => {
+                let t = &mut report.restore_timings;
+                t.plan_secs += r.timings.plan_secs;
+                t.data_secs += r.timings.data_secs;
+                t.files_secs += r.timings.files_secs;
+                t.dirs_secs += r.timings.dirs_secs;
+                measured.push(Part {
+                    files: part.len() as u64,
+                    bytes: part.iter().map(|&i| inv.files[i].node.size).sum(),
+                    data_secs: r.timings.data_secs,
+                });
+                report.readers = r.readers;
+                report.entries_restored += r.files + r.dirs + r.others;
+                report.dirs_restored += r.dirs;
+                for d in &r.damaged {
+                    // Unsafe names were reported by the listing already.
+                    if !d.reason.starts_with("unsafe entry name") {
+                        report
+                            .problems
+                            .push(format!("{}: not restored: {}", d.path, d.reason));
+                    }
+                    not_restored.insert(d.path.clone());
+                }
+                for o in &r.damaged_objects {
                     report
                         .problems
-                        .push(format!("{}: not restored: {}", d.path, d.reason));
+                        .push(format!("damaged repository object: {o}"));
                 }
-                not_restored.insert(d.path.clone());
+                report.warnings.extend(r.warnings);
             }
-            for o in &r.damaged_objects {
+            Err(e) if e.is_damage() => {
                 report
                     .problems
-                    .push(format!("damaged repository object: {o}"));
+                    .push(format!("the sample could not be restored: {e}"));
+                for p in &includes {
+                    not_restored.insert(p.display().to_string());
+                }
             }
-            report.warnings.extend(r.warnings);
+            Err(e) => return Err(e),
         }
-        Err(e) if e.is_damage() => {
-            report
-                .problems
-                .push(format!("the sample could not be restored: {e}"));
-            for &i in &chosen {
-                not_restored.insert(inv.files[i].path.display().to_string());
-            }
-        }
-        Err(e) => return Err(e),
     }
+    report.data_model = data_model(&measured);
 
     // 4. Verify the restored files again, on their own terms.
     let verifying = Instant::now();
@@ -428,6 +459,42 @@ fn finish(mut report: DrillReport, started: Instant) -> DrillReport {
     report
 }
 
+/// What restoring file content costs, per file (creating, writing, closing, metadata) and per
+/// byte (reading, verifying, writing): [`DrillReport::data_model`].
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct DataModel {
+    pub per_file_secs: f64,
+    pub per_byte_secs: f64,
+}
+
+/// One part of a drill's sample restore: its files, bytes and data phase.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    files: u64,
+    bytes: u64,
+    data_secs: f64,
+}
+
+/// The cost per file and per byte that explains both parts' data phases (two equations, two
+/// unknowns), `None` when they cannot be told apart (one part, or parts of the same shape) or
+/// when the measurement makes one of them negative (noise larger than the difference).
+fn data_model(parts: &[Part]) -> Option<DataModel> {
+    let [p, q] = parts else { return None };
+    let (f1, b1, t1) = (p.files as f64, p.bytes as f64, p.data_secs);
+    let (f2, b2, t2) = (q.files as f64, q.bytes as f64, q.data_secs);
+    let det = f1 * b2 - f2 * b1;
+    // Parts whose bytes per file differ by less than a quarter say nothing reliable.
+    if det.abs() < 0.25 * (f1 * b2).abs().max((f2 * b1).abs()) || det == 0.0 {
+        return None;
+    }
+    let per_file_secs = (t1 * b2 - t2 * b1) / det;
+    let per_byte_secs = (f1 * t2 - f2 * t1) / det;
+    (per_file_secs >= 0.0 && per_byte_secs >= 0.0).then_some(DataModel {
+        per_file_secs,
+        per_byte_secs,
+    })
+}
+
 /// See [`DrillReport::estimated_full_restore_secs`].
 fn estimate(r: &DrillReport) -> f64 {
     // `total × secs / sampled`, 0 when nothing was sampled.
@@ -439,8 +506,12 @@ fn estimate(r: &DrillReport) -> f64 {
         }
     };
     let t = &r.restore_timings;
+    let data = match r.data_model {
+        Some(m) => m.per_file_secs * r.total_files as f64 + m.per_byte_secs * r.total_bytes as f64,
+        None => scale(r.total_bytes, t.data_secs, r.bytes_sampled),
+    };
     r.listing_secs
-        + scale(r.total_bytes, t.data_secs, r.bytes_sampled)
+        + data
         + scale(
             r.total_entries.saturating_sub(r.total_dirs),
             t.files_secs,
@@ -846,6 +917,34 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn the_data_model_tells_cost_per_file_from_cost_per_byte() {
+        let part = |files: u64, bytes: u64, data_secs: f64| Part {
+            files,
+            bytes,
+            data_secs,
+        };
+        // 1 ms a file and 1 ns a byte: 100 small files of 1 KB, 100 large ones of 10 MB.
+        let cost = |f: u64, b: u64| f as f64 * 1e-3 + b as f64 * 1e-9;
+        let m = data_model(&[
+            part(100, 100_000, cost(100, 100_000)),
+            part(100, 1_000_000_000, cost(100, 1_000_000_000)),
+        ])
+        .expect("two parts of different shapes");
+        assert!((m.per_file_secs - 1e-3).abs() < 1e-9, "{m:?}");
+        assert!((m.per_byte_secs - 1e-9).abs() < 1e-15, "{m:?}");
+        // One part, parts of the same shape, or noise that makes a cost negative: no model.
+        assert_eq!(data_model(&[part(10, 100, 1.0)]), None);
+        assert_eq!(
+            data_model(&[part(10, 1000, 1.0), part(20, 2000, 2.0)]),
+            None
+        );
+        assert_eq!(
+            data_model(&[part(100, 1_000, 5.0), part(100, 1_000_000_000, 1.0)]),
+            None
+        );
     }
 
     #[test]

@@ -7,10 +7,14 @@
 
 pub mod backup;
 pub mod check;
+pub mod diff;
 pub mod drill;
 pub mod dump;
+pub mod find;
 pub mod forget;
+pub mod mount;
 pub mod prune;
+pub mod recover;
 pub mod repair;
 pub mod restore;
 pub mod retention;

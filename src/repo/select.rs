@@ -152,19 +152,39 @@ pub struct Candidate {
 
 impl std::fmt::Display for Candidate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} host {}",
-            self.id.short(),
-            self.time.format("%Y-%m-%d %H:%M:%S UTC"),
-            self.host
-        )?;
-        match &self.job {
-            Some(j) => write!(f, " job {j}")?,
-            None => write!(f, " (no job)")?,
-        }
-        write!(f, " paths {}", self.paths.join(" "))
+        f.write_str(&describe_parts(
+            &self.id,
+            &self.time,
+            &self.host,
+            self.job.as_deref(),
+            &self.paths,
+        ))
     }
+}
+
+/// A snapshot as every command names it: `3fa2c1d0 of 2026-12-07 03:00:00 UTC, host web1,
+/// job db, paths /var/lib/postgresql` ("no job" for one made by hand).
+pub fn describe(id: &SnapshotId, s: &Snapshot) -> String {
+    describe_parts(id, &s.time, &s.host, s.job.as_deref(), &s.paths)
+}
+
+fn describe_parts(
+    id: &SnapshotId,
+    time: &DateTime<Utc>,
+    host: &str,
+    job: Option<&str>,
+    paths: &[String],
+) -> String {
+    format!(
+        "{} of {}, host {host}, {}, paths {}",
+        id.short(),
+        time.format("%Y-%m-%d %H:%M:%S UTC"),
+        match job {
+            Some(j) => format!("job {j}"),
+            None => "no job".to_string(),
+        },
+        paths.join(" ")
+    )
 }
 
 /// The newest snapshot of each lineage among `all`, newest first.
@@ -272,26 +292,15 @@ pub fn select_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::BlobId;
-    use crate::repo::snapshot::{BackupKind, Summary};
 
     fn snap(host: &str, job: Option<&str>, paths: &[&str], minute: u32, tags: &[&str]) -> Snapshot {
-        Snapshot {
-            time: DateTime::parse_from_rfc3339(&format!("2026-12-07T03:{minute:02}:00Z"))
-                .expect("time")
-                .with_timezone(&Utc),
-            host: host.into(),
-            username: "root".into(),
-            paths: paths.iter().map(|p| p.to_string()).collect(),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            job: job.map(Into::into),
-            kind: BackupKind::Full,
-            parent: None,
-            tree: BlobId([0; 32]),
-            summary: Summary::default(),
-            program: "test".into(),
-            original: None,
-        }
+        Snapshot::for_test(
+            host,
+            job,
+            paths,
+            tags,
+            &format!("2026-12-07T03:{minute:02}:00Z"),
+        )
     }
 
     fn id(n: u8) -> SnapshotId {

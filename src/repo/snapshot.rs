@@ -92,6 +92,34 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot for tests of what is chosen among snapshots: `host`, `job`, `paths` and
+    /// `tags`, made at `time` (RFC 3339), of an empty root listing.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        host: &str,
+        job: Option<&str>,
+        paths: &[&str],
+        tags: &[&str],
+        time: &str,
+    ) -> Snapshot {
+        Snapshot {
+            time: DateTime::parse_from_rfc3339(time)
+                .expect("test time")
+                .with_timezone(&Utc),
+            host: host.into(),
+            username: "root".into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            job: job.map(Into::into),
+            kind: BackupKind::Full,
+            parent: None,
+            tree: BlobId([0; 32]),
+            summary: Summary::default(),
+            program: "test".into(),
+            original: None,
+        }
+    }
+
     /// Serialized form (JSON).
     pub fn to_bytes(&self) -> Vec<u8> {
         // Plain data: serializing to JSON cannot fail.

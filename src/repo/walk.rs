@@ -238,23 +238,25 @@ impl<'a> TreeWalk<'a> {
     }
 }
 
+/// Test support: directory listings written straight into a fresh repository.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
+    use std::path::Path;
     use std::sync::Arc;
 
-    use super::*;
+    use crate::id::BlobId;
     use crate::repo::pack::{encode_blob, PackBuilder};
-    use crate::repo::{BlobKind, InitOptions, KdfSetting, NodeKind, Tree};
+    use crate::repo::{BlobKind, Index, InitOptions, KdfSetting, Node, NodeKind, Repository, Tree};
     use crate::storage::LocalStorage;
 
     /// Listings written into a fresh repository.
-    struct Listings {
-        repo: Repository,
+    pub(crate) struct Listings {
+        pub(crate) repo: Repository,
         pack: PackBuilder,
     }
 
     impl Listings {
-        fn new(dir: &Path) -> Self {
+        pub(crate) fn new(dir: &Path) -> Self {
             let opts = InitOptions {
                 kdf: KdfSetting::CHEAPEST,
                 ..InitOptions::default()
@@ -268,7 +270,7 @@ mod tests {
         }
 
         /// A listing of `dirs` (name, listing) and files `files`.
-        fn tree(&mut self, dirs: &[(&str, BlobId)], files: &[&str]) -> BlobId {
+        pub(crate) fn tree(&mut self, dirs: &[(&str, BlobId)], files: &[&str]) -> BlobId {
             let mut nodes: Vec<Node> = dirs
                 .iter()
                 .map(|(n, id)| {
@@ -291,7 +293,7 @@ mod tests {
             id
         }
 
-        fn store(&mut self) -> Index {
+        pub(crate) fn store(&mut self) -> Index {
             let (bytes, entries) = std::mem::take(&mut self.pack).finish(self.repo.sealer());
             let pack = self.repo.save_pack(&bytes).expect("save pack");
             self.repo
@@ -300,6 +302,12 @@ mod tests {
             self.repo.load_index().expect("index")
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Listings;
+    use super::*;
 
     /// Every step as a line: "+dir/name", "<dir" (leave), "!dir" (damaged).
     fn steps(walk: &mut TreeWalk<'_>, enter: bool) -> Vec<String> {

@@ -210,17 +210,33 @@ impl CloudStorage {
         let bad = |e: object_store::Error| Error::Invalid(format!("repository {display}: {e}"));
         // The three builders share their shape: the cloud's environment, the bucket, retries,
         // timeouts as client keys, then the operator's options by configuration key name.
+        // Then, before anything is built, whether any credential source is configured: without
+        // one the client would ask the cloud's instance metadata service, which off a cloud
+        // machine ends in a 403 or a timeout that says nothing about credentials.
+        let mut instance = false;
         macro_rules! build {
-            ($builder:expr, $key:ty) => {{
+            ($builder:expr, $key:ty, $configured:path) => {{
                 let mut b = $builder.with_retry(retry);
                 for (k, v) in client_keys {
                     b = b.with_config(<$key>::Client(k), v);
                 }
                 for (k, v) in &opts.options {
+                    if k == INSTANCE_CREDENTIALS_OPTION {
+                        instance = parse_bool(v).ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "storage option {INSTANCE_CREDENTIALS_OPTION}: {v:?} is not \
+                                 true or false"
+                            ))
+                        })?;
+                        continue;
+                    }
                     let key: $key = k
                         .parse()
                         .map_err(|e| Error::Invalid(format!("storage option {k:?}: {e}")))?;
                     b = b.with_config(key, v);
+                }
+                if !instance && !$configured(&b) {
+                    return Err(no_credentials(url.cloud, display));
                 }
                 Arc::new(b.build().map_err(bad)?) as Arc<dyn ObjectStore>
             }};
@@ -228,17 +244,20 @@ impl CloudStorage {
         let store = match url.cloud {
             Cloud::S3 => build!(
                 object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&url.bucket),
-                object_store::aws::AmazonS3ConfigKey
+                object_store::aws::AmazonS3ConfigKey,
+                s3_credentials_configured
             ),
             Cloud::Gcs => build!(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(&url.bucket),
-                object_store::gcp::GoogleConfigKey
+                object_store::gcp::GoogleConfigKey,
+                gcs_credentials_configured
             ),
             Cloud::Azure => build!(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(&url.bucket),
-                object_store::azure::AzureConfigKey
+                object_store::azure::AzureConfigKey,
+                azure_credentials_configured
             ),
         };
         Ok(CloudStorage {
@@ -297,6 +316,236 @@ impl CloudStorage {
             }
         }
     }
+}
+
+/// The storage option (lifeboat's own, not passed to the cloud client) that lets the cloud
+/// client take credentials from the machine's instance metadata service (an EC2 instance role,
+/// a GCE service account, an Azure managed identity) when no other source is configured.
+pub const INSTANCE_CREDENTIALS_OPTION: &str = "instance_credentials";
+
+/// A boolean as `object_store` reads one (`true`, `1`, `yes`, `on`, `y` and their opposites).
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" | "y" => Some(true),
+        "0" | "false" | "off" | "no" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether a builder's setting is there and not empty.
+fn set(v: Option<String>) -> bool {
+    v.is_some_and(|v| !v.is_empty())
+}
+
+/// Whether a builder's boolean setting is true.
+fn on(v: Option<String>) -> bool {
+    v.as_deref().and_then(parse_bool).unwrap_or(false)
+}
+
+/// Whether an S3 builder has a credential source other than the instance metadata service:
+/// keys (a half-given pair is `object_store`'s own error), a web identity token with its role,
+/// container credentials (ECS, EKS pod identity), or unsigned requests (`skip_signature`).
+fn s3_credentials_configured(b: &object_store::aws::AmazonS3Builder) -> bool {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let get = |k: K| b.get_config_value(&k);
+    set(get(K::AccessKeyId))
+        || set(get(K::SecretAccessKey))
+        || (set(get(K::WebIdentityTokenFile)) && set(get(K::RoleArn)))
+        || set(get(K::ContainerCredentialsRelativeUri))
+        || (set(get(K::ContainerCredentialsFullUri))
+            && set(get(K::ContainerAuthorizationTokenFile)))
+        || on(get(K::SkipSignature))
+}
+
+/// Whether a GCS builder has a credential source other than the metadata server: a service
+/// account file or key, an application credentials file (named, or gcloud's application
+/// default credentials in `~/.config/gcloud`), a bearer token, or unsigned requests.
+fn gcs_credentials_configured(b: &object_store::gcp::GoogleCloudStorageBuilder) -> bool {
+    use object_store::gcp::GoogleConfigKey as K;
+    let get = |k: K| b.get_config_value(&k);
+    set(get(K::ServiceAccount))
+        || set(get(K::ServiceAccountKey))
+        || set(get(K::ApplicationCredentials))
+        || set(get(K::BearerToken))
+        || on(get(K::SkipSignature))
+        || std::env::var_os("HOME").is_some_and(|h| {
+            std::path::Path::new(&h)
+                .join(".config/gcloud/application_default_credentials.json")
+                .exists()
+        })
+}
+
+/// Whether an Azure builder has a credential source other than the instance metadata service:
+/// the emulator, an account key, a SAS, a bearer token, a service principal (secret or
+/// federated token), the Azure CLI, a credential type chosen explicitly
+/// (`credential_type=managed_identity` is a choice of the metadata service), Fabric tokens, or
+/// unsigned requests. A managed identity endpoint alone (`IDENTITY_ENDPOINT`, `msi_endpoint`)
+/// is not: it only says where the metadata service is.
+fn azure_credentials_configured(b: &object_store::azure::MicrosoftAzureBuilder) -> bool {
+    use object_store::azure::AzureConfigKey as K;
+    let get = |k: K| b.get_config_value(&k);
+    let client = set(get(K::ClientId)) && set(get(K::AuthorityId));
+    on(get(K::UseEmulator))
+        || set(get(K::AccessKey))
+        || set(get(K::SasKey))
+        || set(get(K::Token))
+        || (client && (set(get(K::ClientSecret)) || set(get(K::FederatedTokenFile))))
+        || on(get(K::UseAzureCli))
+        || get(K::CredentialType).is_some_and(|t| !t.is_empty() && t != "auto")
+        || set(get(K::FabricTokenServiceUrl))
+        || on(get(K::SkipSignature))
+}
+
+/// What a recovery kit says about reaching a repository's storage ([`kit_settings`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KitSettings {
+    /// Settings that are no secret, as `--option KEY=VALUE` takes them, sorted: those given
+    /// (`--option`, a repository's `options`), then those of the cloud's environment
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, ...) that were not given.
+    pub options: Vec<(String, String)>,
+    /// The variables to set for the secrets that were given (as options or in the
+    /// environment): names only, never values.
+    pub secrets: Vec<String>,
+    /// The cloud's credential variables, as an operator sets them (`None` for a local
+    /// repository).
+    pub credentials: Option<&'static str>,
+}
+
+/// Whether a storage option's canonical name (`aws_secret_access_key`) names a secret; paths of
+/// credential files count too (the kit names the variable, the file is not with it).
+fn is_secret(canonical: &str) -> bool {
+    ["secret", "token", "key", "password", "sas", "credential"]
+        .iter()
+        .any(|w| canonical.contains(w))
+}
+
+/// The settings a recovery kit prints for the repository at `location` opened with `given`
+/// (`--option` pairs; lifeboat's own, `retry_timeout` and `instance_credentials`, pass as
+/// they are). Reads the cloud's environment, as opening it does.
+pub fn kit_settings(location: &str, given: &[(String, String)]) -> Result<KitSettings> {
+    let Some(url) = CloudUrl::parse(location)? else {
+        let mut options = given.to_vec();
+        options.sort();
+        return Ok(KitSettings {
+            options,
+            ..KitSettings::default()
+        });
+    };
+    /// Sorts `(key, value)` settings of one cloud into `out`: `short` is the name `--option`
+    /// shows, `canonical` the configuration key's own (upper case: its variable).
+    macro_rules! sort_out {
+        ($key:ty, $prefixes:expr, $env_prefix:expr, $credentials:expr) => {{
+            let name = |k: &str| -> Option<(String, String)> {
+                let key: $key = k.parse().ok()?;
+                let canonical = key.as_ref().to_string();
+                let short = $prefixes
+                    .iter()
+                    .find_map(|p: &&str| canonical.strip_prefix(*p))
+                    .filter(|s| s.parse::<$key>().ok() == Some(key))
+                    .unwrap_or(&canonical)
+                    .to_string();
+                Some((short, canonical))
+            };
+            let mut out = KitSettings {
+                credentials: Some($credentials),
+                ..KitSettings::default()
+            };
+            let mut seen = std::collections::HashSet::new();
+            for (k, v) in given {
+                match name(k) {
+                    Some((_, canonical)) if is_secret(&canonical) => {
+                        seen.insert(canonical.clone());
+                        out.secrets.push(canonical.to_ascii_uppercase());
+                    }
+                    Some((short, canonical)) => {
+                        seen.insert(canonical);
+                        out.options.push((short, v.clone()));
+                    }
+                    None => out.options.push((k.clone(), v.clone())),
+                }
+            }
+            let mut env: Vec<(String, String)> = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter(|(k, _)| k.starts_with($env_prefix))
+                .collect();
+            env.sort();
+            for (var, v) in env {
+                let Some((short, canonical)) = name(&var.to_ascii_lowercase()) else {
+                    continue;
+                };
+                if !seen.insert(canonical.clone()) {
+                    continue;
+                }
+                if is_secret(&canonical) {
+                    out.secrets.push(var);
+                } else {
+                    out.options.push((short, v));
+                }
+            }
+            out.options.sort();
+            out.secrets.sort();
+            out.secrets.dedup();
+            out
+        }};
+    }
+    Ok(match url.cloud {
+        Cloud::S3 => sort_out!(
+            object_store::aws::AmazonS3ConfigKey,
+            ["aws_"],
+            "AWS_",
+            "export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...  (and AWS_SESSION_TOKEN=... \
+             with temporary credentials)"
+        ),
+        Cloud::Gcs => sort_out!(
+            object_store::gcp::GoogleConfigKey,
+            ["google_"],
+            "GOOGLE_",
+            "export GOOGLE_SERVICE_ACCOUNT=/path/to/service-account-key.json  (or \
+             GOOGLE_APPLICATION_CREDENTIALS=...)"
+        ),
+        Cloud::Azure => sort_out!(
+            object_store::azure::AzureConfigKey,
+            ["azure_storage_", "azure_"],
+            "AZURE_",
+            "export AZURE_STORAGE_ACCOUNT_NAME=... AZURE_STORAGE_ACCOUNT_KEY=...  (or a SAS in \
+             AZURE_STORAGE_SAS_KEY=...)"
+        ),
+    })
+}
+
+/// The error of a cloud repository opened with no credential source: what to set, for this
+/// cloud; nothing was sent anywhere.
+fn no_credentials(cloud: Cloud, display: &str) -> Error {
+    let (what, set) = match cloud {
+        Cloud::S3 => (
+            "S3",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN with \
+             temporary credentials), or AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN (the AWS \
+             CLI's ~/.aws/credentials and AWS_PROFILE are not read)",
+        ),
+        Cloud::Gcs => (
+            "Google Cloud Storage",
+            "set GOOGLE_SERVICE_ACCOUNT (the path of a service account's JSON key file) or \
+             GOOGLE_APPLICATION_CREDENTIALS",
+        ),
+        Cloud::Azure => (
+            "Azure",
+            "set AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY, or with a SAS in \
+             AZURE_STORAGE_SAS_KEY, or a service principal (AZURE_CLIENT_ID, AZURE_TENANT_ID, \
+             AZURE_CLIENT_SECRET)",
+        ),
+    };
+    let instance = match cloud {
+        Cloud::S3 => "an EC2 instance role",
+        Cloud::Gcs => "the service account of a GCE machine",
+        Cloud::Azure => "the managed identity of an Azure machine",
+    };
+    Error::Invalid(format!(
+        "repository {display}: no {what} credentials are configured (nothing was sent): {set}; \
+         to use {instance} from the instance metadata service, add --option \
+         {INSTANCE_CREDENTIALS_OPTION}=true ({INSTANCE_CREDENTIALS_OPTION} = true in the \
+         repository's options in the daemon's config)"
+    ))
 }
 
 /// Whether `object_store` gave up on a request because the storage could not be reached: a
@@ -543,6 +792,64 @@ impl Storage for CloudStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kit's settings: options given by any of their names are shown by their short name,
+    /// secrets given as options only as the variable to set (never the value), lifeboat's own
+    /// options as given; a local repository keeps its options and needs no credentials.
+    #[test]
+    fn kit_settings_show_options_and_name_secrets() {
+        let given: Vec<(String, String)> = [
+            ("aws_endpoint", "https://minio.example.net:9000"),
+            ("virtual_hosted_style_request", "false"),
+            ("token", "very-secret-session"),
+            ("secret_access_key", "very-secret-key"),
+            ("retry_timeout", "10m"),
+            ("instance_credentials", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let k = kit_settings("s3://bucket/prefix", &given).expect("settings");
+        for want in [
+            ("endpoint", "https://minio.example.net:9000"),
+            ("virtual_hosted_style_request", "false"),
+            ("retry_timeout", "10m"),
+            ("instance_credentials", "true"),
+        ] {
+            assert!(
+                k.options
+                    .contains(&(want.0.to_string(), want.1.to_string())),
+                "{want:?}: {k:?}"
+            );
+        }
+        assert!(
+            k.secrets.contains(&"AWS_SESSION_TOKEN".to_string())
+                && k.secrets.contains(&"AWS_SECRET_ACCESS_KEY".to_string()),
+            "{k:?}"
+        );
+        assert!(!format!("{k:?}").contains("very-secret"), "{k:?}");
+        assert!(k
+            .credentials
+            .is_some_and(|c| c.contains("AWS_ACCESS_KEY_ID")));
+
+        let az: Vec<(String, String)> = vec![
+            ("azure_storage_account_key".into(), "c2VjcmV0".into()),
+            ("account_name".into(), "acct".into()),
+        ];
+        let k = kit_settings("az://c/p", &az).expect("settings");
+        assert!(
+            k.options.contains(&("account_name".into(), "acct".into())),
+            "{k:?}"
+        );
+        assert!(
+            k.secrets.contains(&"AZURE_STORAGE_ACCOUNT_KEY".to_string()),
+            "{k:?}"
+        );
+
+        let local = kit_settings("/srv/repo", &given[4..5]).expect("local");
+        assert_eq!(local.options, vec![("retry_timeout".into(), "10m".into())]);
+        assert!(local.credentials.is_none() && local.secrets.is_empty());
+    }
 
     #[test]
     fn urls() {

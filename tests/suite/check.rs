@@ -19,7 +19,12 @@ fn check_passes_on_a_healthy_repository() {
     write_file(&scratch.join("src/new.txt"), b"new\n");
     repo.backup(args![&src]);
     repo.check(args![]).success();
-    repo.check(args!["--read-data"]).success();
+    let text = repo.check(args!["--read-data"]).success().stdout();
+    // The final line gives what was read, the rate and the duration (issue 21).
+    assert!(
+        text.contains("of pack data read and verified (") && text.contains("/s) in "),
+        "{text}"
+    );
 }
 
 /// RELIABILITY case 4: A flipped byte inside a pack is invisible to the structural check but

@@ -769,3 +769,296 @@ fn restores_from_cloud_storage_keep_many_reads_in_flight() {
         assert!(!scratch.join("zero").exists());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Missing cloud credentials (issue 21): said before any request, with what to set.
+// ---------------------------------------------------------------------------
+
+/// A loopback port that accepts TCP connections without answering them, and tells afterwards
+/// whether anything connected: a connection waits in the kernel's backlog whether or not it is
+/// accepted, so an empty backlog means nothing was sent there.
+struct Tripwire {
+    listener: std::net::TcpListener,
+}
+
+impl Tripwire {
+    fn new() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
+        Tripwire { listener }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "http://{}",
+            self.listener.local_addr().expect("local address")
+        )
+    }
+
+    #[track_caller]
+    fn assert_untouched(&self, what: &str) {
+        match self.listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok((_, peer)) => panic!("{what}: a connection was made (from {peer})"),
+            Err(e) => panic!("{what}: accept: {e}"),
+        }
+    }
+}
+
+/// A loopback port nothing listens on: a connection to it is refused at once.
+fn closed_port_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}", l.local_addr().expect("local address"));
+    drop(l);
+    url
+}
+
+/// `lifeboat ARGS...` with no cloud credentials anywhere: every AWS_, GOOGLE_, AZURE_ and
+/// metadata variable of the test's own environment removed, HOME an empty directory (no
+/// gcloud credentials file), and each cloud's metadata service moved to `metadata` on the
+/// loopback, so that even a regression sends nothing to a metadata address.
+fn without_credentials(
+    home: &Path,
+    metadata: &str,
+    env: &[(&str, &str)],
+    args: Vec<OsString>,
+) -> Out {
+    let mut cmd = lifeboat_cmd();
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if ["AWS_", "GOOGLE_", "AZURE_", "GCE_", "IDENTITY_", "MSI_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+            || k == "SERVICE_ACCOUNT"
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    let host = metadata.trim_start_matches("http://");
+    cmd.env("HOME", home)
+        .env("AWS_METADATA_ENDPOINT", metadata)
+        .env("GCE_METADATA_HOST", host)
+        .env("GCE_METADATA_ROOT", host)
+        .env("GCE_METADATA_IP", host)
+        .env(
+            "AZURE_MSI_ENDPOINT",
+            format!("{metadata}/metadata/identity/oauth2/token"),
+        )
+        .env(
+            "IDENTITY_ENDPOINT",
+            format!("{metadata}/metadata/identity/oauth2/token"),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args);
+    run_cmd(cmd)
+}
+
+/// Issue 21: an S3, GCS or Azure repository opened with no credential source fails at once
+/// with exit code 1, naming the cloud's variables to set and the option that allows the
+/// instance metadata service, and sends nothing: neither the storage endpoint nor the
+/// metadata service (both a listening loopback port here) sees a connection.
+#[test]
+fn missing_cloud_credentials_are_reported_before_any_request() {
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let endpoint = Tripwire::new();
+    let metadata = Tripwire::new();
+    let cases: Vec<(&str, Vec<OsString>, &[&str])> = vec![
+        (
+            "s3://bucket/repo",
+            args![
+                "--option",
+                format!("endpoint={}", endpoint.url()),
+                "--option",
+                "allow_http=true",
+                "--option",
+                "region=eu-west-1"
+            ],
+            &[
+                "S3 credentials",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+                "instance_credentials=true",
+                "EC2 instance role",
+            ],
+        ),
+        (
+            "gs://bucket/repo",
+            args!["--option", format!("base_url={}", endpoint.url())],
+            &[
+                "Google Cloud Storage credentials",
+                "GOOGLE_SERVICE_ACCOUNT",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                "instance_credentials=true",
+            ],
+        ),
+        (
+            "az://container/repo",
+            args![
+                "--option",
+                "account_name=devstoreaccount1",
+                "--option",
+                format!("endpoint={}", endpoint.url()),
+                "--option",
+                "allow_http=true"
+            ],
+            &[
+                "Azure credentials",
+                "AZURE_STORAGE_ACCOUNT_NAME",
+                "AZURE_STORAGE_ACCOUNT_KEY",
+                "SAS",
+                "instance_credentials=true",
+                "managed identity",
+            ],
+        ),
+    ];
+    for (url, options, needles) in cases {
+        for cmd in ["snapshots", "init"] {
+            let mut a = args![cmd, "--repo", url];
+            a.extend(options.clone());
+            let out = without_credentials(&home, &metadata.url(), &[], a).expect_code(1);
+            for n in needles {
+                assert!(out.stderr().contains(n), "{url} {cmd}: no {n:?}:\n{out}");
+            }
+            assert!(out.stderr().contains("nothing was sent"), "{out}");
+            endpoint.assert_untouched(&format!("{url} {cmd}: the storage endpoint"));
+            metadata.assert_untouched(&format!("{url} {cmd}: the metadata service"));
+        }
+    }
+}
+
+/// Issue 21: each credential source counts, so the check refuses nothing it should not. With
+/// keys, a GCS bearer token, an Azure SAS or the emulator, the command gets past the check to
+/// the storage, here a closed loopback port (the error is about reaching it, never the
+/// credential one); `instance_credentials=true` lets the client ask the metadata service (a
+/// closed loopback port too); a value that is no boolean is refused naming the option.
+#[test]
+fn configured_cloud_credentials_pass_the_check() {
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let closed = closed_port_url();
+    let metadata = closed_port_url();
+    let quick = ["--option", "retry_timeout=1s"];
+    /// A name, the URL, the environment and the options of one case.
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<OsString>);
+    let cases: Vec<Case> = vec![
+        (
+            "s3 keys",
+            "s3://b/r",
+            vec![("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")],
+            args![
+                "--option",
+                format!("endpoint={closed}"),
+                "--option",
+                "allow_http=true"
+            ],
+        ),
+        (
+            "s3 instance role",
+            "s3://b/r",
+            vec![],
+            args![
+                "--option",
+                format!("endpoint={closed}"),
+                "--option",
+                "allow_http=true",
+                "--option",
+                "instance_credentials=true"
+            ],
+        ),
+        (
+            "s3 unsigned",
+            "s3://b/r",
+            vec![],
+            args![
+                "--option",
+                format!("endpoint={closed}"),
+                "--option",
+                "allow_http=true",
+                "--option",
+                "skip_signature=true"
+            ],
+        ),
+        (
+            "gcs bearer token",
+            "gs://b/r",
+            vec![("GOOGLE_BEARER_TOKEN", "t")],
+            args!["--option", format!("base_url={closed}")],
+        ),
+        (
+            "azure sas",
+            "az://c/r",
+            vec![
+                ("AZURE_STORAGE_ACCOUNT_NAME", "a"),
+                ("AZURE_STORAGE_SAS_KEY", "sv=2022-11-02&sig=x"),
+            ],
+            args![
+                "--option",
+                format!("endpoint={closed}"),
+                "--option",
+                "allow_http=true"
+            ],
+        ),
+        (
+            "azure emulator",
+            "az://c/r",
+            vec![
+                ("AZURE_STORAGE_USE_EMULATOR", "true"),
+                ("AZURITE_BLOB_STORAGE_URL", closed.as_str()),
+            ],
+            args![],
+        ),
+    ];
+    for (name, url, env, options) in cases {
+        let mut a = args!["snapshots", "--repo", url];
+        a.extend(args![quick[0], quick[1]]);
+        a.extend(options);
+        let out = without_credentials(&home, &metadata, &env, a).failure();
+        assert!(
+            !out.stderr().contains("credentials are configured"),
+            "{name}: refused as without credentials:\n{out}"
+        );
+    }
+    let out = without_credentials(
+        &home,
+        &metadata,
+        &[],
+        args![
+            "snapshots",
+            "--repo",
+            "s3://b/r",
+            "--option",
+            "instance_credentials=maybe"
+        ],
+    )
+    .expect_code(1);
+    out.stderr_contains("instance_credentials");
+}
+
+/// Issue 21: with credentials in the environment an S3 repository (the moto server) works end
+/// to end, HOME empty and the metadata service a tripwire it never touches.
+#[test]
+fn s3_with_credentials_in_the_environment_works() {
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let src = scratch.join("src");
+    build_plain_tree(&src, 3, 0, 3);
+    let metadata = Tripwire::new();
+    let env = s3_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let url = s3_url("creds");
+    for a in [
+        args!["init", "--repo", &url],
+        args!["backup", "--repo", &url, &src],
+        args!["snapshots", "--repo", &url],
+    ] {
+        without_credentials(&home, &metadata.url(), &env, a).success();
+    }
+    metadata.assert_untouched("the metadata service");
+}

@@ -374,6 +374,69 @@ fn sigterm_during_a_backup_stops_cleanly_and_the_next_run_reuses_the_upload() {
     );
 }
 
+/// `status` of a running backup says how far it is (issue 21): a job with a parent snapshot
+/// shows a percent between 0 and 100 and the time left, in JSON and in the text.
+#[test]
+fn status_shows_a_running_backup_s_percent_and_time_left() {
+    let setup = Setup::new(
+        "[[jobs]]\nname = \"big\"\nrepository = \"local\"\nsources = [\"SRC\"]\nincremental = \"0 0 1 1 *\"\n",
+        "",
+    );
+    for i in 0..12 {
+        write_file(
+            &setup.src.join(format!("big{i:02}.bin")),
+            &random_bytes(4 << 20, 300 + i),
+        );
+    }
+    // The parent snapshot, made without a daemon: the next backup's total comes from it.
+    setup.cli("run", args!["big"]).success();
+    // New content of the same size, uploaded slowly: the run takes seconds.
+    for i in 0..12 {
+        write_file(
+            &setup.src.join(format!("big{i:02}.bin")),
+            &random_bytes(4 << 20, 400 + i),
+        );
+    }
+    with_repository_settings(&setup, "limit_upload_kib = 4096");
+    let daemon = setup.start();
+    setup
+        .cli("run", args!["big", "--full", "--no-wait"])
+        .success();
+    let mut seen = Value::Null;
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            let j = job(&setup.status(), "big");
+            let running = &j["running"];
+            let ok = running["percent"]
+                .as_f64()
+                .is_some_and(|p| p > 0.0 && p < 100.0)
+                && running["eta_secs"].as_f64().is_some_and(|s| s > 0.0);
+            if ok {
+                seen = running.clone();
+            }
+            ok
+        },
+        || daemon.log(),
+    );
+    assert!(num(&seen, "bytes_read") > 0, "{seen}");
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            let text = setup.cli("status", args![]).stdout();
+            text.contains("% done, about") && text.contains("left")
+        },
+        || {
+            format!(
+                "{}\n{}",
+                setup.cli("status", args![]).stdout(),
+                daemon.log()
+            )
+        },
+    );
+    daemon.stop(Duration::from_secs(60));
+}
+
 /// RELIABILITY case 20 (a clock or daemon that jumps forward): runs missed while the daemon was stopped are caught up once, never replayed one by one.
 #[test]
 fn a_missed_run_is_caught_up_once_after_a_restart() {

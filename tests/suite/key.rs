@@ -127,7 +127,7 @@ fn export_kit(repo: &Repo, path: &Path) {
     .success();
 }
 
-/// The two key lines of a kit (the line starting with `lbk1-` and the next).
+/// The key lines of a kit (the line starting with `lbk1-` and the four after it).
 #[track_caller]
 fn kit_key_lines(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -136,10 +136,51 @@ fn kit_key_lines(text: &str) -> String {
         .position(|l| l.starts_with("lbk1-"))
         .unwrap_or_else(|| panic!("no line starting with lbk1- in the kit:\n{text}"));
     assert!(
-        at + 1 < lines.len(),
-        "the kit ends after its first key line"
+        at + 5 <= lines.len(),
+        "the kit ends before its key's five lines"
     );
-    format!("{}\n{}", lines[at], lines[at + 1])
+    lines[at..at + 5].join("\n")
+}
+
+/// The commands a kit prints (its lines `    lifeboat ...`), without the indentation.
+fn kit_commands(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("    lifeboat "))
+        .map(|l| format!("lifeboat {l}"))
+        .collect()
+}
+
+/// Runs a kit's command line `line` as an operator pastes it: through `sh`, in `dir` (where
+/// the kit is saved as kit.txt), with `lifeboat` on the PATH, no password and no cloud
+/// variable of the test's environment, the kit's restore target replaced by `target`, and
+/// `env` set.
+fn run_kit_command(dir: &Path, line: &str, target: &Path, env: &[(&str, String)]) -> Out {
+    let line = line.replace("/mnt/restore", &target.to_string_lossy());
+    let bin_dir = Path::new(bin()).parent().expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("sh");
+    lifeboat_env_for(&mut cmd);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if ["AWS_", "GOOGLE_", "AZURE_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd.env_remove("LIFEBOAT_PASSWORD")
+        .env("PATH", path)
+        .current_dir(dir)
+        .args(["-c", &line]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(cmd)
 }
 
 #[test]
@@ -460,4 +501,219 @@ fn key_export_into_a_file_others_can_read_warns() {
     }
     let out = with_password(PASSWORD, args!["key", "export", "--repo", &repo.path]).success();
     assert!(!out.stderr().contains("other users"), "{out}");
+}
+
+/// Issue 21: the kit prints the exact commands of a recovery: `snapshots --latest`, one
+/// `restore` per job the repository holds (`--job J --host H latest`), and `recover --host H`,
+/// each with the repository and `--recovery-kit kit.txt`, values shell-quoted (a job name with
+/// a quote and a space, a host name with a space). Pasted into `sh` on a machine with no
+/// password, each restore brings back exactly its job's data.
+#[test]
+fn the_kits_commands_restore_each_job_without_a_password() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let (db, etc) = (scratch.join("db"), scratch.join("etc"));
+    build_plain_tree(&db, 4, 200_000, 31);
+    build_plain_tree(&etc, 6, 0, 32);
+    let db_job = "it's db";
+    repo.backup(args!["--job", db_job, "--host", "web one", &db]);
+    repo.backup(args!["--job", "etc", "--host", "web one", &etc]);
+    repo.backup(args!["--job", "etc", "--host", "web2", &etc]);
+    let dir = scratch.join("rescue");
+    fs::create_dir(&dir).expect("mkdir");
+    let kit = dir.join("kit.txt");
+    export_kit(&repo, &kit);
+    let text = fs::read_to_string(&kit).expect("kit");
+    let commands = kit_commands(&text);
+    let quoted_repo = repo.path.to_string_lossy().into_owned();
+    for c in &commands {
+        assert!(
+            c.contains(&format!("--repo {quoted_repo} ")) && c.contains("--recovery-kit kit.txt"),
+            "{c}"
+        );
+    }
+    let find =
+        |needle: &str| -> Vec<&String> { commands.iter().filter(|c| c.contains(needle)).collect() };
+    assert_eq!(find("lifeboat snapshots ").len(), 1, "{text}");
+    assert!(
+        find("lifeboat snapshots ")[0].ends_with("--latest"),
+        "{text}"
+    );
+    let restores = find("lifeboat restore ");
+    assert_eq!(restores.len(), 3, "one per job and host:\n{text}");
+    let db_line = restores
+        .iter()
+        .find(|c| c.contains("--job 'it'\\''s db' --host 'web one' latest --target /mnt/restore"))
+        .unwrap_or_else(|| panic!("no restore of the db job, shell-quoted:\n{text}"));
+    let etc_line = restores
+        .iter()
+        .find(|c| c.contains("--job etc --host 'web one' latest"))
+        .unwrap_or_else(|| panic!("no restore of web one's etc job:\n{text}"));
+    assert!(
+        restores
+            .iter()
+            .any(|c| c.contains("--job etc --host web2 latest")),
+        "{text}"
+    );
+    let recovers = find("lifeboat recover ");
+    assert_eq!(recovers.len(), 2, "one per host:\n{text}");
+    assert!(
+        recovers
+            .iter()
+            .any(|c| c.ends_with("--host 'web one' --target /mnt/restore")),
+        "{text}"
+    );
+
+    let out = run_kit_command(&dir, find("lifeboat snapshots ")[0], &dir, &[]).success();
+    assert!(out.stdout().contains("it's db"), "{out}");
+    for (line, src, other) in [(db_line, &db, &etc), (etc_line, &etc, &db)] {
+        let target = scratch.join(format!("t-{}", rand::random::<u32>()));
+        run_kit_command(&dir, line, &target, &[]).success();
+        assert_trees_equal(src, &restored(&target, src));
+        assert!(
+            !restored(&target, other).exists(),
+            "{line}: only that job's data"
+        );
+    }
+}
+
+/// Issue 21: the kit of an empty repository prints the generic commands (`restore latest`,
+/// `recover` of this host), and the kit of a repository in a daemon config (`key export
+/// --config FILE --repository NAME`, or `--job`) is written with the config's password and
+/// carries its url and storage options.
+#[test]
+fn the_kit_of_an_empty_repository_and_of_a_config_repository() {
+    let repo = Repo::new();
+    let scratch = Scratch::new();
+    let out = with_password(PASSWORD, args!["key", "export", "--repo", &repo.path]).success();
+    let commands = kit_commands(&out.stdout());
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.ends_with("--recovery-kit kit.txt latest --target /mnt/restore")),
+        "{out}"
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.starts_with("lifeboat recover ")
+                && c.contains(&format!("--host {}", hostname()))),
+        "{out}"
+    );
+
+    let pw = scratch.join("password");
+    write_password_file(&pw, PASSWORD);
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config = scratch.join("lifeboat.toml");
+    write_file(
+        &config,
+        format!(
+            "[repositories.main]\nurl = \"{}\"\npassword_file = \"{}\"\n\
+             options = {{ retry_timeout = \"2m\" }}\n\n\
+             [[jobs]]\nname = \"etc\"\nrepository = \"main\"\nsources = [\"/etc\"]\n\
+             incremental = \"0 3 * * *\"\n",
+            repo.path.display(),
+            pw.display()
+        )
+        .as_bytes(),
+    );
+    for pick in [
+        args!["--repository", "main"],
+        args!["--job", "etc"],
+        args![],
+    ] {
+        let mut a = args!["key", "export", "--config", &config];
+        a.extend(pick.clone());
+        let mut cmd = lifeboat_cmd();
+        cmd.env_remove("LIFEBOAT_PASSWORD").args(a);
+        let out = run(cmd).success();
+        let text = out.stdout();
+        assert!(
+            text.contains(&format!("Repository: {}", repo.path.display())),
+            "{pick:?}: {text}"
+        );
+        for c in kit_commands(&text) {
+            assert!(c.contains("--option retry_timeout=2m"), "{pick:?}: {c}");
+        }
+    }
+    let mut cmd = lifeboat_cmd();
+    cmd.args(args![
+        "key",
+        "export",
+        "--config",
+        &config,
+        "--repository",
+        "nope"
+    ]);
+    run(cmd)
+        .expect_code(1)
+        .stderr_contains("no repository named");
+}
+
+/// Issue 21: the kit of an S3 repository carries the storage settings it was exported with,
+/// from `--option` and from the cloud's environment (endpoint, region, allow_http), and names
+/// the credential variables without their values: its restore command, pasted on a machine
+/// whose environment holds nothing but the two keys, restores the snapshot.
+#[test]
+fn the_kit_of_an_s3_repository_carries_its_endpoint_and_options() {
+    let scratch = Scratch::new();
+    let src = scratch.join("src");
+    build_plain_tree(&src, 5, 100_000, 41);
+    let url = s3_url("kit");
+    let secret = "kit-secret-4c1d8e";
+    let mut env = s3_env();
+    env.retain(|(k, _)| *k != "AWS_SECRET_ACCESS_KEY");
+    env.push(("AWS_SECRET_ACCESS_KEY", secret.to_string()));
+    let s3 = |a: Vec<OsString>| {
+        let mut cmd = lifeboat_cmd();
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.args(a);
+        run(cmd)
+    };
+    s3(args!["init", "--repo", &url]).success();
+    s3(args!["backup", "--repo", &url, "--job", "files", &src]).success();
+    let dir = scratch.join("rescue");
+    fs::create_dir(&dir).expect("mkdir");
+    let kit = dir.join("kit.txt");
+    s3(args![
+        "key",
+        "export",
+        "--repo",
+        &url,
+        "--option",
+        "retry_timeout=3m",
+        "--output",
+        &kit
+    ])
+    .success();
+    let text = fs::read_to_string(&kit).expect("kit");
+    assert!(
+        !text.contains(secret),
+        "the kit holds the secret key:\n{text}"
+    );
+    assert!(
+        text.contains("export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=..."),
+        "{text}"
+    );
+    let restore = kit_commands(&text)
+        .into_iter()
+        .find(|c| c.starts_with("lifeboat restore ") && c.contains("--job files"))
+        .unwrap_or_else(|| panic!("no restore of the job:\n{text}"));
+    for option in [
+        format!("--option endpoint={}", s3_endpoint()),
+        "--option allow_http=true".to_string(),
+        "--option region=us-east-1".to_string(),
+        "--option retry_timeout=3m".to_string(),
+    ] {
+        assert!(restore.contains(&option), "no {option}: {restore}");
+    }
+    let target = scratch.join("target");
+    let keys_only = [
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", secret.to_string()),
+    ];
+    run_kit_command(&dir, &restore, &target, &keys_only).success();
+    assert_trees_equal(&src, &restored(&target, &src));
 }

@@ -7,29 +7,14 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use lifeboat::id::BlobId;
-use lifeboat::repo::{BlobKind, Node, NodeKind};
+use lifeboat::repo::BlobKind;
 
-use crate::common::craft::Crafter;
+use crate::common::craft::{dir, file, Crafter};
 use crate::common::*;
-
-fn dir(name: &str, subtree: BlobId) -> Node {
-    let mut n = Node::new(name.as_bytes().to_vec(), NodeKind::Dir);
-    n.mode = 0o755;
-    n.subtree = Some(subtree);
-    n
-}
-
-fn file(name: &str, content: Vec<BlobId>, size: u64) -> Node {
-    let mut n = Node::new(name.as_bytes().to_vec(), NodeKind::File);
-    n.mode = 0o644;
-    n.content = content;
-    n.size = size;
-    n
-}
 
 /// The report of a `--json` command: the line after the progress events.
 fn report_of(out: &Out) -> serde_json::Value {
@@ -89,35 +74,6 @@ fn limited(limit_mib: u64, args: Vec<OsString>) -> Command {
         .arg(bin())
         .args(args);
     cmd
-}
-
-/// Runs `cmd` (output discarded), sends SIGTERM after `after`, and returns its exit code;
-/// fails the test if it is still running a minute after the signal.
-fn sigterm_after(mut cmd: Command, after: Duration) -> Option<i32> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(after);
-    if let Some(st) = child.try_wait().expect("wait") {
-        panic!("finished before the signal: {st}");
-    }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).expect("kill");
-    let signalled = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            return st.code();
-        }
-        if signalled.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running a minute after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// RELIABILITY case 24: a chain of 10,000 directory levels plans and verifies: `restore

@@ -1,4 +1,5 @@
-//! Exclude patterns.
+//! Exclude patterns, and the same globs for `lifeboat find` (one matcher for both, so a
+//! pattern means the same thing to `backup --exclude` and to `find`).
 //!
 //! A pattern without `/` matches an entry's file name anywhere in the tree (`*.log`,
 //! `node_modules`); a pattern with `/` matches the absolute path (`/var/cache/**`,
@@ -6,6 +7,8 @@
 //! Lines of an exclude file: one pattern each; blank lines and lines starting with `#` are
 //! ignored.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -23,6 +26,12 @@ pub struct Excludes {
 impl Excludes {
     /// Compiles patterns; an invalid one is an error naming it.
     pub fn new(patterns: &[String]) -> Result<Self> {
+        Self::build(patterns, "exclude pattern", false)
+    }
+
+    /// Compiles patterns, `what` naming them in errors ("exclude pattern", "pattern"), matching
+    /// letters regardless of case with `ignore_case`.
+    pub fn build(patterns: &[String], what: &str, ignore_case: bool) -> Result<Self> {
         let mut by_name = GlobSetBuilder::new();
         let mut by_path = GlobSetBuilder::new();
         for p in patterns {
@@ -30,8 +39,9 @@ impl Excludes {
             let glob = GlobBuilder::new(trimmed)
                 .literal_separator(true)
                 .backslash_escape(true)
+                .case_insensitive(ignore_case)
                 .build()
-                .map_err(|e| Error::Invalid(format!("exclude pattern {p:?} is invalid: {e}")))?;
+                .map_err(|e| Error::Invalid(format!("{what} {p:?} is invalid: {e}")))?;
             if trimmed.contains('/') {
                 by_path.add(glob);
             } else {
@@ -40,7 +50,7 @@ impl Excludes {
         }
         let build = |b: GlobSetBuilder| {
             b.build()
-                .map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
+                .map_err(|e| Error::Invalid(format!("{what}s: {e}")))
         };
         Ok(Excludes {
             by_name: build(by_name)?,
@@ -72,6 +82,23 @@ impl Excludes {
             }
         }
         self.by_path.is_match(path)
+    }
+
+    /// Whether a pattern without `/` matches the entry name `name` (bytes, as a listing has
+    /// it).
+    pub fn matches_name(&self, name: &[u8]) -> bool {
+        self.by_name.is_match(Path::new(OsStr::from_bytes(name)))
+    }
+
+    /// Whether a pattern with `/` matches the absolute path `path` (bytes).
+    pub fn matches_path(&self, path: &[u8]) -> bool {
+        self.by_path.is_match(Path::new(OsStr::from_bytes(path)))
+    }
+
+    /// Whether any pattern has a `/` (so that a match depends on where an entry is, not only
+    /// on its name).
+    pub fn has_path_patterns(&self) -> bool {
+        !self.by_path.is_empty()
     }
 }
 

@@ -204,6 +204,20 @@ fn backup_attempt(
     } else {
         opts.threads
     };
+    // How far a backup is, for progress and `status`: about as many entries as the parent had,
+    // and for a full backup (which reads everything) about as many bytes.
+    if let Some((_, p)) = &parent {
+        let s = &p.summary;
+        let entries = s.files_new + s.files_changed + s.files_unchanged + s.dirs;
+        progress
+            .entries_total
+            .store(entries, std::sync::atomic::Ordering::Relaxed);
+        if kind == BackupKind::Full {
+            progress
+                .bytes_total
+                .store(s.total_bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let shared = Shared::new(repo.clone(), index, progress, threads, opts.index_every);
     let summary = std::thread::scope(|s| -> Result<(BlobId, Summary)> {
         let (job_tx, job_rx) = crossbeam_channel::unbounded();

@@ -132,6 +132,166 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: Arc<Progress>,
 ) -> Result<RestoreReport> {
+    let mut prepared = [prepare(repo, index, root, opts, progress)?];
+    let placed = place_together(&mut prepared);
+    let [prepared] = prepared;
+    match placed {
+        Ok(()) => Ok(prepared.finish()),
+        Err(e) => {
+            prepared.abandon(&e);
+            Err(e)
+        }
+    }
+}
+
+/// A restore read, verified and staged, not yet placed: what [`prepare`] returns. Several of
+/// them (the jobs of one server, `recover`) are placed together by [`place_together`], all or
+/// none. Dropped without [`Prepared::finish`] or [`Prepared::abandon`], its staging areas are
+/// left for the next restore into the target to sweep.
+pub struct Prepared {
+    opts: RestoreOptions,
+    plan: Plan,
+    staging: Option<Staging>,
+    created_target: Vec<PathBuf>,
+    broken: HashMap<usize, String>,
+    staged_warnings: Vec<(usize, String)>,
+    /// What was found so far: counts, damage, timings.
+    pub report: RestoreReport,
+}
+
+impl Prepared {
+    /// Whether placing would write anything: not verify-only, and nothing damaged (or
+    /// `allow_partial`).
+    pub fn placeable(&self) -> bool {
+        self.staging.is_some() && (self.report.damaged.is_empty() || self.opts.allow_partial)
+    }
+
+    /// Removes the staging areas (and the target directories the restore made, when nothing
+    /// was written) and returns the report.
+    pub fn finish(mut self) -> RestoreReport {
+        if let Some(s) = &self.staging {
+            s.remove();
+        }
+        if !self.report.written {
+            remove_created(&self.created_target);
+        }
+        self.report.damaged.sort_by(|a, b| a.path.cmp(&b.path));
+        self.report.damaged.dedup();
+        std::mem::take(&mut self.report)
+    }
+
+    /// Cleans up after `err`: removes the staging areas, except when they keep originals that
+    /// could not be put back ([`Error::Placing`] names them), and the target directories the
+    /// restore made.
+    pub fn abandon(self, err: &Error) {
+        match (&self.staging, err) {
+            (Some(s), Error::Placing { kept_in, .. })
+                if s.dirs().any(|d| kept_in.iter().any(|k| k == d)) => {}
+            (Some(s), _) => s.remove(),
+            (None, _) => {}
+        }
+        remove_created(&self.created_target);
+    }
+}
+
+/// Plans a restore, checks its target, stages and verifies every chunk; places nothing.
+pub fn prepare(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+    opts: &RestoreOptions,
+    progress: Arc<Progress>,
+) -> Result<Prepared> {
+    plan(repo, index, root, opts, &progress)?.stage(repo, index, &progress)
+}
+
+/// A restore planned (every listing read, every file mapped to its chunks), nothing written
+/// yet: what [`plan`] returns, staged by [`Planned::stage`].
+pub struct Planned {
+    opts: RestoreOptions,
+    plan: Plan,
+    report: RestoreReport,
+}
+
+impl Planned {
+    /// Bytes of file content the restore will read and verify.
+    pub fn bytes(&self) -> u64 {
+        self.plan.bytes
+    }
+
+    /// Every entry the restore creates (paths relative to the target), and whether it is a
+    /// directory.
+    pub fn entries(&self) -> impl Iterator<Item = (&Path, bool)> + '_ {
+        self.plan
+            .entries
+            .iter()
+            .skip(1)
+            .map(|e| (&*e.rel, e.node.kind == NodeKind::Dir))
+    }
+
+    /// Checks the target, then reads, verifies and stages every chunk (see [`prepare`]).
+    pub fn stage(self, repo: &Repository, index: &Index, progress: &Progress) -> Result<Prepared> {
+        let Planned {
+            opts,
+            plan,
+            mut report,
+        } = self;
+        let target = if opts.verify_only {
+            opts.target.clone()
+        } else {
+            crate::units::normalize_path(&opts.target)?
+        };
+        let mut created_target: Vec<PathBuf> = Vec::new();
+        let staging = if opts.verify_only {
+            None
+        } else {
+            let mut stale = Stale::default();
+            let mounts = preflight(&plan, &target, opts.overwrite, &mut stale);
+            for (p, bytes) in &stale.removed {
+                report.warnings.push(format!(
+                    "removed {} ({}): the staging area of an earlier restore that was killed",
+                    crate::display::path(p),
+                    crate::units::human_bytes(*bytes)
+                ));
+            }
+            let mounts = mounts?;
+            created_target = create_target(&target)?;
+            match Staging::make(&target, &mounts) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    remove_created(&created_target);
+                    return Err(e);
+                }
+            }
+        };
+        let mut prepared = Prepared {
+            opts: RestoreOptions { target, ..opts },
+            plan,
+            staging,
+            created_target,
+            broken: HashMap::new(),
+            staged_warnings: Vec::new(),
+            report,
+        };
+        match stage(repo, index, &mut prepared, progress) {
+            Ok(()) => Ok(prepared),
+            Err(e) => {
+                prepared.abandon(&e);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Plans a restore: reads every listing and maps every file to its chunks (adding its bytes to
+/// `progress`'s total); writes nothing.
+pub fn plan(
+    repo: &Repository,
+    index: &Index,
+    root: &BlobId,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<Planned> {
     let mut includes = Vec::new();
     for inc in &opts.includes {
         if !inc.is_absolute() {
@@ -154,78 +314,29 @@ pub fn restore(
             reason: "unsafe entry name (corrupt or tampered); never restored".into(),
         });
     }
-
-    let target = &if opts.verify_only {
-        opts.target.clone()
-    } else {
-        crate::units::normalize_path(&opts.target)?
-    };
-    let mut created_target: Vec<PathBuf> = Vec::new();
-    let staging = if opts.verify_only {
-        None
-    } else {
-        let mut stale = Stale::default();
-        let mounts = preflight(&plan, target, opts.overwrite, &mut stale);
-        for (p, bytes) in &stale.removed {
-            report.warnings.push(format!(
-                "removed {} ({}): the staging area of an earlier restore that was killed",
-                crate::display::path(p),
-                crate::units::human_bytes(*bytes)
-            ));
-        }
-        let mounts = mounts?;
-        created_target = create_target(target)?;
-        match Staging::make(target, &mounts) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                remove_created(&created_target);
-                return Err(e);
-            }
-        }
-    };
-
-    let opts = &RestoreOptions {
-        target: target.clone(),
-        ..opts.clone()
-    };
-    let result = stage_and_place(
-        repo,
-        index,
-        &plan,
-        opts,
-        staging.as_ref(),
-        &progress,
-        &mut report,
-    );
-    match (&staging, &result) {
-        // Placing failed and some replaced originals could not be put back: they are kept
-        // in the staging areas, which the error names.
-        (Some(_), Err(Error::Placing { kept_in, .. })) if !kept_in.is_empty() => {}
-        (Some(s), _) => s.remove(),
-        (None, _) => {}
-    }
-    match result {
-        Ok(()) if !report.written => remove_created(&created_target),
-        Ok(()) => {}
-        Err(e) => {
-            remove_created(&created_target);
-            return Err(e);
-        }
-    }
-    report.damaged.sort_by(|a, b| a.path.cmp(&b.path));
-    report.damaged.dedup();
-    Ok(report)
+    Ok(Planned {
+        opts: opts.clone(),
+        plan,
+        report,
+    })
 }
 
-fn stage_and_place(
+/// Reads, verifies and stages the content of a prepared restore; finds what is broken.
+fn stage(
     repo: &Repository,
     index: &Index,
-    plan: &Plan,
-    opts: &RestoreOptions,
-    staging: Option<&Staging>,
+    prepared: &mut Prepared,
     progress: &Progress,
-    report: &mut RestoreReport,
 ) -> Result<()> {
+    let Prepared {
+        opts,
+        plan,
+        staging,
+        broken,
+        staged_warnings,
+        report,
+        ..
+    } = prepared;
     // Staged files are created as their chunks arrive; empty ones right away.
     let is_root = nix::unistd::geteuid().is_root();
     let started = Instant::now();
@@ -238,17 +349,14 @@ fn stage_and_place(
         None => None,
     };
     report.readers = crate::storage::readers(repo.storage().as_ref(), opts.threads);
+    let bytes_before = Progress::get(&progress.bytes_read);
     let bad_chunks =
         fetch_and_verify(repo, index, plan, stager.as_ref(), report.readers, progress)?;
     report.timings.data_secs = started.elapsed().as_secs_f64() - report.timings.dirs_secs;
-    let staged_warnings = stager.map(Stager::into_warnings).unwrap_or_default();
+    *staged_warnings = stager.map(Stager::into_warnings).unwrap_or_default();
 
     // Every entry that cannot be restored, with the reason.
-    let mut broken: HashMap<usize, String> = plan
-        .broken
-        .iter()
-        .map(|b| (b.pos, b.reason.clone()))
-        .collect();
+    broken.extend(plan.broken.iter().map(|b| (b.pos, b.reason.clone())));
     let mut objects: HashSet<String> = plan.broken.iter().filter_map(|b| b.pack.clone()).collect();
     if !bad_chunks.is_empty() {
         for (chunk, uses) in plan.chunks.iter() {
@@ -270,7 +378,7 @@ fn stage_and_place(
             }
         }
     }
-    for (i, reason) in &broken {
+    for (i, reason) in broken.iter() {
         report.damaged.push(Damaged {
             path: plan.display(*i),
             reason: reason.clone(),
@@ -279,34 +387,88 @@ fn stage_and_place(
     let mut objects: Vec<String> = objects.into_iter().collect();
     objects.sort();
     report.damaged_objects = objects;
-    report.bytes = Progress::get(&progress.bytes_read);
-
-    let Some(staging) = staging else {
-        count(plan, &broken, report);
-        return Ok(());
-    };
-    if !report.damaged.is_empty() && !opts.allow_partial {
-        // Nothing is placed: the target stays as it was.
-        return Ok(());
+    report.bytes = Progress::get(&progress.bytes_read) - bytes_before;
+    if staging.is_none() || report.damaged.is_empty() || opts.allow_partial {
+        count(plan, broken, report);
     }
-    count(plan, &broken, report);
-    let mut placer = Placer::new(&opts.target, staging, opts.overwrite, is_root)?;
-    placer.devices = opts.devices;
-    report.written = true;
-    let started = Instant::now();
-    let placed = placer.place_all(plan, &broken);
-    report.timings.dirs_secs += placer.dirs_time.as_secs_f64();
-    report.timings.files_secs = started
-        .elapsed()
-        .saturating_sub(placer.dirs_time)
-        .as_secs_f64();
-    report.replaced = placer.replaced;
-    match placed {
-        Ok(()) => {
-            report.others -= placer.skipped.len() as u64;
-            report.skipped = placer
+    Ok(())
+}
+
+/// Places prepared restores into their targets, in order: all of them, or (when one fails or
+/// a signal stops it) none, every entry already placed put back. Those that are not
+/// [`Prepared::placeable`] are left out.
+pub fn place_together(prepared: &mut [Prepared]) -> Result<()> {
+    let is_root = nix::unistd::geteuid().is_root();
+    // Each placer with the seconds it spent placing files.
+    let mut placers: Vec<(usize, Placer<'_>, f64)> = Vec::new();
+    let mut failure = None;
+    for (n, p) in prepared.iter().enumerate() {
+        if !p.placeable() {
+            continue;
+        }
+        let Some(staging) = p.staging.as_ref() else {
+            continue;
+        };
+        let mut placer = match Placer::new(&p.opts.target, staging, p.opts.overwrite, is_root) {
+            Ok(placer) => placer,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        placer.devices = p.opts.devices;
+        placer.defer_dirs = true;
+        let started = Instant::now();
+        let placed = placer.place_all(&p.plan, &p.broken);
+        let files_secs = started
+            .elapsed()
+            .saturating_sub(placer.dirs_time)
+            .as_secs_f64();
+        placers.push((n, placer, files_secs));
+        if let Err(e) = placed {
+            failure = Some(e);
+            break;
+        }
+    }
+    let Some(e) = failure else {
+        // Directory metadata once every restore is placed (the last one's, deepest, first;
+        // then those of the restores whose directories hold them), inode flags after all.
+        for (n, placer, _) in placers.iter_mut().rev() {
+            placer.finish_dirs(&prepared[*n].plan);
+        }
+        for (n, placer, _) in placers.iter_mut() {
+            placer.finish_flags(&prepared[*n].plan);
+        }
+        // The reports are written once the placers, which borrow the staging areas, are done.
+        let outcomes: Vec<(usize, PlaceOutcome)> = placers
+            .into_iter()
+            .map(|(n, mut placer, files_secs)| {
+                let outcome = PlaceOutcome {
+                    dirs_secs: placer.dirs_time.as_secs_f64(),
+                    files_secs,
+                    replaced: placer.replaced,
+                    skipped: std::mem::take(&mut placer.skipped),
+                    warnings: std::mem::take(&mut placer.warnings),
+                };
+                (n, outcome)
+            })
+            .collect();
+        for (n, o) in outcomes {
+            let Prepared {
+                plan,
+                broken,
+                staged_warnings,
+                report,
+                ..
+            } = &mut prepared[n];
+            report.written = true;
+            report.timings.dirs_secs += o.dirs_secs;
+            report.timings.files_secs = o.files_secs;
+            report.replaced = o.replaced;
+            report.others -= o.skipped.len() as u64;
+            report.skipped = o
                 .skipped
-                .drain(..)
+                .into_iter()
                 .map(|(i, reason)| Damaged {
                     path: plan.display(i),
                     reason,
@@ -314,30 +476,41 @@ fn stage_and_place(
                 .collect();
             // Staged files carry their metadata already; warn about those that were placed.
             report.warnings.extend(
-                staged_warnings
+                std::mem::take(staged_warnings)
                     .into_iter()
                     .filter(|(i, _)| !broken.contains_key(i))
                     .map(|(_, w)| w),
             );
-            report.warnings.append(&mut placer.warnings);
-            Ok(())
+            report.warnings.extend(o.warnings);
         }
-        Err(e) => {
-            let not_put_back = placer.roll_back();
-            report.written = false;
-            report.replaced = 0;
-            let kept_in = if not_put_back.iter().any(|n| n.original_kept) {
-                staging.dirs().map(Path::to_path_buf).collect()
-            } else {
-                Vec::new()
-            };
-            Err(Error::Placing {
-                cause: Box::new(e),
-                not_put_back: not_put_back.into_iter().map(|n| n.path).collect(),
-                kept_in,
-            })
+        return Ok(());
+    };
+    // Put back what was placed, the last restore first.
+    let mut not_put_back = Vec::new();
+    let mut kept_in = Vec::new();
+    for (n, mut placer, _) in placers.into_iter().rev() {
+        let failed = placer.roll_back();
+        if failed.iter().any(|f| f.original_kept) {
+            if let Some(s) = &prepared[n].staging {
+                kept_in.extend(s.dirs().map(Path::to_path_buf));
+            }
         }
+        not_put_back.extend(failed.into_iter().map(|f| f.path));
     }
+    Err(Error::Placing {
+        cause: Box::new(e),
+        not_put_back,
+        kept_in,
+    })
+}
+
+/// What placing one prepared restore did, kept until every placer is done.
+struct PlaceOutcome {
+    dirs_secs: f64,
+    files_secs: f64,
+    replaced: u64,
+    skipped: Vec<(usize, String)>,
+    warnings: Vec<String>,
 }
 
 fn count(plan: &Plan, broken: &HashMap<usize, String>, report: &mut RestoreReport) {

@@ -161,6 +161,14 @@ pub(super) struct Placer<'a> {
     pub skipped: Vec<(usize, String)>,
     /// Entries of the target replaced so far (`--overwrite`).
     pub replaced: u64,
+    /// Leave directory metadata and inode flags to [`Placer::finish_dirs`] (several restores
+    /// placed into one target, see `place_together`): a later one adds entries to directories
+    /// an earlier one made, which would change their mtimes, or be refused by their flags.
+    pub defer_dirs: bool,
+    /// Plan positions of the directories whose metadata is still to set, parents first, and of
+    /// the entries whose inode flags are.
+    pending_dirs: Vec<usize>,
+    pending_flags: Vec<usize>,
 }
 
 impl<'a> Placer<'a> {
@@ -184,6 +192,9 @@ impl<'a> Placer<'a> {
             devices: false,
             skipped: Vec::new(),
             replaced: 0,
+            defer_dirs: false,
+            pending_dirs: Vec::new(),
+            pending_flags: Vec::new(),
         })
     }
 
@@ -194,19 +205,19 @@ impl<'a> Placer<'a> {
         let mut skipped_dirs: Vec<&Path> = Vec::new();
         let mut moved: Option<&Path> = None;
         // Directories whose metadata is set at the end: those this restore made.
-        let mut dirs: Vec<(&Path, &EntryMeta)> = Vec::new();
+        let mut dirs: Vec<usize> = Vec::new();
         // Entries placed that have inode flags, set after everything else.
-        let mut flagged: Vec<(&Path, &EntryMeta)> = Vec::new();
+        let mut flagged: Vec<usize> = Vec::new();
         for (i, e) in plan.entries.iter().enumerate().skip(1) {
             crate::interrupt::check()?;
             if let Some(m) = moved {
                 if e.rel.starts_with(m) {
                     if !broken.contains_key(&i) {
                         if e.node.kind == NodeKind::Dir {
-                            dirs.push((&e.rel, &e.node));
+                            dirs.push(i);
                         }
                         if e.node.flags != 0 {
-                            flagged.push((&e.rel, &e.node));
+                            flagged.push(i);
                         }
                     }
                     continue;
@@ -241,25 +252,43 @@ impl<'a> Placer<'a> {
                 }
             };
             if placed && e.node.kind == NodeKind::Dir {
-                dirs.push((&e.rel, &e.node));
+                dirs.push(i);
             }
             if placed && e.node.flags != 0 {
-                flagged.push((&e.rel, &e.node));
+                flagged.push(i);
             }
         }
-        // Directory metadata last, deepest first, so adding entries does not change mtimes.
-        let started = Instant::now();
-        for (rel, node) in dirs.iter().rev() {
-            self.apply_dir_metadata(rel, node);
+        self.pending_dirs = dirs;
+        self.pending_flags = flagged;
+        if !self.defer_dirs {
+            self.finish_dirs(plan);
+            self.finish_flags(plan);
         }
-        // Inode flags after that: an immutable or append-only entry accepts neither new
-        // entries, nor a rename, nor new times. Everything is in place by now, so this is not
-        // interrupted (a restore stopped here would have to undo a placement it has finished).
-        for (rel, node) in flagged {
-            self.apply_flags(rel, node);
+        Ok(())
+    }
+
+    /// Sets the metadata of the directories this restore made, deepest first, so adding
+    /// entries does not change mtimes.
+    pub(super) fn finish_dirs(&mut self, plan: &Plan) {
+        let started = Instant::now();
+        for i in std::mem::take(&mut self.pending_dirs).into_iter().rev() {
+            let e = &plan.entries[i];
+            self.apply_dir_metadata(&e.rel, &e.node);
         }
         self.dirs_time += started.elapsed();
-        Ok(())
+    }
+
+    /// Sets inode flags, after everything else: an immutable or append-only entry accepts
+    /// neither new entries, nor a rename, nor new times. Everything is in place by now, so
+    /// this is not interrupted (a restore stopped here would have to undo a placement it has
+    /// finished).
+    pub(super) fn finish_flags(&mut self, plan: &Plan) {
+        let started = Instant::now();
+        for i in std::mem::take(&mut self.pending_flags) {
+            let e = &plan.entries[i];
+            self.apply_flags(&e.rel, &e.node);
+        }
+        self.dirs_time += started.elapsed();
     }
 
     /// Completes the staged tree once everything is verified: removes the staged copies of

@@ -117,6 +117,7 @@ impl<'a> Stager<'a> {
             state.remaining = state.remaining.saturating_sub(1);
             if state.remaining == 0 {
                 self.finish(i, &mut state)?;
+                Progress::add(&progress.files, 1);
             } else if self.open.load(Ordering::Relaxed) > MAX_OPEN {
                 self.close(&mut state);
             }

@@ -16,6 +16,23 @@ use lifeboat::storage::LocalStorage;
 
 use super::PASSWORD;
 
+/// A directory entry (mode 755) whose listing is `subtree`.
+pub fn dir(name: &str, subtree: BlobId) -> Node {
+    let mut n = Node::new(name.as_bytes().to_vec(), lifeboat::repo::NodeKind::Dir);
+    n.mode = 0o755;
+    n.subtree = Some(subtree);
+    n
+}
+
+/// A file entry (mode 644) of `size` bytes in chunks `content`.
+pub fn file(name: &str, content: Vec<BlobId>, size: u64) -> Node {
+    let mut n = Node::new(name.as_bytes().to_vec(), lifeboat::repo::NodeKind::File);
+    n.mode = 0o644;
+    n.content = content;
+    n.size = size;
+    n
+}
+
 /// Writes listings and chunks straight into a repository, then one snapshot of them.
 pub struct Crafter {
     pub repo: Repository,

@@ -1319,3 +1319,32 @@ impl Drop for Tmpfs {
         }
     }
 }
+
+/// Runs `cmd` (output discarded), sends SIGTERM after `after`, and returns its exit code;
+/// fails the test if it finished before the signal or runs on a minute after it.
+pub fn sigterm_after(mut cmd: Command, after: Duration) -> Option<i32> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(after);
+    if let Some(st) = child.try_wait().expect("wait") {
+        panic!("finished before the signal: {st}");
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).expect("kill");
+    let signalled = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st.code();
+        }
+        if signalled.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running a minute after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
