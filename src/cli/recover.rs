@@ -51,6 +51,7 @@ pub struct RecoverArgs {
 }
 
 pub fn run(a: RecoverArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let Some(host) = a.which.host.clone() else {
         bail!(
             "give the host to recover: --host NAME (`lifeboat snapshots --latest` lists the \
@@ -74,7 +75,7 @@ pub fn run(a: RecoverArgs) -> Result<ExitCode> {
         super::announce(id, s);
     }
     if a.dry_run {
-        return dry_run(&repo, &a, &host, &choice.chosen);
+        return dry_run(&repo, &a, &host, &choice.chosen, started);
     }
     let index = repo.load_index()?;
     let opts = RestoreOptions {
@@ -191,6 +192,7 @@ fn dry_run(
     a: &RecoverArgs,
     host: &str,
     chosen: &[(lifeboat::id::SnapshotId, lifeboat::repo::Snapshot)],
+    started: std::time::Instant,
 ) -> Result<ExitCode> {
     // The scratch directory goes where the restore would write: the target, or the nearest
     // directory above it that exists (nothing is created in the target itself).
@@ -202,10 +204,16 @@ fn dry_run(
         .to_path_buf();
     let mut rows = Vec::new();
     let mut passed = true;
-    for (id, s) in chosen {
+    for (n, (id, s)) in chosen.iter().enumerate() {
         let opts = DrillOptions {
             scratch: scratch.clone(),
             downloads: a.downloads.get().unwrap_or(0),
+            // Opening the repository counts once, in the first job's estimate.
+            open_secs: if n == 0 {
+                started.elapsed().as_secs_f64()
+            } else {
+                0.0
+            },
             ..DrillOptions::default()
         };
         let progress = super::progress();
@@ -221,7 +229,13 @@ fn dry_run(
     }
     let files: u64 = rows.iter().map(|r| r.total_files).sum();
     let bytes: u64 = rows.iter().map(|r| r.total_bytes).sum();
-    let secs: f64 = rows.iter().map(|r| r.estimated_full_restore_secs).sum();
+    // A recover loads the index once: each drill's own loading counts in its estimate, and in
+    // the total only once.
+    let secs: f64 = rows
+        .iter()
+        .map(|r| r.estimated_full_restore_secs)
+        .sum::<f64>()
+        - rows.iter().skip(1).map(|r| r.open_secs).sum::<f64>();
     if a.json {
         let v = serde_json::json!({
             "type": "recover_plan",

@@ -32,7 +32,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -45,7 +45,8 @@ use crate::units::{human_bytes as human, human_duration, percent};
 /// What part of a snapshot a drill restores.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sample {
-    /// This share (0 < share ≤ 1) of the snapshot's files, chosen at random; at least one.
+    /// This share (0 < share ≤ 1) of the snapshot's files, chosen at random with the
+    /// snapshot's mix of small and large files (see [`choose`]); at least one.
     Files(f64),
     /// Files chosen at random until this share (0 < share ≤ 1) of the snapshot's file bytes
     /// is reached; at least one file.
@@ -99,6 +100,9 @@ pub struct DrillOptions {
     pub downloads: usize,
     /// List the sampled files in [`DrillReport::files`].
     pub list_files: bool,
+    /// Seconds the caller spent opening the repository (reading its config, deriving the key)
+    /// before calling [`drill`]: a restore spends them too, so they count in the estimate.
+    pub open_secs: f64,
 }
 
 impl Default for DrillOptions {
@@ -110,6 +114,7 @@ impl Default for DrillOptions {
             threads: 0,
             downloads: 0,
             list_files: false,
+            open_secs: 0.0,
         }
     }
 }
@@ -156,6 +161,9 @@ pub struct DrillReport {
     pub total_dirs: u64,
     /// The whole drill, from start to the removal of the scratch directory.
     pub duration_secs: f64,
+    /// Opening the repository, taking the lock and loading the index ([`DrillOptions::open_secs`]
+    /// and the drill's own part), as a restore does first.
+    pub open_secs: f64,
     /// Reading every directory listing of the snapshot.
     pub listing_secs: f64,
     /// Restoring the sample (the restore call).
@@ -171,24 +179,25 @@ pub struct DrillReport {
     /// Estimated seconds to restore the whole snapshot to the scratch directory's file system:
     ///
     /// ```text
-    /// listing_secs
+    /// open_secs + listing_secs
     ///   + total_bytes × data_secs / bytes_sampled
-    ///   + (total_entries − total_dirs) × files_secs / (entries_restored − dirs_restored)
+    ///   + placing_secs + (total_entries − total_dirs − total_files) × per_file_secs
     ///   + total_dirs × dirs_secs / dirs_restored
     /// ```
     ///
     /// (the data term is `per_file_secs × total_files + per_byte_secs × total_bytes` when
     /// [`DrillReport::data_model`] could be measured), where `data_secs` (reading, verifying
-    /// and writing file content, creating the staged
-    /// files and setting their metadata), `files_secs` (placing files, making links and special
-    /// files) and `dirs_secs` (creating directories and setting their metadata)
-    /// are the restore's measured phases ([`RestoreTimings`]): a per-byte rate from the sampled
-    /// bytes applied to all bytes, a per-entry cost from the sampled entries applied to all
-    /// entries (directories apart, as a sample creates the parents of its files, a larger share
-    /// of the directories than of the files), and the measured time to read every directory
-    /// listing, as a full restore does first. A term whose sample is empty counts 0. A small
-    /// sample reads scattered chunks, so the estimate errs on the long side; page-cached
-    /// repository data makes it shorter.
+    /// and writing file content, creating the staged files and setting their metadata),
+    /// `placing_secs` (the files phase of one part: its top entries renamed into an empty
+    /// target, as a full restore's are) and `dirs_secs` (creating directories and setting their
+    /// metadata) are the restore's measured phases ([`RestoreTimings`]): a per-byte rate from
+    /// the sampled bytes applied to all bytes, the cost of creating a file applied to every
+    /// link, symlink and special file (made at placing; a sample of files holds next to none),
+    /// a per-directory cost from the directories the sample made, the measured time to read
+    /// every directory listing, as a full restore does first, and the time to open the
+    /// repository. A term whose sample is empty counts 0. With [`Sample::All`] the measured
+    /// phases are the estimate. Page-cached repository data makes the estimate shorter; a
+    /// scratch directory on tmpfs much shorter.
     pub estimated_full_restore_secs: f64,
     /// What the sample's data phase cost per file and per byte, when its two parts (its smaller
     /// and its larger files, restored one after the other) tell them apart; the estimate's
@@ -208,6 +217,43 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// The report of a drill that has not measured anything yet.
+    fn empty(id: &SnapshotId, snapshot: &Snapshot, sample: Sample, seed: u64) -> Self {
+        DrillReport {
+            passed: false,
+            snapshot_id: id.to_hex(),
+            snapshot_time: snapshot.time,
+            host: snapshot.host.clone(),
+            job: snapshot.job.clone(),
+            sample: sample.describe(),
+            seed,
+            files_sampled: 0,
+            bytes_sampled: 0,
+            files_restored: 0,
+            bytes_restored: 0,
+            entries_restored: 0,
+            dirs_restored: 0,
+            total_files: 0,
+            total_bytes: 0,
+            total_entries: 0,
+            total_dirs: 0,
+            duration_secs: 0.0,
+            open_secs: 0.0,
+            listing_secs: 0.0,
+            restore_secs: 0.0,
+            restore_timings: RestoreTimings::default(),
+            readers: 0,
+            verify_secs: 0.0,
+            throughput_bytes_per_sec: 0.0,
+            estimated_full_restore_secs: 0.0,
+            data_model: None,
+            scratch: PathBuf::new(),
+            files: Vec::new(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     /// One line: "drill passed: restored 42 of 420 files (12.5 MiB of 125 MiB) in 1.2 s
     /// (10.4 MiB/s); estimated full restore: 12 s".
     pub fn summary(&self) -> String {
@@ -253,38 +299,7 @@ pub fn drill(
     let started = Instant::now();
     opts.sample.check()?;
     let seed = opts.seed.unwrap_or_else(rand::random);
-    let mut report = DrillReport {
-        passed: false,
-        snapshot_id: id.to_hex(),
-        snapshot_time: snapshot.time,
-        host: snapshot.host.clone(),
-        job: snapshot.job.clone(),
-        sample: opts.sample.describe(),
-        seed,
-        files_sampled: 0,
-        bytes_sampled: 0,
-        files_restored: 0,
-        bytes_restored: 0,
-        entries_restored: 0,
-        dirs_restored: 0,
-        total_files: 0,
-        total_bytes: 0,
-        total_entries: 0,
-        total_dirs: 0,
-        duration_secs: 0.0,
-        listing_secs: 0.0,
-        restore_secs: 0.0,
-        restore_timings: RestoreTimings::default(),
-        readers: 0,
-        verify_secs: 0.0,
-        throughput_bytes_per_sec: 0.0,
-        estimated_full_restore_secs: 0.0,
-        data_model: None,
-        scratch: PathBuf::new(),
-        files: Vec::new(),
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut report = DrillReport::empty(id, snapshot, opts.sample, seed);
 
     let _lock = repo.lock_for_reading("drill")?;
     let index = match repo.load_index() {
@@ -297,6 +312,7 @@ pub fn drill(
         }
         Err(e) => return Err(e),
     };
+    report.open_secs = opts.open_secs + started.elapsed().as_secs_f64();
 
     // 1. Every listing, timed.
     let listed = Instant::now();
@@ -319,7 +335,7 @@ pub fn drill(
     }
     if chosen.is_empty() {
         // Nothing to restore: the snapshot has no files (or none could be listed).
-        report.estimated_full_restore_secs = report.listing_secs;
+        report.estimated_full_restore_secs = report.open_secs + report.listing_secs;
         return Ok(finish(report, started));
     }
 
@@ -336,9 +352,13 @@ pub fn drill(
 
     // 3. Restore the sample: in two parts, its smaller files and its larger ones, so that the
     // estimate can tell what a restore costs per file from what it costs per byte (a sample of
-    // a tenth of the files can hold a twentieth of the bytes, or half of them).
-    let parts: Vec<Vec<usize>> = if opts.sample == Sample::All {
-        vec![Vec::new()] // everything, empty directories and special files included
+    // a tenth of the files can hold a twentieth of the bytes, or half of them). Each part goes
+    // to a directory of its own, empty as a full restore's target is: placed into a tree the
+    // first part made, the second's files would be moved one by one instead of with their top
+    // directory, a cost a full restore does not have.
+    let all = opts.sample == Sample::All;
+    let parts: Vec<Vec<usize>> = if all {
+        vec![chosen.clone()]
     } else {
         let mut by_size = chosen.clone();
         by_size.sort_by_key(|&i| (inv.files[i].node.size, i));
@@ -350,10 +370,17 @@ pub fn drill(
     };
     let mut not_restored: HashSet<String> = HashSet::new();
     let mut measured: Vec<Part> = Vec::new();
-    for part in parts {
-        let includes: Vec<PathBuf> = part.iter().map(|&i| inv.files[i].path.clone()).collect();
+    let mut roots: Vec<(PathBuf, &[usize])> = Vec::new();
+    for (n, part) in parts.iter().enumerate() {
+        let root = scratch.path.join(format!("part{}", n + 1));
+        roots.push((root.clone(), part));
+        let includes: Vec<PathBuf> = if all {
+            Vec::new() // everything, empty directories and special files included
+        } else {
+            part.iter().map(|&i| inv.files[i].path.clone()).collect()
+        };
         let restore_opts = RestoreOptions {
-            target: scratch.path.clone(),
+            target: root,
             includes: includes.clone(),
             verify_only: false,
             allow_partial: true,
@@ -382,6 +409,7 @@ pub fn drill(
                     files: part.len() as u64,
                     bytes: part.iter().map(|&i| inv.files[i].node.size).sum(),
                     data_secs: r.timings.data_secs,
+                    files_secs: r.timings.files_secs,
                 });
                 report.readers = r.readers;
                 report.entries_restored += r.files + r.dirs + r.others;
@@ -406,8 +434,8 @@ pub fn drill(
                 report
                     .problems
                     .push(format!("the sample could not be restored: {e}"));
-                for p in &includes {
-                    not_restored.insert(p.display().to_string());
+                for &i in part.iter() {
+                    not_restored.insert(inv.files[i].path.display().to_string());
                 }
             }
             Err(e) => return Err(e),
@@ -417,23 +445,21 @@ pub fn drill(
 
     // 4. Verify the restored files again, on their own terms.
     let verifying = Instant::now();
-    let todo: Vec<&FileEntry> = chosen
-        .iter()
-        .map(|&i| &inv.files[i])
-        .filter(|f| !not_restored.contains(&f.path.display().to_string()))
-        .collect();
-    let verified = verify_files(
-        &todo,
-        &scratch.path,
-        &index,
-        repo.sealer(),
-        opts.threads,
-        &progress,
-    )?;
+    for (root, part) in &roots {
+        let todo: Vec<&FileEntry> = part
+            .iter()
+            .map(|&i| &inv.files[i])
+            .filter(|f| !not_restored.contains(&f.path.display().to_string()))
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        let verified = verify_files(&todo, root, &index, repo.sealer(), opts.threads, &progress)?;
+        report.files_restored += verified.files;
+        report.bytes_restored += verified.bytes;
+        report.problems.extend(verified.problems);
+    }
     report.verify_secs = verifying.elapsed().as_secs_f64();
-    report.files_restored = verified.files;
-    report.bytes_restored = verified.bytes;
-    report.problems.extend(verified.problems);
 
     // 5. Remove the scratch data, and extrapolate.
     if let Err(e) = scratch.remove() {
@@ -446,7 +472,7 @@ pub fn drill(
     } else {
         0.0
     };
-    report.estimated_full_restore_secs = estimate(&report);
+    report.estimated_full_restore_secs = estimate(&report, &measured, all);
     Ok(finish(report, started))
 }
 
@@ -467,17 +493,20 @@ pub struct DataModel {
     pub per_byte_secs: f64,
 }
 
-/// One part of a drill's sample restore: its files, bytes and data phase.
+/// One part of a drill's sample restore: its files, bytes, data phase and files phase.
 #[derive(Debug, Clone, Copy)]
 struct Part {
     files: u64,
     bytes: u64,
     data_secs: f64,
+    files_secs: f64,
 }
 
 /// The cost per file and per byte that explains both parts' data phases (two equations, two
-/// unknowns), `None` when they cannot be told apart (one part, or parts of the same shape) or
-/// when the measurement makes one of them negative (noise larger than the difference).
+/// unknowns), `None` when they cannot be told apart (one part, or parts of the same shape).
+/// When timing noise makes one of the two negative, the cost is all in the other one: per
+/// file or per byte, whichever fits both parts better (least squares, as a fit that keeps
+/// both costs at or above zero ends up there).
 fn data_model(parts: &[Part]) -> Option<DataModel> {
     let [p, q] = parts else { return None };
     let (f1, b1, t1) = (p.files as f64, p.bytes as f64, p.data_secs);
@@ -489,14 +518,35 @@ fn data_model(parts: &[Part]) -> Option<DataModel> {
     }
     let per_file_secs = (t1 * b2 - t2 * b1) / det;
     let per_byte_secs = (f1 * t2 - f2 * t1) / det;
-    (per_file_secs >= 0.0 && per_byte_secs >= 0.0).then_some(DataModel {
-        per_file_secs,
-        per_byte_secs,
+    if per_file_secs >= 0.0 && per_byte_secs >= 0.0 {
+        return Some(DataModel {
+            per_file_secs,
+            per_byte_secs,
+        });
+    }
+    // One cost alone: `t = c × x` fitted to both parts, and its squared error.
+    let fit = |x1: f64, x2: f64| {
+        let c = (t1 * x1 + t2 * x2) / (x1 * x1 + x2 * x2);
+        (c, (t1 - c * x1).powi(2) + (t2 - c * x2).powi(2))
+    };
+    let (per_file, file_error) = fit(f1, f2);
+    let (per_byte, byte_error) = fit(b1, b2);
+    Some(if file_error <= byte_error {
+        DataModel {
+            per_file_secs: per_file,
+            per_byte_secs: 0.0,
+        }
+    } else {
+        DataModel {
+            per_file_secs: 0.0,
+            per_byte_secs: per_byte,
+        }
     })
 }
 
-/// See [`DrillReport::estimated_full_restore_secs`].
-fn estimate(r: &DrillReport) -> f64 {
+/// See [`DrillReport::estimated_full_restore_secs`]. `parts` are the sample's parts, `all`
+/// whether the sample was the whole snapshot (then the measured phases are the estimate).
+fn estimate(r: &DrillReport, parts: &[Part], all: bool) -> f64 {
     // `total × secs / sampled`, 0 when nothing was sampled.
     let scale = |total: u64, secs: f64, sampled: u64| {
         if sampled > 0 {
@@ -510,14 +560,25 @@ fn estimate(r: &DrillReport) -> f64 {
         Some(m) => m.per_file_secs * r.total_files as f64 + m.per_byte_secs * r.total_bytes as f64,
         None => scale(r.total_bytes, t.data_secs, r.bytes_sampled),
     };
-    r.listing_secs
-        + data
-        + scale(
-            r.total_entries.saturating_sub(r.total_dirs),
-            t.files_secs,
-            r.entries_restored.saturating_sub(r.dirs_restored),
-        )
-        + scale(r.total_dirs, t.dirs_secs, r.dirs_restored)
+    // Placing: each part was placed into an empty directory as a full restore is (a rename
+    // per top entry, whatever lies beneath); what grows with the snapshot are the entries made
+    // at placing, links, symlinks and special files, which a sample of files hardly holds:
+    // each costs what creating a file costs.
+    let files = if all || parts.is_empty() {
+        t.files_secs
+    } else {
+        let placing = parts.iter().map(|p| p.files_secs).sum::<f64>() / parts.len() as f64;
+        let others = r
+            .total_entries
+            .saturating_sub(r.total_dirs)
+            .saturating_sub(r.total_files);
+        let per_entry = match r.data_model {
+            Some(m) => m.per_file_secs,
+            None => scale(1, t.data_secs, r.files_sampled),
+        };
+        placing + others as f64 * per_entry
+    };
+    r.open_secs + r.listing_secs + data + files + scale(r.total_dirs, t.dirs_secs, r.dirs_restored)
 }
 
 /// A file of the snapshot that a drill can sample.
@@ -651,26 +712,38 @@ fn inventory(
 
 /// The positions in `files` of a random sample (sorted). Always at least one file when there is
 /// one, and at least one non-empty file when there is one.
+///
+/// A share of the files is a stratified sample: the files in order of size, cut into as many
+/// strata of neighbours as files are wanted, one file at random from each. The sample then
+/// has the snapshot's mix of small and large files whatever the seed (one file drawn at random
+/// from all of them can hold a twentieth of the bytes, or half of them), and the estimate
+/// taken from it varies that much less.
 fn choose(files: &[FileEntry], sample: Sample, seed: u64) -> Vec<usize> {
     if files.is_empty() {
         return Vec::new();
     }
-    if sample == Sample::All {
-        return (0..files.len()).collect();
-    }
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut chosen: Vec<usize> = match sample {
+        Sample::All => return (0..files.len()).collect(),
         Sample::Files(share) => {
             let n = ((files.len() as f64 * share).ceil() as usize).clamp(1, files.len());
-            order[..n].to_vec()
+            let mut by_size: Vec<usize> = (0..files.len()).collect();
+            by_size.sort_by_key(|&i| (files[i].node.size, i));
+            (0..n)
+                .map(|k| {
+                    let stratum = &by_size[k * files.len() / n..(k + 1) * files.len() / n];
+                    stratum[rng.gen_range(0..stratum.len())]
+                })
+                .collect()
         }
         Sample::Bytes(share) => {
+            let mut order: Vec<usize> = (0..files.len()).collect();
+            order.shuffle(&mut rng);
             let total: u64 = files.iter().map(|f| f.node.size).sum();
             let goal = (total as f64 * share).ceil() as u64;
             let mut sum = 0u64;
             let mut out = Vec::new();
-            for &i in &order {
+            for i in order {
                 out.push(i);
                 sum += files[i].node.size;
                 if sum >= goal {
@@ -679,10 +752,14 @@ fn choose(files: &[FileEntry], sample: Sample, seed: u64) -> Vec<usize> {
             }
             out
         }
-        Sample::All => order.clone(),
     };
     if chosen.iter().all(|&i| files[i].node.size == 0) {
-        if let Some(&i) = order.iter().find(|&&i| files[i].node.size > 0) {
+        // Any non-empty file: the first after a random place.
+        let from = rng.gen_range(0..files.len());
+        if let Some(i) = (from..files.len())
+            .chain(0..from)
+            .find(|&i| files[i].node.size > 0)
+        {
             chosen.push(i);
         }
     }
@@ -925,6 +1002,7 @@ mod tests {
             files,
             bytes,
             data_secs,
+            files_secs: 0.0,
         };
         // 1 ms a file and 1 ns a byte: 100 small files of 1 KB, 100 large ones of 10 MB.
         let cost = |f: u64, b: u64| f as f64 * 1e-3 + b as f64 * 1e-9;
@@ -935,16 +1013,23 @@ mod tests {
         .expect("two parts of different shapes");
         assert!((m.per_file_secs - 1e-3).abs() < 1e-9, "{m:?}");
         assert!((m.per_byte_secs - 1e-9).abs() < 1e-15, "{m:?}");
-        // One part, parts of the same shape, or noise that makes a cost negative: no model.
+        // One part, or parts of the same shape: no model.
         assert_eq!(data_model(&[part(10, 100, 1.0)]), None);
         assert_eq!(
             data_model(&[part(10, 1000, 1.0), part(20, 2000, 2.0)]),
             None
         );
-        assert_eq!(
-            data_model(&[part(100, 1_000, 5.0), part(100, 1_000_000_000, 1.0)]),
-            None
-        );
+        // Noise that would make the cost per byte negative: all of it is per file (the same
+        // number of files took 5 s and 1 s: 3 s on average).
+        let m =
+            data_model(&[part(100, 1_000, 5.0), part(100, 1_000_000_000, 1.0)]).expect("a model");
+        assert_eq!(m.per_byte_secs, 0.0);
+        assert!((m.per_file_secs - 0.03).abs() < 1e-12, "{m:?}");
+        // And the other way: the same bytes, ten times the files, less time.
+        let m =
+            data_model(&[part(10, 1_000_000, 2.0), part(100, 1_000_000, 1.0)]).expect("a model");
+        assert_eq!(m.per_file_secs, 0.0);
+        assert!((m.per_byte_secs - 1.5e-6).abs() < 1e-15, "{m:?}");
     }
 
     #[test]
@@ -981,6 +1066,71 @@ mod tests {
         for seed in 0..20 {
             assert!(choose(&f, Sample::Bytes(0.5), seed).contains(&3));
         }
+    }
+
+    #[test]
+    fn a_share_of_files_has_the_snapshots_mix_of_small_and_large_files() {
+        // 90 small files and 10 large ones: a tenth of the files is 9 small and 1 large for
+        // every seed (drawn one by one, it would hold 0 to 10 large ones).
+        let mut sizes = vec![10; 90];
+        sizes.extend([1_000_000; 10]);
+        let f = files(&sizes);
+        let mut picked = HashSet::new();
+        for seed in 0..50 {
+            let c = choose(&f, Sample::Files(0.1), seed);
+            assert_eq!(c.len(), 10);
+            assert_eq!(c.iter().filter(|&&i| i >= 90).count(), 1, "{c:?}");
+            picked.extend(c);
+        }
+        // Still at random within each size: most files get picked by some seed.
+        assert!(picked.len() > 60, "{}", picked.len());
+    }
+
+    #[test]
+    fn the_estimate_counts_placing_once_and_each_link_as_a_file() {
+        let snapshot =
+            Snapshot::for_test("web1", Some("etc"), &["/etc"], &[], "2026-12-01T00:00:00Z");
+        let mut r = DrillReport::empty(&SnapshotId([1; 32]), &snapshot, Sample::default(), 1);
+        (r.total_files, r.total_bytes, r.total_entries, r.total_dirs) =
+            (1000, 10_000_000, 1300, 100);
+        (
+            r.files_sampled,
+            r.bytes_sampled,
+            r.entries_restored,
+            r.dirs_restored,
+        ) = (100, 1_000_000, 130, 30);
+        (r.open_secs, r.listing_secs) = (0.5, 0.25);
+        r.restore_timings = RestoreTimings {
+            plan_secs: 0.1,
+            data_secs: 2.0,
+            files_secs: 0.5,
+            dirs_secs: 0.3,
+        };
+        r.data_model = Some(DataModel {
+            per_file_secs: 1e-3,
+            per_byte_secs: 1e-7,
+        });
+        let part = |files_secs: f64| Part {
+            files: 50,
+            bytes: 500_000,
+            data_secs: 1.0,
+            files_secs,
+        };
+        // open + listing + data (1000 × 1 ms + 10 MB × 0.1 µs) + placing (the parts' mean)
+        // + 200 links and special files at 1 ms + 100 directories at 10 ms.
+        let want = 0.5 + 0.25 + (1.0 + 1.0) + 0.25 + 0.2 + 1.0;
+        let got = estimate(&r, &[part(0.2), part(0.3)], false);
+        assert!((got - want).abs() < 1e-9, "{got} != {want}");
+        // A drill of everything: its measured phases are the estimate.
+        r.data_model = None;
+        (
+            r.files_sampled,
+            r.bytes_sampled,
+            r.entries_restored,
+            r.dirs_restored,
+        ) = (1000, 10_000_000, 1300, 100);
+        let got = estimate(&r, &[part(0.5)], true);
+        assert!((got - (0.5 + 0.25 + 2.0 + 0.5 + 0.3)).abs() < 1e-9, "{got}");
     }
 
     #[test]
