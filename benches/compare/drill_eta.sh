@@ -8,9 +8,12 @@
 # real time and their ratio, and the median ratio; the target is 0.75 to 1.25.
 #
 # Usage: benches/compare/drill_eta.sh [--size-mib N] [--pairs N] [--workdir DIR]
-#            [--lifeboat BIN] [--drill-args "ARGS"]
+#            [--lifeboat BIN] [--drill-args "ARGS"] [--repo URL]
 # Needs root (drop_caches). The restore target and the drill's scratch directory are on
-# WORKDIR's file system, as an operator's would be on the server's.
+# WORKDIR's file system, as an operator's would be on the server's. The repository is
+# WORKDIR/repo, or --repo URL (a cloud repository, its credentials and options in the
+# environment as for any lifeboat command); it is initialised and given one backup of the
+# dataset when it has no snapshot.
 
 set -euo pipefail
 export LC_ALL=C
@@ -23,6 +26,7 @@ PAIRS=5
 WORKDIR=${TMPDIR:-/var/tmp}/lifeboat-drill-eta
 LIFEBOAT=
 DRILL_ARGS=
+REPO=
 
 die() { echo "drill_eta.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
@@ -32,7 +36,8 @@ while [[ $# -gt 0 ]]; do
         --workdir) WORKDIR=$2; shift 2 ;;
         --lifeboat) LIFEBOAT=$2; shift 2 ;;
         --drill-args) DRILL_ARGS=$2; shift 2 ;;
-        -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --repo) REPO=$2; shift 2 ;;
+        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option: $1 (see --help)" ;;
     esac
 done
@@ -45,14 +50,15 @@ fi
 
 mkdir -p "$WORKDIR"
 DATA=$WORKDIR/data
-REPO=$WORKDIR/repo
+REPO=${REPO:-$WORKDIR/repo}
 export LIFEBOAT_REPOSITORY=$REPO LIFEBOAT_PASSWORD=drill-eta LIFEBOAT_CACHE_DIR=$WORKDIR/cache
 if [[ ! -d $DATA ]]; then
     echo "generating ${SIZE_MIB} MiB of data in $DATA" >&2
     python3 "$SCRIPT_DIR/gen_dataset.py" "$DATA" --size-mib "$SIZE_MIB" >&2
 fi
-if [[ ! -e $REPO/config ]]; then
-    "$LIFEBOAT" init >/dev/null
+"$LIFEBOAT" snapshots >/dev/null 2>&1 || "$LIFEBOAT" init >/dev/null
+if [[ -z $("$LIFEBOAT" snapshots --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)) or "")') ]]; then
+    echo "backing up $DATA to $REPO" >&2
     "$LIFEBOAT" backup "$DATA" >/dev/null
 fi
 
