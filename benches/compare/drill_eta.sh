@@ -5,7 +5,8 @@
 #   restore   lifeboat restore latest        -> its wall time
 # with the page cache dropped (and dirty pages written back) before each, so that neither
 # reads the repository from memory the other left there. The table gives each pair's estimate,
-# real time and their ratio, and the median ratio; the target is 0.75 to 1.25.
+# real time and their ratio, and the median ratio; the target is 0.75 to 1.25. Each drill's
+# report (its JSON lines) is kept as WORKDIR/drill-N.json.
 #
 # Usage: benches/compare/drill_eta.sh [--size-mib N] [--pairs N] [--workdir DIR]
 #            [--lifeboat BIN] [--drill-args "ARGS"] [--repo URL]
@@ -73,14 +74,14 @@ ratios=()
 for ((i = 1; i <= PAIRS; i++)); do
     cold
     # shellcheck disable=SC2086 # DRILL_ARGS is a list of words
-    est=$("$LIFEBOAT" drill latest --json --scratch "$WORKDIR" $DRILL_ARGS \
-        | python3 -c 'import json,sys
+    "$LIFEBOAT" drill latest --json --scratch "$WORKDIR" $DRILL_ARGS >"$WORKDIR/drill-$i.json"
+    est=$(python3 -c 'import json,sys
 r = None
 for line in sys.stdin:
     o = json.loads(line)
     if "estimated_full_restore_secs" in o: r = o
 if r is None or not r["passed"]: sys.exit("the drill did not pass: %s" % r)
-print("%.2f" % r["estimated_full_restore_secs"])')
+print("%.2f" % r["estimated_full_restore_secs"])' <"$WORKDIR/drill-$i.json")
     rm -rf "$WORKDIR/restore"
     cold
     start=$(date +%s.%N)

@@ -37,7 +37,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
-use crate::ops::restore::{restore, RestoreOptions, RestoreTimings};
+use crate::ops::restore::{
+    read_plan, restore, runs, span, PackReads, RestoreOptions, RestoreTimings,
+};
 use crate::progress::Progress;
 use crate::repo::{Index, Node, NodeKind, Repository, Sealer, Snapshot, Step, TreeWalk};
 use crate::units::{human_bytes as human, human_duration, percent};
@@ -186,7 +188,10 @@ pub struct DrillReport {
     /// ```
     ///
     /// (the data term is `per_file_secs × total_files + per_byte_secs × total_bytes` when
-    /// [`DrillReport::data_model`] could be measured), where `data_secs` (reading, verifying
+    /// [`DrillReport::data_model`] could be measured, plus the full restore's pack reads,
+    /// `(per_request_secs × full_requests + per_byte_secs × full_bytes_read) / readers`, when
+    /// [`DrillReport::read_model`] could: a sample reads from nearly every pack, so its reads
+    /// weigh far more per file than a full restore's), where `data_secs` (reading, verifying
     /// and writing file content, creating the staged files and setting their metadata),
     /// `placing_secs` (the files phase of one part: its top entries renamed into an empty
     /// target, as a full restore's are) and `dirs_secs` (creating directories and setting their
@@ -205,6 +210,16 @@ pub struct DrillReport {
     /// of the bytes' share alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_model: Option<DataModel>,
+    /// What the sample's pack reads cost, per request and per byte read, when its two parts
+    /// read some; the estimate's data term then adds the full restore's reads
+    /// (`full_requests`, `full_bytes_read`) at that cost, shared by the readers, and the data
+    /// model is fitted to the parts' data phases without their reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_model: Option<ReadModel>,
+    /// The requests and bytes a full restore of the snapshot reads from its packs (every
+    /// chunk of its files once, neighbouring chunks in one request, as a restore reads them).
+    pub full_requests: u64,
+    pub full_bytes_read: u64,
     /// Where the sample was restored (removed again).
     pub scratch: PathBuf,
     /// The sampled files (absolute paths in the snapshot), with [`DrillOptions::list_files`].
@@ -247,6 +262,9 @@ impl DrillReport {
             throughput_bytes_per_sec: 0.0,
             estimated_full_restore_secs: 0.0,
             data_model: None,
+            read_model: None,
+            full_requests: 0,
+            full_bytes_read: 0,
             scratch: PathBuf::new(),
             files: Vec::new(),
             problems: Vec::new(),
@@ -322,6 +340,17 @@ pub fn drill(
     report.total_bytes = inv.total.bytes;
     report.total_entries = inv.total.entries;
     report.total_dirs = inv.total.dirs;
+    let chunks: HashSet<BlobId> = inv
+        .files
+        .iter()
+        .flat_map(|f| f.node.content.iter().copied())
+        .collect();
+    for (_, blobs) in read_plan(&index, chunks.iter()) {
+        for run in runs(&blobs) {
+            report.full_requests += 1;
+            report.full_bytes_read += u64::from(span(run).1);
+        }
+    }
 
     // 2. The sample.
     let chosen = choose(&inv.files, opts.sample, seed);
@@ -410,6 +439,7 @@ pub fn drill(
                     bytes: part.iter().map(|&i| inv.files[i].node.size).sum(),
                     data_secs: r.timings.data_secs,
                     files_secs: r.timings.files_secs,
+                    reads: r.pack_reads,
                 });
                 report.readers = r.readers;
                 report.entries_restored += r.files + r.dirs + r.others;
@@ -441,7 +471,8 @@ pub fn drill(
             Err(e) => return Err(e),
         }
     }
-    report.data_model = data_model(&measured);
+    report.read_model = read_model(&measured);
+    report.data_model = data_model(&measured, report.read_model.as_ref(), report.readers);
 
     // 4. Verify the restored files again, on their own terms.
     let verifying = Instant::now();
@@ -486,10 +517,19 @@ fn finish(mut report: DrillReport, started: Instant) -> DrillReport {
 }
 
 /// What restoring file content costs, per file (creating, writing, closing, metadata) and per
-/// byte (reading, verifying, writing): [`DrillReport::data_model`].
+/// byte (verifying, writing; reading too when there is no [`ReadModel`]):
+/// [`DrillReport::data_model`].
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct DataModel {
     pub per_file_secs: f64,
+    pub per_byte_secs: f64,
+}
+
+/// What reading packs costs a restore's readers, per request and per byte read:
+/// [`DrillReport::read_model`].
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct ReadModel {
+    pub per_request_secs: f64,
     pub per_byte_secs: f64,
 }
 
@@ -500,47 +540,84 @@ struct Part {
     bytes: u64,
     data_secs: f64,
     files_secs: f64,
+    reads: PackReads,
 }
 
-/// The cost per file and per byte that explains both parts' data phases (two equations, two
-/// unknowns), `None` when they cannot be told apart (one part, or parts of the same shape).
-/// When timing noise makes one of the two negative, the cost is all in the other one: per
-/// file or per byte, whichever fits both parts better (least squares, as a fit that keeps
-/// both costs at or above zero ends up there).
-fn data_model(parts: &[Part]) -> Option<DataModel> {
-    let [p, q] = parts else { return None };
-    let (f1, b1, t1) = (p.files as f64, p.bytes as f64, p.data_secs);
-    let (f2, b2, t2) = (q.files as f64, q.bytes as f64, q.data_secs);
-    let det = f1 * b2 - f2 * b1;
-    // Parts whose bytes per file differ by less than a quarter say nothing reliable.
-    if det.abs() < 0.25 * (f1 * b2).abs().max((f2 * b1).abs()) || det == 0.0 {
+/// The costs `(c1, c2)` that explain both measurements `t = c1 × x1 + c2 × x2` (two equations,
+/// two unknowns), `None` when they cannot be told apart (the two are of the same shape: their
+/// `x1 / x2` differ by less than a quarter). When timing noise makes one cost negative, it is
+/// 0 and the other alone is fitted to both (least squares, as a fit that keeps both costs at
+/// or above zero ends up there).
+fn fit_two(x1: [f64; 2], x2: [f64; 2], t: [f64; 2]) -> Option<(f64, f64)> {
+    let det = x1[0] * x2[1] - x1[1] * x2[0];
+    if det == 0.0 || det.abs() < 0.25 * (x1[0] * x2[1]).abs().max((x1[1] * x2[0]).abs()) {
         return None;
     }
-    let per_file_secs = (t1 * b2 - t2 * b1) / det;
-    let per_byte_secs = (f1 * t2 - f2 * t1) / det;
-    if per_file_secs >= 0.0 && per_byte_secs >= 0.0 {
-        return Some(DataModel {
-            per_file_secs,
-            per_byte_secs,
-        });
+    let c1 = (t[0] * x2[1] - t[1] * x2[0]) / det;
+    let c2 = (x1[0] * t[1] - x1[1] * t[0]) / det;
+    if c1 >= 0.0 && c2 >= 0.0 {
+        return Some((c1, c2));
     }
-    // One cost alone: `t = c × x` fitted to both parts, and its squared error.
-    let fit = |x1: f64, x2: f64| {
-        let c = (t1 * x1 + t2 * x2) / (x1 * x1 + x2 * x2);
-        (c, (t1 - c * x1).powi(2) + (t2 - c * x2).powi(2))
-    };
-    let (per_file, file_error) = fit(f1, f2);
-    let (per_byte, byte_error) = fit(b1, b2);
-    Some(if file_error <= byte_error {
-        DataModel {
-            per_file_secs: per_file,
-            per_byte_secs: 0.0,
-        }
+    Some(match (alone(x1, t), alone(x2, t)) {
+        ((c, e1), (_, e2)) if e1 <= e2 => (c, 0.0),
+        (_, (c, _)) => (0.0, c),
+    })
+}
+
+/// `t = c × x` fitted to both measurements: `c`, and its squared error.
+fn alone(x: [f64; 2], t: [f64; 2]) -> (f64, f64) {
+    let squares = x[0] * x[0] + x[1] * x[1];
+    let c = if squares > 0.0 {
+        (t[0] * x[0] + t[1] * x[1]) / squares
     } else {
-        DataModel {
-            per_file_secs: 0.0,
-            per_byte_secs: per_byte,
-        }
+        0.0
+    };
+    (c, (t[0] - c * x[0]).powi(2) + (t[1] - c * x[1]).powi(2))
+}
+
+/// What the parts' pack reads cost, per request and per byte read ([`DrillReport::read_model`]),
+/// in reader-seconds: `None` without two parts that read something. Parts that read the same
+/// bytes per request cannot tell the two apart: the time is then per byte read.
+fn read_model(parts: &[Part]) -> Option<ReadModel> {
+    let [p, q] = parts else { return None };
+    let (a, b) = (&p.reads, &q.reads);
+    if a.requests == 0 || b.requests == 0 {
+        return None;
+    }
+    let (per_request_secs, per_byte_secs) = fit_two(
+        [a.requests as f64, b.requests as f64],
+        [a.bytes as f64, b.bytes as f64],
+        [a.secs, b.secs],
+    )
+    .unwrap_or_else(|| {
+        (
+            0.0,
+            alone([a.bytes as f64, b.bytes as f64], [a.secs, b.secs]).0,
+        )
+    });
+    Some(ReadModel {
+        per_request_secs,
+        per_byte_secs,
+    })
+}
+
+/// The cost per file and per byte written that explains both parts' data phases, without the
+/// share of their pack reads when `reads` says what those cost ([`DrillReport::data_model`]);
+/// `None` when the parts cannot tell them apart (one part, or files of one size).
+fn data_model(parts: &[Part], reads: Option<&ReadModel>, readers: usize) -> Option<DataModel> {
+    let [p, q] = parts else { return None };
+    let work = |x: &Part| match reads {
+        Some(_) => (x.data_secs - x.reads.secs / readers.max(1) as f64).max(0.0),
+        None => x.data_secs,
+    };
+    let (per_file_secs, per_byte_secs) = fit_two(
+        [p.files as f64, q.files as f64],
+        [p.bytes as f64, q.bytes as f64],
+        [work(p), work(q)],
+    )?;
+    Some(DataModel {
+        per_file_secs,
+        per_byte_secs,
     })
 }
 
@@ -556,8 +633,21 @@ fn estimate(r: &DrillReport, parts: &[Part], all: bool) -> f64 {
         }
     };
     let t = &r.restore_timings;
+    // Reading the packs a full restore reads, with as many reads in flight.
+    let reading = match r.read_model {
+        Some(m) if r.data_model.is_some() => {
+            (m.per_request_secs * r.full_requests as f64
+                + m.per_byte_secs * r.full_bytes_read as f64)
+                / r.readers.max(1) as f64
+        }
+        _ => 0.0,
+    };
     let data = match r.data_model {
-        Some(m) => m.per_file_secs * r.total_files as f64 + m.per_byte_secs * r.total_bytes as f64,
+        Some(m) => {
+            reading
+                + m.per_file_secs * r.total_files as f64
+                + m.per_byte_secs * r.total_bytes as f64
+        }
         None => scale(r.total_bytes, t.data_secs, r.bytes_sampled),
     };
     // Placing: each part was placed into an empty directory as a full restore is (a rename
@@ -1003,33 +1093,93 @@ mod tests {
             bytes,
             data_secs,
             files_secs: 0.0,
+            reads: PackReads::default(),
         };
         // 1 ms a file and 1 ns a byte: 100 small files of 1 KB, 100 large ones of 10 MB.
         let cost = |f: u64, b: u64| f as f64 * 1e-3 + b as f64 * 1e-9;
-        let m = data_model(&[
-            part(100, 100_000, cost(100, 100_000)),
-            part(100, 1_000_000_000, cost(100, 1_000_000_000)),
-        ])
+        let m = data_model(
+            &[
+                part(100, 100_000, cost(100, 100_000)),
+                part(100, 1_000_000_000, cost(100, 1_000_000_000)),
+            ],
+            None,
+            1,
+        )
         .expect("two parts of different shapes");
         assert!((m.per_file_secs - 1e-3).abs() < 1e-9, "{m:?}");
         assert!((m.per_byte_secs - 1e-9).abs() < 1e-15, "{m:?}");
         // One part, or parts of the same shape: no model.
-        assert_eq!(data_model(&[part(10, 100, 1.0)]), None);
+        assert_eq!(data_model(&[part(10, 100, 1.0)], None, 1), None);
         assert_eq!(
-            data_model(&[part(10, 1000, 1.0), part(20, 2000, 2.0)]),
+            data_model(&[part(10, 1000, 1.0), part(20, 2000, 2.0)], None, 1),
             None
         );
         // Noise that would make the cost per byte negative: all of it is per file (the same
         // number of files took 5 s and 1 s: 3 s on average).
-        let m =
-            data_model(&[part(100, 1_000, 5.0), part(100, 1_000_000_000, 1.0)]).expect("a model");
+        let m = data_model(
+            &[part(100, 1_000, 5.0), part(100, 1_000_000_000, 1.0)],
+            None,
+            1,
+        )
+        .expect("a model");
         assert_eq!(m.per_byte_secs, 0.0);
         assert!((m.per_file_secs - 0.03).abs() < 1e-12, "{m:?}");
         // And the other way: the same bytes, ten times the files, less time.
-        let m =
-            data_model(&[part(10, 1_000_000, 2.0), part(100, 1_000_000, 1.0)]).expect("a model");
+        let m = data_model(
+            &[part(10, 1_000_000, 2.0), part(100, 1_000_000, 1.0)],
+            None,
+            1,
+        )
+        .expect("a model");
         assert_eq!(m.per_file_secs, 0.0);
         assert!((m.per_byte_secs - 1.5e-6).abs() < 1e-15, "{m:?}");
+    }
+
+    #[test]
+    fn the_read_model_tells_cost_per_request_from_cost_per_byte() {
+        let part = |requests: u64, bytes: u64, secs: f64| Part {
+            files: 1,
+            bytes: 1,
+            data_secs: 1.0,
+            files_secs: 0.0,
+            reads: PackReads {
+                requests,
+                bytes,
+                secs,
+            },
+        };
+        // 5 ms a request and 10 ns a byte: many small reads, and a few large ones.
+        let cost = |r: u64, b: u64| r as f64 * 5e-3 + b as f64 * 1e-8;
+        let m = read_model(&[
+            part(100, 1_000_000, cost(100, 1_000_000)),
+            part(10, 100_000_000, cost(10, 100_000_000)),
+        ])
+        .expect("two parts that read");
+        assert!((m.per_request_secs - 5e-3).abs() < 1e-12, "{m:?}");
+        assert!((m.per_byte_secs - 1e-8).abs() < 1e-18, "{m:?}");
+        // The same bytes per request: all of it per byte read.
+        let m = read_model(&[part(10, 1_000, 1.0), part(20, 2_000, 3.0)]).expect("a model");
+        assert_eq!(m.per_request_secs, 0.0);
+        assert!((m.per_byte_secs - 7.0 / 5_000.0).abs() < 1e-12, "{m:?}");
+        // A part that read nothing (all of it in the cache, or no data): no model.
+        assert_eq!(read_model(&[part(0, 0, 0.0), part(20, 2_000, 3.0)]), None);
+        // The data phases without the reads' share (2 readers): what is left is per file.
+        let parts = [
+            Part {
+                files: 100,
+                bytes: 100,
+                data_secs: 1.0,
+                ..part(100, 1_000_000, 1.0)
+            },
+            Part {
+                files: 10,
+                bytes: 1_000_000,
+                data_secs: 0.6,
+                ..part(10, 100_000_000, 1.0)
+            },
+        ];
+        let d = data_model(&parts, read_model(&parts).as_ref(), 2).expect("a model");
+        assert!((d.per_file_secs - 5e-3).abs() < 1e-4, "{d:?}");
     }
 
     #[test]
@@ -1115,12 +1265,27 @@ mod tests {
             bytes: 500_000,
             data_secs: 1.0,
             files_secs,
+            reads: PackReads::default(),
         };
         // open + listing + data (1000 × 1 ms + 10 MB × 0.1 µs) + placing (the parts' mean)
         // + 200 links and special files at 1 ms + 100 directories at 10 ms.
         let want = 0.5 + 0.25 + (1.0 + 1.0) + 0.25 + 0.2 + 1.0;
         let got = estimate(&r, &[part(0.2), part(0.3)], false);
         assert!((got - want).abs() < 1e-9, "{got} != {want}");
+        // With what reads cost: the full restore's 40 requests at 50 ms and 1 GB at 1 ns a
+        // byte, shared by 4 readers.
+        r.read_model = Some(ReadModel {
+            per_request_secs: 0.05,
+            per_byte_secs: 1e-9,
+        });
+        (r.full_requests, r.full_bytes_read, r.readers) = (40, 1_000_000_000, 4);
+        let got = estimate(&r, &[part(0.2), part(0.3)], false);
+        let reading = (40.0 * 0.05 + 1.0) / 4.0;
+        assert!(
+            (got - (want + reading)).abs() < 1e-9,
+            "{got} != {want} + {reading}"
+        );
+        r.read_model = None;
         // A drill of everything: its measured phases are the estimate.
         r.data_model = None;
         (

@@ -106,6 +106,19 @@ pub struct RestoreReport {
     pub readers: usize,
     /// Entries of the target that were replaced (`--overwrite`); the others were new.
     pub replaced: u64,
+    /// How the packs were read.
+    pub pack_reads: PackReads,
+}
+
+/// How a restore read the repository's packs (a drill's estimate weighs them).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct PackReads {
+    /// Requests to the storage (one per run of neighbouring chunks, [`read_plan`]).
+    pub requests: u64,
+    /// Bytes they read (stored: compressed and encrypted, gaps included).
+    pub bytes: u64,
+    /// Seconds the readers spent waiting for them, summed over the readers.
+    pub secs: f64,
 }
 
 /// Wall-clock seconds of the phases of a restore (what a restore drill extrapolates from).
@@ -350,8 +363,9 @@ fn stage(
     };
     report.readers = crate::storage::readers(repo.storage().as_ref(), opts.threads);
     let bytes_before = Progress::get(&progress.bytes_read);
-    let bad_chunks =
+    let (bad_chunks, pack_reads) =
         fetch_and_verify(repo, index, plan, stager.as_ref(), report.readers, progress)?;
+    report.pack_reads = pack_reads;
     report.timings.data_secs = started.elapsed().as_secs_f64() - report.timings.dirs_secs;
     *staged_warnings = stager.map(Stager::into_warnings).unwrap_or_default();
 
@@ -756,18 +770,14 @@ fn remove_created(created: &[PathBuf]) {
     }
 }
 
-/// Reads every pack once, verifies every chunk and writes verified chunks into staged files.
-/// Returns the chunks that failed, with the object and the reason.
-fn fetch_and_verify(
-    repo: &Repository,
+/// The chunks of `ids` that the index knows, by pack (packs in order, each pack's chunks in
+/// order of their offset): what a restore reads, pack by pack, in [`runs`].
+pub(crate) fn read_plan<'a>(
     index: &Index,
-    plan: &Plan,
-    stager: Option<&Stager>,
-    readers: usize,
-    progress: &Progress,
-) -> Result<HashMap<BlobId, (String, String)>> {
+    ids: impl Iterator<Item = &'a BlobId>,
+) -> Vec<(u32, Vec<(BlobId, IndexEntry)>)> {
     let mut by_pack: HashMap<u32, Vec<(BlobId, IndexEntry)>> = HashMap::new();
-    for id in plan.chunks.ids() {
+    for id in ids {
         if let Some(e) = index.get(id) {
             by_pack.entry(e.pack).or_default().push((*id, *e));
         }
@@ -777,7 +787,32 @@ fn fetch_and_verify(
     for (_, blobs) in &mut work {
         blobs.sort_by_key(|(_, e)| e.offset);
     }
+    work
+}
+
+/// Where a run of neighbouring chunks ([`runs`]) starts in its pack, and its length.
+pub(crate) fn span(run: &[(BlobId, IndexEntry)]) -> (u32, u32) {
+    let start = run[0].1.offset;
+    let last = run[run.len() - 1].1;
+    (start, last.offset + last.stored_len - start)
+}
+
+/// Chunks that could not be read or failed verification: the object and the reason.
+type BadChunks = HashMap<BlobId, (String, String)>;
+
+/// Reads every pack once, verifies every chunk and writes verified chunks into staged files.
+/// Returns the chunks that failed, with the object and the reason, and how the packs were read.
+fn fetch_and_verify(
+    repo: &Repository,
+    index: &Index,
+    plan: &Plan,
+    stager: Option<&Stager>,
+    readers: usize,
+    progress: &Progress,
+) -> Result<(BadChunks, PackReads)> {
+    let work = read_plan(index, plan.chunks.ids().iter());
     let mut bad = HashMap::new();
+    let mut reads = PackReads::default();
     crate::pool::run(
         readers,
         work,
@@ -786,11 +821,15 @@ fn fetch_and_verify(
             let pack_id = index.pack_id(pack);
             let what = FileKind::Pack.path(&pack_id.to_hex());
             let mut found = Vec::new();
+            let mut read = PackReads::default();
             for run in runs(&blobs) {
-                let start = run[0].1.offset;
-                let last = run[run.len() - 1].1;
-                let len = last.offset + last.stored_len - start;
-                let mut bytes = match repo.read_pack_range(&pack_id, start, len) {
+                let (start, len) = span(run);
+                let asked = Instant::now();
+                let result = repo.read_pack_range(&pack_id, start, len);
+                read.requests += 1;
+                read.bytes += u64::from(len);
+                read.secs += asked.elapsed().as_secs_f64();
+                let mut bytes = match result {
                     Ok(b) => b,
                     Err(e) => match e.damage() {
                         Some(d) => {
@@ -820,19 +859,22 @@ fn fetch_and_verify(
                     }
                 }
             }
-            Ok(found)
+            Ok((found, read))
         },
-        |found| {
+        |(found, read)| {
             bad.extend(found);
+            reads.requests += read.requests;
+            reads.bytes += read.bytes;
+            reads.secs += read.secs;
             Ok(())
         },
     )?;
-    Ok(bad)
+    Ok((bad, reads))
 }
 
 /// Splits a pack's needed blobs (sorted by offset) into runs read with one request each:
 /// blobs closer than 256 KiB, up to 16 MiB per run.
-fn runs(blobs: &[(BlobId, IndexEntry)]) -> Vec<&[(BlobId, IndexEntry)]> {
+pub(crate) fn runs(blobs: &[(BlobId, IndexEntry)]) -> Vec<&[(BlobId, IndexEntry)]> {
     const GAP: u32 = 256 << 10;
     const MAX_RUN: u32 = 16 << 20;
     let mut out = Vec::new();
