@@ -66,6 +66,11 @@ pub fn human_duration(secs: f64) -> String {
     }
 }
 
+/// A count with its noun: "1 match", "3 matches", "0 snapshots".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Bytes per second of `bytes` in `secs` (0 for no time).
 pub fn per_sec(bytes: u64, secs: f64) -> u64 {
     if secs > 0.0 {
@@ -120,6 +125,13 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn counts_take_the_noun_that_fits() {
+        assert_eq!(count(1, "match", "matches"), "1 match");
+        assert_eq!(count(0, "snapshot", "snapshots"), "0 snapshots");
+        assert_eq!(count(12, "file", "files"), "12 files");
     }
 
     #[test]

@@ -131,10 +131,15 @@ pub fn run(a: FindArgs) -> Result<ExitCode> {
     out.flush().map_err(super::stdout_error)?;
     let patterns = a.patterns.join(" ");
     if matches == 0 {
-        errln!("lifeboat: no entry matches {patterns} in the {searched} snapshot(s) searched");
+        errln!(
+            "lifeboat: no entry matches {patterns} in the {} searched",
+            lifeboat::units::count(searched as u64, "snapshot", "snapshots")
+        );
     } else {
         errln!(
-            "lifeboat: {matches} match(es) in {with_match} of the {searched} snapshot(s) searched"
+            "lifeboat: {} in {with_match} of the {} searched",
+            lifeboat::units::count(matches, "match", "matches"),
+            lifeboat::units::count(searched as u64, "snapshot", "snapshots"),
         );
     }
     tracing::debug!(

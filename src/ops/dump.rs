@@ -63,9 +63,14 @@ pub fn require_file(node: &Node, what: &str) -> Result<()> {
             NodeKind::Socket => "socket",
             NodeKind::File => "file",
         };
+        let hint = if node.kind == NodeKind::Dir {
+            "; `--archive tar` writes a directory, with everything beneath it, as a tar stream"
+        } else {
+            ""
+        };
         Err(Error::Invalid(format!(
             "{what} is a {kind} in the snapshot, not a file: dump writes the content of one file \
-             (`lifeboat ls` shows what is there)"
+             (`lifeboat ls` shows what is there){hint}"
         )))
     } else {
         Ok(())

@@ -43,6 +43,10 @@ fn dump_writes_one_file_of_the_chosen_snapshot() {
         .run("dump", args!["--job", "db", "latest", db.join("backups")])
         .expect_code(1);
     assert!(out.stderr().contains("is a directory"), "{out}");
+    assert!(
+        out.stderr().contains("`--archive tar` writes a directory"),
+        "{out}"
+    );
     assert!(out.stdout.is_empty());
     let out = repo
         .run("dump", args!["--job", "db", "latest", db.join("nope.sql")])

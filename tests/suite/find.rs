@@ -95,7 +95,11 @@ fn find_searches_the_chosen_snapshots_newest_first_by_name_or_path() {
         lines[1].contains(" 30 "),
         "the second version's size: {text}"
     );
-    assert!(out.stderr().contains("3 match(es) in 3 of the 4"), "{out}");
+    assert!(
+        out.stderr()
+            .contains("3 matches in 3 of the 4 snapshots searched"),
+        "{out}"
+    );
 
     let path_pattern = format!("{}/**/nginx.conf", src.display());
     let out = find(args!["--host", "web1", "--job", "etc", &path_pattern]).success();
