@@ -47,6 +47,7 @@ mod drill;
 mod dump;
 mod find;
 mod forget;
+mod hosts;
 mod init;
 mod key;
 mod ls;
@@ -360,6 +361,9 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// List snapshots.
     Snapshots(snapshots::SnapshotsArgs),
+    /// Each host and job of the repository, its newest snapshot and its age (a fleet view
+    /// for monitoring: read-only, no lock, --stale-after, --json, --metrics-file).
+    Hosts(hosts::HostsArgs),
     /// List the entries of a snapshot.
     Ls(ls::LsArgs),
     /// Restore a snapshot, verifying every chunk before anything is written.
@@ -470,6 +474,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init(a) => init::run(a),
         Command::Backup(a) => backup::run(a),
         Command::Snapshots(a) => snapshots::run(a),
+        Command::Hosts(a) => hosts::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Dump(a) => dump::run(a),

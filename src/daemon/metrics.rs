@@ -106,7 +106,8 @@ fn ts(v: &Value) -> Option<f64> {
     Some(t.timestamp_millis() as f64 / 1000.0)
 }
 
-fn escape(s: &str) -> String {
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

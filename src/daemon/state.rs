@@ -161,17 +161,27 @@ pub fn write_json<T: Serialize>(
     what: &'static str,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, e))?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_atomically(dir, name, &bytes, what)
+}
+
+/// Writes `dir/name` atomically: a temporary file `.name.tmp` beside it, fsync, rename, fsync
+/// of the directory; a crash leaves the old file or the new one, never a mix, and a reader
+/// (node_exporter's textfile collector, say) never sees half of it.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8], what: &'static str) -> Result<()> {
     let p = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &p)?;
         std::fs::File::open(dir)?.sync_all()
     };
-    write().map_err(|e| Error::io(what, &p, e))
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(what, &p, e)
+    })
 }
 
 impl State {

@@ -12,6 +12,7 @@ pub mod drill;
 pub mod dump;
 pub mod find;
 pub mod forget;
+pub mod hosts;
 pub mod mount;
 pub mod prune;
 pub mod recover;

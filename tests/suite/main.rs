@@ -23,6 +23,7 @@ mod encryption;
 mod find;
 mod fixtures;
 mod fuzz_corpus;
+mod hosts;
 mod init;
 mod key;
 mod ls;
