@@ -188,10 +188,12 @@ pub struct DrillReport {
     /// ```
     ///
     /// (the data term is `per_file_secs × total_files + per_byte_secs × total_bytes` when
-    /// [`DrillReport::data_model`] could be measured, plus the full restore's pack reads,
-    /// `(per_request_secs × full_requests + per_byte_secs × full_bytes_read) / readers`, when
-    /// [`DrillReport::read_model`] could: a sample reads from nearly every pack, so its reads
-    /// weigh far more per file than a full restore's), where `data_secs` (reading, verifying
+    /// [`DrillReport::data_model`] could be measured; when [`DrillReport::read_model`] could
+    /// too, it is the reader-seconds of the full restore's pack reads and of the work on what
+    /// they hold, `(per_request_secs × full_requests + per_byte_secs × full_bytes_read +
+    /// per_file_secs × total_files + per_byte_secs × total_bytes) / readers`: a sample reads
+    /// from nearly every pack, so its reads weigh far more per file than a full restore's),
+    /// where `data_secs` (reading, verifying
     /// and writing file content, creating the staged files and setting their metadata),
     /// `placing_secs` (the files phase of one part: its top entries renamed into an empty
     /// target, as a full restore's are) and `dirs_secs` (creating directories and setting their
@@ -472,7 +474,7 @@ pub fn drill(
         }
     }
     report.read_model = read_model(&measured);
-    report.data_model = data_model(&measured, report.read_model.as_ref(), report.readers);
+    report.data_model = data_model(&measured, report.read_model.as_ref());
 
     // 4. Verify the restored files again, on their own terms.
     let verifying = Instant::now();
@@ -517,7 +519,8 @@ fn finish(mut report: DrillReport, started: Instant) -> DrillReport {
 }
 
 /// What restoring file content costs, per file (creating, writing, closing, metadata) and per
-/// byte (verifying, writing; reading too when there is no [`ReadModel`]):
+/// byte (verifying, writing): in reader-seconds besides the reads when there is a
+/// [`ReadModel`], else in seconds of the data phase, reads included:
 /// [`DrillReport::data_model`].
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct DataModel {
@@ -601,13 +604,19 @@ fn read_model(parts: &[Part]) -> Option<ReadModel> {
     })
 }
 
-/// The cost per file and per byte written that explains both parts' data phases, without the
-/// share of their pack reads when `reads` says what those cost ([`DrillReport::data_model`]);
-/// `None` when the parts cannot tell them apart (one part, or files of one size).
-fn data_model(parts: &[Part], reads: Option<&ReadModel>, readers: usize) -> Option<DataModel> {
+/// The cost per file and per byte written that explains both parts' data phases
+/// ([`DrillReport::data_model`]): with `reads` (what the pack reads cost), in reader-seconds
+/// spent on the packs besides reading them (verifying, writing, creating files); without, in
+/// seconds of the data phase. `None` when the parts cannot tell them apart (one part, or files
+/// of one size).
+///
+/// Reader-seconds, not the phase's wall time less the reads' share: a part makes a few dozen
+/// requests, and while the last ones finish the other readers wait, idle; that wait, counted
+/// as work, made the cost per file six times what a full restore pays (on a link of 40 ms).
+fn data_model(parts: &[Part], reads: Option<&ReadModel>) -> Option<DataModel> {
     let [p, q] = parts else { return None };
     let work = |x: &Part| match reads {
-        Some(_) => (x.data_secs - x.reads.secs / readers.max(1) as f64).max(0.0),
+        Some(_) => (x.reads.work_secs - x.reads.secs).max(0.0),
         None => x.data_secs,
     };
     let (per_file_secs, per_byte_secs) = fit_two(
@@ -633,22 +642,23 @@ fn estimate(r: &DrillReport, parts: &[Part], all: bool) -> f64 {
         }
     };
     let t = &r.restore_timings;
-    // Reading the packs a full restore reads, with as many reads in flight.
-    let reading = match r.read_model {
-        Some(m) if r.data_model.is_some() => {
-            (m.per_request_secs * r.full_requests as f64
-                + m.per_byte_secs * r.full_bytes_read as f64)
+    let data = match (r.data_model, r.read_model) {
+        // Reader-seconds: the packs a full restore reads, and the work on what they hold,
+        // shared by as many readers (a full restore keeps them all busy).
+        (Some(m), Some(read)) => {
+            // The work on what is read is mostly CPU (decompressing, hashing, writing to the
+            // page cache): no more readers do it at once than there are cores.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (read.per_request_secs * r.full_requests as f64
+                + read.per_byte_secs * r.full_bytes_read as f64)
                 / r.readers.max(1) as f64
+                + (m.per_file_secs * r.total_files as f64 + m.per_byte_secs * r.total_bytes as f64)
+                    / r.readers.clamp(1, cores) as f64
         }
-        _ => 0.0,
-    };
-    let data = match r.data_model {
-        Some(m) => {
-            reading
-                + m.per_file_secs * r.total_files as f64
-                + m.per_byte_secs * r.total_bytes as f64
+        (Some(m), None) => {
+            m.per_file_secs * r.total_files as f64 + m.per_byte_secs * r.total_bytes as f64
         }
-        None => scale(r.total_bytes, t.data_secs, r.bytes_sampled),
+        (None, _) => scale(r.total_bytes, t.data_secs, r.bytes_sampled),
     };
     // Placing: each part was placed into an empty directory as a full restore is (a rename
     // per top entry, whatever lies beneath); what grows with the snapshot are the entries made
@@ -1103,15 +1113,14 @@ mod tests {
                 part(100, 1_000_000_000, cost(100, 1_000_000_000)),
             ],
             None,
-            1,
         )
         .expect("two parts of different shapes");
         assert!((m.per_file_secs - 1e-3).abs() < 1e-9, "{m:?}");
         assert!((m.per_byte_secs - 1e-9).abs() < 1e-15, "{m:?}");
         // One part, or parts of the same shape: no model.
-        assert_eq!(data_model(&[part(10, 100, 1.0)], None, 1), None);
+        assert_eq!(data_model(&[part(10, 100, 1.0)], None), None);
         assert_eq!(
-            data_model(&[part(10, 1000, 1.0), part(20, 2000, 2.0)], None, 1),
+            data_model(&[part(10, 1000, 1.0), part(20, 2000, 2.0)], None),
             None
         );
         // Noise that would make the cost per byte negative: all of it is per file (the same
@@ -1119,18 +1128,13 @@ mod tests {
         let m = data_model(
             &[part(100, 1_000, 5.0), part(100, 1_000_000_000, 1.0)],
             None,
-            1,
         )
         .expect("a model");
         assert_eq!(m.per_byte_secs, 0.0);
         assert!((m.per_file_secs - 0.03).abs() < 1e-12, "{m:?}");
         // And the other way: the same bytes, ten times the files, less time.
-        let m = data_model(
-            &[part(10, 1_000_000, 2.0), part(100, 1_000_000, 1.0)],
-            None,
-            1,
-        )
-        .expect("a model");
+        let m = data_model(&[part(10, 1_000_000, 2.0), part(100, 1_000_000, 1.0)], None)
+            .expect("a model");
         assert_eq!(m.per_file_secs, 0.0);
         assert!((m.per_byte_secs - 1.5e-6).abs() < 1e-15, "{m:?}");
     }
@@ -1146,6 +1150,7 @@ mod tests {
                 requests,
                 bytes,
                 secs,
+                work_secs: secs,
             },
         };
         // 5 ms a request and 10 ns a byte: many small reads, and a few large ones.
@@ -1163,23 +1168,32 @@ mod tests {
         assert!((m.per_byte_secs - 7.0 / 5_000.0).abs() < 1e-12, "{m:?}");
         // A part that read nothing (all of it in the cache, or no data): no model.
         assert_eq!(read_model(&[part(0, 0, 0.0), part(20, 2_000, 3.0)]), None);
-        // The data phases without the reads' share (2 readers): what is left is per file.
+        // The work on the packs besides reading them: 100 small files took 1.5 reader-seconds
+        // in all, 1 of them reading; 10 large ones 1.6, 1 reading: what is left is 5 ms a file.
+        let with_work = |p: Part, work_secs: f64| Part {
+            reads: PackReads {
+                work_secs,
+                ..p.reads
+            },
+            ..p
+        };
         let parts = [
             Part {
                 files: 100,
                 bytes: 100,
-                data_secs: 1.0,
-                ..part(100, 1_000_000, 1.0)
+                ..with_work(part(100, 1_000_000, 1.0), 1.5)
             },
             Part {
                 files: 10,
                 bytes: 1_000_000,
-                data_secs: 0.6,
-                ..part(10, 100_000_000, 1.0)
+                ..with_work(part(10, 100_000_000, 1.0), 1.6)
             },
         ];
-        let d = data_model(&parts, read_model(&parts).as_ref(), 2).expect("a model");
+        let d = data_model(&parts, read_model(&parts).as_ref()).expect("a model");
         assert!((d.per_file_secs - 5e-3).abs() < 1e-4, "{d:?}");
+        // Without what reads cost, the data phase as a whole.
+        let d = data_model(&parts, None).expect("a model");
+        assert!((d.per_file_secs - 1e-2).abs() < 1e-3, "{d:?}");
     }
 
     #[test]
@@ -1272,19 +1286,18 @@ mod tests {
         let want = 0.5 + 0.25 + (1.0 + 1.0) + 0.25 + 0.2 + 1.0;
         let got = estimate(&r, &[part(0.2), part(0.3)], false);
         assert!((got - want).abs() < 1e-9, "{got} != {want}");
-        // With what reads cost: the full restore's 40 requests at 50 ms and 1 GB at 1 ns a
-        // byte, shared by 4 readers.
+        // With what reads cost, the data term is in reader-seconds shared by the readers: the
+        // full restore's 40 requests at 50 ms and 1 GB at 1 ns a byte by 4 readers, and the 2 s
+        // of work on what they hold by as many of them as there are cores.
         r.read_model = Some(ReadModel {
             per_request_secs: 0.05,
             per_byte_secs: 1e-9,
         });
         (r.full_requests, r.full_bytes_read, r.readers) = (40, 1_000_000_000, 4);
         let got = estimate(&r, &[part(0.2), part(0.3)], false);
-        let reading = (40.0 * 0.05 + 1.0) / 4.0;
-        assert!(
-            (got - (want + reading)).abs() < 1e-9,
-            "{got} != {want} + {reading}"
-        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let want = want - 2.0 + (40.0 * 0.05 + 1.0) / 4.0 + 2.0 / 4.min(cores) as f64;
+        assert!((got - want).abs() < 1e-9, "{got} != {want}");
         r.read_model = None;
         // A drill of everything: its measured phases are the estimate.
         r.data_model = None;

@@ -119,6 +119,9 @@ pub struct PackReads {
     pub bytes: u64,
     /// Seconds the readers spent waiting for them, summed over the readers.
     pub secs: f64,
+    /// Seconds the readers spent on the packs in all (reading, verifying, writing the chunks
+    /// into files), summed over the readers.
+    pub work_secs: f64,
 }
 
 /// Wall-clock seconds of the phases of a restore (what a restore drill extrapolates from).
@@ -822,6 +825,7 @@ fn fetch_and_verify(
             let what = FileKind::Pack.path(&pack_id.to_hex());
             let mut found = Vec::new();
             let mut read = PackReads::default();
+            let began = Instant::now();
             for run in runs(&blobs) {
                 let (start, len) = span(run);
                 let asked = Instant::now();
@@ -859,6 +863,7 @@ fn fetch_and_verify(
                     }
                 }
             }
+            read.work_secs = began.elapsed().as_secs_f64();
             Ok((found, read))
         },
         |(found, read)| {
@@ -866,6 +871,7 @@ fn fetch_and_verify(
             reads.requests += read.requests;
             reads.bytes += read.bytes;
             reads.secs += read.secs;
+            reads.work_secs += read.work_secs;
             Ok(())
         },
     )?;
