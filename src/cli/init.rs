@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use lifeboat::repo::{Cipher, InitOptions, KdfSetting};
+use lifeboat::repo::{Cipher, InitOptions, KdfSetting, MasterKey};
 use lifeboat::Repository;
 
 use super::{password, RepoArgs};
@@ -30,6 +30,14 @@ pub struct InitArgs {
     pack_size_mib: u32,
     #[command(flatten)]
     kdf: KdfArgs,
+    /// Take the chunking parameters and the chunk-id key of this existing repository (opened
+    /// with --from-password-file, --from-recovery-kit or LIFEBOAT_FROM_PASSWORD*; never this
+    /// repository's password): the same data then gives the same chunks and ids in both, so
+    /// copies between them store each chunk once. The encryption key is new.
+    #[arg(long, value_name = "SRC")]
+    copy_params_from: Option<String>,
+    #[command(flatten)]
+    from: super::FromArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -89,13 +97,41 @@ pub fn run(a: InitArgs) -> Result<ExitCode> {
         bail!("--recovery-kit opens an existing repository; init makes a new master key");
     }
     let storage = a.repo.storage()?;
-    let opts = InitOptions {
+    let mut opts = InitOptions {
         compression_level: a.compression_level,
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),
         encryption: !a.insecure_no_encryption,
         cipher: a.cipher,
         kdf: a.kdf.setting(),
+        ..InitOptions::default()
     };
+    let from_given = a.from.from_password_file.is_some()
+        || a.from.from_recovery_kit.is_some()
+        || !a.from.from_options.is_empty();
+    if from_given && a.copy_params_from.is_none() {
+        bail!("--from-password-file, --from-recovery-kit and --from-option open the repository of --copy-params-from: give it");
+    }
+    if let Some(src) = &a.copy_params_from {
+        let source = a
+            .from
+            .open(src, a.repo.cache())
+            .with_context(|| format!("--copy-params-from {src}: the source repository"))?;
+        opts.chunker = source.config().chunker;
+        match (source.master_key(), opts.encryption) {
+            (Some(m), true) => opts.master = Some(MasterKey::sharing_ids_with(m)),
+            (None, true) => errln!(
+                "lifeboat: warning: {src} is unencrypted: its chunk ids are plain BLAKE3 and this \
+                 repository's are keyed, so a copy hashes every chunk again (the chunking \
+                 parameters are shared)"
+            ),
+            (Some(_), false) => errln!(
+                "lifeboat: warning: {src} is encrypted and this repository is not: its chunk ids \
+                 are keyed and this one's plain BLAKE3, so a copy hashes every chunk again (the \
+                 chunking parameters are shared)"
+            ),
+            (None, false) => {} // both plain BLAKE3
+        }
+    }
     let pw = if opts.encryption {
         Some(password::new_repository(
             a.repo.password_file.clone(),
@@ -111,6 +147,7 @@ pub fn run(a: InitArgs) -> Result<ExitCode> {
             "{}",
             serde_json::json!({
                 "id": cfg.id,
+                "copy_params_from": a.copy_params_from,
                 "location": repo.storage().location(),
                 "version": cfg.version,
                 "encryption": cfg.encryption,
@@ -123,6 +160,9 @@ pub fn run(a: InitArgs) -> Result<ExitCode> {
             &cfg.id[..8],
             repo.storage().location()
         )?;
+        if let Some(src) = &a.copy_params_from {
+            outln!("chunking parameters and chunk ids as in {src}: copies between the two store each chunk once")?;
+        }
         if cfg.is_encrypted() {
             outln!(
                 "encryption: {} (key {})",

@@ -320,11 +320,7 @@ impl RepoArgs {
             self.limit_upload,
             self.limit_download,
         );
-        spec.cache_dir = if self.no_cache {
-            None
-        } else {
-            self.cache_dir.clone().or_else(default_cache_dir)
-        };
+        spec.cache_dir = self.cache();
         spec.lock = LockSettings::from_env()?;
         spec.credentials = password::existing(
             self.recovery_kit.clone(),
@@ -341,6 +337,53 @@ impl RepoArgs {
 
     fn open(&self) -> Result<Repository> {
         Ok(self.spec()?.open()?)
+    }
+
+    /// The metadata cache directory these flags give (`None`: no cache).
+    fn cache(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        }
+    }
+}
+
+/// What opens the repository a command reads from besides its own (`init
+/// --copy-params-from SRC`; copy's `--from`): its password or recovery kit and its storage
+/// settings, given apart from the other repository's.
+#[derive(Debug, Clone, Args)]
+pub struct FromArgs {
+    /// Read the source repository's password from this file (its first line); otherwise
+    /// LIFEBOAT_FROM_PASSWORD_FILE, LIFEBOAT_FROM_PASSWORD or a prompt on a terminal.
+    #[arg(long, value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Open the source repository with a recovery kit instead of a password.
+    #[arg(
+        long,
+        env = "LIFEBOAT_FROM_RECOVERY_KIT",
+        value_name = "FILE",
+        conflicts_with = "from_password_file"
+    )]
+    pub from_recovery_kit: Option<PathBuf>,
+    /// A storage setting of the source repository, KEY=VALUE (repeatable; as --option).
+    #[arg(long = "from-option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    pub from_options: Vec<(String, String)>,
+}
+
+impl FromArgs {
+    /// Opens the source repository at `url` (the metadata cache is the other repository's).
+    pub fn open(&self, url: &str, cache_dir: Option<PathBuf>) -> Result<Repository> {
+        let mut spec =
+            RepoSpec::new(url).with_storage(self.from_options.iter().cloned(), None, None);
+        spec.cache_dir = cache_dir;
+        spec.lock = LockSettings::from_env()?;
+        spec.credentials = password::source(
+            self.from_recovery_kit.clone(),
+            self.from_password_file.clone(),
+            url,
+        );
+        Ok(spec.open()?)
     }
 }
 

@@ -56,6 +56,26 @@ pub fn existing(
     }
 }
 
+/// The password (or recovery kit) of the repository a command reads from (`init
+/// --copy-params-from`, copy's `--from`): the flags given for it, `LIFEBOAT_FROM_PASSWORD_FILE`,
+/// `LIFEBOAT_FROM_PASSWORD`, or a prompt on a terminal; never the other repository's password.
+pub fn source(
+    recovery_kit: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    location: &str,
+) -> CredentialSource {
+    CredentialSource {
+        recovery_kit,
+        password_file,
+        credential: None,
+        env: PasswordEnv::from_process_for_source(),
+        prompt: prompt(format!("password for {location}"), false),
+        hint: "use --from-password-file, --from-recovery-kit, LIFEBOAT_FROM_PASSWORD_FILE, \
+               LIFEBOAT_FROM_PASSWORD, or run on a terminal to be asked"
+            .into(),
+    }
+}
+
 /// The password of a new repository (`init`): the sources of [`existing`], asked twice on a
 /// terminal.
 pub fn new_repository(password_file: Option<PathBuf>, location: &str) -> Result<Password> {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-pub use config::RepoConfig;
+pub use config::{ChunkerParams, RepoConfig};
 pub use index::{Index, IndexBuilder, IndexEntry};
 pub use key::{KdfParams, KeyFile};
 pub use lock::{LockInfo, LockSettings, RepoLock, SnapshotRead};
@@ -107,6 +107,13 @@ pub struct InitOptions {
     pub cipher: Option<Cipher>,
     /// Password stretching of the first key.
     pub kdf: KdfSetting,
+    /// Chunking parameters (fixed for the repository's life).
+    pub chunker: ChunkerParams,
+    /// The master key of an encrypted repository, instead of a new random one: one made with
+    /// [`MasterKey::sharing_ids_with`] another repository's (`init --copy-params-from`), so
+    /// that copies between the two deduplicate without hashing again. Not used by an
+    /// unencrypted repository (its ids are plain BLAKE3).
+    pub master: Option<MasterKey>,
 }
 
 impl Default for InitOptions {
@@ -117,6 +124,8 @@ impl Default for InitOptions {
             encryption: true,
             cipher: None,
             kdf: KdfSetting::Calibrate,
+            chunker: ChunkerParams::default(),
+            master: None,
         }
     }
 }
@@ -239,6 +248,7 @@ impl Repository {
             .encryption
             .then(|| opts.cipher.unwrap_or_else(Cipher::preferred));
         let mut config = RepoConfig::new(opts.compression_level, opts.pack_size, cipher)?;
+        config.chunker = opts.chunker;
         if storage.has_config()? {
             return Err(Error::RepositoryExists {
                 location: storage.location(),
@@ -248,7 +258,10 @@ impl Repository {
         let (sealer, master, key) = if let Some(cipher) = cipher {
             let password = password
                 .ok_or_else(|| Error::Invalid("an encrypted repository needs a password".into()))?;
-            let master = MasterKey::random();
+            let master = match &opts.master {
+                Some(m) => m.clone(),
+                None => MasterKey::random(),
+            };
             let (host, user) = this_host();
             let key = KeyFile::seal(
                 &master,

@@ -74,6 +74,19 @@ impl PasswordEnv {
         }
     }
 
+    /// The sources of a second repository's password, the one a command reads from
+    /// (`--copy-params-from`, copy's `--from`): `LIFEBOAT_FROM_PASSWORD_FILE`,
+    /// `LIFEBOAT_FROM_PASSWORD`; never the first repository's.
+    pub fn from_process_for_source() -> Self {
+        PasswordEnv {
+            password_file: std::env::var_os("LIFEBOAT_FROM_PASSWORD_FILE")
+                .filter(|v| !v.is_empty())
+                .map(|v| ("LIFEBOAT_FROM_PASSWORD_FILE", PathBuf::from(v))),
+            password: Self::variable("LIFEBOAT_FROM_PASSWORD").password,
+            credentials_dir: None,
+        }
+    }
+
     /// Only the password variable `var` (a new password: `LIFEBOAT_NEW_PASSWORD`).
     pub fn variable(var: &'static str) -> Self {
         PasswordEnv {

@@ -91,6 +91,15 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    /// A new random key that gives chunks the ids `other` gives them (its id key, a new
+    /// encryption key): a repository made with it deduplicates against copies from `other`'s
+    /// (`init --copy-params-from`), and reveals to whoever holds `other` no more than ids.
+    pub fn sharing_ids_with(other: &MasterKey) -> Self {
+        let mut k = MasterKey::random();
+        k.id = other.id;
+        k
+    }
+
     /// A new random key from the operating system's generator.
     pub fn random() -> Self {
         let mut k = MasterKey {

@@ -102,3 +102,84 @@ fn commands_on_a_path_that_is_not_a_repository_fail() {
     assert!(!out.stderr().trim().is_empty(), "no error message\n{out}");
     lifeboat(args!["check", "--repo", scratch.join("missing")]).expect_code(1);
 }
+
+/// Issue 22: `init --copy-params-from SRC` takes the source's chunking parameters and chunk-id
+/// key (the source opened with its own credentials, never this repository's password): the same
+/// data then gets the same chunk ids in both, where a repository made without it gives others;
+/// a wrong source password is refused, and nothing is created.
+#[test]
+fn init_copy_params_from_gives_the_chunk_ids_of_the_source() {
+    let src = Repo::new();
+    let scratch = Scratch::new();
+    let data = scratch.join("data");
+    write_file(&data.join("a.bin"), &random_bytes(3 * MIB as usize, 7));
+    write_file(&data.join("b.txt"), b"hello\n");
+    let src_password = scratch.join("src-password");
+    write_file(&src_password, format!("{PASSWORD}\n").as_bytes());
+
+    // Without the source's credentials it does not borrow this repository's password.
+    let dst = scratch.join("dst");
+    let out = lifeboat(args![
+        "init",
+        "--repo",
+        &dst,
+        "--copy-params-from",
+        &src.path
+    ])
+    .failure();
+    out.stderr_contains("--from-password-file");
+    assert!(!dst.join("config").exists());
+    let wrong = scratch.join("wrong");
+    write_file(&wrong, b"not the password\n");
+    let out = lifeboat(args![
+        "init",
+        "--repo",
+        &dst,
+        "--copy-params-from",
+        &src.path,
+        "--from-password-file",
+        &wrong
+    ])
+    .expect_code(12);
+    out.stderr_contains("--copy-params-from");
+    assert!(!dst.join("config").exists());
+
+    let out = lifeboat(args![
+        "init",
+        "--repo",
+        &dst,
+        "--copy-params-from",
+        &src.path,
+        "--from-password-file",
+        &src_password
+    ])
+    .success();
+    assert!(out.stdout().contains("chunk ids as in"), "{out}");
+    let dst = Repo::at(&dst);
+    let other = Repo::new();
+    // The same bytes get the same chunk id in both (and another in a repository of its own);
+    // the chunking parameters are the source's.
+    let id = |r: &Repo| {
+        r.open()
+            .sealer()
+            .blob_id(&fs::read(data.join("a.bin")).expect("read"))
+    };
+    assert_eq!(id(&dst), id(&src), "the source's chunk ids");
+    assert_ne!(id(&other), id(&src), "another repository's own id key");
+    assert_eq!(dst.open().config().chunker, src.open().config().chunker);
+    // The keys that seal the objects are the destination's own: the source's kit does not
+    // open it.
+    let kit = scratch.join("src.kit");
+    lifeboat(args![
+        "key", "export", "--repo", &src.path, "--output", &kit
+    ])
+    .success();
+    lifeboat(args![
+        "snapshots",
+        "--repo",
+        &dst.path,
+        "--recovery-kit",
+        &kit
+    ])
+    .failure();
+}
