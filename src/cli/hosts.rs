@@ -41,20 +41,8 @@ pub fn run(a: HostsArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
     // The snapshot objects and nothing else: no lock, nothing written, so read-only
     // credentials do, and a prune on an admin machine does not hold it up.
-    let list = repo.list_snapshots()?;
-    for d in &list.damaged {
-        errln!(
-            "lifeboat: warning: {d}; it is not listed. {}",
-            lifeboat::repo::snapshot::DAMAGED_SNAPSHOT_HINT
-        );
-    }
+    let (snaps, damaged) = super::listed(&repo, &a.which)?;
     let filter = a.which.filter(&[]);
-    filter.validate()?;
-    let snaps: Vec<_> = list
-        .snapshots
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
     let now = chrono::Utc::now();
     let lines = lines(&snaps, now, a.stale_after);
     if let Some(file) = &a.metrics_file {
@@ -66,7 +54,7 @@ pub fn run(a: HostsArgs) -> Result<ExitCode> {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => std::path::Path::new("."),
         };
-        let text = metrics(&lines, now, a.stale_after, list.damaged.len());
+        let text = metrics(&lines, now, a.stale_after, damaged);
         lifeboat::daemon::state::write_atomically(
             dir,
             name,
@@ -117,7 +105,7 @@ pub fn run(a: HostsArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_FAILURE));
     }
-    Ok(if list.damaged.is_empty() {
+    Ok(if damaged == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INCOMPLETE)

@@ -202,6 +202,33 @@ impl SnapshotArgs {
     }
 }
 
+/// The repository's snapshots that `which` selects (oldest first), and how many snapshot
+/// objects could not be read: those are named on stderr, the intact ones listed anyway (the
+/// caller's exit code, 3, tells a script the listing is partial).
+pub fn listed(
+    repo: &Repository,
+    which: &SnapshotArgs,
+) -> Result<(
+    Vec<(lifeboat::id::SnapshotId, lifeboat::repo::Snapshot)>,
+    usize,
+)> {
+    let list = repo.list_snapshots()?;
+    for d in &list.damaged {
+        errln!(
+            "lifeboat: warning: {d}; it is not listed. {}",
+            lifeboat::repo::snapshot::DAMAGED_SNAPSHOT_HINT
+        );
+    }
+    let filter = which.filter(&[]);
+    filter.validate()?;
+    let snaps = list
+        .snapshots
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
+    Ok((snaps, list.damaged.len()))
+}
+
 /// Says which snapshot a command chose (on stderr, beside its output): id, time, host, job
 /// and paths, so that an operator sees what `latest` meant.
 pub fn announce(id: &lifeboat::id::SnapshotId, s: &lifeboat::repo::Snapshot) {

@@ -65,14 +65,11 @@ pub fn source(
     location: &str,
 ) -> CredentialSource {
     CredentialSource {
-        recovery_kit,
-        password_file,
-        credential: None,
         env: PasswordEnv::from_process_for_source(),
-        prompt: prompt(format!("password for {location}"), false),
         hint: "use --from-password-file, --from-recovery-kit, LIFEBOAT_FROM_PASSWORD_FILE, \
                LIFEBOAT_FROM_PASSWORD, or run on a terminal to be asked"
             .into(),
+        ..existing(recovery_kit, password_file, location)
     }
 }
 

@@ -25,27 +25,12 @@ pub struct SnapshotsArgs {
 
 pub fn run(a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = a.repo.open()?;
-    let list = repo.list_snapshots()?;
-    // Damaged snapshot objects are named on stderr; the intact snapshots are listed anyway,
-    // and the exit code (3) tells a script the listing is partial.
-    for d in &list.damaged {
-        errln!(
-            "lifeboat: warning: {d}; it is not listed. {}",
-            lifeboat::repo::snapshot::DAMAGED_SNAPSHOT_HINT
-        );
-    }
-    let status = if list.damaged.is_empty() {
+    let (mut snaps, damaged) = super::listed(&repo, &a.which)?;
+    let status = if damaged == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
     };
-    let filter = a.which.filter(&[]);
-    filter.validate()?;
-    let mut snaps: Vec<_> = list
-        .snapshots
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
     if a.latest {
         snaps = lifeboat::repo::newest_per_lineage(&snaps);
         snaps.reverse();
