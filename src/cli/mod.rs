@@ -165,6 +165,22 @@ impl DownloadArgs {
     }
 }
 
+/// How a restore places what it verified: the flags `restore` and `recover` share.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PlaceArgs {
+    /// Restore the intact files even if some are damaged (exit code 3, damaged files listed).
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// Replace entries that already exist in the target, atomically one by one (restoring
+    /// over `/` of a rescue system).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Make the snapshot's device nodes (as root). Without it they are left out and listed
+    /// (exit code 3): a device node gives whoever may open it the device itself.
+    #[arg(long)]
+    pub devices: bool,
+}
+
 /// Which snapshots a command means, beside its selector: the filters of every command that
 /// takes a snapshot (restore, ls, drill, snapshots). Every filter given must hold.
 #[derive(Debug, Clone, Default, Args)]

@@ -30,16 +30,8 @@ pub struct RecoverArgs {
     /// target's file system (removed again); write nothing to the target.
     #[arg(long)]
     dry_run: bool,
-    /// Replace entries that already exist in the target (restoring over `/` of a rescue
-    /// system).
-    #[arg(long)]
-    overwrite: bool,
-    /// Restore the intact files even if some are damaged (exit code 3, damaged files listed).
-    #[arg(long)]
-    allow_partial: bool,
-    /// Make the snapshots' device nodes (as root).
-    #[arg(long)]
-    devices: bool,
+    #[command(flatten)]
+    place: super::PlaceArgs,
     #[command(flatten)]
     downloads: super::DownloadArgs,
     /// The host to bring back (required), and filters: --job (only that job), --path, --tag.
@@ -82,9 +74,9 @@ pub fn run(a: RecoverArgs) -> Result<ExitCode> {
         target: a.target.clone(),
         includes: Vec::new(),
         verify_only: false,
-        allow_partial: a.allow_partial,
-        overwrite: a.overwrite,
-        devices: a.devices,
+        allow_partial: a.place.allow_partial,
+        overwrite: a.place.overwrite,
+        devices: a.place.devices,
         threads: a.downloads.get().unwrap_or(0),
     };
     let progress = super::progress();
@@ -151,7 +143,7 @@ pub fn run(a: RecoverArgs) -> Result<ExitCode> {
         }
     }
     let damaged = report.damaged();
-    if damaged > 0 && !a.allow_partial {
+    if damaged > 0 && !a.place.allow_partial {
         errln!(
             "lifeboat: error: recover refused: {damaged} entries are damaged or missing (listed \
              above); nothing was written to {}. Run `lifeboat check --read-data` for details, \

@@ -32,16 +32,8 @@ pub struct RestoreArgs {
     /// Verify every chunk the snapshot needs and write nothing.
     #[arg(long)]
     verify_only: bool,
-    /// Restore the intact files even if some are damaged (exit code 3, damaged files listed).
-    #[arg(long)]
-    allow_partial: bool,
-    /// Replace files that already exist in the target.
-    #[arg(long)]
-    overwrite: bool,
-    /// Make the snapshot's device nodes (as root). Without it they are left out and listed
-    /// (exit code 3): a device node gives whoever may open it the device itself.
-    #[arg(long)]
-    devices: bool,
+    #[command(flatten)]
+    place: super::PlaceArgs,
     #[command(flatten)]
     downloads: super::DownloadArgs,
     #[command(flatten)]
@@ -70,9 +62,9 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         target: target.clone(),
         includes: a.include.clone(),
         verify_only: a.verify_only,
-        allow_partial: a.allow_partial,
-        overwrite: a.overwrite,
-        devices: a.devices,
+        allow_partial: a.place.allow_partial,
+        overwrite: a.place.overwrite,
+        devices: a.place.devices,
         threads: a.downloads.get().unwrap_or(0),
     };
     let progress = super::progress();
@@ -142,7 +134,7 @@ pub fn run(a: RestoreArgs) -> Result<ExitCode> {
         for o in &report.damaged_objects {
             errln!("lifeboat: damaged object: {o}");
         }
-        if a.allow_partial && !a.verify_only {
+        if a.place.allow_partial && !a.verify_only {
             errln!(
                 "lifeboat: restored {} files to {}; {} entries could not be restored (listed above)",
                 report.files,
